@@ -1,0 +1,130 @@
+"""The one error hierarchy. Every error has a stable ``code`` that clients may branch on.
+
+Foreign errors (redis, celery/kombu, requests, websocket) are translated into these at the module that
+talks to the foreign system; HTTP statuses are assigned in one place, ``comfyjobs.api.errors``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+class ComfyJobsError(Exception):
+    code = "internal_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message}
+
+
+class ConfigError(ComfyJobsError):
+    code = "config_invalid"
+
+
+@dataclass(frozen=True)
+class ManifestProblem:
+    file: str
+    key: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.key}: {self.reason}"
+
+
+class ManifestError(ComfyJobsError):
+    """A manifest or workflow template is invalid. Carries every problem found, not just the first."""
+
+    code = "manifest_invalid"
+
+    def __init__(self, problems: list[ManifestProblem]) -> None:
+        self.problems = problems
+        super().__init__("invalid manifests:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+@dataclass(frozen=True)
+class FieldProblem:
+    field: str
+    reason: str
+
+
+class InvalidParamsError(ComfyJobsError):
+    code = "invalid_params"
+
+    def __init__(self, problems: list[FieldProblem]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{p.field}: {p.reason}" for p in problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **super().to_dict(),
+            "fields": [{"field": p.field, "reason": p.reason} for p in self.problems],
+        }
+
+
+class WorkflowNotFoundError(ComfyJobsError):
+    code = "workflow_not_found"
+
+
+class TaskNotFoundError(ComfyJobsError):
+    code = "task_not_found"
+
+
+class OutputNotFoundError(ComfyJobsError):
+    code = "output_not_found"
+
+
+class QueueUnavailableError(ComfyJobsError):
+    """Redis or the Celery broker cannot be reached; nothing was accepted."""
+
+    code = "queue_unavailable"
+
+
+# --- ComfyUI ---------------------------------------------------------------------------------------
+
+
+class ComfyError(ComfyJobsError):
+    code = "comfyui_error"
+
+    def __init__(self, message: str, *, node_id: str | None = None, node_type: str | None = None) -> None:
+        super().__init__(message)
+        self.node_id = node_id
+        self.node_type = node_type
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "node_id": self.node_id, "node_type": self.node_type}
+
+
+class ComfyStartError(ComfyError):
+    """The managed ComfyUI process did not come up (exited, port taken, timed out)."""
+
+    code = "comfyui_start_failed"
+
+
+class ComfyUnavailableError(ComfyError):
+    """ComfyUI stopped answering or its connection broke during a job."""
+
+    code = "comfyui_unavailable"
+
+
+class ComfyPromptRejectedError(ComfyError):
+    """ComfyUI refused the graph at validation (`node_errors`)."""
+
+    code = "comfyui_prompt_rejected"
+
+
+class ComfyExecutionError(ComfyError):
+    """A node raised while ComfyUI executed the graph (`execution_error`)."""
+
+    code = "comfyui_execution_error"
+
+
+class ComfyInterruptedError(ComfyError):
+    code = "comfyui_interrupted"
+
+
+class JobTimeoutError(ComfyJobsError):
+    code = "job_timeout"

@@ -1,0 +1,102 @@
+"""The validated, cross-checked view of the manifests that the API and the workers use.
+
+Built by ``loader.load_registry``; immutable afterwards. Templates are kept parsed and never handed out
+directly: ``patching.build_graph`` deep-copies before writing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from comfyjobs.errors import WorkflowNotFoundError
+from comfyjobs.manifests.schema import LoraSpec, ParamType
+
+RANDOM = "random"
+
+
+@dataclass(frozen=True)
+class Target:
+    node_id: str
+    input: str
+    bypass_when_null: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """A parameter as one workflow exposes it: base.yaml merged with the workflow's override."""
+
+    name: str
+    type: ParamType
+    description: str
+    required: bool
+    default: Any
+    minimum: int | float | None
+    maximum: int | float | None
+    max_length: int | None
+    choices: tuple[Any, ...] | None
+    choices_from: str | None
+    nullable: bool
+    example: Any
+    targets: tuple[Target, ...]
+    fixed: bool = False
+    value: Any = None
+
+    @property
+    def random_default(self) -> bool:
+        return self.default == RANDOM and self.type == "integer"
+
+    def public_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": self.name,
+            "type": self.type,
+            "description": self.description,
+            "required": self.required,
+        }
+        if not self.required:
+            out["default"] = self.default
+        for key, val in (
+            ("min", self.minimum),
+            ("max", self.maximum),
+            ("max_length", self.max_length),
+            ("choices", list(self.choices) if self.choices is not None else None),
+            ("choices_from", self.choices_from),
+            ("example", self.example),
+        ):
+            if val is not None:
+                out[key] = val
+        if self.nullable:
+            out["nullable"] = True
+        return out
+
+
+@dataclass(frozen=True)
+class Workflow:
+    id: str
+    description: str
+    template_file: str
+    template: Mapping[str, Any]
+    parameters: Mapping[str, Parameter]
+    prompt_parameter: str | None
+    time_limit_s: float | None
+    request_model: type[BaseModel] = field(compare=False, repr=False)
+
+    @property
+    def public_parameters(self) -> list[Parameter]:
+        return [p for p in self.parameters.values() if not p.fixed]
+
+
+@dataclass(frozen=True)
+class Registry:
+    workflows: Mapping[str, Workflow]
+    loras: Mapping[str, LoraSpec]
+
+    def workflow(self, workflow_id: str) -> Workflow:
+        try:
+            return self.workflows[workflow_id]
+        except KeyError:
+            known = ", ".join(sorted(self.workflows)) or "none"
+            raise WorkflowNotFoundError(f"unknown workflow {workflow_id!r} (known: {known})") from None

@@ -1,0 +1,127 @@
+"""The shape of the three manifest files, as pydantic models. Unknown keys are rejected everywhere.
+
+These models check each file on its own; cross-file checks (a workflow's parameter exists in base.yaml, a
+target's node and input exist in the template) live in ``loader``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+ParamType = Literal["string", "integer", "number", "boolean", "choice"]
+Scalar = str | int | float | bool
+
+# ComfyUI model folders a `choices_from` may name (folder_paths' names in 0.3.75).
+ModelFolder = Literal[
+    "checkpoints",
+    "loras",
+    "vae",
+    "text_encoders",
+    "clip",
+    "diffusion_models",
+    "unet",
+    "clip_vision",
+    "style_models",
+    "embeddings",
+    "diffusers",
+    "vae_approx",
+    "controlnet",
+    "t2i_adapter",
+    "gligen",
+    "upscale_models",
+    "hypernetworks",
+    "photomaker",
+    "classifiers",
+    "model_patches",
+    "audio_encoders",
+]
+MODEL_FOLDERS: tuple[str, ...] = get_args(ModelFolder)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TargetSpec(_Strict):
+    """One place a parameter writes to: a node (by id or by its title) and one of its inputs."""
+
+    node: str | None = Field(default=None, description="Node id in the template.")
+    title: str | None = Field(default=None, description="Node title (`_meta.title`), if unique.")
+    input: str = Field(min_length=1)
+    bypass_when_null: list[str] | None = Field(
+        default=None,
+        description=(
+            "When the parameter is null, remove this node and reconnect its consumers: output i of the node "
+            "is replaced by whatever feeds the input named at position i (e.g. LoraLoader: [model, clip])."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _one_locator(self) -> TargetSpec:
+        if (self.node is None) == (self.title is None):
+            raise ValueError("give exactly one of `node` (node id) or `title` (node title)")
+        return self
+
+
+class ParameterSpec(_Strict):
+    """A public parameter in base.yaml."""
+
+    type: ParamType
+    description: str = ""
+    default: Any = None
+    min: int | float | None = None
+    max: int | float | None = None
+    max_length: int | None = Field(default=None, ge=1)
+    choices: list[Scalar] | None = None
+    choices_from: ModelFolder | None = None
+    nullable: bool = False
+    example: Any = None
+    targets: list[TargetSpec] = Field(default_factory=list)
+
+
+class ParameterOverride(_Strict):
+    """Per-workflow changes to a base parameter; `value` fixes it and hides it from the API."""
+
+    required: bool | None = None
+    description: str | None = None
+    default: Any = None
+    min: int | float | None = None
+    max: int | float | None = None
+    max_length: int | None = Field(default=None, ge=1)
+    choices: list[Scalar] | None = None
+    choices_from: ModelFolder | None = None
+    nullable: bool | None = None
+    example: Any = None
+    value: Any = None
+    targets: list[TargetSpec] | None = None
+
+
+class WorkflowSpec(_Strict):
+    template: str = Field(min_length=1, description="File name under the workflows folder (API format).")
+    description: str = ""
+    parameters: dict[str, ParameterOverride | None] = Field(default_factory=dict)
+    prompt_parameter: str | None = Field(
+        default=None, description="Parameter that LoRA prompt prefixes/suffixes apply to (default: prompt)."
+    )
+    time_limit_s: float | None = Field(default=None, gt=0)
+
+
+class LoraSpec(_Strict):
+    description: str = ""
+    prompt_prefix: str = ""
+    prompt_suffix: str = ""
+    examples: list[str] = Field(default_factory=list)
+
+
+class BaseFile(_Strict):
+    parameters: dict[str, ParameterSpec] = Field(default_factory=dict)
+
+
+class WorkflowsFile(_Strict):
+    workflows: dict[str, WorkflowSpec] = Field(default_factory=dict)
+
+
+class LorasFile(_Strict):
+    loras: dict[str, LoraSpec] = Field(default_factory=dict)

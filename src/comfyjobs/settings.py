@@ -1,0 +1,91 @@
+"""One validated settings object per process, read from the environment and `.env`.
+
+Built once at process start (``Settings.load()``) and passed down; nothing else reads the environment.
+Invalid values stop the process before it touches Redis or ComfyUI.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AnyHttpUrl, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from comfyjobs.errors import ConfigError
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # --- Queue and records -------------------------------------------------------------------------
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis for the queue and job records. Unset: `comfyjobs up` starts a private one.",
+    )
+    job_ttl_s: Annotated[int, Field(ge=60)] = 7 * 24 * 3600
+    job_time_limit_s: Annotated[float, Field(gt=0)] = 1800.0
+    queue_name: str = "comfyjobs"
+
+    # --- Files -------------------------------------------------------------------------------------
+    data_dir: Path = Path("data")
+    model_dir: Path = Path("models")
+    manifest_dir: Path = Path("manifests")
+    workflow_dir: Path = Path("workflows")
+
+    # --- API ---------------------------------------------------------------------------------------
+    api_host: str = "127.0.0.1"
+    api_port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    public_url: AnyHttpUrl = AnyHttpUrl("http://127.0.0.1:8000")
+
+    # --- ComfyUI -----------------------------------------------------------------------------------
+    comfyui_dir: Path = Path("ComfyUI")
+    comfyui_python: Path | None = Field(default=None, description="Python for ComfyUI; default: ours.")
+    comfyui_base_port: Annotated[int, Field(ge=1024, le=65000)] = 8188
+    comfyui_extra_args: str = ""
+    comfyui_start_timeout_s: Annotated[float, Field(gt=0)] = 180.0
+    comfyui_stop_timeout_s: Annotated[float, Field(gt=0)] = 15.0
+
+    # --- Workers -----------------------------------------------------------------------------------
+    worker_heartbeat_s: Annotated[float, Field(gt=0)] = 5.0
+
+    # --- Embedded Redis (only when redis_url is unset) ---------------------------------------------
+    embedded_redis_port: Annotated[int, Field(ge=1024, le=65535)] = 6399
+
+    log_level: str = "INFO"
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        upper = value.upper()
+        if upper not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return upper
+
+    @property
+    def public_base_url(self) -> str:
+        return str(self.public_url).rstrip("/")
+
+    @property
+    def output_dir(self) -> Path:
+        return self.data_dir / "outputs"
+
+    @property
+    def comfy_instances_dir(self) -> Path:
+        return self.data_dir / "comfyui"
+
+    def require_redis_url(self) -> str:
+        if not self.redis_url:
+            raise ConfigError("REDIS_URL is not set (only `comfyjobs up` starts a Redis of its own)")
+        return self.redis_url
+
+    @classmethod
+    def load(cls, **overrides: object) -> Settings:
+        """Reads the environment and `.env`; a bad value becomes a ConfigError naming the variable."""
+        try:
+            return cls(**overrides)  # type: ignore[arg-type]
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
+            )
+            raise ConfigError(f"invalid settings: {problems}") from exc
