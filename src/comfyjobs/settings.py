@@ -36,7 +36,10 @@ class Settings(BaseSettings):
     # --- API ---------------------------------------------------------------------------------------
     api_host: str = "127.0.0.1"
     api_port: Annotated[int, Field(ge=1, le=65535)] = 8000
-    public_url: AnyHttpUrl = AnyHttpUrl("http://127.0.0.1:8000")
+    public_url: AnyHttpUrl | None = Field(
+        default=None,
+        description="Base of output and status URLs as clients reach the API; default: http://API_HOST:API_PORT",
+    )
 
     # --- ComfyUI -----------------------------------------------------------------------------------
     comfyui_dir: Path = Path("ComfyUI")
@@ -64,7 +67,10 @@ class Settings(BaseSettings):
 
     @property
     def public_base_url(self) -> str:
-        return str(self.public_url).rstrip("/")
+        if self.public_url is not None:
+            return str(self.public_url).rstrip("/")
+        host = "127.0.0.1" if self.api_host in ("0.0.0.0", "::", "") else self.api_host
+        return f"http://{host}:{self.api_port}"
 
     @property
     def output_dir(self) -> Path:

@@ -1,0 +1,3 @@
+from comfyjobs.cli.main import main
+
+raise SystemExit(main())

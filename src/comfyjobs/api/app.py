@@ -1,0 +1,59 @@
+"""Assembles the FastAPI app: services in the lifespan, error handlers, one router per resource."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+
+from comfyjobs import __version__
+from comfyjobs.api.errors import install_error_handlers
+from comfyjobs.api.routes import generate, health, loras, outputs, tasks, workflows
+from comfyjobs.api.services import Services
+from comfyjobs.jobs.store import AsyncJobStore
+from comfyjobs.manifests.loader import load_registry
+from comfyjobs.manifests.registry import Registry
+from comfyjobs.settings import Settings
+from comfyjobs.storage.models import ModelCatalog
+from comfyjobs.storage.outputs import OutputStore
+from comfyjobs.worker.celery_app import make_celery
+
+
+def create_app(settings: Settings, registry: Registry | None = None) -> FastAPI:
+    """Fails fast: bad manifests or a missing REDIS_URL raise here, before the server binds."""
+    registry = registry or load_registry(settings.manifest_dir, settings.workflow_dir)
+    redis_url = settings.require_redis_url()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        client = aioredis.Redis.from_url(redis_url, health_check_interval=30)
+        app.state.services = Services(
+            settings=settings,
+            registry=registry,
+            redis=client,
+            store=AsyncJobStore(client, settings.job_ttl_s),
+            celery=make_celery(settings),
+            outputs=OutputStore(settings.output_dir),
+            models=ModelCatalog(settings.model_dir),
+        )
+        try:
+            yield
+        finally:
+            await client.aclose()
+
+    app = FastAPI(
+        title="comfyjobs",
+        version=__version__,
+        description="ComfyUI workflows as typed jobs: POST a job, follow GET /tasks/{task_id}.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(generate.router)
+    app.include_router(workflows.build_router(registry))
+    app.include_router(tasks.router)
+    app.include_router(outputs.router)
+    app.include_router(loras.router)
+    app.include_router(health.router)
+    return app

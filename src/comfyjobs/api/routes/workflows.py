@@ -1,0 +1,76 @@
+"""GET /workflows, GET /workflows/{id}, and one typed POST /workflows/{id} per workflow for /docs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Response
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from comfyjobs.api.routes.generate import accepted
+from comfyjobs.api.services import Services, services
+from comfyjobs.api.submit import submit
+from comfyjobs.api.views import Accepted
+from comfyjobs.manifests.registry import Registry, Workflow
+from comfyjobs.storage.models import ModelCatalog
+
+
+def describe(workflow: Workflow, models: ModelCatalog) -> dict[str, Any]:
+    """Blocking (lists model folders): run in a thread."""
+    params = []
+    for param in workflow.public_parameters:
+        item = param.public_dict()
+        if param.choices_from is not None:
+            item["choices"] = models.list(param.choices_from)
+        params.append(item)
+    return {"id": workflow.id, "description": workflow.description, "parameters": params}
+
+
+def build_router(registry: Registry) -> APIRouter:
+    router = APIRouter(tags=["workflows"])
+
+    @router.get("/workflows")
+    async def list_workflows(svc: Annotated[Services, Depends(services)]) -> list[dict[str, Any]]:
+        """Every public workflow with its parameters (model choices as currently installed)."""
+
+        def all_described() -> list[dict[str, Any]]:
+            return [describe(w, svc.models) for w in svc.registry.workflows.values()]
+
+        return await run_in_threadpool(all_described)
+
+    @router.get("/workflows/{workflow_id}")
+    async def get_workflow(workflow_id: str, svc: Annotated[Services, Depends(services)]) -> dict[str, Any]:
+        workflow = svc.registry.workflow(workflow_id)
+        described = await run_in_threadpool(describe, workflow, svc.models)
+        described["request_schema"] = workflow.request_model.model_json_schema()
+        return described
+
+    for workflow in registry.workflows.values():
+        _add_typed_route(router, workflow)
+    return router
+
+
+def _add_typed_route(router: APIRouter, workflow: Workflow) -> None:
+    model = workflow.request_model
+
+    async def run_workflow(
+        params: BaseModel, response: Response, svc: Annotated[Services, Depends(services)]
+    ) -> Accepted:
+        record = await submit(svc, workflow, params)
+        return accepted(
+            svc, response, record.task_id, status=record.status, workflow_id=workflow.id, params=record.params
+        )
+
+    # FastAPI reads the body type from the signature: give this copy the workflow's own model.
+    run_workflow.__annotations__["params"] = model
+    router.add_api_route(
+        f"/workflows/{workflow.id}",
+        run_workflow,
+        methods=["POST"],
+        status_code=202,
+        response_model=Accepted,
+        summary=f"Queue a {workflow.id} job",
+        description=workflow.description,
+        operation_id=f"run_{workflow.id.replace('-', '_')}",
+    )

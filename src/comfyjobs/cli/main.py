@@ -1,0 +1,136 @@
+"""The `comfyjobs` command: up, api, worker, check, smoke-model."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from comfyjobs import __version__
+from comfyjobs.cli import exit_codes
+from comfyjobs.errors import (
+    ComfyStartError,
+    ConfigError,
+    ManifestError,
+    QueueUnavailableError,
+)
+from comfyjobs.settings import Settings
+
+log = logging.getLogger("comfyjobs")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="comfyjobs", description="ComfyUI workflows as a job service.")
+    parser.add_argument("--version", action="version", version=f"comfyjobs {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", help="run Redis (unless REDIS_URL is set), the workers and the API")
+    up.add_argument("--host", help="API bind address (default: API_HOST)")
+    up.add_argument("--port", type=int, help="API port (default: API_PORT)")
+    up.add_argument("--data-dir", type=Path, help="outputs, Redis data, ComfyUI folders (default: DATA_DIR)")
+    up.add_argument("--cpu", action="store_true", help="one CPU worker even if GPUs are present")
+
+    api = sub.add_parser("api", help="run the HTTP API")
+    api.add_argument("--host", help="bind address (default: API_HOST)")
+    api.add_argument("--port", type=int, help="port (default: API_PORT)")
+
+    worker = sub.add_parser("worker", help="run a worker and its ComfyUI")
+    where = worker.add_mutually_exclusive_group(required=True)
+    where.add_argument("--gpu", type=int, metavar="N", help="one worker on GPU N")
+    where.add_argument("--cpu", action="store_true", help="one worker on the CPU")
+    where.add_argument("--gpus", metavar="all|0,1", help="one worker per GPU, supervised together")
+
+    sub.add_parser("check", help="validate manifests and workflow templates; starts nothing")
+
+    smoke = sub.add_parser("smoke-model", help="write checkpoints/smoke-sd15.safetensors (random weights)")
+    smoke.add_argument("--model-dir", type=Path, help="models folder (default: MODEL_DIR)")
+    smoke.add_argument("--force", action="store_true", help="rewrite it even if present")
+    return parser
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+
+
+def _check(settings: Settings) -> int:
+    from comfyjobs.manifests.loader import load_registry
+
+    registry = load_registry(settings.manifest_dir, settings.workflow_dir)
+    for workflow in registry.workflows.values():
+        names = ", ".join(p.name for p in workflow.public_parameters)
+        print(f"ok  {workflow.id:<20} {workflow.template_file:<24} {names}")
+    print(
+        f"{len(registry.workflows)} workflow(s), {len(registry.loras)} LoRA description(s): manifests valid"
+    )
+    return exit_codes.OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    overrides: dict[str, object] = {}
+    if getattr(args, "data_dir", None) is not None:
+        overrides["data_dir"] = args.data_dir
+    if getattr(args, "model_dir", None) is not None:
+        overrides["model_dir"] = args.model_dir
+    settings = Settings.load(**overrides)
+    _configure_logging(settings.log_level)
+
+    if args.command == "check":
+        return _check(settings)
+    if args.command == "smoke-model":
+        from comfyjobs.comfy.smoke_model import write_smoke_checkpoint
+
+        path = settings.model_dir / "checkpoints" / "smoke-sd15.safetensors"
+        write_smoke_checkpoint(settings.comfyui_dir, path, force=args.force)
+        print(path)
+        return exit_codes.OK
+    if args.command == "api":
+        import uvicorn
+
+        from comfyjobs.api.app import create_app
+
+        app = create_app(settings)
+        uvicorn.run(app, host=args.host or settings.api_host, port=args.port or settings.api_port)
+        return exit_codes.OK
+    if args.command == "worker":
+        if args.gpus is not None:
+            from comfyjobs.cli.up import parse_gpus, run_workers
+
+            return run_workers(settings, parse_gpus(args.gpus))
+        from comfyjobs.worker.main import run_worker
+
+        return run_worker(settings, None if args.cpu else args.gpu)
+    if args.command == "up":
+        from comfyjobs.cli.up import run_up
+
+        return run_up(
+            settings,
+            host=args.host or settings.api_host,
+            port=args.port or settings.api_port,
+            data_dir=settings.data_dir,
+            cpu=args.cpu,
+        )
+    raise AssertionError(args.command)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except ManifestError as exc:
+        print(f"comfyjobs: {exc.message}", file=sys.stderr)
+        return exit_codes.CONFIG
+    except ConfigError as exc:
+        print(f"comfyjobs: {exc.message}", file=sys.stderr)
+        return exit_codes.CONFIG
+    except ComfyStartError as exc:
+        print(f"comfyjobs: ComfyUI failed to start: {exc.message}", file=sys.stderr)
+        return exit_codes.COMFYUI
+    except QueueUnavailableError as exc:
+        print(f"comfyjobs: {exc.message}", file=sys.stderr)
+        return exit_codes.QUEUE
+    except KeyboardInterrupt:
+        return exit_codes.OK

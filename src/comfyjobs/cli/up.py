@@ -1,0 +1,105 @@
+"""`comfyjobs up` and `comfyjobs worker --gpus`: everything in the foreground, stopped in order.
+
+Stop order for `up`: the API first (no new jobs are accepted), then the workers (each finishes its current
+job and stops its ComfyUI), then Redis last (the workers write their results to it until the end).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from comfyjobs.cli import exit_codes
+from comfyjobs.errors import ConfigError
+from comfyjobs.redis_server import RedisServer
+from comfyjobs.settings import Settings
+from comfyjobs.supervisor import Supervisor
+
+log = logging.getLogger(__name__)
+
+
+def detect_gpus() -> list[int]:
+    """GPU indices from nvidia-smi; none when it is missing or fails (then one CPU worker runs)."""
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [int(line) for line in out.split() if line.strip().isdigit()]
+
+
+def parse_gpus(spec: str) -> list[int]:
+    if spec == "all":
+        gpus = detect_gpus()
+        if not gpus:
+            raise ConfigError("--gpus all: nvidia-smi found no GPU (use --cpu for a CPU worker)")
+        return gpus
+    try:
+        gpus = [int(part) for part in spec.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"--gpus {spec!r}: expected 'all' or indices like 0,1") from None
+    if not gpus or len(set(gpus)) != len(gpus) or min(gpus) < 0:
+        raise ConfigError(f"--gpus {spec!r}: expected distinct indices like 0,1")
+    return gpus
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "comfyjobs", *args]
+
+
+def _worker_stop_timeout_s(settings: Settings) -> float:
+    # A warm shutdown lets the current job finish, then ComfyUI is stopped.
+    return settings.job_time_limit_s + settings.comfyui_stop_timeout_s + 10
+
+
+def add_workers(sup: Supervisor, settings: Settings, env: dict[str, str], gpus: list[int] | None) -> None:
+    for gpu in gpus if gpus else [None]:
+        args = ("worker", "--gpu", str(gpu)) if gpu is not None else ("worker", "--cpu")
+        name = f"worker-gpu{gpu}" if gpu is not None else "worker-cpu"
+        sup.add(name, _cli(*args), env, _worker_stop_timeout_s(settings))
+
+
+def run_workers(settings: Settings, gpus: list[int]) -> int:
+    sup = Supervisor()
+    sup.install_signal_handlers()
+    add_workers(sup, settings, dict(os.environ), gpus)
+    requested = sup.wait()
+    sup.stop_all()
+    return exit_codes.OK if requested else exit_codes.CHILD_DIED
+
+
+def run_up(settings: Settings, *, host: str, port: int, data_dir: Path, cpu: bool) -> int:
+    env = dict(os.environ)
+    env.update(DATA_DIR=str(data_dir), API_HOST=host, API_PORT=str(port))
+    redis: RedisServer | None = None
+    sup = Supervisor()
+    sup.install_signal_handlers()
+    try:
+        if settings.redis_url is None:
+            redis = RedisServer(port=settings.embedded_redis_port, data_dir=data_dir / "redis")
+            redis.start()
+            redis.wait_ready()
+            env["REDIS_URL"] = redis.url
+            log.info(
+                "redis-server (pid %s) on %s, append-only in %s", redis.pid, redis.url, data_dir / "redis"
+            )
+        add_workers(sup, settings, env, None if cpu else detect_gpus())
+        sup.add("api", _cli("api", "--host", host, "--port", str(port)), env, 30.0)
+        log.info("comfyjobs is starting on http://%s:%d (Ctrl-C stops everything)", host, port)
+        requested = sup.wait()
+    finally:
+        sup.stop_all(order=["api", "worker"])
+        if redis is not None:
+            redis.stop()
+    if not requested and sup.exited is not None:
+        log.error("%s exited on its own; everything was stopped", sup.exited.name)
+        return exit_codes.CHILD_DIED
+    return exit_codes.OK

@@ -1,0 +1,250 @@
+"""ComfyUI's HTTP and websocket API, and nothing else of ComfyUI.
+
+One prompt runs as ComfyUI's websocket tells it: the socket is opened with our client id *before* the
+prompt is posted (a fast or cached run can finish before a late socket listens), progress and node events
+are passed on as they arrive, and the run is over at ``executing {node: null}`` for our prompt id, which
+ComfyUI sends after it has stored the history. Outputs are then read from ``/history`` (cached output
+nodes send no ``executed`` event). requests/websocket errors become ComfyUnavailableError here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import requests
+import websocket
+
+from comfyjobs.errors import (
+    ComfyExecutionError,
+    ComfyInterruptedError,
+    ComfyPromptRejectedError,
+    ComfyUnavailableError,
+    JobTimeoutError,
+)
+
+log = logging.getLogger(__name__)
+
+WS_RECV_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class OutputFile:
+    node_id: str
+    filename: str
+    subfolder: str
+    type: str  # "output" or "temp"
+
+
+@dataclass(frozen=True)
+class ComfyEvent:
+    kind: Literal["started", "node", "progress"]
+    node_id: str | None = None
+    node_type: str | None = None
+    value: int | None = None
+    max: int | None = None
+
+
+EventCallback = Callable[[ComfyEvent], None]
+
+
+def _describe_node_errors(node_errors: Mapping[str, Any]) -> tuple[str, str | None, str | None]:
+    parts = []
+    first_id: str | None = None
+    first_type: str | None = None
+    for node_id, entry in node_errors.items():
+        class_type = entry.get("class_type")
+        first_id, first_type = first_id or node_id, first_type or class_type
+        for err in entry.get("errors", []):
+            detail = f": {err['details']}" if err.get("details") else ""
+            parts.append(f"node {node_id} ({class_type}): {err.get('message', 'invalid')}{detail}")
+    return "; ".join(parts), first_id, first_type
+
+
+def collect_outputs(history_entry: Mapping[str, Any]) -> list[OutputFile]:
+    """Every file of every output node: images, gifs, videos, audio, whatever list of files a node returns."""
+    files = []
+    for node_id, node_output in history_entry.get("outputs", {}).items():
+        for items in node_output.values():
+            if not isinstance(items, list):
+                continue
+            for item in items:
+                if isinstance(item, dict) and isinstance(item.get("filename"), str):
+                    files.append(
+                        OutputFile(
+                            node_id=str(node_id),
+                            filename=item["filename"],
+                            subfolder=item.get("subfolder", "") or "",
+                            type=item.get("type", "output") or "output",
+                        )
+                    )
+    return files
+
+
+class ComfyClient:
+    def __init__(self, base_url: str, *, request_timeout_s: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.ws_url = "ws" + self.base_url[len("http") :] + "/ws"
+        self.request_timeout_s = request_timeout_s
+        self._http = requests.Session()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # --- plain requests ----------------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        try:
+            return self._http.request(method, self.base_url + path, timeout=self.request_timeout_s, **kwargs)
+        except requests.RequestException as exc:
+            raise ComfyUnavailableError(f"ComfyUI at {self.base_url} did not answer: {exc}") from exc
+
+    def system_stats(self) -> dict[str, Any]:
+        resp = self._request("GET", "/system_stats")
+        resp.raise_for_status()
+        return dict(resp.json())
+
+    def object_info(self) -> dict[str, Any]:
+        resp = self._request("GET", "/object_info")
+        resp.raise_for_status()
+        return dict(resp.json())
+
+    def history(self, prompt_id: str) -> dict[str, Any]:
+        resp = self._request("GET", f"/history/{prompt_id}")
+        resp.raise_for_status()
+        return dict(resp.json().get(prompt_id, {}))
+
+    def interrupt(self, prompt_id: str | None = None) -> None:
+        body = {"prompt_id": prompt_id} if prompt_id else {}
+        self._request("POST", "/interrupt", json=body)
+
+    def submit(self, graph: Mapping[str, Any], client_id: str) -> str:
+        resp = self._request("POST", "/prompt", json={"prompt": graph, "client_id": client_id})
+        try:
+            body = resp.json()
+        except ValueError:
+            body = {}
+        if resp.status_code == 200 and body.get("prompt_id"):
+            return str(body["prompt_id"])
+        node_errors = body.get("node_errors") or {}
+        if node_errors:
+            message, node_id, node_type = _describe_node_errors(node_errors)
+            raise ComfyPromptRejectedError(
+                f"ComfyUI rejected the graph: {message}", node_id=node_id, node_type=node_type
+            )
+        error = body.get("error") or {}
+        detail = error.get("details") or ""
+        text = error.get("message") or resp.text[:500] or f"HTTP {resp.status_code}"
+        raise ComfyPromptRejectedError(f"ComfyUI rejected the graph: {text}{': ' + detail if detail else ''}")
+
+    def download(self, output: OutputFile, dest: Path) -> None:
+        params = {"filename": output.filename, "subfolder": output.subfolder, "type": output.type}
+        try:
+            with self._http.get(
+                f"{self.base_url}/view", params=params, stream=True, timeout=self.request_timeout_s
+            ) as resp:
+                resp.raise_for_status()
+                with dest.open("wb") as fh:
+                    for chunk in resp.iter_content(chunk_size=1 << 20):
+                        fh.write(chunk)
+        except requests.RequestException as exc:
+            dest.unlink(missing_ok=True)
+            raise ComfyUnavailableError(f"could not fetch output {output.filename}: {exc}") from exc
+
+    # --- one prompt, start to end ------------------------------------------------------------------
+
+    def run(
+        self,
+        graph: Mapping[str, Any],
+        *,
+        on_event: EventCallback,
+        timeout_s: float,
+        is_alive: Callable[[], bool] = lambda: True,
+    ) -> list[OutputFile]:
+        """Runs ``graph`` and returns its output files; raises a ComfyError subclass or JobTimeoutError."""
+        client_id = uuid.uuid4().hex
+        try:
+            ws = websocket.create_connection(f"{self.ws_url}?clientId={client_id}", timeout=WS_RECV_TIMEOUT_S)
+        except (OSError, websocket.WebSocketException) as exc:
+            raise ComfyUnavailableError(f"cannot open ComfyUI's websocket: {exc}") from exc
+        try:
+            prompt_id = self.submit(graph, client_id)
+            error = self._follow(ws, prompt_id, graph, on_event, time.monotonic() + timeout_s, is_alive)
+        finally:
+            ws.close()
+        entry = self.history(prompt_id)
+        if error is None and entry.get("status", {}).get("status_str") == "error":
+            error = ComfyExecutionError("ComfyUI reported an error for this prompt (see its log)")
+        if error is not None:
+            raise error
+        return collect_outputs(entry)
+
+    def _follow(
+        self,
+        ws: websocket.WebSocket,
+        prompt_id: str,
+        graph: Mapping[str, Any],
+        on_event: EventCallback,
+        deadline: float,
+        is_alive: Callable[[], bool],
+    ) -> Exception | None:
+        def node_type(node_id: Any) -> str | None:
+            node = graph.get(str(node_id)) if node_id is not None else None
+            return node.get("class_type") if isinstance(node, Mapping) else None
+
+        error: Exception | None = None
+        while True:
+            if time.monotonic() > deadline:
+                self.interrupt(prompt_id)
+                raise JobTimeoutError("timed out")
+            try:
+                frame = ws.recv()
+            except websocket.WebSocketTimeoutException:
+                if not is_alive():
+                    raise ComfyUnavailableError("ComfyUI exited while running the job") from None
+                continue
+            except (OSError, websocket.WebSocketException) as exc:
+                raise ComfyUnavailableError(f"ComfyUI's websocket broke during the job: {exc}") from exc
+            if not isinstance(frame, str):
+                continue  # binary frames are previews
+            message = json.loads(frame)
+            kind, data = message.get("type"), message.get("data") or {}
+            if data.get("prompt_id") != prompt_id:
+                continue
+            if kind == "execution_start":
+                on_event(ComfyEvent("started"))
+            elif kind == "executing":
+                node = data.get("node")
+                if node is None:
+                    return error  # ComfyUI is done with our prompt, success or not
+                on_event(ComfyEvent("node", node_id=str(node), node_type=node_type(node)))
+            elif kind == "progress":
+                node = data.get("node")
+                on_event(
+                    ComfyEvent(
+                        "progress",
+                        node_id=str(node) if node is not None else None,
+                        node_type=node_type(node),
+                        value=int(data.get("value", 0)),
+                        max=int(data.get("max", 0)),
+                    )
+                )
+            elif kind == "execution_error":
+                node_id = str(data.get("node_id")) if data.get("node_id") is not None else None
+                error = ComfyExecutionError(
+                    f"{data.get('node_type')} (node {node_id}) failed: "
+                    f"{data.get('exception_type', 'Error')}: {data.get('exception_message', '').strip()}",
+                    node_id=node_id,
+                    node_type=data.get("node_type"),
+                )
+            elif kind == "execution_interrupted":
+                node_id = str(data.get("node_id")) if data.get("node_id") is not None else None
+                error = ComfyInterruptedError(
+                    "ComfyUI interrupted the job", node_id=node_id, node_type=data.get("node_type")
+                )

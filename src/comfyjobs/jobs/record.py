@@ -1,0 +1,107 @@
+"""The job record: what a task is, where it stands and what it produced.
+
+Stored as a Redis hash (one field per attribute, each JSON-encoded) so the API and the worker can update
+parts of it without read-modify-write races. Output URLs are not stored: they are built from PUBLIC_URL
+when the record is read, so a changed public address never leaves stale links.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from comfyjobs.errors import ComfyError, ComfyJobsError
+
+
+class JobStatus(StrEnum):
+    PENDING = "PENDING"  # accepted and queued
+    STARTED = "STARTED"  # a worker took it
+    PROGRESS = "PROGRESS"  # ComfyUI is executing it
+    SUCCESS = "SUCCESS"
+    FAILURE = "FAILURE"
+
+
+TERMINAL_STATUSES = frozenset({JobStatus.SUCCESS, JobStatus.FAILURE})
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Progress(BaseModel):
+    value: int = 0
+    max: int = 0
+    percent: float = 0.0
+    node: str | None = None
+    node_type: str | None = None
+
+
+class StoredOutput(BaseModel):
+    filename: str
+    content_type: str
+    node_id: str
+    size_bytes: int
+
+
+class JobError(BaseModel):
+    type: str
+    message: str
+    node_id: str | None = None
+    node_type: str | None = None
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> JobError:
+        if isinstance(exc, ComfyError):
+            return cls(type=exc.code, message=exc.message, node_id=exc.node_id, node_type=exc.node_type)
+        if isinstance(exc, ComfyJobsError):
+            return cls(type=exc.code, message=exc.message)
+        return cls(type="internal_error", message=f"{type(exc).__name__}: {exc}")
+
+
+class JobRecord(BaseModel):
+    task_id: str
+    workflow_id: str
+    status: JobStatus = JobStatus.PENDING
+    params: dict[str, Any] = Field(default_factory=dict)
+    progress: Progress = Field(default_factory=Progress)
+    outputs: list[StoredOutput] = Field(default_factory=list)
+    error: JobError | None = None
+    worker: str | None = None
+    attempts: int = 0
+    created_at: datetime = Field(default_factory=utc_now)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+def encode_fields(fields: dict[str, Any]) -> dict[str, str]:
+    """Record attributes → Redis hash fields. Values may be models, enums, datetimes or plain JSON."""
+    out = {}
+    for name, value in fields.items():
+        if name not in JobRecord.model_fields:
+            raise KeyError(f"JobRecord has no field {name!r}")
+        if isinstance(value, BaseModel):
+            value = value.model_dump(mode="json")
+        elif isinstance(value, list):
+            value = [v.model_dump(mode="json") if isinstance(v, BaseModel) else v for v in value]
+        elif isinstance(value, datetime):
+            value = value.isoformat()
+        out[name] = json.dumps(value)
+    return out
+
+
+def encode_record(record: JobRecord) -> dict[str, str]:
+    return {name: json.dumps(value) for name, value in record.model_dump(mode="json").items()}
+
+
+def decode_record(raw: Mapping[bytes | str, bytes | str] | Mapping[str, str]) -> JobRecord:
+    data = {(k.decode() if isinstance(k, bytes) else k): json.loads(v) for k, v in raw.items()}
+    return JobRecord.model_validate(data)

@@ -1,0 +1,73 @@
+"""Child processes that cannot outlive their parent, and stopping a whole process group.
+
+Every long-running child (ComfyUI, workers, the API, redis-server under `up`) is started here: in its own
+session, so stopping it reaches everything it started, and with PR_SET_PDEATHSIG so the kernel kills it if
+its parent dies without a chance to clean up (SIGKILL, OOM).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+_PR_SET_PDEATHSIG = 1
+
+_libc: Any = None
+if sys.platform.startswith("linux"):
+    _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    if _libc is not None:
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def spawn(
+    argv: Sequence[str],
+    *,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    stdout: int | IO[Any] | None = None,
+    stderr: int | IO[Any] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Starts ``argv`` as the leader of a new process group, killed by the kernel if we die.
+
+    PR_SET_PDEATHSIG fires when the *thread* that forked exits, so spawn only from threads that live as
+    long as the child should (the main thread, or a supervisor thread that outlives its children).
+    """
+    return subprocess.Popen(
+        list(argv),
+        cwd=cwd,
+        env=dict(env) if env is not None else None,
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=stderr,
+        start_new_session=True,
+        preexec_fn=_die_with_parent,
+    )
+
+
+def stop_group(proc: subprocess.Popen[Any], timeout_s: float, sig: int = signal.SIGTERM) -> int | None:
+    """Sends ``sig`` to the child's whole group, waits up to ``timeout_s``, then SIGKILLs the group.
+
+    Returns the child's exit code (None if it was already reaped elsewhere).
+    """
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=timeout_s)
+    # The leader may be gone while something it started lingers in the group: kill what is left.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=timeout_s)
+    return proc.returncode

@@ -1,0 +1,159 @@
+"""`comfyjobs worker`: one Celery consumer that owns one ComfyUI process.
+
+Start order: ComfyUI first (jobs are only taken once it answers), then the heartbeat and the ComfyUI
+supervisor, then the Celery consumer. Stop order is the reverse, and it matters:
+  1. Celery stops consuming; a warm shutdown (SIGTERM, Ctrl-C) lets the current job finish first.
+  2. The heartbeat key is deleted, so `/ready` stops counting this worker.
+  3. The supervisor is told to stop, so ComfyUI's exit in step 4 is not mistaken for a crash.
+  4. ComfyUI's process group is stopped (SIGTERM, then SIGKILL) and waited for: nothing is left behind.
+If the worker itself is killed outright, the kernel kills ComfyUI (PR_SET_PDEATHSIG, see procs.spawn).
+The Celery pool is `solo`: the job runs in this process, the one that owns ComfyUI.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+
+import redis
+
+from comfyjobs.comfy.client import ComfyClient
+from comfyjobs.comfy.process import ComfyInstance, ComfyProcess, default_python
+from comfyjobs.errors import ComfyStartError
+from comfyjobs.heartbeat import Heartbeat, WorkerBeat
+from comfyjobs.jobs.record import utc_now
+from comfyjobs.jobs.store import JobStore
+from comfyjobs.manifests.loader import load_registry
+from comfyjobs.settings import Settings
+from comfyjobs.storage.outputs import OutputStore
+from comfyjobs.worker import tasks
+from comfyjobs.worker.celery_app import make_celery
+from comfyjobs.worker.runner import WorkerContext
+
+log = logging.getLogger(__name__)
+
+RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+def device_name(gpu: int | None) -> str:
+    return "cpu" if gpu is None else f"gpu{gpu}"
+
+
+class ComfySupervisor:
+    """Restarts ComfyUI when it exits on its own. Runs in a thread that lives as long as the worker, which
+    is also the thread that spawns the restarted process (PR_SET_PDEATHSIG is per spawning thread)."""
+
+    def __init__(self, comfy: ComfyProcess) -> None:
+        self._comfy = comfy
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="comfyui-supervisor", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def join(self, timeout_s: float) -> None:
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        failures = 0
+        while True:
+            self._comfy.wait_exit()
+            if self._stopping.is_set():
+                return
+            delay = RESTART_BACKOFF_S[min(failures, len(RESTART_BACKOFF_S) - 1)]
+            log.error("ComfyUI exited unexpectedly; restarting in %.0f s.\n%s", delay, self._comfy.log_tail())
+            if self._stopping.wait(delay):
+                return
+            try:
+                self._comfy.start()
+                self._comfy.wait_ready()
+                failures = 0
+                log.info("ComfyUI restarted (pid %s)", self._comfy.pid)
+            except ComfyStartError as exc:
+                failures += 1
+                log.error("ComfyUI restart failed: %s", exc)
+
+
+def run_worker(settings: Settings, gpu: int | None) -> int:
+    """Runs until a shutdown signal; returns the process exit code."""
+    registry = load_registry(settings.manifest_dir, settings.workflow_dir)
+    redis_client = redis.Redis.from_url(settings.require_redis_url(), health_check_interval=30)
+    device = device_name(gpu)
+    worker_id = f"{device}.{os.getpid()}@{socket.gethostname()}"
+    instance = ComfyInstance(
+        comfyui_dir=settings.comfyui_dir,
+        python=settings.comfyui_python or default_python(),
+        port=settings.comfyui_base_port + (gpu or 0),
+        instance_dir=settings.comfy_instances_dir / device,
+        model_dir=settings.model_dir,
+        gpu=gpu,
+        extra_args=tuple(settings.comfyui_extra_args.split()),
+    )
+    comfy = ComfyProcess(
+        instance,
+        start_timeout_s=settings.comfyui_start_timeout_s,
+        stop_timeout_s=settings.comfyui_stop_timeout_s,
+    )
+    started_at = utc_now()
+    heartbeat = Heartbeat(
+        redis_client,
+        settings.worker_heartbeat_s,
+        lambda: WorkerBeat(
+            worker_id=worker_id,
+            device=device,
+            pid=os.getpid(),
+            comfyui_ready=comfy.is_ready(),
+            comfyui_pid=comfy.pid,
+            comfyui_restarts=max(comfy.restarts, 0),
+            started_at=started_at,
+            seen_at=utc_now(),
+        ),
+    )
+    supervisor = ComfySupervisor(comfy)
+    client = ComfyClient(comfy.base_url)
+    try:
+        t0 = time.monotonic()
+        comfy.start()
+        comfy.wait_ready()
+        log.info("ComfyUI ready on %s after %.1f s", comfy.base_url, time.monotonic() - t0)
+        supervisor.start()
+        heartbeat.start()
+        tasks.bind_context(
+            WorkerContext(
+                settings=settings,
+                worker_id=worker_id,
+                registry=registry,
+                store=JobStore(redis_client, settings.job_ttl_s),
+                comfy=comfy,
+                client=client,
+                outputs=OutputStore(settings.output_dir),
+            )
+        )
+        app = make_celery(settings)
+        tasks.register(app)
+        worker = app.Worker(
+            hostname=worker_id,
+            pool="solo",
+            concurrency=1,
+            queues=[settings.queue_name],
+            loglevel=settings.log_level,
+            without_gossip=True,
+            without_mingle=True,
+            optimization="fair",
+        )
+        worker.start()
+        return int(worker.exitcode or 0)
+    finally:
+        heartbeat.stop()
+        supervisor.stop()
+        comfy.stop()
+        supervisor.join(settings.comfyui_stop_timeout_s)
+        client.close()
+        redis_client.close()

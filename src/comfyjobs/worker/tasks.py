@@ -1,0 +1,26 @@
+"""The Celery task: decode the id, run the job with this process's worker context. Nothing else."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from comfyjobs.worker.celery_app import RUN_JOB_TASK
+from comfyjobs.worker.runner import WorkerContext, execute_job
+
+_context: WorkerContext | None = None
+
+
+def bind_context(context: WorkerContext) -> None:
+    """Called once by the worker process before it consumes; the task runs in that same process."""
+    global _context
+    _context = context
+
+
+def run_job(task_id: str) -> None:
+    if _context is None:
+        raise RuntimeError("the worker context is not bound; run tasks through `comfyjobs worker`")
+    execute_job(str(task_id), _context)
+
+
+def register(app: Celery) -> None:
+    app.task(name=RUN_JOB_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)(run_job)

