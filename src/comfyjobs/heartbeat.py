@@ -57,6 +57,7 @@ class Heartbeat:
             log.warning("heartbeat not written: %s", exc)
 
     def stop(self) -> None:
+        """Stops beating and deletes the key; safe to call whether or not start() ran."""
         self._stopping.set()
         if self._thread.is_alive():
             self._thread.join()

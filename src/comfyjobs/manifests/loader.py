@@ -74,10 +74,12 @@ def _read_yaml(path: Path, model: type[FileModel], problems: _Problems, *, requi
 
 def load_template(path: Path) -> dict[str, Any]:
     """Reads an API-format workflow. Raises ValueError with a reason a person can act on."""
+    if not path.is_file():
+        raise ValueError(f"template file not found: {path}")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ValueError(f"template file not found: {path}") from None
+    except OSError as exc:
+        raise ValueError(f"template cannot be read: {exc}") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"template is not valid JSON: {exc}") from None
     if isinstance(data, dict) and "nodes" in data and "links" in data:
@@ -175,8 +177,10 @@ def _check_shape(m: dict[str, Any], problems: _Problems, file: str, key: str) ->
         problems.add(file, f"{key}.default", "`random` is only a default for integer parameters (seeds)")
 
 
-def _check_value(param: Parameter, value: Any, problems: _Problems, file: str, key: str) -> None:
-    if value == RANDOM and param.random_default:
+def _check_value(
+    param: Parameter, value: Any, problems: _Problems, file: str, key: str, *, allow_random: bool = True
+) -> None:
+    if value == RANDOM and param.random_default and allow_random:
         return
     try:
         TypeAdapter(value_type(param)).validate_python(value)
@@ -208,6 +212,7 @@ def _build_workflow(
     params: dict[str, Parameter] = {}
     for name, override in spec.parameters.items():
         pkey = f"{key}.parameters.{name}"
+        param_start = len(problems.items)
         if name not in base:
             problems.add(file, pkey, f"not a parameter of {BASE_FILE}")
             continue
@@ -215,7 +220,7 @@ def _build_workflow(
         _check_shape(m, problems, file, pkey)
         nullable = bool(m.get("nullable"))
         targets = []
-        target_specs = m["targets"]
+        target_specs = m["targets"] or []
         if not target_specs:
             problems.add(file, f"{pkey}.targets", "no targets: the parameter would change nothing")
         for i, tspec in enumerate(target_specs):
@@ -242,17 +247,17 @@ def _build_workflow(
             fixed=m["fixed"],
             value=m.get("value"),
         )
-        if len(problems.items) > start:
+        if len(problems.items) > param_start:
             continue
         if param.fixed:
-            _check_value(param, param.value, problems, file, f"{pkey}.value")
+            _check_value(param, param.value, problems, file, f"{pkey}.value", allow_random=False)
         elif not param.required:
             _check_value(param, param.default, problems, file, f"{pkey}.default")
         params[name] = param
 
     prompt_parameter = spec.prompt_parameter
     uses_loras = any(p.choices_from == "loras" for p in params.values())
-    if prompt_parameter is not None and prompt_parameter not in params:
+    if prompt_parameter is not None and prompt_parameter not in spec.parameters:
         problems.add(file, f"{key}.prompt_parameter", f"{prompt_parameter!r} is not one of its parameters")
     elif prompt_parameter is None and uses_loras and "prompt" in params:
         prompt_parameter = "prompt"

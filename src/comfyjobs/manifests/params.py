@@ -75,7 +75,7 @@ def value_type(param: Parameter) -> Any:
         base = Literal[param.choices]
     else:  # choices_from a model folder: any name here, checked against the folder by resolve_params
         base = Annotated[str, Field(min_length=1)]
-    if param.random_default:
+    if param.random_default and not param.fixed:
         base = base | Literal["random"]
     if param.nullable:
         base = base | None
@@ -139,7 +139,7 @@ def resolve_params(workflow: Workflow, request: BaseModel, list_models: ModelLis
         if value == RANDOM and param.random_default:
             low = int(param.minimum) if param.minimum is not None else 0
             high = int(param.maximum) if param.maximum is not None else RANDOM_SEED_MAX
-            values[param.name] = low + secrets.randbelow(min(high, RANDOM_SEED_MAX) - low + 1)
+            values[param.name] = low + secrets.randbelow(min(high - low, RANDOM_SEED_MAX) + 1)
         elif param.choices_from is not None and value is not None:
             available = list_models(param.choices_from)
             if value not in available:

@@ -16,7 +16,7 @@ from comfyjobs.manifests.schema import LoraSpec
 
 def apply_lora_prompt(prompt: str, lora: LoraSpec) -> str:
     """`prefix, prompt, suffix`, without doubled commas or blank parts."""
-    parts = [p.strip().rstrip(",").strip() for p in (lora.prompt_prefix, prompt, lora.prompt_suffix)]
+    parts = [p.strip().strip(",").strip() for p in (lora.prompt_prefix, prompt, lora.prompt_suffix)]
     return ", ".join(p for p in parts if p)
 
 

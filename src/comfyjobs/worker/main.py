@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import threading
 import time
+from types import FrameType
 
 import redis
+from celery import signals as celery_signals
 
 from comfyjobs.comfy.client import ComfyClient
 from comfyjobs.comfy.process import ComfyInstance, ComfyProcess, default_python
@@ -81,6 +84,10 @@ class ComfySupervisor:
                 log.error("ComfyUI restart failed: %s", exc)
 
 
+def _exit_on_signal(signum: int, _: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
 def run_worker(settings: Settings, gpu: int | None) -> int:
     """Runs until a shutdown signal; returns the process exit code."""
     registry = load_registry(settings.manifest_dir, settings.workflow_dir)
@@ -118,13 +125,15 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
     )
     supervisor = ComfySupervisor(comfy)
     client = ComfyClient(comfy.base_url)
+    # Until Celery installs its own handlers, a SIGTERM unwinds through the `finally` below (stopping
+    # ComfyUI) instead of killing the process where it stands.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
         t0 = time.monotonic()
         comfy.start()
         comfy.wait_ready()
         log.info("ComfyUI ready on %s after %.1f s", comfy.base_url, time.monotonic() - t0)
         supervisor.start()
-        heartbeat.start()
         tasks.bind_context(
             WorkerContext(
                 settings=settings,
@@ -138,6 +147,8 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
         )
         app = make_celery(settings)
         tasks.register(app)
+        # Announce readiness only once the consumer is up, so `/ready` means "jobs are being taken".
+        celery_signals.worker_ready.connect(lambda **_: heartbeat.start(), weak=False)
         worker = app.Worker(
             hostname=worker_id,
             pool="solo",

@@ -51,7 +51,10 @@ class ProgressWriter:
             self._store.update(self._task_id, status=JobStatus.PROGRESS)
             return
         if event.kind == "node":
-            self._progress = Progress(node=event.node_id, node_type=event.node_type)
+            # Steps done so far stay: a decode after the sampler is not "0 %" again.
+            self._progress = self._progress.model_copy(
+                update={"node": event.node_id, "node_type": event.node_type}
+            )
         else:
             value, maximum = event.value or 0, event.max or 0
             percent = round(100.0 * value / maximum, 1) if maximum else 0.0
@@ -97,10 +100,8 @@ def execute_job(task_id: str, ctx: WorkerContext) -> None:
             log.exception("task %s failed unexpectedly", task_id)
         _finish(ctx, task_id, status=JobStatus.FAILURE, error=JobError.from_exception(exc))
         return
-    done: dict[str, Any] = {"outputs": outputs}
-    if progress.last.max:
-        done["progress"] = progress.last.model_copy(update={"value": progress.last.max, "percent": 100.0})
-    _finish(ctx, task_id, status=JobStatus.SUCCESS, **done)
+    final = progress.last.model_copy(update={"value": progress.last.max, "percent": 100.0})
+    _finish(ctx, task_id, status=JobStatus.SUCCESS, outputs=outputs, progress=final)
     log.info("task %s done: %d output(s)", task_id, len(outputs))
 
 

@@ -1,0 +1,127 @@
+"""A real service for the integration tests: Redis, one CPU worker with its own ComfyUI, and the API,
+each a separate process started the way `comfyjobs up` starts them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from comfyjobs.comfy.smoke_model import write_smoke_checkpoint
+from tests.conftest import REPO
+from tests.support import JobEvents, free_port, wait_for
+
+COMFYUI_DIR = Path(os.environ.get("COMFYUI_DIR", REPO / "ComfyUI"))
+WORKER_READY_TIMEOUT_S = 240.0
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "integration" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+
+
+@dataclass
+class Service:
+    url: str
+    redis_url: str
+    env: dict[str, str]
+    data_dir: Path
+    model_dir: Path
+    worker: subprocess.Popen[bytes]
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not (COMFYUI_DIR / "main.py").is_file():
+        pytest.fail(f"ComfyUI is not installed at {COMFYUI_DIR}: run install/install.sh --dev first")
+    models = tmp_path_factory.mktemp("models")
+    write_smoke_checkpoint(COMFYUI_DIR, models / "checkpoints" / "smoke-sd15.safetensors")
+    # Exists, so the API accepts it, but is no checkpoint: ComfyUI fails while loading it.
+    (models / "checkpoints" / "broken.safetensors").write_bytes(b"\0" * 64)
+    return models
+
+
+def service_env(redis_url: str, data_dir: Path, model_dir: Path, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        REDIS_URL=redis_url,
+        DATA_DIR=str(data_dir),
+        MODEL_DIR=str(model_dir),
+        COMFYUI_DIR=str(COMFYUI_DIR),
+        MANIFEST_DIR=str(REPO / "manifests"),
+        WORKFLOW_DIR=str(REPO / "workflows"),
+        COMFYUI_BASE_PORT=str(free_port()),
+        LOG_LEVEL="INFO",
+        **extra,
+    )
+    return env
+
+
+def start(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    log = log_path.open("ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "comfyjobs", *args], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO
+    )
+
+
+def stop(proc: subprocess.Popen[bytes], timeout_s: float = 60) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    return proc.wait(timeout=timeout_s)
+
+
+def worker_ready(client: httpx.Client) -> bool:
+    resp = client.get("/ready")
+    return resp.status_code == 200
+
+
+@pytest.fixture(scope="session")
+def service(redis_url: str, model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    data_dir = tmp_path_factory.mktemp("data")
+    api_port = free_port()
+    env = service_env(redis_url, data_dir, model_dir, API_PORT=str(api_port))
+    api = start(["api"], env, data_dir / "api.log")
+    worker = start(["worker", "--cpu"], env, data_dir / "worker.log")
+    url = f"http://127.0.0.1:{api_port}"
+    try:
+        with httpx.Client(base_url=url, timeout=10) as client:
+
+            def ready() -> bool:
+                if worker.poll() is not None or api.poll() is not None:
+                    raise AssertionError(f"a service process exited; logs in {data_dir}")
+                try:
+                    return worker_ready(client)
+                except httpx.TransportError:
+                    return False
+
+            wait_for(ready, timeout_s=WORKER_READY_TIMEOUT_S, what="the worker's ComfyUI", interval_s=0.5)
+        yield Service(
+            url=url, redis_url=redis_url, env=env, data_dir=data_dir, model_dir=model_dir, worker=worker
+        )
+    finally:
+        stop(worker)
+        stop(api)
+        if os.environ.get("CI"):
+            for log in ("worker.log", "api.log"):
+                print(f"--- {log} (tail) ---\n" + (data_dir / log).read_text()[-3000:])
+
+
+@pytest.fixture
+def api(service: Service) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=service.url, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
+def events(service: Service) -> Iterator[JobEvents]:
+    watcher = JobEvents(service.redis_url)
+    yield watcher
+    watcher.close()
