@@ -79,7 +79,10 @@ reqs=(-r requirements.lock.txt)
 "${UV[@]}" "${reqs[@]}" -c install/constraints.txt
 "${UV[@]}" --no-deps -e .
 
-comfyui_version() { sed -n 's/^__version__ = "\(.*\)"/\1/p' "$1/comfyui_version.py" 2>/dev/null; }
+comfyui_version() {
+    [ -f "$1/comfyui_version.py" ] || return 0
+    sed -n 's/^__version__ = "\(.*\)"/\1/p' "$1/comfyui_version.py"
+}
 
 fetch_comfyui_git() {
     command -v git >/dev/null || return 1

@@ -1,0 +1,163 @@
+"""Round-trip figures through the whole service: API → Redis/Celery → worker → ComfyUI → outputs.
+
+Starts its own Redis, one CPU worker and the API (like `comfyjobs up`), then measures:
+  - tiny: submit → SUCCESS seen on the job's event channel, one job at a time (latency), and a burst
+    submitted back to back (throughput);
+  - smoke txt2img: 256x256, 6 steps, on the smoke checkpoint.
+
+    .venv/bin/python bench/service_roundtrip.py [--tiny-jobs 50] [--burst 100] [--txt2img-runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import redis
+
+from comfyjobs import keys
+from comfyjobs.comfy.smoke_model import write_smoke_checkpoint
+from comfyjobs.redis_server import RedisServer
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Watcher:
+    def __init__(self, url: str) -> None:
+        self.client = redis.Redis.from_url(url)
+        self.pubsub = self.client.pubsub()
+        self.pubsub.psubscribe(keys.job_events("*"))
+        self.done: dict[str, tuple[str, float]] = {}
+
+    def wait(self, task_ids: set[str], timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not task_ids <= self.done.keys():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(task_ids - self.done.keys())} job(s) unfinished")
+            msg = self.pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            if msg and msg["type"] == "pmessage":
+                change = json.loads(msg["data"])
+                status = json.loads(change.get("status", "null"))
+                if status in ("SUCCESS", "FAILURE"):
+                    self.done[msg["channel"].decode().rsplit(":", 1)[-1]] = (status, time.perf_counter())
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tiny-jobs", type=int, default=50)
+    parser.add_argument("--burst", type=int, default=100)
+    parser.add_argument("--txt2img-runs", type=int, default=3)
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="comfyjobs-bench-"))
+    models = tmp / "models"
+    write_smoke_checkpoint(REPO / "ComfyUI", models / "checkpoints" / "smoke-sd15.safetensors")
+    server = RedisServer(port=free_port(), data_dir=tmp / "redis")
+    server.start()
+    server.wait_ready()
+    api_port = free_port()
+    env = dict(os.environ, REDIS_URL=server.url, DATA_DIR=str(tmp / "data"), MODEL_DIR=str(models),
+               API_PORT=str(api_port), COMFYUI_BASE_PORT=str(free_port()), LOG_LEVEL="WARNING")  # fmt: skip
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "comfyjobs", role, *extra],
+            env=env,
+            cwd=REPO,
+            stdout=(tmp / f"{role}.log").open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        for role, extra in (("worker", ["--cpu"]), ("api", []))
+    ]
+    api = httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=30)
+    watcher = Watcher(server.url)
+    try:
+        t0 = time.perf_counter()
+        while True:
+            try:
+                if api.get("/ready").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.perf_counter() - t0 > 300:
+                raise TimeoutError("service did not become ready")
+            time.sleep(0.2)
+        print(f"service ready (worker + ComfyUI cold start) in {time.perf_counter() - t0:.1f} s")
+
+        def submit(workflow_id: str, **params: object) -> tuple[str, float]:
+            started = time.perf_counter()
+            resp = api.post("/generate", json={"workflow_id": workflow_id, "params": params})
+            resp.raise_for_status()
+            return resp.json()["task_id"], started
+
+        # Warm-up (first prompt loads ComfyUI's node code paths).
+        task_id, _ = submit("tiny", color=1)
+        watcher.wait({task_id}, 60)
+
+        latencies = []
+        for i in range(args.tiny_jobs):
+            task_id, started = submit("tiny", color=1000 + i)  # vary a value: ComfyUI caches identical work
+            watcher.wait({task_id}, 60)
+            status, ended = watcher.done[task_id]
+            assert status == "SUCCESS", status
+            latencies.append((ended - started) * 1000)
+        print(
+            f"tiny round trip, one at a time (n={len(latencies)}): "
+            f"median {statistics.median(latencies):.1f} ms, p95 {percentile(latencies, 0.95):.1f} ms, "
+            f"min {min(latencies):.1f} ms"
+        )
+
+        burst_start = time.perf_counter()
+        ids = {submit("tiny", color=100_000 + i)[0] for i in range(args.burst)}
+        submitted = time.perf_counter() - burst_start
+        watcher.wait(ids, 600)
+        total = max(watcher.done[t][1] for t in ids) - burst_start
+        failures = sum(1 for t in ids if watcher.done[t][0] != "SUCCESS")
+        print(
+            f"tiny burst of {args.burst}: submitted in {submitted:.2f} s, all done in {total:.2f} s "
+            f"({args.burst / total:.1f} jobs/s), failures {failures}"
+        )
+
+        smoke = []
+        for i in range(args.txt2img_runs):
+            task_id, started = submit("txt2img", prompt="a red fox", steps=6, width=256, height=256, seed=i)
+            watcher.wait({task_id}, 600)
+            status, ended = watcher.done[task_id]
+            assert status == "SUCCESS", api.get(f"/tasks/{task_id}").json()
+            smoke.append(ended - started)
+        print(
+            "smoke txt2img 256x256, 6 steps: "
+            + ", ".join(f"{s:.2f} s" for s in smoke)
+            + " (first includes the checkpoint load)"
+        )
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            proc.wait(60)
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
