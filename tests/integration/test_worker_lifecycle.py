@@ -1,9 +1,11 @@
-"""A worker never leaves its ComfyUI behind: not when stopped, not when killed."""
+"""A worker owns its ComfyUI: it restarts it when it dies and never leaves it behind."""
 
 from __future__ import annotations
 
 import json
 import signal
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -14,25 +16,46 @@ from comfyjobs import keys
 from tests.integration.conftest import WORKER_READY_TIMEOUT_S, service_env, start
 from tests.support import wait_for
 
+Beat = dict[str, object]
 
-def start_worker(redis_url: str, model_dir: Path, data_dir: Path) -> tuple[psutil.Process, psutil.Process]:
-    env = service_env(redis_url, data_dir, model_dir, QUEUE_NAME="lifecycle-test")
-    worker = start(["worker", "--cpu"], env, data_dir / "worker.log")
+
+def beat_of(client: redis.Redis, worker_pid: int) -> Beat | None:
+    for key in client.scan_iter(match=keys.worker("*")):
+        beat = json.loads(client.get(key) or b"{}")
+        if beat.get("pid") == worker_pid:
+            return dict(beat)
+    return None
+
+
+@pytest.fixture
+def spawn_worker(
+    redis_url: str, model_dir: Path, tmp_path: Path
+) -> Iterator[Callable[[], tuple[subprocess.Popen[bytes], psutil.Process]]]:
+    """Starts a CPU worker (its own data dir and ComfyUI port) and waits until its ComfyUI is ready."""
+    started: list[subprocess.Popen[bytes]] = []
     client = redis.Redis.from_url(redis_url)
 
-    def comfyui_pid() -> int | None:
-        assert worker.poll() is None, (data_dir / "worker.log").read_text()[-3000:]
-        for key in client.scan_iter(match=keys.worker("*")):
-            beat = json.loads(client.get(key) or b"{}")
-            if beat.get("pid") == worker.pid and beat.get("comfyui_ready"):
-                return int(beat["comfyui_pid"])
-        return None
+    def spawn() -> tuple[subprocess.Popen[bytes], psutil.Process]:
+        env = service_env(redis_url, tmp_path, model_dir, QUEUE_NAME="lifecycle-test")
+        worker = start(["worker", "--cpu"], env, tmp_path / "worker.log")
+        started.append(worker)
 
-    pid = wait_for(comfyui_pid, timeout_s=WORKER_READY_TIMEOUT_S, what="the worker's ComfyUI", interval_s=0.5)
+        def ready() -> Beat | None:
+            assert worker.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
+            beat = beat_of(client, worker.pid)
+            return beat if beat and beat["comfyui_ready"] else None
+
+        beat = wait_for(ready, timeout_s=WORKER_READY_TIMEOUT_S, what="the worker's ComfyUI", interval_s=0.5)
+        comfy = psutil.Process(int(beat["comfyui_pid"]))  # type: ignore[call-overload]
+        assert "main.py" in comfy.cmdline()
+        return worker, comfy
+
+    yield spawn
+    for worker in started:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(30)
     client.close()
-    comfy = psutil.Process(pid)
-    assert "main.py" in comfy.cmdline()
-    return psutil.Process(worker.pid), comfy
 
 
 def gone(proc: psutil.Process, timeout_s: float) -> bool:
@@ -42,19 +65,42 @@ def gone(proc: psutil.Process, timeout_s: float) -> bool:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
 def test_no_comfyui_outlives_its_worker(
-    sig: signal.Signals, redis_url: str, model_dir: Path, tmp_path: Path
+    sig: signal.Signals,
+    spawn_worker: Callable[[], tuple[subprocess.Popen[bytes], psutil.Process]],
+    redis_url: str,
 ) -> None:
-    worker, comfy = start_worker(redis_url, model_dir, tmp_path)
+    worker, comfy = spawn_worker()
 
     worker.send_signal(sig)
 
-    exited, alive = psutil.wait_procs([worker], timeout=60)
-    assert not alive, "the worker did not exit"
+    code = worker.wait(timeout=60)
     assert gone(comfy, timeout_s=30), f"ComfyUI (pid {comfy.pid}) outlived its worker"
     if sig == signal.SIGTERM:
-        assert exited[0].returncode == 0  # a clean, warm shutdown
-        # It also removed its heartbeat, so /ready stops counting it at once.
+        assert code == 0  # a clean, warm shutdown
         client = redis.Redis.from_url(redis_url)
-        beats = [json.loads(client.get(k) or b"{}") for k in client.scan_iter(match=keys.worker("*"))]
-        assert worker.pid not in [b.get("pid") for b in beats]
+        assert beat_of(client, worker.pid) is None  # its heartbeat is gone: /ready stops counting it at once
         client.close()
+
+
+def test_a_comfyui_that_dies_is_restarted(
+    spawn_worker: Callable[[], tuple[subprocess.Popen[bytes], psutil.Process]], redis_url: str
+) -> None:
+    worker, comfy = spawn_worker()
+    client = redis.Redis.from_url(redis_url)
+
+    comfy.kill()
+
+    def restarted() -> Beat | None:
+        beat = beat_of(client, worker.pid)
+        if beat and beat["comfyui_ready"] and beat["comfyui_pid"] != comfy.pid:
+            return beat
+        return None
+
+    beat = wait_for(
+        restarted, timeout_s=WORKER_READY_TIMEOUT_S, what="ComfyUI to be restarted", interval_s=0.5
+    )
+    assert beat["comfyui_restarts"] == 1
+    assert worker.poll() is None
+    new_comfy = psutil.Process(int(beat["comfyui_pid"]))  # type: ignore[call-overload]
+    assert new_comfy.ppid() == worker.pid
+    client.close()

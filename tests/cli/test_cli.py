@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from comfyjobs.cli import exit_codes
+from comfyjobs.cli.main import main
+from comfyjobs.cli.up import parse_gpus
+from comfyjobs.errors import ConfigError
+from tests.conftest import REPO
+
+
+def test_check_accepts_the_shipped_manifests(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(REPO)
+    assert main(["check"]) == exit_codes.OK
+    out = capsys.readouterr().out
+    assert "ok  txt2img" in out and "ok  tiny" in out
+
+
+def test_check_reports_file_key_reason_and_exits_3(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shutil.copytree(REPO / "manifests", tmp_path / "manifests")
+    workflows = tmp_path / "manifests" / "workflows.yaml"
+    workflows.write_text(
+        workflows.read_text().replace("template: tiny.json", "template: tiny.json\n    colour: red")
+    )
+    monkeypatch.setenv("MANIFEST_DIR", str(tmp_path / "manifests"))
+    monkeypatch.setenv("WORKFLOW_DIR", str(REPO / "workflows"))
+
+    assert main(["check"]) == exit_codes.CONFIG
+    err = capsys.readouterr().err
+    assert f"{workflows}: workflows.tiny.colour: unknown key" in err
+
+
+def test_bad_setting_exits_3(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORKER_HEARTBEAT_S", "-1")
+    assert main(["check"]) == exit_codes.CONFIG
+    assert "WORKER_HEARTBEAT_S" in capsys.readouterr().err
+
+
+def test_worker_without_redis_url_exits_3(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(REPO)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.setenv("REDIS_URL", "")
+    assert main(["worker", "--cpu"]) == exit_codes.CONFIG
+    assert "REDIS_URL is not set" in capsys.readouterr().err
+
+
+def test_gpu_lists() -> None:
+    assert parse_gpus("0,1") == [0, 1]
+    assert parse_gpus("3") == [3]
+    for bad in ("0,0", "x", "", "-1"):
+        with pytest.raises(ConfigError):
+            parse_gpus(bad)
