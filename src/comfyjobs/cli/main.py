@@ -120,10 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return _run(args)
-    except ManifestError as exc:
-        print(f"comfyjobs: {exc.message}", file=sys.stderr)
-        return exit_codes.CONFIG
-    except ConfigError as exc:
+    except (ManifestError, ConfigError) as exc:
         print(f"comfyjobs: {exc.message}", file=sys.stderr)
         return exit_codes.CONFIG
     except ComfyStartError as exc:
