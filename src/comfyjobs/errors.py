@@ -128,3 +128,55 @@ class ComfyInterruptedError(ComfyError):
 
 class JobTimeoutError(ComfyJobsError):
     code = "job_timeout"
+
+
+# --- Model provisioning ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelsIniProblem:
+    file: str
+    line: int | None  # None: the file as a whole (unreadable)
+    reason: str
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        return f"{where}: {self.reason}"
+
+
+class ModelsIniError(ComfyJobsError):
+    """``models.ini`` is invalid. Carries every problem found, each with its file and line."""
+
+    code = "models_ini_invalid"
+
+    def __init__(self, problems: list[ModelsIniProblem]) -> None:
+        self.problems = problems
+        super().__init__("invalid models.ini:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+class ModelDownloadError(ComfyJobsError):
+    """One model file could not be fetched, verified or put in place; the message says why."""
+
+    code = "model_download_failed"
+
+
+# --- Workflow authoring ----------------------------------------------------------------------------
+
+
+class WorkflowImportError(ComfyJobsError):
+    """A workflow could not be imported (unreadable export, unknown node class, id taken, ...)."""
+
+    code = "workflow_import_failed"
+
+
+class WorkflowUnavailableError(ComfyJobsError):
+    """No running worker can run this workflow (missing node classes or model files)."""
+
+    code = "workflow_unavailable"
+
+    def __init__(self, message: str, *, missing: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.missing = missing
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), **self.missing}

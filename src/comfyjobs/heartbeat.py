@@ -14,9 +14,10 @@ from datetime import datetime
 
 import redis
 import redis.asyncio as aioredis
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from comfyjobs import keys
+from comfyjobs.comfy.doctor import WorkflowAvailability
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,8 @@ class WorkerBeat(BaseModel):
     comfyui_restarts: int
     started_at: datetime
     seen_at: datetime
+    # What this worker's ComfyUI can run, as `comfy.doctor` found it (empty until first checked).
+    workflows: dict[str, WorkflowAvailability] = {}
 
 
 class Heartbeat:
@@ -75,6 +78,10 @@ async def live_workers(client: aioredis.Redis) -> list[WorkerBeat]:
     beats = []
     async for key in client.scan_iter(match=keys.WORKER_PATTERN, count=100):
         raw = await client.get(key)
-        if raw:
+        if not raw:
+            continue  # expired between SCAN and GET
+        try:
             beats.append(WorkerBeat.model_validate_json(raw))
+        except ValidationError:  # a worker of another version: not counted, not fatal
+            log.warning("ignoring an unreadable heartbeat at %s", key)
     return sorted(beats, key=lambda b: b.worker_id)

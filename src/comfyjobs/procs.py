@@ -14,7 +14,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -25,9 +25,14 @@ if sys.platform.startswith("linux"):
     _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    if _libc is not None:
-        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+def _die_with(parent_pid: int) -> Callable[[], None]:
+    def in_child() -> None:  # runs between fork and exec: C calls only, no locks
+        if _libc is not None:
+            _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent_pid:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return in_child
 
 
 def spawn(
@@ -51,8 +56,14 @@ def spawn(
         stdout=stdout,
         stderr=stderr,
         start_new_session=True,
-        preexec_fn=_die_with_parent,
+        preexec_fn=_die_with(os.getpid()),
     )
+
+
+def signal_group(proc: subprocess.Popen[Any], sig: int) -> None:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
 
 
 def stop_group(proc: subprocess.Popen[Any], timeout_s: float, sig: int = signal.SIGTERM) -> int | None:
@@ -61,8 +72,7 @@ def stop_group(proc: subprocess.Popen[Any], timeout_s: float, sig: int = signal.
     Returns the child's exit code (None if it was already reaped elsewhere).
     """
     if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
+        signal_group(proc, sig)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=timeout_s)
     # The leader may be gone while something it started lingers in the group: kill what is left.

@@ -50,25 +50,34 @@ class Supervisor:
             self._stop_requested.set()
             self._wake.set()
 
-        signal.signal(signal.SIGINT, request_stop)
-        signal.signal(signal.SIGTERM, request_stop)
+        # SIGHUP too: a closed terminal should stop everything in order, not kill it all at once.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, request_stop)
 
     def wait(self) -> bool:
         """Blocks until a stop is requested (True) or a child exits on its own (False)."""
         self._wake.wait()
         return self._stop_requested.is_set()
 
-    def stop_all(self, order: Sequence[str] | None = None) -> None:
-        """Stops children by name prefix in ``order`` (others last, newest first); waits for each."""
-        ordered: list[Child] = []
-        for prefix in order or ():
-            ordered += [c for c in self.children if c.name.startswith(prefix) and c not in ordered]
-        ordered += [c for c in reversed(self.children) if c not in ordered]
-        for child in ordered:
-            if child.proc is None:
-                continue
-            code = procs.stop_group(child.proc, child.stop_timeout_s)
-            log.info("stopped %s (exit code %s)", child.name, code)
+    def stop_all(self, order: Sequence[str] = ()) -> None:
+        """Stops children in stages, one stage per name prefix in ``order`` (the rest last). Within a
+        stage all are signalled at once and then waited for, so N workers finishing their jobs take as
+        long as the slowest, not the sum."""
+        self._stop_requested.set()  # exits from here on are ours, not crashes
+        stages: list[list[Child]] = []
+        placed: list[Child] = []
+        for prefix in order:
+            stage = [c for c in self.children if c.name.startswith(prefix) and c not in placed]
+            placed += stage
+            stages.append(stage)
+        stages.append([c for c in self.children if c not in placed])
+        for stage in stages:
+            running = [(c, c.proc) for c in stage if c.proc is not None]
+            for _, proc in running:
+                procs.signal_group(proc, signal.SIGTERM)
+            for child, proc in running:
+                code = procs.stop_group(proc, child.stop_timeout_s)
+                log.info("stopped %s (exit code %s)", child.name, code)
 
     def _watch(self, child: Child) -> None:
         assert child.proc is not None

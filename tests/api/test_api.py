@@ -97,8 +97,8 @@ def test_typed_route_refuses_invalid_params_by_field(
 
     assert resp.status_code == 422
     fields = {f["field"]: f["reason"] for f in resp.json()["error"]["fields"]}
-    assert set(fields) == {"width", "colour"}
-    assert fields["colour"] == "unknown parameter"
+    assert set(fields) == {"params.width", "params.colour"}  # named as in POST /generate
+    assert fields["params.colour"] == "unknown parameter"
     assert queued_task_ids(redis_client, settings) == []
 
 
@@ -178,3 +178,18 @@ def test_health_and_ready_without_workers(client: TestClient) -> None:
 def test_output_paths_cannot_escape(client: TestClient) -> None:
     assert client.get("/outputs/abc/..%2F..%2Fetc%2Fpasswd").status_code == 404
     assert client.get("/outputs/abc/missing.png").status_code == 404
+
+
+def test_malformed_requests_get_the_error_shape(client: TestClient) -> None:
+    resp = client.post("/generate", content=b"{not json", headers={"content-type": "application/json"})
+    assert resp.status_code == 422
+    (field,) = resp.json()["error"]["fields"]
+    assert field["field"] == "body" and field["reason"].startswith("not valid JSON")
+
+    resp = client.post("/generate", json={"workflow_id": "tiny", "parameters": {}})
+    fields = {f["field"]: f["reason"] for f in resp.json()["error"]["fields"]}
+    assert fields == {"parameters": "unknown field"}
+
+    resp = client.get("/no/such/route")
+    assert resp.status_code == 404
+    assert resp.json() == {"error": {"code": "not_found", "message": "Not Found"}}

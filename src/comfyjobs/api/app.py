@@ -34,7 +34,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> FastAPI:
             registry=registry,
             redis=client,
             store=AsyncJobStore(client, settings.job_ttl_s),
-            celery=make_celery(settings),
+            celery=make_celery(settings, registry),
             outputs=OutputStore(settings.output_dir),
             models=ModelCatalog(settings.model_dir),
         )

@@ -7,6 +7,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from comfyjobs.errors import (
     ComfyJobsError,
@@ -17,6 +18,7 @@ from comfyjobs.errors import (
     QueueUnavailableError,
     TaskNotFoundError,
     WorkflowNotFoundError,
+    WorkflowUnavailableError,
 )
 
 log = logging.getLogger(__name__)
@@ -26,6 +28,7 @@ HTTP_STATUS: dict[type[ComfyJobsError], int] = {
     WorkflowNotFoundError: 404,
     TaskNotFoundError: 404,
     OutputNotFoundError: 404,
+    WorkflowUnavailableError: 409,
     QueueUnavailableError: 503,
     ConfigError: 500,
 }
@@ -43,9 +46,18 @@ def error_response(exc: ComfyJobsError) -> JSONResponse:
     return JSONResponse({"error": exc.to_dict()}, status_code=status_for(exc), headers=headers)
 
 
-def _field_name(loc: tuple[int | str, ...]) -> str:
-    parts = [str(p) for p in loc if p != "body"]
-    return ".".join(parts) or "body"
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
+def _field_name(loc: tuple[int | str, ...], typed_route: bool) -> str:
+    """The request field a pydantic location points at, named as in POST /generate (`params.steps`)."""
+    if len(loc) < 2 or loc[0] != "body" or not isinstance(loc[1], str):
+        return "body"  # the body itself: not JSON, or not an object
+    if typed_route:  # the body is the params object itself
+        return f"params.{loc[1]}"
+    if loc[1] == "params" and len(loc) > 2:
+        return f"params.{loc[2]}"  # later parts name union members (seed: integer | "random")
+    return str(loc[1])
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -56,12 +68,28 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
-    async def _request_shape(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _request_shape(request: Request, exc: RequestValidationError) -> JSONResponse:
+        typed_route = request.url.path.startswith("/workflows/")
         problems: dict[str, str] = {}
         for err in exc.errors():
-            loc = tuple(err.get("loc", ()))
-            # Union members (seed: integer | "random") add location parts after the field name.
-            field = _field_name(loc[:3] if loc[:2] == ("body", "params") else loc[:2])
-            reason = "unknown parameter" if err.get("type") == "extra_forbidden" else str(err.get("msg"))
+            field = _field_name(tuple(err.get("loc", ())), typed_route)
+            if err.get("type") == "extra_forbidden":
+                reason = "unknown parameter" if field.startswith("params.") else "unknown field"
+            elif err.get("type") == "json_invalid":
+                reason = f"not valid JSON: {err.get('ctx', {}).get('error', err.get('msg'))}"
+            else:
+                reason = str(err.get("msg"))
             problems.setdefault(field, reason)
         return error_response(InvalidParamsError([FieldProblem(f, r) for f, r in problems.items()]))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        body = {"error": {"code": code, "message": str(exc.detail)}}
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        body = {"error": {"code": "internal_error", "message": "internal error; see the API's log"}}
+        return JSONResponse(body, status_code=500)

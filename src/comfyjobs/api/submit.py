@@ -28,10 +28,8 @@ async def submit(svc: Services, workflow: Workflow, request: BaseModel) -> JobRe
     await svc.store.create(record)
     try:
         await run_in_threadpool(enqueue_job, svc.celery, record.task_id, svc.settings.queue_name)
-    except Exception as exc:  # kombu/redis errors of every kind: the job was not queued
-        log.error("enqueue of %s failed: %s", record.task_id, exc)
-        try:
-            await svc.store.delete(record.task_id)
-        finally:
-            raise QueueUnavailableError(f"the job queue is unavailable: {exc}") from exc
+    except QueueUnavailableError:
+        log.error("enqueue of %s failed; its record is removed", record.task_id)
+        await svc.store.delete(record.task_id)
+        raise
     return record

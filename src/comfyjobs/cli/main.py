@@ -75,6 +75,11 @@ def _run(args: argparse.Namespace) -> int:
         overrides["data_dir"] = args.data_dir
     if getattr(args, "model_dir", None) is not None:
         overrides["model_dir"] = args.model_dir
+    # Flags go through Settings too: validated, and PUBLIC_URL's default follows the port actually used.
+    if getattr(args, "host", None) is not None:
+        overrides["api_host"] = args.host
+    if getattr(args, "port", None) is not None:
+        overrides["api_port"] = args.port
     settings = Settings.load(**overrides)
     _configure_logging(settings.log_level)
 
@@ -93,7 +98,7 @@ def _run(args: argparse.Namespace) -> int:
         from comfyjobs.api.app import create_app
 
         app = create_app(settings)
-        uvicorn.run(app, host=args.host or settings.api_host, port=args.port or settings.api_port)
+        uvicorn.run(app, host=settings.api_host, port=settings.api_port)
         return exit_codes.OK
     if args.command == "worker":
         if args.gpus is not None:
@@ -106,13 +111,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "up":
         from comfyjobs.cli.up import run_up
 
-        return run_up(
-            settings,
-            host=args.host or settings.api_host,
-            port=args.port or settings.api_port,
-            data_dir=settings.data_dir,
-            cpu=args.cpu,
-        )
+        return run_up(settings, cpu=args.cpu)
     raise AssertionError(args.command)
 
 

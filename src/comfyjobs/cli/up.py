@@ -10,13 +10,14 @@ import logging
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 from comfyjobs.cli import exit_codes
 from comfyjobs.errors import ConfigError
+from comfyjobs.manifests.loader import load_registry
 from comfyjobs.redis_server import RedisServer
 from comfyjobs.settings import Settings
 from comfyjobs.supervisor import Supervisor
+from comfyjobs.worker.celery_app import longest_job_s
 
 log = logging.getLogger(__name__)
 
@@ -56,15 +57,17 @@ def _cli(*args: str) -> list[str]:
 
 
 def _worker_stop_timeout_s(settings: Settings) -> float:
-    # A warm shutdown lets the current job finish, then ComfyUI is stopped.
-    return settings.job_time_limit_s + settings.comfyui_stop_timeout_s + 10
+    # A warm shutdown lets the current job finish (waiting for ComfyUI included), then stops ComfyUI.
+    registry = load_registry(settings.manifest_dir, settings.workflow_dir)
+    return longest_job_s(settings, registry) + settings.comfyui_stop_timeout_s + 10
 
 
 def add_workers(sup: Supervisor, settings: Settings, env: dict[str, str], gpus: list[int] | None) -> None:
+    stop_timeout_s = _worker_stop_timeout_s(settings)
     for gpu in gpus if gpus else [None]:
         args = ("worker", "--gpu", str(gpu)) if gpu is not None else ("worker", "--cpu")
         name = f"worker-gpu{gpu}" if gpu is not None else "worker-cpu"
-        sup.add(name, _cli(*args), env, _worker_stop_timeout_s(settings))
+        sup.add(name, _cli(*args), env, stop_timeout_s)
 
 
 def run_workers(settings: Settings, gpus: list[int]) -> int:
@@ -76,7 +79,8 @@ def run_workers(settings: Settings, gpus: list[int]) -> int:
     return exit_codes.OK if requested else exit_codes.CHILD_DIED
 
 
-def run_up(settings: Settings, *, host: str, port: int, data_dir: Path, cpu: bool) -> int:
+def run_up(settings: Settings, *, cpu: bool) -> int:
+    host, port, data_dir = settings.api_host, settings.api_port, settings.data_dir
     env = dict(os.environ)
     env.update(DATA_DIR=str(data_dir), API_HOST=host, API_PORT=str(port))
     redis: RedisServer | None = None

@@ -105,24 +105,39 @@ class ComfyClient:
         except requests.RequestException as exc:
             raise ComfyUnavailableError(f"ComfyUI at {self.base_url} did not answer: {exc}") from exc
 
+    def _json(self, path: str) -> dict[str, Any]:
+        resp = self._request("GET", path)
+        try:
+            resp.raise_for_status()
+            body = resp.json()
+        except (requests.HTTPError, ValueError) as exc:
+            raise ComfyUnavailableError(f"ComfyUI's {path} answered badly: {exc}") from exc
+        if not isinstance(body, dict):
+            raise ComfyUnavailableError(f"ComfyUI's {path} answered {type(body).__name__}, not an object")
+        return body
+
     def system_stats(self) -> dict[str, Any]:
-        resp = self._request("GET", "/system_stats")
-        resp.raise_for_status()
-        return dict(resp.json())
+        return self._json("/system_stats")
 
     def object_info(self) -> dict[str, Any]:
-        resp = self._request("GET", "/object_info")
-        resp.raise_for_status()
-        return dict(resp.json())
+        return self._json("/object_info")
 
     def history(self, prompt_id: str) -> dict[str, Any]:
-        resp = self._request("GET", f"/history/{prompt_id}")
-        resp.raise_for_status()
-        return dict(resp.json().get(prompt_id, {}))
+        entry = self._json(f"/history/{prompt_id}").get(prompt_id, {})
+        return dict(entry) if isinstance(entry, dict) else {}
 
     def interrupt(self, prompt_id: str | None = None) -> None:
         body = {"prompt_id": prompt_id} if prompt_id else {}
         self._request("POST", "/interrupt", json=body)
+
+    def cancel(self, prompt_id: str) -> None:
+        """Best effort: take the prompt out of ComfyUI's queue and interrupt it if it is running.
+        (`/interrupt` with a prompt id only stops the running prompt; a queued one needs the delete.)"""
+        try:
+            self._request("POST", "/queue", json={"delete": [prompt_id]})
+            self.interrupt(prompt_id)
+        except ComfyUnavailableError as exc:
+            log.warning("could not cancel prompt %s: %s", prompt_id, exc)
 
     def submit(self, graph: Mapping[str, Any], client_id: str) -> str:
         resp = self._request("POST", "/prompt", json={"prompt": graph, "client_id": client_id})
@@ -130,9 +145,15 @@ class ComfyClient:
             body = resp.json()
         except ValueError:
             body = {}
-        if resp.status_code == 200 and body.get("prompt_id"):
-            return str(body["prompt_id"])
+        if not isinstance(body, dict):
+            body = {}
         node_errors = body.get("node_errors") or {}
+        if resp.status_code == 200 and body.get("prompt_id"):
+            if not node_errors:
+                return str(body["prompt_id"])
+            # Some output nodes failed validation: ComfyUI queued the rest and would silently drop
+            # those outputs. A job either runs whole or fails, so take it back out.
+            self.cancel(str(body["prompt_id"]))
         if node_errors:
             message, node_id, node_type = _describe_node_errors(node_errors)
             raise ComfyPromptRejectedError(
@@ -175,7 +196,13 @@ class ComfyClient:
             raise ComfyUnavailableError(f"cannot open ComfyUI's websocket: {exc}") from exc
         try:
             prompt_id = self.submit(graph, client_id)
-            error = self._follow(ws, prompt_id, graph, on_event, time.monotonic() + timeout_s, is_alive)
+            try:
+                error = self._follow(ws, prompt_id, graph, on_event, time.monotonic() + timeout_s, is_alive)
+            except BaseException:
+                # Timed out, lost the socket, or the caller's callback failed: don't leave the prompt
+                # running in ComfyUI for the next job to queue behind.
+                self.cancel(prompt_id)
+                raise
         finally:
             ws.close()
         entry = self.history(prompt_id)
@@ -201,7 +228,6 @@ class ComfyClient:
         error: Exception | None = None
         while True:
             if time.monotonic() > deadline:
-                self.interrupt(prompt_id)
                 raise JobTimeoutError("timed out")
             try:
                 frame = ws.recv()
@@ -213,7 +239,13 @@ class ComfyClient:
                 raise ComfyUnavailableError(f"ComfyUI's websocket broke during the job: {exc}") from exc
             if not isinstance(frame, str):
                 continue  # binary frames are previews
-            message = json.loads(frame)
+            try:
+                message = json.loads(frame)
+            except ValueError:
+                log.warning("ignoring a websocket frame that is not JSON: %.200s", frame)
+                continue
+            if not isinstance(message, dict):
+                continue
             kind, data = message.get("type"), message.get("data") or {}
             if data.get("prompt_id") != prompt_id:
                 continue

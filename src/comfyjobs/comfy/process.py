@@ -111,33 +111,44 @@ class ComfyProcess:
         self._changed = threading.Event()  # set on the ready line and on exit
         self._exited = threading.Event()
         self._tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
+        self._closed = False  # set by close(): no start() after the final stop
         self.restarts = -1  # start() counts; the first start is not a restart
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Spawns ComfyUI; OSErrors (folder missing, disk full) become ComfyStartError."""
         with self._lock:
+            if self._closed:
+                raise ComfyStartError("the worker is shutting down; ComfyUI is not started again")
             if self._proc is not None and self._proc.poll() is None:
                 return
-            self.instance.prepare()
-            self._clear_outputs()
-            self._ready.clear()
-            self._changed.clear()
-            self._exited.clear()
-            self._tail.clear()
-            log.info("starting ComfyUI on port %d: %s", self.instance.port, shlex.join(self.instance.argv()))
-            self._proc = procs.spawn(
-                self.instance.argv(),
-                cwd=self.instance.comfyui_dir,
-                env=self.instance.env(),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-            )
-            self.restarts += 1
-            self._reader = threading.Thread(
-                target=self._read_output, args=(self._proc,), name="comfyui-log", daemon=True
-            )
-            self._reader.start()
+            try:
+                self._spawn()
+            except OSError as exc:
+                raise ComfyStartError(f"cannot start ComfyUI: {exc}") from exc
+
+    def _spawn(self) -> None:  # holds self._lock
+        if not (self.instance.comfyui_dir / "main.py").is_file():
+            raise FileNotFoundError(f"no main.py in {self.instance.comfyui_dir} (run install/install.sh)")
+        self.instance.prepare()
+        self._ready.clear()
+        self._changed.clear()
+        self._exited.clear()
+        self._tail.clear()
+        log.info("starting ComfyUI on port %d: %s", self.instance.port, shlex.join(self.instance.argv()))
+        self._proc = procs.spawn(
+            self.instance.argv(),
+            cwd=self.instance.comfyui_dir,
+            env=self.instance.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        self.restarts += 1
+        self._reader = threading.Thread(
+            target=self._read_output, args=(self._proc,), name="comfyui-log", daemon=True
+        )
+        self._reader.start()
 
     def wait_ready(self, timeout_s: float | None = None) -> None:
         """Blocks until ComfyUI serves HTTP on our port; raises ComfyStartError if it exits or times out."""
@@ -149,6 +160,14 @@ class ComfyProcess:
             code = self._proc.poll() if self._proc else None
             raise ComfyStartError(f"ComfyUI exited during start (exit code {code}).\n{self.log_tail()}")
         self._confirm_identity()
+        # Only now that this instance's folders are known to be ours: leftovers of an earlier run go.
+        self._clear_outputs()
+
+    def close(self) -> None:
+        """The final stop: a supervisor thread racing with shutdown can no longer start it again."""
+        with self._lock:
+            self._closed = True
+        self.stop()
 
     def stop(self) -> None:
         """SIGTERM to ComfyUI's process group, SIGKILL after ``stop_timeout_s``; waits until it is gone."""

@@ -7,21 +7,32 @@ delivered again instead of being dropped.
 
 from __future__ import annotations
 
+import kombu.exceptions
+import redis
 from celery import Celery
 
+from comfyjobs.errors import QueueUnavailableError
+from comfyjobs.manifests.registry import Registry
 from comfyjobs.settings import Settings
 
 RUN_JOB_TASK = "comfyjobs.run_job"
 
 
-def visibility_timeout_s(settings: Settings) -> int:
-    # An unacked message is redelivered after this long: it must exceed the longest job.
-    return int(max(3600.0, settings.job_time_limit_s * 2))
+def longest_job_s(settings: Settings, registry: Registry) -> float:
+    """The longest a delivered job can keep a worker busy: waiting for ComfyUI, then the time limit."""
+    limits = [w.time_limit_s for w in registry.workflows.values() if w.time_limit_s is not None]
+    return settings.comfyui_start_timeout_s + max([settings.job_time_limit_s, *limits])
 
 
-def make_celery(settings: Settings) -> Celery:
+def visibility_timeout_s(settings: Settings, registry: Registry) -> int:
+    # Redis redelivers an unacked message after this long: shorter than the longest job, and a job
+    # still running would be delivered to a second worker.
+    return int(max(3600.0, 2 * longest_job_s(settings, registry)))
+
+
+def make_celery(settings: Settings, registry: Registry) -> Celery:
     app = Celery("comfyjobs", broker=settings.require_redis_url(), set_as_current=False)
-    transport = {"visibility_timeout": visibility_timeout_s(settings)}
+    transport = {"visibility_timeout": visibility_timeout_s(settings, registry)}
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -30,6 +41,9 @@ def make_celery(settings: Settings) -> Celery:
         task_ignore_result=True,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
+        # A task only raises when the job record cannot be read or written (Redis down): leave the
+        # message unacked so it is delivered again rather than acked with the job half-recorded.
+        task_acks_on_failure_or_timeout=False,
         task_default_queue=settings.queue_name,
         worker_prefetch_multiplier=1,
         worker_concurrency=1,
@@ -44,4 +58,7 @@ def make_celery(settings: Settings) -> Celery:
 
 def enqueue_job(app: Celery, task_id: str, queue: str) -> None:
     """Blocking (kombu): call from a worker thread, never on the event loop."""
-    app.send_task(RUN_JOB_TASK, args=[task_id], task_id=task_id, queue=queue)
+    try:
+        app.send_task(RUN_JOB_TASK, args=[task_id], task_id=task_id, queue=queue)
+    except (kombu.exceptions.OperationalError, redis.RedisError, OSError) as exc:
+        raise QueueUnavailableError(f"the job queue is unavailable: {exc}") from exc

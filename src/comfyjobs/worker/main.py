@@ -5,7 +5,8 @@ supervisor, then the Celery consumer. Stop order is the reverse, and it matters:
   1. Celery stops consuming; a warm shutdown (SIGTERM, Ctrl-C) lets the current job finish first.
   2. The heartbeat key is deleted, so `/ready` stops counting this worker.
   3. The supervisor is told to stop, so ComfyUI's exit in step 4 is not mistaken for a crash.
-  4. ComfyUI's process group is stopped (SIGTERM, then SIGKILL) and waited for: nothing is left behind.
+  4. ComfyUI is closed (no restart can follow) and its process group stopped (SIGTERM, then SIGKILL)
+     and waited for: nothing is left behind.
 If the worker itself is killed outright, the kernel kills ComfyUI (PR_SET_PDEATHSIG, see procs.spawn).
 The Celery pool is `solo`: the job runs in this process, the one that owns ComfyUI.
 """
@@ -18,6 +19,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType
 
 import redis
@@ -25,7 +27,6 @@ from celery import signals as celery_signals
 
 from comfyjobs.comfy.client import ComfyClient
 from comfyjobs.comfy.process import ComfyInstance, ComfyProcess, default_python
-from comfyjobs.errors import ComfyStartError
 from comfyjobs.heartbeat import Heartbeat, WorkerBeat
 from comfyjobs.jobs.record import utc_now
 from comfyjobs.jobs.store import JobStore
@@ -33,6 +34,7 @@ from comfyjobs.manifests.loader import load_registry
 from comfyjobs.settings import Settings
 from comfyjobs.storage.outputs import OutputStore
 from comfyjobs.worker import tasks
+from comfyjobs.worker.availability import AvailabilityMonitor
 from comfyjobs.worker.celery_app import make_celery
 from comfyjobs.worker.runner import WorkerContext
 
@@ -49,8 +51,9 @@ class ComfySupervisor:
     """Restarts ComfyUI when it exits on its own. Runs in a thread that lives as long as the worker, which
     is also the thread that spawns the restarted process (PR_SET_PDEATHSIG is per spawning thread)."""
 
-    def __init__(self, comfy: ComfyProcess) -> None:
+    def __init__(self, comfy: ComfyProcess, on_restart: Callable[[], None]) -> None:
         self._comfy = comfy
+        self._on_restart = on_restart
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="comfyui-supervisor", daemon=True)
 
@@ -79,7 +82,8 @@ class ComfySupervisor:
                 self._comfy.wait_ready()
                 failures = 0
                 log.info("ComfyUI restarted (pid %s)", self._comfy.pid)
-            except ComfyStartError as exc:
+                self._on_restart()
+            except Exception as exc:  # this thread must outlive any one failed restart
                 failures += 1
                 log.error("ComfyUI restart failed: %s", exc)
 
@@ -109,6 +113,8 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
         stop_timeout_s=settings.comfyui_stop_timeout_s,
     )
     started_at = utc_now()
+    client = ComfyClient(comfy.base_url)
+    availability = AvailabilityMonitor(registry, client)
     heartbeat = Heartbeat(
         redis_client,
         settings.worker_heartbeat_s,
@@ -121,10 +127,10 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
             comfyui_restarts=max(comfy.restarts, 0),
             started_at=started_at,
             seen_at=utc_now(),
+            workflows=availability.current(comfy_ready=comfy.is_ready()),
         ),
     )
-    supervisor = ComfySupervisor(comfy)
-    client = ComfyClient(comfy.base_url)
+    supervisor = ComfySupervisor(comfy, on_restart=availability.invalidate)
     # Until Celery installs its own handlers, a SIGTERM unwinds through the `finally` below (stopping
     # ComfyUI) instead of killing the process where it stands.
     signal.signal(signal.SIGTERM, _exit_on_signal)
@@ -133,6 +139,7 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
         comfy.start()
         comfy.wait_ready()
         log.info("ComfyUI ready on %s after %.1f s", comfy.base_url, time.monotonic() - t0)
+        availability.refresh()
         supervisor.start()
         tasks.bind_context(
             WorkerContext(
@@ -145,7 +152,7 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
                 outputs=OutputStore(settings.output_dir),
             )
         )
-        app = make_celery(settings)
+        app = make_celery(settings, registry)
         tasks.register(app)
         # Announce readiness only once the consumer is up, so `/ready` means "jobs are being taken".
         celery_signals.worker_ready.connect(lambda **_: heartbeat.start(), weak=False)
@@ -164,7 +171,7 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
     finally:
         heartbeat.stop()
         supervisor.stop()
-        comfy.stop()
+        comfy.close()
         supervisor.join(settings.comfyui_stop_timeout_s)
         client.close()
         redis_client.close()

@@ -12,7 +12,7 @@ from typing import Any
 
 from comfyjobs.comfy.client import ComfyClient, ComfyEvent
 from comfyjobs.comfy.process import ComfyProcess
-from comfyjobs.errors import ComfyJobsError, ComfyUnavailableError, JobTimeoutError
+from comfyjobs.errors import ComfyJobsError, ComfyUnavailableError, JobTimeoutError, QueueUnavailableError
 from comfyjobs.jobs.record import JobError, JobStatus, Progress, utc_now
 from comfyjobs.jobs.store import JobStore
 from comfyjobs.manifests.patching import build_graph
@@ -47,6 +47,12 @@ class ProgressWriter:
         return self._progress
 
     def __call__(self, event: ComfyEvent) -> None:
+        try:
+            self._write(event)
+        except QueueUnavailableError as exc:  # progress is best effort; the job's outcome is not
+            log.warning("task %s: progress not recorded: %s", self._task_id, exc)
+
+    def _write(self, event: ComfyEvent) -> None:
         if event.kind == "started":
             self._store.update(self._task_id, status=JobStatus.PROGRESS)
             return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from celery import Celery
+from celery.exceptions import Reject
 
 from comfyjobs.worker.celery_app import RUN_JOB_TASK
 from comfyjobs.worker.runner import WorkerContext, execute_job
@@ -19,6 +20,10 @@ def bind_context(context: WorkerContext) -> None:
 def run_job(task_id: str) -> None:
     if _context is None:
         raise RuntimeError("the worker context is not bound; run tasks through `comfyjobs worker`")
+    if not _context.comfy.wait_until_ready(_context.settings.comfyui_start_timeout_s):
+        # ComfyUI is down (being restarted, or failing to): hand the job back to the queue untouched
+        # instead of failing it here.
+        raise Reject("ComfyUI is not ready on this worker", requeue=True)
     execute_job(str(task_id), _context)
 
 
