@@ -59,3 +59,23 @@ def test_gpu_lists() -> None:
     for bad in ("0,0", "x", "", "-1"):
         with pytest.raises(ConfigError):
             parse_gpus(bad)
+
+
+def test_worker_whose_comfyui_cannot_start_exits_4(redis_url: str, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = dict(
+        os.environ, REDIS_URL=redis_url, COMFYUI_DIR=str(tmp_path / "no-comfyui"), DATA_DIR=str(tmp_path)
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "comfyjobs", "worker", "--cpu"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == exit_codes.COMFYUI
+    assert "no main.py in" in done.stderr
+    assert "Traceback" not in done.stderr

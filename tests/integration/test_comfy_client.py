@@ -36,3 +36,18 @@ def test_a_fully_cached_run_still_returns_its_outputs(comfy: ComfyClient) -> Non
     second = comfy.run(graph, on_event=events.append, timeout_s=60)  # served from ComfyUI's cache
     assert first == second
     assert [o.node_id for o in first] == ["2"]
+
+
+def test_a_graph_comfyui_accepts_only_in_part_is_refused_whole(comfy: ComfyClient) -> None:
+    # Two outputs, one invalid: ComfyUI would queue the valid half and silently drop the other.
+    graph = {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 1}},
+        "2": {"class_type": "SaveImage", "inputs": {"filename_prefix": "ok", "images": ["1", 0]}},
+        "3": {"class_type": "EmptyImage", "inputs": {"width": -1, "height": 8, "batch_size": 1, "color": 1}},
+        "4": {"class_type": "SaveImage", "inputs": {"filename_prefix": "bad", "images": ["3", 0]}},
+    }
+    with pytest.raises(ComfyPromptRejectedError) as caught:
+        comfy.run(graph, on_event=lambda _: None, timeout_s=60)
+    assert caught.value.node_id == "3"
+    queue = comfy._json("/queue")
+    assert queue["queue_running"] == [] and queue["queue_pending"] == []
