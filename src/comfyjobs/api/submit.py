@@ -12,6 +12,7 @@ import uuid
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from comfyjobs.api.availability import require_available
 from comfyjobs.api.services import Services
 from comfyjobs.errors import QueueUnavailableError
 from comfyjobs.jobs.record import JobRecord
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 
 
 async def submit(svc: Services, workflow: Workflow, request: BaseModel) -> JobRecord:
+    await require_available(svc.redis, workflow.id)
     params = await run_in_threadpool(resolve_params, workflow, request, svc.models.list)
     record = JobRecord(task_id=uuid.uuid4().hex, workflow_id=workflow.id, params=params)
     await svc.store.create(record)

@@ -7,3 +7,4 @@ CONFIG = 3  # invalid settings or manifests
 COMFYUI = 4  # ComfyUI could not be started
 QUEUE = 5  # Redis / the queue unavailable
 CHILD_DIED = 6  # `up`: a supervised process exited on its own
+NOT_READY = 7  # `doctor`: a workflow cannot run (missing nodes or models)

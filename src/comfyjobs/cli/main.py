@@ -11,6 +11,8 @@ from pathlib import Path
 from comfyjobs import __version__
 from comfyjobs.cli import exit_codes
 from comfyjobs.errors import (
+    ComfyError,
+    ComfyJobsError,
     ComfyStartError,
     ConfigError,
     ManifestError,
@@ -43,6 +45,17 @@ def _parser() -> argparse.ArgumentParser:
     where.add_argument("--gpus", metavar="all|0,1", help="one worker per GPU, supervised together")
 
     sub.add_parser("check", help="validate manifests and workflow templates; starts nothing")
+
+    doctor = sub.add_parser("doctor", help="check every workflow's nodes and models against ComfyUI")
+    doctor.add_argument("--comfyui-url", help="a running ComfyUI to ask (default: start one for the check)")
+    doctor.add_argument("--json", action="store_true", help="machine-readable output")
+
+    models = sub.add_parser("models", help="model files")
+    models_sub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    download = models_sub.add_parser("download", help="download what models.ini lists into MODEL_DIR")
+    download.add_argument("--file", type=Path, default=Path("install/configs/models.ini"))
+    download.add_argument("--model-dir", type=Path, help="models folder (default: MODEL_DIR)")
+    download.add_argument("--allow-missing", action="store_true", help="exit 0 even if some downloads fail")
 
     smoke = sub.add_parser("smoke-model", help="write checkpoints/smoke-sd15.safetensors (random weights)")
     smoke.add_argument("--model-dir", type=Path, help="models folder (default: MODEL_DIR)")
@@ -85,6 +98,21 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.command == "check":
         return _check(settings)
+    if args.command == "doctor":
+        from comfyjobs.cli.doctor import run_doctor
+
+        return run_doctor(settings, comfyui_url=args.comfyui_url, as_json=args.json)
+    if args.command == "models":
+        import os
+
+        from comfyjobs.provision.cli import run_models_download
+
+        return run_models_download(
+            args.file,
+            settings.model_dir,
+            allow_missing=args.allow_missing,
+            hf_token=os.environ.get("HF_TOKEN") or None,
+        )
     if args.command == "smoke-model":
         from comfyjobs.comfy.smoke_model import write_smoke_checkpoint
 
@@ -125,8 +153,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ComfyStartError as exc:
         print(f"comfyjobs: ComfyUI failed to start: {exc.message}", file=sys.stderr)
         return exit_codes.COMFYUI
+    except ComfyError as exc:
+        print(f"comfyjobs: {exc.message}", file=sys.stderr)
+        return exit_codes.COMFYUI
     except QueueUnavailableError as exc:
         print(f"comfyjobs: {exc.message}", file=sys.stderr)
         return exit_codes.QUEUE
+    except ComfyJobsError as exc:
+        print(f"comfyjobs: {exc.code}: {exc.message}", file=sys.stderr)
+        return exit_codes.ERROR
     except KeyboardInterrupt:
         return exit_codes.OK

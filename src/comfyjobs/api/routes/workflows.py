@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from comfyjobs.api.availability import workflow_availability
 from comfyjobs.api.routes.generate import accepted
 from comfyjobs.api.services import Services, services
 from comfyjobs.api.submit import submit
@@ -32,17 +33,25 @@ def build_router(registry: Registry) -> APIRouter:
 
     @router.get("/workflows")
     async def list_workflows(svc: Annotated[Services, Depends(services)]) -> list[dict[str, Any]]:
-        """Every public workflow with its parameters (model choices as currently installed)."""
+        """Every public workflow with its parameters (model choices as currently installed) and its
+        `availability` on the running workers (null while no worker has checked it)."""
 
         def all_described() -> list[dict[str, Any]]:
             return [describe(w, svc.models) for w in svc.registry.workflows.values()]
 
-        return await run_in_threadpool(all_described)
+        described = await run_in_threadpool(all_described)
+        availability = await workflow_availability(svc.redis)
+        for item in described:
+            found = availability.get(item["id"])
+            item["availability"] = found.model_dump() if found else None
+        return described
 
     @router.get("/workflows/{workflow_id}")
     async def get_workflow(workflow_id: str, svc: Annotated[Services, Depends(services)]) -> dict[str, Any]:
         workflow = svc.registry.workflow(workflow_id)
         described = await run_in_threadpool(describe, workflow, svc.models)
+        found = (await workflow_availability(svc.redis)).get(workflow_id)
+        described["availability"] = found.model_dump() if found else None
         described["request_schema"] = workflow.request_model.model_json_schema()
         return described
 

@@ -1,0 +1,68 @@
+"""Which workflows the running workers can execute, from their heartbeats (see comfy.doctor)."""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+from pydantic import BaseModel
+
+from comfyjobs.errors import WorkflowUnavailableError
+from comfyjobs.heartbeat import live_workers
+
+
+class Availability(BaseModel):
+    ready: bool
+    workers_ready: int
+    workers_checked: int
+    missing_nodes: list[str] = []
+    missing_models: list[str] = []
+    problems: list[str] = []
+
+
+async def workflow_availability(client: aioredis.Redis) -> dict[str, Availability]:
+    """Per workflow id, what the live workers found; a workflow no worker has checked yet is absent."""
+    per_workflow: dict[str, list[tuple[bool, list[str], list[str], list[str]]]] = {}
+    for beat in await live_workers(client):
+        for workflow_id, found in beat.workflows.items():
+            per_workflow.setdefault(workflow_id, []).append(
+                (found.ready, found.missing_nodes, found.missing_models, found.problems)
+            )
+    result = {}
+    for workflow_id, reports in per_workflow.items():
+        ready = [r for r in reports if r[0]]
+        nodes = sorted({n for r in reports if not r[0] for n in r[1]})
+        models = sorted({m for r in reports if not r[0] for m in r[2]})
+        problems = sorted({p for r in reports if not r[0] for p in r[3]})
+        result[workflow_id] = Availability(
+            ready=bool(ready),
+            workers_ready=len(ready),
+            workers_checked=len(reports),
+            missing_nodes=[] if ready else nodes,
+            missing_models=[] if ready else models,
+            problems=[] if ready else problems,
+        )
+    return result
+
+
+async def require_available(client: aioredis.Redis, workflow_id: str) -> None:
+    """409 before queueing a job no running worker can run; unknown (no worker yet) is let through,
+    since the job waits in the queue for a worker that may have what it needs."""
+    found = (await workflow_availability(client)).get(workflow_id)
+    if found is None or found.ready:
+        return
+    missing = {
+        "missing_nodes": found.missing_nodes,
+        "missing_models": found.missing_models,
+        "problems": found.problems,
+    }
+    what = "; ".join(
+        f"{label}: {', '.join(items)}"
+        for label, items in (
+            ("missing node classes", found.missing_nodes),
+            ("missing models", found.missing_models),
+            ("problems", found.problems),
+        )
+        if items
+    )
+    raise WorkflowUnavailableError(
+        f"workflow {workflow_id!r} cannot run on any worker ({what})", missing=missing
+    )

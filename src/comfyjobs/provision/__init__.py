@@ -1,0 +1,1 @@
+"""Model provisioning: `models.ini` says which model files go in which ComfyUI folder; this fetches them."""
