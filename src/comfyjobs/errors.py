@@ -180,3 +180,27 @@ class WorkflowUnavailableError(ComfyJobsError):
 
     def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), **self.missing}
+
+
+# --- Custom nodes ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CustomNodesProblem:
+    file: str
+    line: int | None  # None: the file as a whole (unreadable)
+    reason: str
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        return f"{where}: {self.reason}"
+
+
+class CustomNodesFileError(ComfyJobsError):
+    """``custom_nodes.txt`` is invalid. Carries every problem found, each with its file and line."""
+
+    code = "custom_nodes_invalid"
+
+    def __init__(self, problems: list[CustomNodesProblem]) -> None:
+        self.problems = problems
+        super().__init__("invalid custom_nodes.txt:\n" + "\n".join(f"  - {p}" for p in problems))

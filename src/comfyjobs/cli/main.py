@@ -57,6 +57,11 @@ def _parser() -> argparse.ArgumentParser:
     download.add_argument("--model-dir", type=Path, help="models folder (default: MODEL_DIR)")
     download.add_argument("--allow-missing", action="store_true", help="exit 0 even if some downloads fail")
 
+    nodes = sub.add_parser("nodes", help="custom nodes")
+    nodes_sub = nodes.add_subparsers(dest="nodes_command", required=True, metavar="ACTION")
+    nodes_install = nodes_sub.add_parser("install", help="clone and pin what custom_nodes.txt lists")
+    nodes_install.add_argument("--file", type=Path, default=Path("install/configs/custom_nodes.txt"))
+
     deps = sub.add_parser("deps", help="node classes and model files a workflow JSON needs")
     deps.add_argument("file", type=Path)
 
@@ -109,6 +114,18 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.command == "check":
         return _check(settings)
+    if args.command == "nodes":
+        from comfyjobs.comfy.process import default_python
+        from comfyjobs.provision.custom_nodes import run_nodes_install
+
+        # The same constraints as every other install step: a node's requirements never swap torch.
+        constraints = [Path("install/constraints.txt"), Path("requirements.lock.txt")]
+        return run_nodes_install(
+            args.file,
+            settings.comfyui_dir,
+            python=settings.comfyui_python or default_python(),
+            constraints=[c for c in constraints if c.is_file()],
+        )
     if args.command in ("deps", "import"):
         from comfyjobs.cli.authoring import run_deps, run_import
 
