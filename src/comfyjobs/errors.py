@@ -130,11 +130,11 @@ class JobTimeoutError(ComfyJobsError):
     code = "job_timeout"
 
 
-# --- Model provisioning ----------------------------------------------------------------------------
+# --- Install configuration files (models.ini, custom_nodes.txt) -----------------------------------
 
 
 @dataclass(frozen=True)
-class ModelsIniProblem:
+class LineProblem:
     file: str
     line: int | None  # None: the file as a whole (unreadable)
     reason: str
@@ -144,14 +144,28 @@ class ModelsIniProblem:
         return f"{where}: {self.reason}"
 
 
-class ModelsIniError(ComfyJobsError):
-    """``models.ini`` is invalid. Carries every problem found, each with its file and line."""
+class LineFileError(ComfyJobsError):
+    """A line-oriented install file is invalid. Carries every problem found, each with file and line."""
 
-    code = "models_ini_invalid"
+    label = "file"
 
-    def __init__(self, problems: list[ModelsIniProblem]) -> None:
+    def __init__(self, problems: list[LineProblem]) -> None:
         self.problems = problems
-        super().__init__("invalid models.ini:\n" + "\n".join(f"  - {p}" for p in problems))
+        super().__init__(f"invalid {self.label}:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+ModelsIniProblem = LineProblem
+CustomNodesProblem = LineProblem
+
+
+class ModelsIniError(LineFileError):
+    code = "models_ini_invalid"
+    label = "models.ini"
+
+
+class CustomNodesFileError(LineFileError):
+    code = "custom_nodes_invalid"
+    label = "custom_nodes.txt"
 
 
 class ModelDownloadError(ComfyJobsError):
@@ -180,27 +194,3 @@ class WorkflowUnavailableError(ComfyJobsError):
 
     def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), **self.missing}
-
-
-# --- Custom nodes ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CustomNodesProblem:
-    file: str
-    line: int | None  # None: the file as a whole (unreadable)
-    reason: str
-
-    def __str__(self) -> str:
-        where = self.file if self.line is None else f"{self.file}:{self.line}"
-        return f"{where}: {self.reason}"
-
-
-class CustomNodesFileError(ComfyJobsError):
-    """``custom_nodes.txt`` is invalid. Carries every problem found, each with its file and line."""
-
-    code = "custom_nodes_invalid"
-
-    def __init__(self, problems: list[CustomNodesProblem]) -> None:
-        self.problems = problems
-        super().__init__("invalid custom_nodes.txt:\n" + "\n".join(f"  - {p}" for p in problems))
