@@ -89,7 +89,8 @@ def execute_job(task_id: str, ctx: WorkerContext) -> None:
     try:
         workflow = ctx.registry.workflow(record.workflow_id)
         graph = build_graph(workflow, record.params, ctx.registry.loras)
-        if not ctx.comfy.wait_until_ready(ctx.settings.comfyui_start_timeout_s):
+        # The task already waited for ComfyUI before taking the job; only a crash since then is left.
+        if not ctx.comfy.is_ready():
             raise ComfyUnavailableError("ComfyUI is not running on this worker")
         time_limit_s = workflow.time_limit_s or ctx.settings.job_time_limit_s
         try:
