@@ -39,23 +39,28 @@ def free_port() -> int:
 
 
 class Watcher:
+    """Blocks on the tasks' event streams (XREAD) and notes when each reaches a terminal status."""
+
     def __init__(self, url: str) -> None:
         self.client = redis.Redis.from_url(url)
-        self.pubsub = self.client.pubsub()
-        self.pubsub.psubscribe(keys.job_events("*"))
         self.done: dict[str, tuple[str, float]] = {}
+        self.cursors: dict[str, str] = {}
 
     def wait(self, task_ids: set[str], timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
+        for task_id in task_ids:
+            self.cursors.setdefault(task_id, "0-0")
         while not task_ids <= self.done.keys():
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{len(task_ids - self.done.keys())} job(s) unfinished")
-            msg = self.pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-            if msg and msg["type"] == "pmessage":
-                change = json.loads(msg["data"])
-                status = json.loads(change.get("status", "null"))
-                if status in ("SUCCESS", "FAILURE"):
-                    self.done[msg["channel"].decode().rsplit(":", 1)[-1]] = (status, time.perf_counter())
+            waiting = {keys.job_events(t): self.cursors[t] for t in task_ids - self.done.keys()}
+            for stream, entries in self.client.xread(waiting, block=1000) or []:  # type: ignore[arg-type]
+                task_id = stream.decode().rsplit(":", 1)[-1]
+                for entry_id, fields in entries:
+                    self.cursors[task_id] = entry_id.decode()
+                    status = json.loads(json.loads(fields[b"changes"]).get("status", "null"))
+                    if status in ("SUCCESS", "FAILURE"):
+                        self.done[task_id] = (status, time.perf_counter())
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -6,7 +6,8 @@ import json
 import socket
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import redis
@@ -38,40 +39,74 @@ def wait_for(check: Callable[[], T | None], *, timeout_s: float, what: str, inte
 
 
 class JobEvents:
-    """Subscribes to every task's change events (published by the job store on each applied update)
-    *before* a test submits, so no change is missed, then waits on them: no polling of the API."""
+    """Reads each task's event stream (the job store appends one entry per applied change, in the same
+    Lua call that changes the record) and blocks on it with XREAD: no polling of the API, and nothing
+    missed whenever the reader starts."""
 
     def __init__(self, redis_url: str) -> None:
         self._redis = redis.Redis.from_url(redis_url)
-        self._pubsub = self._redis.pubsub()
-        self._pubsub.psubscribe(keys.job_events("*"))
-        self._pubsub.get_message(timeout=5)  # the psubscribe confirmation
         self.changes: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self._cursor: dict[str, str] = defaultdict(lambda: "0-0")
 
     def close(self) -> None:
-        self._pubsub.close()
         self._redis.close()
 
-    def _drain_one(self, timeout_s: float) -> None:
-        msg = self._pubsub.get_message(ignore_subscribe_messages=True, timeout=timeout_s)
-        if msg and msg["type"] == "pmessage":
-            task_id = msg["channel"].decode().rsplit(":", 1)[-1]
-            change = {k: json.loads(v) for k, v in json.loads(msg["data"]).items()}
-            self.changes[task_id].append(change)
+    def _read(self, task_id: str, block_ms: int | None) -> None:
+        replies = self._redis.xread({keys.job_events(task_id): self._cursor[task_id]}, block=block_ms)
+        for _, entries in replies or []:
+            for entry_id, fields in entries:
+                raw = json.loads(fields[b"changes"])
+                self.changes[task_id].append({k: json.loads(v) for k, v in raw.items()})
+                self._cursor[task_id] = entry_id.decode()
 
     def wait_terminal(self, task_id: str, timeout_s: float) -> str:
         deadline = time.monotonic() + timeout_s
         while True:
-            statuses = [c["status"] for c in self.changes[task_id] if "status" in c]
+            statuses = self.statuses(task_id)
             if statuses and statuses[-1] in TERMINAL:
                 return statuses[-1]
             left = deadline - time.monotonic()
             if left <= 0:
                 raise AssertionError(f"task {task_id} not finished after {timeout_s} s: {statuses}")
-            self._drain_one(min(left, 1.0))
+            self._read(task_id, block_ms=max(1, int(min(left, 5.0) * 1000)))
 
     def progress(self, task_id: str) -> list[dict[str, Any]]:
+        self._read(task_id, block_ms=None)
         return [c["progress"] for c in self.changes[task_id] if c.get("progress")]
 
     def statuses(self, task_id: str) -> list[str]:
+        self._read(task_id, block_ms=None)
         return [c["status"] for c in self.changes[task_id] if "status" in c]
+
+
+@dataclass
+class SseEvent:
+    event: str | None
+    id: str | None
+    data: Any
+    comments: list[str]
+
+
+def sse_events(lines: Iterator[str]) -> Iterator[SseEvent]:
+    """Parses a text/event-stream, one event per blank-line-terminated block (comments included, so a
+    test can see heartbeats)."""
+    event: str | None = None
+    event_id: str | None = None
+    data: list[str] = []
+    comments: list[str] = []
+    for line in lines:
+        if line == "":
+            if data or event or comments:
+                yield SseEvent(event, event_id, json.loads("\n".join(data)) if data else None, comments)
+            event, event_id, data, comments = None, None, [], []
+        elif line.startswith(":"):
+            comments.append(line[1:].strip())
+        else:
+            name, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if name == "event":
+                event = value
+            elif name == "id":
+                event_id = value
+            elif name == "data":
+                data.append(value)

@@ -19,5 +19,21 @@ WORKER_PATTERN = f"{PREFIX}:worker:*"
 
 
 def job_events(task_id: str) -> str:
-    """Pub/sub channel: a message per change of the task's record."""
+    """Stream: one entry per applied change of the task's record (the first is the whole new record).
+
+    A stream rather than a pub/sub channel: readers block on it (XREAD) like subscribers, but an entry
+    published while nobody listened is still there, so an SSE client can resume with Last-Event-ID.
+    Expires with the record."""
     return f"{PREFIX}:events:{task_id}"
+
+
+def queue_waiting(queue: str) -> str:
+    """Sorted set: the ids of jobs accepted on ``queue`` that no worker has taken yet, scored by
+    acceptance time; ZRANK is a job's place in line."""
+    return f"{PREFIX}:queue:{queue}:waiting"
+
+
+def queue_departures(queue: str) -> str:
+    """Stream (capped): one entry per job leaving ``queue``'s waiting set, so jobs still waiting can
+    tell, without polling, that their place in line moved."""
+    return f"{PREFIX}:queue:{queue}:departures"

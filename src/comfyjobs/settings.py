@@ -40,6 +40,7 @@ class Settings(BaseSettings):
         default=None,
         description="Base of output and status URLs as clients reach the API; default: http://API_HOST:API_PORT",
     )
+    sse_heartbeat_s: Annotated[float, Field(gt=0, le=300)] = 15.0
 
     # --- ComfyUI -----------------------------------------------------------------------------------
     comfyui_dir: Path = Path("ComfyUI")

@@ -44,7 +44,7 @@ def test_smoke_txt2img_end_to_end(api: httpx.Client, events: JobEvents) -> None:
     steps = [p for p in events.progress(task["task_id"]) if p["node_type"] == "KSampler" and p["max"]]
     assert [p["value"] for p in steps] == [1, 2, 3, 4]
     assert {p["max"] for p in steps} == {4}
-    assert events.statuses(task["task_id"])[:2] == ["STARTED", "PROGRESS"]
+    assert events.statuses(task["task_id"])[:3] == ["PENDING", "STARTED", "PROGRESS"]
     assert task["progress"]["percent"] == 100.0
     assert len(task["outputs"]) == 2
     for output in task["outputs"]:

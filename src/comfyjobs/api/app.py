@@ -11,7 +11,9 @@ from fastapi import FastAPI
 from comfyjobs import __version__
 from comfyjobs.api.errors import install_error_handlers
 from comfyjobs.api.routes import generate, health, loras, outputs, tasks, workflows
+from comfyjobs.api.routes.tasks import LONG_POLL_MAX_S
 from comfyjobs.api.services import Services
+from comfyjobs.api.task_feed import TaskFeed
 from comfyjobs.jobs.store import AsyncJobStore
 from comfyjobs.manifests.loader import load_registry
 from comfyjobs.manifests.registry import Registry
@@ -19,6 +21,8 @@ from comfyjobs.settings import Settings
 from comfyjobs.storage.models import ModelCatalog
 from comfyjobs.storage.outputs import OutputStore
 from comfyjobs.worker.celery_app import make_celery
+
+REDIS_WAIT_MARGIN_S = 10.0  # a blocked XREAD answers at its deadline; the socket may wait this much more
 
 
 def create_app(settings: Settings, registry: Registry | None = None) -> FastAPI:
@@ -29,11 +33,17 @@ def create_app(settings: Settings, registry: Registry | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         client = aioredis.Redis.from_url(redis_url, health_check_interval=30)
+        longest_block_s = max(LONG_POLL_MAX_S, settings.sse_heartbeat_s)
+        waiting_client = aioredis.Redis.from_url(
+            redis_url, health_check_interval=30, socket_timeout=longest_block_s + REDIS_WAIT_MARGIN_S
+        )
+        store = AsyncJobStore(client, settings.job_ttl_s, settings.queue_name, waiting_client)
         app.state.services = Services(
             settings=settings,
             registry=registry,
             redis=client,
-            store=AsyncJobStore(client, settings.job_ttl_s),
+            store=store,
+            feed=TaskFeed(store, settings.public_base_url, settings.sse_heartbeat_s),
             celery=make_celery(settings, registry),
             outputs=OutputStore(settings.output_dir),
             models=ModelCatalog(settings.model_dir),
@@ -41,6 +51,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await waiting_client.aclose()
             await client.aclose()
 
     app = FastAPI(

@@ -51,6 +51,8 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 
 def _field_name(loc: tuple[int | str, ...], typed_route: bool) -> str:
     """The request field a pydantic location points at, named as in POST /generate (`params.steps`)."""
+    if len(loc) >= 2 and loc[0] in ("query", "header", "path"):
+        return str(loc[1])  # `wait`, `last-event-id`
     if len(loc) < 2 or loc[0] != "body" or not isinstance(loc[1], str):
         return "body"  # the body itself: not JSON, or not an object
     if typed_route:  # the body is the params object itself

@@ -8,6 +8,7 @@ import redis.asyncio as aioredis
 from celery import Celery
 from fastapi import Request
 
+from comfyjobs.api.task_feed import TaskFeed
 from comfyjobs.jobs.store import AsyncJobStore
 from comfyjobs.manifests.registry import Registry
 from comfyjobs.settings import Settings
@@ -21,6 +22,7 @@ class Services:
     registry: Registry
     redis: aioredis.Redis
     store: AsyncJobStore
+    feed: TaskFeed
     celery: Celery
     outputs: OutputStore
     models: ModelCatalog

@@ -146,7 +146,7 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
                 settings=settings,
                 worker_id=worker_id,
                 registry=registry,
-                store=JobStore(redis_client, settings.job_ttl_s),
+                store=JobStore(redis_client, settings.job_ttl_s, settings.queue_name),
                 comfy=comfy,
                 client=client,
                 outputs=OutputStore(settings.output_dir),

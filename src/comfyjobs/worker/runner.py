@@ -74,6 +74,7 @@ def execute_job(task_id: str, ctx: WorkerContext) -> None:
     record = ctx.store.get(task_id)
     if record is None:
         log.warning("task %s: no job record (expired or never accepted); dropping the delivery", task_id)
+        ctx.store.forget_waiting(task_id)
         return
     if record.is_terminal:
         log.info("task %s already %s; not running it again", task_id, record.status)

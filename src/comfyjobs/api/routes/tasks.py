@@ -1,21 +1,78 @@
-"""GET /tasks/{task_id}: the job record as the client sees it. Unknown ids are 404, never PENDING."""
+"""GET /tasks/{task_id} (with an optional long poll) and GET /tasks/{task_id}/events (Server-Sent Events).
+
+Unknown ids are 404, never PENDING.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Header, Query, Response
+from fastapi.responses import StreamingResponse
 
 from comfyjobs.api.services import Services, services
+from comfyjobs.api.task_feed import EVENT_ID_PATTERN
 from comfyjobs.api.views import TaskView
-from comfyjobs.errors import TaskNotFoundError
 
 router = APIRouter(tags=["jobs"])
 
+LONG_POLL_MAX_S = 120.0
+
 
 @router.get("/tasks/{task_id}", response_model=TaskView)
-async def get_task(task_id: str, svc: Annotated[Services, Depends(services)]) -> TaskView:
-    record = await svc.store.get(task_id)
-    if record is None:
-        raise TaskNotFoundError(f"no task {task_id!r} (unknown, or expired after JOB_TTL_S)")
-    return TaskView.from_record(record, svc.settings.public_base_url)
+async def get_task(
+    task_id: str,
+    svc: Annotated[Services, Depends(services)],
+    wait: Annotated[
+        float | None,
+        Query(
+            ge=0,
+            le=LONG_POLL_MAX_S,
+            description="Long poll: answer as soon as the task changes, or after this many seconds.",
+        ),
+    ] = None,
+    since: Annotated[
+        str | None,
+        Query(
+            pattern=EVENT_ID_PATTERN,
+            description="With `wait`: the `last_event_id` you have seen; answers at once if the task "
+            "changed after it.",
+        ),
+    ] = None,
+) -> TaskView:
+    """The task as it stands. While it waits for a worker, `queue.position` is its place in line."""
+    if wait is None:
+        return await svc.feed.current(task_id)
+    return await svc.feed.wait_for_change(task_id, wait, since)
+
+
+@router.get(
+    "/tasks/{task_id}/events",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {"text/event-stream": {}},
+            "description": "Events `queued`, `started`, `progress`, `success`, `failure`; each `data` is "
+            "the task (as GET /tasks/{task_id}) right after that change. Ends after the final event; "
+            "`: heartbeat` comments keep idle connections open.",
+        },
+        204: {"description": "Resumed after the final event: nothing more will come."},
+    },
+)
+async def task_events(
+    task_id: str,
+    svc: Annotated[Services, Depends(services)],
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", pattern=EVENT_ID_PATTERN)] = None,
+    after: Annotated[
+        str | None,
+        Query(pattern=EVENT_ID_PATTERN, description="As the Last-Event-ID header, where it cannot be set."),
+    ] = None,
+) -> Response:
+    stream = await svc.feed.open_stream(task_id, last_event_id or after)
+    if stream is None:
+        return Response(status_code=204)
+    return StreamingResponse(
+        stream,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

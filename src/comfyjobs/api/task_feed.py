@@ -1,0 +1,133 @@
+"""Following a task: its current view, the long poll, and the Server-Sent Events stream.
+
+All three read the task's event stream (see ``keys.job_events``), which the job store appends to in the
+same Lua call that changes the record. Waiting is a blocking XREAD inside Redis, with a timeout: the API
+never re-reads on a timer. A job still in the queue also listens to the queue's departures stream, so
+its place in line is re-announced when a job ahead of it is taken.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi.sse import format_sse_event
+
+from comfyjobs.api.views import TaskView
+from comfyjobs.errors import TaskNotFoundError
+from comfyjobs.jobs.record import TERMINAL_STATUSES, JobRecord, JobStatus
+from comfyjobs.jobs.store import AsyncJobStore, EventId, JobEvent, Snapshot
+
+EVENT_NAMES = {
+    JobStatus.PENDING: "queued",
+    JobStatus.STARTED: "started",
+    JobStatus.PROGRESS: "progress",
+    JobStatus.SUCCESS: "success",
+    JobStatus.FAILURE: "failure",
+}
+EVENT_ID_PATTERN = r"^\d+-\d+$"
+HEARTBEAT = b": heartbeat\n\n"
+
+
+def event_id_key(event_id: EventId) -> tuple[int, int]:
+    millis, _, seq = event_id.partition("-")
+    return int(millis), int(seq or 0)
+
+
+def _not_found(task_id: str) -> TaskNotFoundError:
+    return TaskNotFoundError(f"no task {task_id!r} (unknown, or expired after JOB_TTL_S)")
+
+
+class TaskFeed:
+    def __init__(self, store: AsyncJobStore, public_base_url: str, heartbeat_s: float) -> None:
+        self._store = store
+        self._base_url = public_base_url
+        self._heartbeat_s = heartbeat_s
+
+    async def _view(self, record: JobRecord, last_event_id: EventId | None) -> TaskView:
+        place = await self._store.place(record.task_id) if record.status == JobStatus.PENDING else None
+        return TaskView.from_record(record, self._base_url, place, last_event_id)
+
+    async def _snapshot(self, task_id: str) -> Snapshot:
+        snapshot = await self._store.snapshot(task_id)
+        if snapshot is None:
+            raise _not_found(task_id)
+        return snapshot
+
+    async def current(self, task_id: str) -> TaskView:
+        snapshot = await self._snapshot(task_id)
+        return await self._view(snapshot.record, snapshot.last_event_id)
+
+    async def wait_for_change(self, task_id: str, wait_s: float, since: EventId | None) -> TaskView:
+        """The view as soon as the task changes after ``since`` (default: now), or at ``wait_s``.
+
+        A finished task, or one that already changed after ``since``, answers at once. While the task
+        waits in the queue, moving up in line counts as a change."""
+        snapshot = await self._snapshot(task_id)
+        record, last = snapshot.record, snapshot.last_event_id
+        already_changed = since is not None and last is not None and event_id_key(last) > event_id_key(since)
+        if record.is_terminal or already_changed or wait_s <= 0:
+            return await self._view(record, last)
+        departures = await self._store.last_departure() if record.status == JobStatus.PENDING else None
+        await self._store.wait_for_change(task_id, since or last or "0-0", wait_s, departures)
+        return await self.current(task_id)
+
+    async def open_stream(self, task_id: str, after: EventId | None) -> AsyncIterator[bytes] | None:
+        """The task's SSE stream; None when a client resumes after the final event (answer 204, which
+        tells an EventSource to stop reconnecting). An unknown id raises, before any byte is sent."""
+        snapshot = await self._snapshot(task_id)
+        last = snapshot.last_event_id
+        if (
+            snapshot.record.is_terminal
+            and after is not None
+            and last is not None
+            and event_id_key(after) >= event_id_key(last)
+        ):
+            return None
+        return self._stream(task_id, after)
+
+    async def _stream(self, task_id: str, after: EventId | None) -> AsyncIterator[bytes]:
+        # Views are rebuilt by replaying the events from the first (the whole record), so each event
+        # carries the task as it was right after that change, whatever point a client resumes from.
+        state: dict[str, Any] = {}
+        cursor: EventId = "0-0"
+        resume_key = event_id_key(after) if after is not None else (-1, -1)
+        pending: list[JobEvent] = await self._store.events(task_id)
+        position: int | None = None
+        departures: EventId | None = None
+        while True:
+            for event in pending:
+                state.update(event.changes)
+                cursor = event.id
+                if event_id_key(event.id) <= resume_key:
+                    continue
+                record = JobRecord.model_validate(state)
+                view = await self._view(record, event.id)
+                position = view.queue.position if view.queue else None
+                yield _format(event, view)
+            if not state or state.get("status") in TERMINAL_STATUSES:
+                return  # finished, or expired (with its events) while we were connected
+            if state.get("status") == JobStatus.PENDING and departures is None:
+                departures = await self._store.last_departure()
+            elif state.get("status") != JobStatus.PENDING:
+                departures = None
+            pending, departed = await self._store.wait_for_change(
+                task_id, cursor, self._heartbeat_s, departures
+            )
+            if departed is not None:
+                departures = departed
+                if not pending:
+                    view = await self._view(JobRecord.model_validate(state), cursor)
+                    if view.queue is not None and view.queue.position != position:
+                        position = view.queue.position
+                        # No id: moving up in line is not an event of the record, so a client that
+                        # resumes from here must still get the record's next event.
+                        yield format_sse_event(event="queued", data_str=view.model_dump_json())
+            elif not pending:
+                yield HEARTBEAT
+
+
+def _format(event: JobEvent, view: TaskView) -> bytes:
+    status = event.changes.get("status")
+    name = EVENT_NAMES.get(JobStatus(status), "update") if status else "update"
+    return format_sse_event(event=name, id=event.id, data_str=view.model_dump_json())
