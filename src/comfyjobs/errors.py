@@ -65,6 +65,12 @@ class InvalidParamsError(ComfyJobsError):
         }
 
 
+class AuthenticationError(ComfyJobsError):
+    """API_KEYS is set and the request carried no key, or a wrong one."""
+
+    code = "unauthorized"
+
+
 class WorkflowNotFoundError(ComfyJobsError):
     code = "workflow_not_found"
 

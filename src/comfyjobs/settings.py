@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AnyHttpUrl, Field, ValidationError, field_validator
+from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from comfyjobs.errors import ConfigError
@@ -41,6 +41,10 @@ class Settings(BaseSettings):
         description="Base of output and status URLs as clients reach the API; default: http://API_HOST:API_PORT",
     )
     sse_heartbeat_s: Annotated[float, Field(gt=0, le=300)] = 15.0
+    api_keys: SecretStr | None = Field(
+        default=None,
+        description="Comma-separated keys; set, every route but /health, /ready and the docs needs one.",
+    )
 
     # --- ComfyUI -----------------------------------------------------------------------------------
     comfyui_dir: Path = Path("ComfyUI")
@@ -75,6 +79,12 @@ class Settings(BaseSettings):
             return str(self.public_url).rstrip("/")
         host = "127.0.0.1" if self.api_host in ("0.0.0.0", "::", "") else self.api_host
         return f"http://{host}:{self.api_port}"
+
+    @property
+    def accepted_api_keys(self) -> frozenset[str]:
+        if self.api_keys is None:
+            return frozenset()
+        return frozenset(k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip())
 
     @property
     def output_dir(self) -> Path:

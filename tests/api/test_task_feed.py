@@ -227,11 +227,15 @@ def test_long_poll_counts_moving_up_in_line_as_a_change(api: httpx.Client, live_
     seen = api.get(f"/tasks/{second}").json()
     assert seen["queue"]["position"] == 2
 
-    poll = long_poll_in_background(api, f"/tasks/{second}", {"wait": 120, "since": seen["last_event_id"]})
+    params = {"wait": 120, "since": seen["last_event_id"], "position": 2}
+    poll = long_poll_in_background(api, f"/tasks/{second}", params)
     take(live_api.store, first)
     poll["thread"].join()
 
     assert poll["body"]["queue"] == {"position": 1, "waiting": 1}
+    # Asked again with the old position: it moved since, so the answer comes at once.
+    again = api.get(f"/tasks/{second}", params=params, timeout=httpx.Timeout(30, read=20))
+    assert again.json()["queue"] == {"position": 1, "waiting": 1}
 
 
 def test_long_poll_answers_at_once_when_already_changed_or_finished(

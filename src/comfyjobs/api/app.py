@@ -6,9 +6,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from comfyjobs import __version__
+from comfyjobs.api.auth import require_api_key
 from comfyjobs.api.errors import install_error_handlers
 from comfyjobs.api.routes import generate, health, loras, outputs, tasks, workflows
 from comfyjobs.api.routes.tasks import LONG_POLL_MAX_S
@@ -61,10 +62,11 @@ def create_app(settings: Settings, registry: Registry | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    app.include_router(generate.router)
-    app.include_router(workflows.build_router(registry))
-    app.include_router(tasks.router)
-    app.include_router(outputs.router)
-    app.include_router(loras.router)
+    keyed = [Depends(require_api_key)]
+    app.include_router(generate.router, dependencies=keyed)
+    app.include_router(workflows.build_router(registry), dependencies=keyed)
+    app.include_router(tasks.router, dependencies=keyed)
+    app.include_router(outputs.router, dependencies=keyed)
+    app.include_router(loras.router, dependencies=keyed)
     app.include_router(health.router)
     return app

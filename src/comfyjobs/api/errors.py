@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from comfyjobs.errors import (
+    AuthenticationError,
     ComfyJobsError,
     ConfigError,
     FieldProblem,
@@ -24,6 +25,7 @@ from comfyjobs.errors import (
 log = logging.getLogger(__name__)
 
 HTTP_STATUS: dict[type[ComfyJobsError], int] = {
+    AuthenticationError: 401,
     InvalidParamsError: 422,
     WorkflowNotFoundError: 404,
     TaskNotFoundError: 404,
@@ -42,7 +44,11 @@ def status_for(exc: ComfyJobsError) -> int:
 
 
 def error_response(exc: ComfyJobsError) -> JSONResponse:
-    headers = {"Retry-After": "5"} if isinstance(exc, QueueUnavailableError) else None
+    headers = None
+    if isinstance(exc, QueueUnavailableError):
+        headers = {"Retry-After": "5"}
+    elif isinstance(exc, AuthenticationError):
+        headers = {"WWW-Authenticate": "Bearer"}
     return JSONResponse({"error": exc.to_dict()}, status_code=status_for(exc), headers=headers)
 
 

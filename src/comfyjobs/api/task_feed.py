@@ -54,21 +54,26 @@ class TaskFeed:
             raise _not_found(task_id)
         return snapshot
 
-    async def current(self, task_id: str) -> TaskView:
-        snapshot = await self._snapshot(task_id)
-        return await self._view(snapshot.record, snapshot.last_event_id)
+    def _snapshot_view(self, snapshot: Snapshot) -> TaskView:
+        return TaskView.from_record(snapshot.record, self._base_url, snapshot.place, snapshot.last_event_id)
 
-    async def wait_for_change(self, task_id: str, wait_s: float, since: EventId | None) -> TaskView:
+    async def current(self, task_id: str) -> TaskView:
+        return self._snapshot_view(await self._snapshot(task_id))
+
+    async def wait_for_change(
+        self, task_id: str, wait_s: float, since: EventId | None, position: int | None = None
+    ) -> TaskView:
         """The view as soon as the task changes after ``since`` (default: now), or at ``wait_s``.
 
-        A finished task, or one that already changed after ``since``, answers at once. While the task
-        waits in the queue, moving up in line counts as a change."""
+        Answers at once if the task is finished, changed after ``since``, or waits in the queue at
+        another place than ``position``; while it waits, moving up in line counts as a change."""
         snapshot = await self._snapshot(task_id)
-        record, last = snapshot.record, snapshot.last_event_id
-        already_changed = since is not None and last is not None and event_id_key(last) > event_id_key(since)
-        if record.is_terminal or already_changed or wait_s <= 0:
-            return await self._view(record, last)
-        departures = await self._store.last_departure() if record.status == JobStatus.PENDING else None
+        record, last, place = snapshot.record, snapshot.last_event_id, snapshot.place
+        changed = since is not None and last is not None and event_id_key(last) > event_id_key(since)
+        moved = position is not None and place.position is not None and place.position != position
+        if record.is_terminal or changed or moved or wait_s <= 0:
+            return self._snapshot_view(snapshot)
+        departures = snapshot.last_departure if record.status == JobStatus.PENDING else None
         await self._store.wait_for_change(task_id, since or last or "0-0", wait_s, departures)
         return await self.current(task_id)
 
@@ -92,9 +97,10 @@ class TaskFeed:
         state: dict[str, Any] = {}
         cursor: EventId = "0-0"
         resume_key = event_id_key(after) if after is not None else (-1, -1)
+        # Read before the events: a job leaving the queue after this point always wakes the wait below.
+        departures = await self._store.last_departure()
         pending: list[JobEvent] = await self._store.events(task_id)
         position: int | None = None
-        departures: EventId | None = None
         while True:
             for event in pending:
                 state.update(event.changes)
@@ -107,12 +113,9 @@ class TaskFeed:
                 yield _format(event, view)
             if not state or state.get("status") in TERMINAL_STATUSES:
                 return  # finished, or expired (with its events) while we were connected
-            if state.get("status") == JobStatus.PENDING and departures is None:
-                departures = await self._store.last_departure()
-            elif state.get("status") != JobStatus.PENDING:
-                departures = None
+            waiting = state.get("status") == JobStatus.PENDING
             pending, departed = await self._store.wait_for_change(
-                task_id, cursor, self._heartbeat_s, departures
+                task_id, cursor, self._heartbeat_s, departures if waiting else None
             )
             if departed is not None:
                 departures = departed

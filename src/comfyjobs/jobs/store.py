@@ -71,17 +71,20 @@ class JobEvent:
 
 
 @dataclass(frozen=True)
-class Snapshot:
-    """A record and the id of the last event it reflects, read atomically."""
-
-    record: JobRecord
-    last_event_id: EventId | None
-
-
-@dataclass(frozen=True)
 class QueuePlace:
     position: int | None  # 1 = the next job a worker takes; None once a worker took it
     waiting: int  # jobs waiting on the queue in all
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A record, the id of the last event it reflects, its place in the queue and the queue's last
+    departure, all read in one transaction: a change after it is always after these ids."""
+
+    record: JobRecord
+    last_event_id: EventId | None
+    place: QueuePlace
+    last_departure: EventId
 
 
 @contextmanager
@@ -216,16 +219,24 @@ class AsyncJobStore:
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.hgetall(keys.job(task_id))
                 pipe.xrevrange(keys.job_events(task_id), count=1)
+                pipe.zrank(self._keys.waiting, task_id)
+                pipe.zcard(self._keys.waiting)
+                pipe.xrevrange(self._keys.departures, count=1)
                 return await pipe.execute()
 
-        raw, last = await self._call(run)
+        raw, last, rank, waiting, departed = await self._call(run)
         if not raw:
             return None
-        return Snapshot(record=decode_record(raw), last_event_id=_text(last[0][0]) if last else None)
+        return Snapshot(
+            record=decode_record(raw),
+            last_event_id=_text(last[0][0]) if last else None,
+            place=QueuePlace(position=None if rank is None else int(rank) + 1, waiting=int(waiting)),
+            last_departure=_text(departed[0][0]) if departed else "0-0",
+        )
 
     async def place(self, task_id: str) -> QueuePlace:
         async def run() -> list[Any]:
-            async with self._redis.pipeline(transaction=False) as pipe:
+            async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.zrank(self._keys.waiting, task_id)
                 pipe.zcard(self._keys.waiting)
                 return await pipe.execute()

@@ -39,11 +39,18 @@ async def get_task(
             "changed after it.",
         ),
     ] = None,
+    position: Annotated[
+        int | None,
+        Query(
+            ge=1,
+            description="With `wait`: the `queue.position` you have seen; answers at once if it moved.",
+        ),
+    ] = None,
 ) -> TaskView:
     """The task as it stands. While it waits for a worker, `queue.position` is its place in line."""
     if wait is None:
         return await svc.feed.current(task_id)
-    return await svc.feed.wait_for_change(task_id, wait, since)
+    return await svc.feed.wait_for_change(task_id, wait, since, position)
 
 
 @router.get(

@@ -1,0 +1,486 @@
+#!/usr/bin/env python3
+"""A small comfyjobs client: `requests` and the standard library only, for scripts and cron jobs.
+
+Command line:
+    python api_client_minimal.py list
+    python api_client_minimal.py run txt2img --param prompt="a red fox" --param seed=1 --out outputs
+    python api_client_minimal.py status TASK_ID [--wait]
+Options: --server URL (or COMFYJOBS_SERVER), --api-key KEY (or COMFYJOBS_API_KEY), --timeout SECONDS
+(the whole wait; it never waits forever), --json (machine-readable output on stdout).
+
+As a library:
+    import api_client_minimal as cj
+    task_id = cj.generate("txt2img", {"prompt": "a red fox"}, server="http://gpu-box:8000")
+    task = cj.wait(task_id, timeout_s=600, server="http://gpu-box:8000")
+    paths = cj.download(task, "outputs", server="http://gpu-box:8000")
+
+Exit codes: 0 done, 1 the job failed, 2 usage, 3 parameters refused (422), 4 not found (404),
+5 the service cannot take it now (409/429/503), 6 the service cannot be reached, 7 timed out waiting,
+8 API key missing or wrong (401/403), 130 interrupted (the job goes on).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import requests
+
+DEFAULT_SERVER = "http://127.0.0.1:8000"
+TERMINAL = ("SUCCESS", "FAILURE")
+LONG_POLL_S = 30.0  # one long poll's wait; the service answers sooner when the task changes
+CONNECT_TIMEOUT_S = 10.0
+
+EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_REJECTED, EXIT_NOT_FOUND = 0, 1, 2, 3, 4
+EXIT_UNAVAILABLE, EXIT_UNREACHABLE, EXIT_TIMEOUT, EXIT_AUTH, EXIT_INTERRUPTED = 5, 6, 7, 8, 130
+
+
+class ApiError(Exception):
+    """Anything that keeps a request from its answer: an HTTP error from the service, or no answer."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str = "",
+        fields: list[dict[str, str]] | None = None,
+        exit_code: int = EXIT_UNREACHABLE,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code
+        self.fields = fields or []
+        self.exit_code = exit_code
+
+    def __str__(self) -> str:
+        lines = [self.message] if not self.fields else ["the service refused the request:"]
+        lines += [f"  {f['field']}: {f['reason']}" for f in self.fields]
+        return "\n".join(lines)
+
+
+class WaitTimeoutError(ApiError):
+    def __init__(self, task_id: str, timeout_s: float, task: dict[str, Any] | None) -> None:
+        status = task["status"] if task else "unknown"
+        super().__init__(
+            f"task {task_id} is still {status} after {timeout_s:g} s; it goes on in the service "
+            f"(follow it with: status {task_id})",
+            exit_code=EXIT_TIMEOUT,
+        )
+        self.task = task
+
+
+_EXIT_FOR_STATUS = {401: EXIT_AUTH, 403: EXIT_AUTH, 404: EXIT_NOT_FOUND, 409: EXIT_UNAVAILABLE}
+_EXIT_FOR_STATUS |= {400: EXIT_REJECTED, 422: EXIT_REJECTED, 429: EXIT_UNAVAILABLE, 503: EXIT_UNAVAILABLE}
+
+
+def _error_from_response(resp: requests.Response) -> ApiError:
+    try:
+        error = resp.json()["error"]
+        message, code, fields = str(error["message"]), str(error["code"]), error.get("fields")
+    except (ValueError, KeyError, TypeError):
+        message, code, fields = f"HTTP {resp.status_code}: {resp.text[:200]}", "", None
+    if resp.status_code in (401, 403):
+        message += " (give the key with --api-key or COMFYJOBS_API_KEY)"
+    retry_after = resp.headers.get("Retry-After")
+    if resp.status_code in (429, 503) and retry_after:
+        message += f" (retry after {retry_after} s)"
+    return ApiError(
+        message,
+        status=resp.status_code,
+        code=code,
+        fields=fields,
+        exit_code=_EXIT_FOR_STATUS.get(resp.status_code, EXIT_UNAVAILABLE),
+    )
+
+
+class Client:
+    """One service. Every method raises ApiError (with an exit code) on failure, never a requests error."""
+
+    def __init__(
+        self, server: str | None = None, api_key: str | None = None, timeout_s: float = 30.0
+    ) -> None:
+        self.server = (server or os.environ.get("COMFYJOBS_SERVER") or DEFAULT_SERVER).rstrip("/")
+        self.timeout_s = timeout_s
+        self.session = requests.Session()
+        key = api_key or os.environ.get("COMFYJOBS_API_KEY")
+        if key:
+            self.session.headers["Authorization"] = f"Bearer {key}"
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def url(self, path: str) -> str:
+        return path if path.startswith(("http://", "https://")) else f"{self.server}{path}"
+
+    def request(self, method: str, path: str, *, read_timeout_s: float | None = None, **kwargs: Any) -> Any:
+        resp = self._send(method, path, read_timeout_s=read_timeout_s, **kwargs)
+        if resp.status_code == 204:
+            return None
+        return resp.json()
+
+    def _send(
+        self, method: str, path: str, *, read_timeout_s: float | None = None, **kwargs: Any
+    ) -> requests.Response:
+        timeout = (CONNECT_TIMEOUT_S, read_timeout_s or self.timeout_s)
+        try:
+            resp = self.session.request(method, self.url(path), timeout=timeout, **kwargs)
+        except requests.exceptions.ConnectionError as exc:
+            raise ApiError(f"cannot reach the service at {self.server}: {_reason(exc)}") from None
+        except requests.exceptions.Timeout:
+            raise ApiError(f"the service at {self.server} did not answer within {timeout[1]:g} s") from None
+        except requests.exceptions.RequestException as exc:
+            raise ApiError(f"request to {self.server} failed: {exc}") from None
+        if resp.status_code >= 400:
+            raise _error_from_response(resp)
+        return resp
+
+    # --- what the service offers --------------------------------------------------------------------
+
+    def workflows(self) -> list[dict[str, Any]]:
+        return list(self.request("GET", "/workflows"))
+
+    def workflow(self, workflow_id: str) -> dict[str, Any]:
+        return dict(self.request("GET", f"/workflows/{workflow_id}"))
+
+    def loras(self) -> list[dict[str, Any]]:
+        return list(self.request("GET", "/loras"))
+
+    # --- jobs --------------------------------------------------------------------------------------------
+
+    def generate(self, workflow_id: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Queues a job; returns the service's answer (task_id, status, params as resolved)."""
+        return dict(self.request("POST", "/generate", json={"workflow_id": workflow_id, "params": params}))
+
+    def status(
+        self,
+        task_id: str,
+        *,
+        wait_s: float | None = None,
+        since: str | None = None,
+        position: int | None = None,
+    ) -> dict[str, Any]:
+        """The task; with ``wait_s``, a long poll that answers when it changes after event ``since``
+        (or, while queued, leaves queue ``position``)."""
+        params: dict[str, Any] = {}
+        if wait_s is not None:
+            params["wait"] = wait_s
+            if since:
+                params["since"] = since
+            if position:
+                params["position"] = position
+        read_timeout_s = None if wait_s is None else wait_s + self.timeout_s
+        return dict(self.request("GET", f"/tasks/{task_id}", params=params, read_timeout_s=read_timeout_s))
+
+    def wait(
+        self,
+        task_id: str,
+        timeout_s: float | None = None,
+        on_update: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Follows the task with long polls (each answers as soon as it changes) until it finishes.
+
+        Raises WaitTimeoutError after ``timeout_s`` (None: no limit); the job itself goes on."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        task = self.status(task_id)
+        while True:
+            if on_update is not None:
+                on_update(task)
+            if task["status"] in TERMINAL:
+                return task
+            wait_s = LONG_POLL_S
+            if deadline is not None:
+                wait_s = min(wait_s, deadline - time.monotonic())
+                if wait_s <= 0:
+                    raise WaitTimeoutError(task_id, float(timeout_s or 0), task)
+            queue = task.get("queue") or {}
+            task = self.status(
+                task_id, wait_s=wait_s, since=task.get("last_event_id"), position=queue.get("position")
+            )
+
+    def events(self, task_id: str, last_event_id: str | None = None) -> Iterator[tuple[str, str | None, Any]]:
+        """The task's Server-Sent Events as (event, id, data); heartbeats come as ("heartbeat", None, None).
+
+        Ends after the final event. A dropped connection raises ApiError; call again with the last id seen."""
+        headers = {"Accept": "text/event-stream"}
+        if last_event_id:
+            headers["Last-Event-ID"] = last_event_id
+        resp = self._send(
+            "GET", f"/tasks/{task_id}/events", headers=headers, stream=True, read_timeout_s=self.timeout_s * 4
+        )
+        if resp.status_code == 204:
+            return
+        try:
+            yield from _parse_sse(resp.iter_lines(decode_unicode=True))
+        except requests.exceptions.RequestException as exc:
+            raise ApiError(f"the events stream from {self.server} broke off: {_reason(exc)}") from None
+        finally:
+            resp.close()
+
+    def download(self, task: dict[str, Any], out_dir: str | Path) -> list[Path]:
+        """Saves every output of a finished task under ``out_dir``; returns the paths."""
+        folder = Path(out_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        saved = []
+        for output in task.get("outputs", []):
+            resp = self._send("GET", output["url"], stream=True)
+            target = folder / Path(output["filename"]).name
+            partial = target.with_name(target.name + ".part")
+            try:
+                with partial.open("wb") as fh:
+                    for chunk in resp.iter_content(chunk_size=1 << 16):
+                        fh.write(chunk)
+            except requests.exceptions.RequestException as exc:
+                raise ApiError(f"download of {output['url']} broke off: {_reason(exc)}") from None
+            finally:
+                resp.close()
+            partial.replace(target)
+            saved.append(target)
+        return saved
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc)
+    for known in ("Connection refused", "Name or service not known", "timed out", "Connection reset"):
+        if known in text:
+            return known.lower()
+    return text.split(": ")[-1][:200] or type(exc).__name__
+
+
+def _parse_sse(lines: Iterator[str]) -> Iterator[tuple[str, str | None, Any]]:
+    event, event_id, comment = "message", None, False
+    data: list[str] = []
+    for line in lines:
+        if line == "":
+            if data:
+                yield event, event_id, json.loads("\n".join(data))
+            elif comment:
+                yield "heartbeat", None, None
+            event, event_id, data, comment = "message", None, [], False
+        elif line.startswith(":"):
+            comment = True
+        else:
+            name, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if name == "event":
+                event = value or "message"
+            elif name == "id":
+                event_id = value
+            elif name == "data":
+                data.append(value)
+
+
+# --- module-level shortcuts for scripts ---------------------------------------------------------------
+
+
+def generate(
+    workflow_id: str, params: dict[str, Any], *, server: str | None = None, api_key: str | None = None
+) -> str:
+    """Queues a job and returns its task id."""
+    with Client(server, api_key) as client:
+        return str(client.generate(workflow_id, params)["task_id"])
+
+
+def wait(
+    task_id: str,
+    *,
+    timeout_s: float | None = None,
+    server: str | None = None,
+    api_key: str | None = None,
+    on_update: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Waits for the task to finish (SUCCESS or FAILURE) and returns it; WaitTimeoutError after timeout_s."""
+    with Client(server, api_key) as client:
+        return client.wait(task_id, timeout_s, on_update)
+
+
+def download(
+    task: dict[str, Any], out_dir: str | Path, *, server: str | None = None, api_key: str | None = None
+) -> list[Path]:
+    with Client(server, api_key) as client:
+        return client.download(task, out_dir)
+
+
+# --- parameters from the command line ---------------------------------------------------------------------
+
+
+def parse_param_args(pairs: list[str], workflow: dict[str, Any]) -> dict[str, Any]:
+    """`name=value` strings → typed values, by the workflow's parameter types (GET /workflows/{id})."""
+    types = {p["name"]: p for p in workflow.get("parameters", [])}
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or not name:
+            raise ApiError(f"--param {pair!r}: expected NAME=VALUE", exit_code=EXIT_USAGE)
+        params[name] = _typed(text, types.get(name))
+    return params
+
+
+def _typed(text: str, spec: dict[str, Any] | None) -> Any:
+    if spec is None:
+        return text  # not a parameter of this workflow: the service names it in its refusal
+    if spec.get("nullable") and text.lower() in ("", "null", "none"):
+        return None
+    kind = spec.get("type")
+    try:
+        if kind == "integer" and text != "random":
+            return int(text)
+        if kind == "number":
+            return float(text)
+    except ValueError:
+        return text  # the service explains what it expected
+    if kind == "boolean":
+        lowered = text.lower()
+        if lowered in ("true", "yes", "1", "on"):
+            return True
+        if lowered in ("false", "no", "0", "off"):
+            return False
+    return text
+
+
+# --- command line --------------------------------------------------------------------------------------
+
+
+def _progress_line(task: dict[str, Any]) -> str:
+    status = str(task["status"])
+    if status == "PENDING" and task.get("queue"):
+        return f"{status}: position {task['queue']['position']} of {task['queue']['waiting']} in the queue"
+    progress = task.get("progress") or {}
+    if progress.get("max") and status not in TERMINAL:
+        node = progress.get("node_type") or progress.get("node") or ""
+        return f"{status}: {node} {progress['value']}/{progress['max']} ({progress['percent']:.0f}%)"
+    return status
+
+
+def _cmd_list(client: Client, args: argparse.Namespace) -> int:
+    workflows, loras = client.workflows(), client.loras()
+    if args.json:
+        print(json.dumps({"workflows": workflows, "loras": loras}, indent=2))
+        return EXIT_OK
+    for wf in workflows:
+        found = wf.get("availability")
+        state = (
+            "unknown (no worker has checked it)"
+            if found is None
+            else ("ready" if found["ready"] else "UNAVAILABLE")
+        )
+        print(f"{wf['id']}: {wf['description']} [{state}]")
+        for p in wf["parameters"]:
+            default = "required" if p["required"] else f"default {p.get('default')!r}"
+            print(f"    {p['name']} ({p['type']}, {default}): {p['description']}")
+    for lora in loras:
+        installed = "installed" if lora["installed"] else "not installed"
+        print(f"lora {lora['name']} [{installed}]: {lora['description']}")
+    return EXIT_OK
+
+
+def _cmd_run(client: Client, args: argparse.Namespace) -> int:
+    params = parse_param_args(args.param, client.workflow(args.workflow))
+    accepted = client.generate(args.workflow, params)
+    task_id = accepted["task_id"]
+    if not args.json:
+        print(f"task {task_id} queued", file=sys.stderr)
+
+    last = [""]
+
+    def show(task: dict[str, Any]) -> None:
+        line = _progress_line(task)
+        if not args.json and line != last[0]:
+            print(line, file=sys.stderr)
+            last[0] = line
+
+    try:
+        task = client.wait(task_id, args.timeout, on_update=show)
+    except KeyboardInterrupt:
+        print(f"\ndetached; task {task_id} goes on (status {task_id})", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    saved = (
+        [str(p) for p in client.download(task, Path(args.out) / task_id)]
+        if task["status"] == "SUCCESS"
+        else []
+    )
+    if args.json:
+        print(json.dumps({**task, "saved": saved}, indent=2))
+    elif task["status"] == "SUCCESS":
+        for path in saved:
+            print(path)
+    else:
+        error = task.get("error") or {}
+        print(f"task {task_id} failed: {error.get('message', 'no reason given')}", file=sys.stderr)
+    return EXIT_OK if task["status"] == "SUCCESS" else EXIT_JOB_FAILED
+
+
+def _cmd_status(client: Client, args: argparse.Namespace) -> int:
+    if args.wait:
+        try:
+            task = client.wait(args.task_id, args.timeout)
+        except KeyboardInterrupt:
+            return EXIT_INTERRUPTED
+    else:
+        task = client.status(args.task_id)
+    if args.json:
+        print(json.dumps(task, indent=2))
+    else:
+        print(f"{task['task_id']} ({task['workflow_id']}): {_progress_line(task)}")
+        for output in task["outputs"]:
+            print(f"  {output['url']}")
+        if task.get("error"):
+            print(f"  error: {task['error']['message']}")
+    return EXIT_JOB_FAILED if task["status"] == "FAILURE" else EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--server", help=f"service URL (default: $COMFYJOBS_SERVER or {DEFAULT_SERVER})")
+    common.add_argument("--api-key", help="API key (default: $COMFYJOBS_API_KEY)")
+    common.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    common.add_argument("--timeout", type=float, default=None, help="give up waiting after this many seconds")
+    parser = argparse.ArgumentParser(description="comfyjobs client (requests only)", parents=[common])
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("list", parents=[common], help="workflows and LoRAs")
+    run = commands.add_parser("run", parents=[common], help="queue a job, wait, download its outputs")
+    run.add_argument("workflow")
+    run.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
+    run.add_argument("--out", default="outputs", help="outputs go to OUT/<task_id>/ (default: outputs)")
+    status = commands.add_parser("status", parents=[common], help="a task's status")
+    status.add_argument("task_id")
+    status.add_argument("--wait", action="store_true", help="wait until it finishes")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.timeout is not None and args.timeout <= 0:
+        print("error: --timeout must be a positive number of seconds", file=sys.stderr)
+        return EXIT_USAGE
+    commands: dict[str, Callable[[Client, argparse.Namespace], int]] = {
+        "list": _cmd_list,
+        "run": _cmd_run,
+        "status": _cmd_status,
+    }
+    with Client(args.server, args.api_key) as client:
+        try:
+            return commands[args.command](client, args)
+        except ApiError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return exc.exit_code
+        except KeyboardInterrupt:
+            print("\ninterrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

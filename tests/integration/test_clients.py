@@ -1,0 +1,122 @@
+"""Both clients against the live service (real Redis, worker and ComfyUI on CPU): the smoke txt2img to a
+valid PNG on disk; the rich client's live bar seen in a pseudo-terminal; Ctrl-C detaches, never cancels."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import api_client_minimal as cj
+import pexpect
+from PIL import Image
+
+from tests.clients.conftest import run_client
+from tests.conftest import REPO
+from tests.integration.conftest import Service
+from tests.support import JobEvents
+
+SMOKE = ["--param", "prompt=a red fox", "--param", "steps=4", "--param", "width=128", "--param", "height=128"]
+ANSI = r"(?:\x1b\[[0-9;]*m)*"  # rich styles the id
+TASK_ID = re.compile(rf"task {ANSI}([0-9a-f]{{32}})")
+
+
+def assert_png(path: Path, size: tuple[int, int]) -> None:
+    with Image.open(path) as img:
+        img.load()
+        assert (img.format, img.size) == ("PNG", size)
+
+
+def spawn_rich(*args: str) -> pexpect.spawn:
+    return pexpect.spawn(
+        sys.executable,
+        [str(REPO / "api_client.py"), *args],
+        dimensions=(40, 140),
+        encoding="utf-8",
+        timeout=240,
+        cwd=str(REPO),
+    )
+
+
+def test_minimal_client_runs_the_smoke_workflow(service: Service, tmp_path: Path) -> None:
+    result = run_client(
+        "api_client_minimal.py", "run", "txt2img", *SMOKE, "--server", service.url, "--out", str(tmp_path),
+        timeout_s=300,
+    )  # fmt: skip
+    assert result.code == 0, result.stderr
+    assert "PROGRESS: KSampler 4/4 (100%)" in result.stderr  # the plain progress line
+    (saved,) = [Path(line) for line in result.stdout.splitlines()]
+    assert saved.parent.parent == tmp_path
+    assert_png(saved, (128, 128))
+
+
+def test_minimal_client_as_a_library(service: Service, tmp_path: Path) -> None:
+    task_id = cj.generate("tiny", {"width": 40, "height": 24, "color": 200}, server=service.url)
+    task = cj.wait(task_id, timeout_s=120, server=service.url)
+    assert task["status"] == "SUCCESS"
+    (saved,) = cj.download(task, tmp_path, server=service.url)
+    assert_png(saved, (40, 24))
+
+
+def test_rich_client_shows_a_live_bar_and_the_result(service: Service, tmp_path: Path) -> None:
+    child = spawn_rich("run", "txt2img", *SMOKE, "--server", service.url, "--out", str(tmp_path))
+    child.expect("prompt")  # the request panel
+    child.expect(TASK_ID)
+    task_id = child.match.group(1)
+    # The live bar, redrawn in place as steps arrive (at rich's refresh rate, so not every step shows).
+    child.expect(rf"KSampler{ANSI} [^\r]*[1-4]/4{ANSI} steps [^\r]*ETA")
+    child.expect("SUCCESS")  # the result panel
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    (saved,) = (tmp_path / task_id).iterdir()
+    assert_png(saved, (128, 128))
+
+
+def test_rich_client_ctrl_c_detaches_and_the_job_goes_on(
+    service: Service, events: JobEvents, tmp_path: Path
+) -> None:
+    longer = [
+        "--param",
+        "prompt=a slow fox",
+        "--param",
+        "steps=12",
+        "--param",
+        "width=128",
+        "--param",
+        "height=128",
+    ]
+    child = spawn_rich("run", "txt2img", *longer, "--server", service.url, "--out", str(tmp_path))
+    child.expect(TASK_ID)
+    task_id = child.match.group(1)
+    child.expect(r"KSampler")
+    child.sendintr()
+    child.expect("detached")
+    child.expect(f"status {task_id}")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == cj.EXIT_INTERRUPTED
+    assert events.wait_terminal(task_id, 240) == "SUCCESS"  # not cancelled
+    assert not any(tmp_path.iterdir())  # and nothing was downloaded: the client had left
+
+
+def test_rich_client_asks_what_to_run(service: Service, tmp_path: Path) -> None:
+    child = spawn_rich("--server", service.url, "--out", str(tmp_path))
+    child.expect("Workflows")  # the tables first
+    child.expect("LoRAs")
+    child.expect(rf"workflow {ANSI}\[txt2img/tiny\]")
+    child.sendline("tiny")
+    child.expect("tiny parameters")
+    for name, answer in (("width", "48"), ("height", ""), ("batch_size", ""), ("color", "12")):
+        child.expect(rf"{name}.*:")
+        child.sendline(answer)
+    child.expect("queue it")
+    child.sendline("y")
+    child.expect(TASK_ID)
+    task_id = child.match.group(1)
+    child.expect("SUCCESS")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    (saved,) = (tmp_path / task_id).iterdir()
+    assert_png(saved, (48, 64))
