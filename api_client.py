@@ -135,12 +135,12 @@ def task_panel(task: dict[str, Any], saved: list[Path]) -> Panel:
         table.add_row("output" if index == 0 else "", output["url"])
     for index, path in enumerate(saved):
         table.add_row("saved" if index == 0 else "", str(path))
-    colour = {"SUCCESS": "green", "FAILURE": "red"}.get(task["status"], "blue")
+    colour = {"SUCCESS": "green", "FAILURE": "red", "CANCELLED": "red"}.get(task["status"], "blue")
     return Panel(table, title=f"[{colour}]{task['workflow_id']}[/]", expand=False)
 
 
 def status_text(status: str) -> str:
-    colour = {"SUCCESS": "green", "FAILURE": "red", "PENDING": "yellow"}.get(status, "blue")
+    colour = {"SUCCESS": "green", "FAILURE": "red", "CANCELLED": "red", "PENDING": "yellow"}.get(status, "blue")
     return f"[{colour}]{status}[/]"
 
 
@@ -278,7 +278,7 @@ def cmd_status(client: core.Client, args: argparse.Namespace) -> int:
         stdout.print_json(json.dumps(task))
     else:
         stdout.print(task_panel(task, []))
-    return core.EXIT_JOB_FAILED if task["status"] == "FAILURE" else core.EXIT_OK
+    return core.EXIT_JOB_FAILED if task["status"] in ("FAILURE", "CANCELLED") else core.EXIT_OK
 
 
 def cmd_interactive(client: core.Client, args: argparse.Namespace) -> int:

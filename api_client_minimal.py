@@ -33,7 +33,7 @@ from typing import Any
 import requests
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
-TERMINAL = ("SUCCESS", "FAILURE")
+TERMINAL = ("SUCCESS", "FAILURE", "CANCELLED")
 LONG_POLL_S = 30.0  # one long poll's wait; the service answers sooner when the task changes
 CONNECT_TIMEOUT_S = 10.0
 
@@ -439,7 +439,7 @@ def _cmd_status(client: Client, args: argparse.Namespace) -> int:
             print(f"  {output['url']}")
         if task.get("error"):
             print(f"  error: {task['error']['message']}")
-    return EXIT_JOB_FAILED if task["status"] == "FAILURE" else EXIT_OK
+    return EXIT_JOB_FAILED if task["status"] in ("FAILURE", "CANCELLED") else EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,7 +16,7 @@ from comfyjobs import keys
 
 T = TypeVar("T")
 
-TERMINAL = {"SUCCESS", "FAILURE"}
+TERMINAL = {"SUCCESS", "FAILURE", "CANCELLED"}
 
 
 def free_port() -> int:
@@ -68,7 +68,19 @@ class JobEvents:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise AssertionError(f"task {task_id} not finished after {timeout_s} s: {statuses}")
-            self._read(task_id, block_ms=max(1, int(min(left, 5.0) * 1000)))
+            self._read(task_id, block_ms=max(1, int(min(left, 2.0) * 1000)))
+
+    def wait_until(
+        self, task_id: str, check: Callable[[list[dict[str, Any]]], bool], timeout_s: float, what: str
+    ) -> None:
+        """Blocks on the task's stream until ``check(changes so far)`` holds."""
+        deadline = time.monotonic() + timeout_s
+        self._read(task_id, block_ms=None)
+        while not check(self.changes[task_id]):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"task {task_id}: no {what} after {timeout_s} s")
+            self._read(task_id, block_ms=max(1, int(min(left, 2.0) * 1000)))
 
     def progress(self, task_id: str) -> list[dict[str, Any]]:
         self._read(task_id, block_ms=None)

@@ -79,8 +79,26 @@ class TaskNotFoundError(ComfyJobsError):
     code = "task_not_found"
 
 
+class TaskFinishedError(ComfyJobsError):
+    """The task already reached a final state (cancelling it is too late)."""
+
+    code = "task_finished"
+
+
 class OutputNotFoundError(ComfyJobsError):
     code = "output_not_found"
+
+
+class QueueFullError(ComfyJobsError):
+    """MAX_QUEUE_DEPTH jobs already wait; try again later (429 with Retry-After)."""
+
+    code = "queue_full"
+
+
+class IdempotencyConflictError(ComfyJobsError):
+    """The Idempotency-Key was used before for a different request."""
+
+    code = "idempotency_conflict"
 
 
 class QueueUnavailableError(ComfyJobsError):
@@ -114,6 +132,12 @@ class ComfyUnavailableError(ComfyError):
     """ComfyUI stopped answering or its connection broke during a job."""
 
     code = "comfyui_unavailable"
+
+
+class ComfyHungError(ComfyUnavailableError):
+    """ComfyUI's process is there but silent: no websocket traffic and /system_stats unanswered."""
+
+    code = "comfyui_hung"
 
 
 class ComfyPromptRejectedError(ComfyError):

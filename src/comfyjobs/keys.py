@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 PREFIX = "comfyjobs"
 
 
@@ -33,7 +35,31 @@ def queue_waiting(queue: str) -> str:
     return f"{PREFIX}:queue:{queue}:waiting"
 
 
+def queue_running(queue: str) -> str:
+    """Sorted set: the ids of jobs a worker took (STARTED or PROGRESS), scored by start time; the
+    reconciler looks here for jobs whose worker was lost."""
+    return f"{PREFIX}:queue:{queue}:running"
+
+
+def job_lease(task_id: str) -> str:
+    """String with a short TTL: the worker running the job, renewed while it runs. Gone while the record
+    says running means the worker was lost: the reconciler puts the job back in line."""
+    return f"{PREFIX}:lease:{task_id}"
+
+
+def reconciler_leader(queue: str) -> str:
+    """String with a TTL: the API process whose reconciler looks after ``queue`` now (one at a time,
+    however many APIs serve it)."""
+    return f"{PREFIX}:queue:{queue}:reconciler"
+
+
 def queue_departures(queue: str) -> str:
     """Stream (capped): one entry per job leaving ``queue``'s waiting set, so jobs still waiting can
     tell, without polling, that their place in line moved."""
     return f"{PREFIX}:queue:{queue}:departures"
+
+
+def idempotency(key: str) -> str:
+    """String with the job's TTL: the task an Idempotency-Key header was first used for, and a hash of
+    that request. The client's key is hashed so any header value makes a bounded, safe key."""
+    return f"{PREFIX}:idempotency:{hashlib.sha256(key.encode()).hexdigest()}"

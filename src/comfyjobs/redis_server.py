@@ -78,6 +78,12 @@ class RedisServer:
         self._proc = procs.spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         threading.Thread(target=self._read_output, args=(self._proc,), daemon=True, name="redis-log").start()
 
+    def spawn(self) -> subprocess.Popen[bytes]:
+        """Starts the server and returns its process (for a supervisor that restarts it)."""
+        self.start()
+        assert self._proc is not None
+        return self._proc
+
     def wait_ready(self, timeout_s: float = 30.0) -> None:
         if not self._changed.wait(timeout_s) or not self._ready:
             self.stop()

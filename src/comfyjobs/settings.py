@@ -26,6 +26,10 @@ class Settings(BaseSettings):
     job_ttl_s: Annotated[int, Field(ge=60)] = 7 * 24 * 3600
     job_time_limit_s: Annotated[float, Field(gt=0)] = 1800.0
     queue_name: str = "comfyjobs"
+    max_queue_depth: Annotated[int, Field(ge=0)] = 1000
+    max_attempts: Annotated[int, Field(ge=1)] = 3
+    job_lease_s: Annotated[float, Field(ge=1)] = 30.0
+    reconcile_interval_s: Annotated[float, Field(gt=0)] = 10.0
 
     # --- Files -------------------------------------------------------------------------------------
     data_dir: Path = Path("data")
@@ -53,6 +57,7 @@ class Settings(BaseSettings):
     comfyui_extra_args: str = ""
     comfyui_start_timeout_s: Annotated[float, Field(gt=0)] = 180.0
     comfyui_stop_timeout_s: Annotated[float, Field(gt=0)] = 15.0
+    comfyui_hang_timeout_s: Annotated[float, Field(gt=0)] = 60.0
 
     # --- Model downloads ---------------------------------------------------------------------------
     hf_token: str | None = Field(default=None, description="Hugging Face token for gated/private models.")

@@ -58,6 +58,23 @@ def test_up_serves_and_stops_cleanly(model_dir: Path, tmp_path: Path) -> None:
         assert task["outputs"][0]["url"].startswith(f"http://127.0.0.1:{api_port}/outputs/{task_id}/")
         assert api.get(task["outputs"][0]["url"]).status_code == 200
 
+        # Redis killed outright: `up` restarts it, it reloads its append-only file, and the API and the
+        # worker reconnect by themselves. (The file is fsynced every second: wait until the job's final
+        # write is in it, which is what "accepted work survives" promises.)
+        aof = data_dir / "redis" / "appendonly.aof"
+        filename = task["outputs"][0]["filename"].encode()
+        wait_for(lambda: filename in aof.read_bytes(), timeout_s=30, what="the append-only file")
+        kill_child(up, "redis-server")
+        wait_for(ready, timeout_s=WORKER_READY_TIMEOUT_S, what="ready again after Redis", interval_s=0.5)
+        assert api.get(f"/tasks/{task_id}").json()["status"] == "SUCCESS"  # survived the restart
+        run_tiny(api, redis_port)
+
+        # A worker killed outright is restarted too (with a new ComfyUI), and serves.
+        kill_child(up, "worker --cpu")
+        wait_for(ready, timeout_s=WORKER_READY_TIMEOUT_S, what="a new worker", interval_s=0.5)
+        run_tiny(api, redis_port)
+
+        children = psutil.Process(up.pid).children(recursive=True)
         up.send_signal(signal.SIGINT)
         assert up.wait(timeout=120) == 0
         _, alive = psutil.wait_procs(children, timeout=30)
@@ -69,3 +86,32 @@ def test_up_serves_and_stops_cleanly(model_dir: Path, tmp_path: Path) -> None:
             up.kill()
             up.wait(30)
         log.close()
+
+
+def kill_child(up: subprocess.Popen[bytes], needle: str) -> None:
+    """SIGKILLs the child of `up` whose command line has ``needle``, and waits until up has a new one."""
+    (victim,) = [
+        c for c in psutil.Process(up.pid).children(recursive=True) if needle in " ".join(c.cmdline())
+    ]
+    victim.kill()
+    victim.wait(30)
+
+    def replaced() -> bool:
+        assert up.poll() is None, "`comfyjobs up` exited instead of restarting its child"
+        return any(
+            needle in " ".join(c.cmdline()) and c.pid != victim.pid
+            for c in psutil.Process(up.pid).children(recursive=True)
+        )
+
+    wait_for(replaced, timeout_s=60, what=f"a new {needle}")
+
+
+def run_tiny(api: httpx.Client, redis_port: int) -> None:
+    events = JobEvents(f"redis://127.0.0.1:{redis_port}/0")
+    try:
+        task_id = api.post("/generate", json={"workflow_id": "tiny", "params": {"color": 9}}).json()[
+            "task_id"
+        ]
+        assert events.wait_terminal(task_id, 120) == "SUCCESS"
+    finally:
+        events.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -15,6 +17,7 @@ from comfyjobs.api.routes import generate, health, loras, outputs, tasks, workfl
 from comfyjobs.api.routes.tasks import LONG_POLL_MAX_S
 from comfyjobs.api.services import Services
 from comfyjobs.api.task_feed import TaskFeed
+from comfyjobs.jobs.reconciler import Reconciler
 from comfyjobs.jobs.store import AsyncJobStore
 from comfyjobs.manifests.loader import load_registry
 from comfyjobs.manifests.registry import Registry
@@ -39,19 +42,26 @@ def create_app(settings: Settings, registry: Registry | None = None) -> FastAPI:
             redis_url, health_check_interval=30, socket_timeout=longest_block_s + REDIS_WAIT_MARGIN_S
         )
         store = AsyncJobStore(client, settings.job_ttl_s, settings.queue_name, waiting_client)
+        celery = make_celery(settings, registry)
         app.state.services = Services(
             settings=settings,
             registry=registry,
             redis=client,
             store=store,
             feed=TaskFeed(store, settings.public_base_url, settings.sse_heartbeat_s),
-            celery=make_celery(settings, registry),
+            celery=celery,
             outputs=OutputStore(settings.output_dir),
             models=ModelCatalog(settings.model_dir),
         )
+        reconciler = Reconciler(client, store, celery, settings.queue_name, settings.reconcile_interval_s)
+        reconciling = asyncio.create_task(reconciler.run_forever(), name="reconciler")
         try:
             yield
         finally:
+            # The reconciler first: it must not start a Redis call on a client being closed.
+            reconciling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reconciling
             await waiting_client.aclose()
             await client.aclose()
 

@@ -14,9 +14,12 @@ from comfyjobs.errors import (
     ComfyJobsError,
     ConfigError,
     FieldProblem,
+    IdempotencyConflictError,
     InvalidParamsError,
     OutputNotFoundError,
+    QueueFullError,
     QueueUnavailableError,
+    TaskFinishedError,
     TaskNotFoundError,
     WorkflowNotFoundError,
     WorkflowUnavailableError,
@@ -29,6 +32,9 @@ HTTP_STATUS: dict[type[ComfyJobsError], int] = {
     InvalidParamsError: 422,
     WorkflowNotFoundError: 404,
     TaskNotFoundError: 404,
+    TaskFinishedError: 409,
+    IdempotencyConflictError: 409,
+    QueueFullError: 429,
     OutputNotFoundError: 404,
     WorkflowUnavailableError: 409,
     QueueUnavailableError: 503,
@@ -47,10 +53,14 @@ def error_response(exc: ComfyJobsError) -> JSONResponse:
     headers = None
     if isinstance(exc, QueueUnavailableError):
         headers = {"Retry-After": "5"}
+    elif isinstance(exc, QueueFullError):
+        headers = {"Retry-After": str(QUEUE_FULL_RETRY_AFTER_S)}
     elif isinstance(exc, AuthenticationError):
         headers = {"WWW-Authenticate": "Bearer"}
     return JSONResponse({"error": exc.to_dict()}, status_code=status_for(exc), headers=headers)
 
+
+QUEUE_FULL_RETRY_AFTER_S = 10  # a guess clients may improve on: the queue drains at the workers' pace
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 

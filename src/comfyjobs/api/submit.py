@@ -2,19 +2,24 @@
 
 Order matters: the record is written before the message is sent, so a worker never receives a task it
 cannot find; if sending fails the record is deleted and the client gets 503, so nothing is half-accepted.
+The record is admitted by one Redis script that also enforces MAX_QUEUE_DEPTH and the Idempotency-Key,
+so two concurrent requests cannot both slip past either check.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import uuid
+from dataclasses import dataclass
 
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from comfyjobs.api.availability import require_available
 from comfyjobs.api.services import Services
-from comfyjobs.errors import QueueUnavailableError
+from comfyjobs.errors import IdempotencyConflictError, QueueFullError, QueueUnavailableError
 from comfyjobs.jobs.record import JobRecord
 from comfyjobs.manifests.params import resolve_params
 from comfyjobs.manifests.registry import Workflow
@@ -23,15 +28,56 @@ from comfyjobs.worker.celery_app import enqueue_job
 log = logging.getLogger(__name__)
 
 
-async def submit(svc: Services, workflow: Workflow, request: BaseModel) -> JobRecord:
+@dataclass(frozen=True)
+class Submitted:
+    record: JobRecord
+    replayed: bool  # an earlier request with the same Idempotency-Key made it
+
+
+def request_hash(workflow: Workflow, request: BaseModel) -> str:
+    """Of the request as the client sent it (before `random` seeds are drawn), to tell a retry of the
+    same request from another one reusing its key."""
+    body = json.dumps({"workflow_id": workflow.id, "params": request.model_dump(mode="json")}, sort_keys=True)
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+async def submit(
+    svc: Services, workflow: Workflow, request: BaseModel, idempotency_key: str | None = None
+) -> Submitted:
     await require_available(svc.redis, workflow.id)
     params = await run_in_threadpool(resolve_params, workflow, request, svc.models.list)
     record = JobRecord(task_id=uuid.uuid4().hex, workflow_id=workflow.id, params=params)
-    await svc.store.create(record)
+    fingerprint = request_hash(workflow, request)
+    admission = await svc.store.admit(
+        record,
+        max_waiting=svc.settings.max_queue_depth,
+        idempotency_key=idempotency_key,
+        idempotency_value=json.dumps({"task_id": record.task_id, "request": fingerprint}),
+    )
+    if admission.outcome == "duplicate":
+        return await _replay(svc, idempotency_key or "", admission.detail, fingerprint)
+    if admission.outcome == "full":
+        raise QueueFullError(
+            f"the queue is full ({admission.detail} jobs waiting, MAX_QUEUE_DEPTH="
+            f"{svc.settings.max_queue_depth}); try again later"
+        )
     try:
         await run_in_threadpool(enqueue_job, svc.celery, record.task_id, svc.settings.queue_name)
     except QueueUnavailableError:
         log.error("enqueue of %s failed; its record is removed", record.task_id)
-        await svc.store.delete(record.task_id)
+        await svc.store.delete(record.task_id, idempotency_key)
         raise
-    return record
+    return Submitted(record=record, replayed=False)
+
+
+async def _replay(svc: Services, key: str, stored: str, fingerprint: str) -> Submitted:
+    first = json.loads(stored)
+    if first["request"] != fingerprint:
+        raise IdempotencyConflictError(
+            f"Idempotency-Key {key!r} was used for another request (task {first['task_id']}); "
+            "use a new key for a new request"
+        )
+    record = await svc.store.get(first["task_id"])
+    if record is None:  # the key outlived its record (they share a TTL; only a manual delete does this)
+        raise IdempotencyConflictError(f"Idempotency-Key {key!r} refers to a task that no longer exists")
+    return Submitted(record=record, replayed=True)

@@ -24,6 +24,7 @@ EVENT_NAMES = {
     JobStatus.PROGRESS: "progress",
     JobStatus.SUCCESS: "success",
     JobStatus.FAILURE: "failure",
+    JobStatus.CANCELLED: "cancelled",
 }
 EVENT_ID_PATTERN = r"^\d+-\d+$"
 HEARTBEAT = b": heartbeat\n\n"

@@ -1,7 +1,9 @@
 """`comfyjobs up` and `comfyjobs worker --gpus`: everything in the foreground, stopped in order.
 
-Stop order for `up`: the API first (no new jobs are accepted), then the workers (each finishes its current
-job and stops its ComfyUI), then Redis last (the workers write their results to it until the end).
+Every child that exits on its own is restarted (Redis, a worker, the API), with back-off; one that keeps
+dying stops everything (exit code 6). Stop order for `up`: the API first (no new jobs are accepted), then
+the workers (each finishes its current job and stops its ComfyUI), then Redis last (the workers write
+their results to it until the end).
 """
 
 from __future__ import annotations
@@ -83,13 +85,14 @@ def run_up(settings: Settings, *, cpu: bool) -> int:
     host, port, data_dir = settings.api_host, settings.api_port, settings.data_dir
     env = dict(os.environ)
     env.update(DATA_DIR=str(data_dir), API_HOST=host, API_PORT=str(port))
-    redis: RedisServer | None = None
     sup = Supervisor()
     sup.install_signal_handlers()
     try:
         if settings.redis_url is None:
             redis = RedisServer(port=settings.embedded_redis_port, data_dir=data_dir / "redis")
-            redis.start()
+            # Supervised like the rest: killed, it is restarted on the same port and reloads its
+            # append-only file; the API and the workers reconnect by themselves.
+            sup.add_process("redis", redis.spawn, redis.stop_timeout_s)
             redis.wait_ready()
             env["REDIS_URL"] = redis.url
             log.info(
@@ -100,10 +103,9 @@ def run_up(settings: Settings, *, cpu: bool) -> int:
         log.info("comfyjobs is starting on http://%s:%d (Ctrl-C stops everything)", host, port)
         requested = sup.wait()
     finally:
+        # Redis last: the workers write their results to it until they stop.
         sup.stop_all(order=["api", "worker"])
-        if redis is not None:
-            redis.stop()
     if not requested and sup.exited is not None:
-        log.error("%s exited on its own; everything was stopped", sup.exited.name)
+        log.error("%s kept exiting; everything was stopped", sup.exited.name)
         return exit_codes.CHILD_DIED
     return exit_codes.OK

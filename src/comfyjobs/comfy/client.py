@@ -23,6 +23,7 @@ import websocket
 
 from comfyjobs.errors import (
     ComfyExecutionError,
+    ComfyHungError,
     ComfyInterruptedError,
     ComfyPromptRejectedError,
     ComfyUnavailableError,
@@ -122,6 +123,12 @@ class ComfyClient:
     def object_info(self) -> dict[str, Any]:
         return self._json("/object_info")
 
+    def answers(self, timeout_s: float = 5.0) -> bool:
+        try:
+            return self._http.get(f"{self.base_url}/system_stats", timeout=timeout_s).ok
+        except requests.RequestException:
+            return False
+
     def history(self, prompt_id: str) -> dict[str, Any]:
         entry = self._json(f"/history/{prompt_id}").get(prompt_id, {})
         return dict(entry) if isinstance(entry, dict) else {}
@@ -187,8 +194,13 @@ class ComfyClient:
         on_event: EventCallback,
         timeout_s: float,
         is_alive: Callable[[], bool] = lambda: True,
+        on_submitted: Callable[[str], None] | None = None,
+        hang_timeout_s: float | None = None,
     ) -> list[OutputFile]:
-        """Runs ``graph`` and returns its output files; raises a ComfyError subclass or JobTimeoutError."""
+        """Runs ``graph`` and returns its output files; raises a ComfyError subclass or JobTimeoutError.
+        ``on_submitted`` gets the prompt id as soon as ComfyUI queued it (to cancel it from elsewhere).
+        ``hang_timeout_s``: with no websocket traffic for this long, ComfyUI must answer /system_stats,
+        or it counts as hung (ComfyHungError)."""
         client_id = uuid.uuid4().hex
         try:
             ws = websocket.create_connection(f"{self.ws_url}?clientId={client_id}", timeout=WS_RECV_TIMEOUT_S)
@@ -197,7 +209,11 @@ class ComfyClient:
         try:
             prompt_id = self.submit(graph, client_id)
             try:
-                error = self._follow(ws, prompt_id, graph, on_event, time.monotonic() + timeout_s, is_alive)
+                if on_submitted is not None:
+                    on_submitted(prompt_id)
+                error = self._follow(
+                    ws, prompt_id, graph, on_event, time.monotonic() + timeout_s, is_alive, hang_timeout_s
+                )
             except BaseException:
                 # Timed out, lost the socket, or the caller's callback failed: don't leave the prompt
                 # running in ComfyUI for the next job to queue behind.
@@ -220,12 +236,14 @@ class ComfyClient:
         on_event: EventCallback,
         deadline: float,
         is_alive: Callable[[], bool],
+        hang_timeout_s: float | None,
     ) -> Exception | None:
         def node_type(node_id: Any) -> str | None:
             node = graph.get(str(node_id)) if node_id is not None else None
             return node.get("class_type") if isinstance(node, Mapping) else None
 
         error: Exception | None = None
+        last_traffic = time.monotonic()
         while True:
             if time.monotonic() > deadline:
                 raise JobTimeoutError("timed out")
@@ -234,9 +252,17 @@ class ComfyClient:
             except websocket.WebSocketTimeoutException:
                 if not is_alive():
                     raise ComfyUnavailableError("ComfyUI exited while running the job") from None
+                silent_s = time.monotonic() - last_traffic
+                # A long node sends nothing for a while, but the HTTP server still answers then.
+                if hang_timeout_s is not None and silent_s > hang_timeout_s and not self.answers():
+                    raise ComfyHungError(
+                        f"ComfyUI stopped answering: no websocket traffic for {silent_s:.0f} s "
+                        "and /system_stats silent"
+                    ) from None
                 continue
             except (OSError, websocket.WebSocketException) as exc:
                 raise ComfyUnavailableError(f"ComfyUI's websocket broke during the job: {exc}") from exc
+            last_traffic = time.monotonic()
             if not isinstance(frame, str):
                 continue  # binary frames are previews
             try:

@@ -12,6 +12,7 @@ import collections
 import logging
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -180,6 +181,17 @@ class ComfyProcess:
             log.info("ComfyUI (pid %d) stopped, exit code %s", proc.pid, code)
         if self._reader is not None:
             self._reader.join(timeout=self.stop_timeout_s)
+
+    def kill(self) -> None:
+        """SIGKILL to ComfyUI's process group (it hangs, or is stopped: SIGTERM would not be handled).
+        A worker's supervisor sees the exit and starts it again."""
+        with self._lock:
+            proc = self._proc
+            if proc is None or proc.poll() is not None:
+                return
+            self._ready.clear()
+            log.warning("killing ComfyUI (pid %d): it stopped answering", proc.pid)
+            procs.signal_group(proc, signal.SIGKILL)
 
     def restart(self) -> None:
         self.stop()

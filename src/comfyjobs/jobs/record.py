@@ -24,9 +24,10 @@ class JobStatus(StrEnum):
     PROGRESS = "PROGRESS"  # ComfyUI is executing it
     SUCCESS = "SUCCESS"
     FAILURE = "FAILURE"
+    CANCELLED = "CANCELLED"  # by DELETE /tasks/{id}; a running prompt is interrupted in ComfyUI
 
 
-TERMINAL_STATUSES = frozenset({JobStatus.SUCCESS, JobStatus.FAILURE})
+TERMINAL_STATUSES = frozenset({JobStatus.SUCCESS, JobStatus.FAILURE, JobStatus.CANCELLED})
 
 
 def utc_now() -> datetime:

@@ -10,6 +10,7 @@ Redis errors become QueueUnavailableError here.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,23 +32,35 @@ from comfyjobs.jobs.record import (
 
 DEPARTURES_MAXLEN = 1000  # readers only need "someone left since I looked", not the history
 
-# KEYS[1] job hash, KEYS[2] job events stream, KEYS[3] queue waiting set, KEYS[4] queue departures
-# ARGV[1] task id, then field, value, field, value, ...
+# KEYS[1] job hash, [2] job events stream, [3] queue waiting set, [4] queue departures, [5] running set
+# ARGV[1] task id, [2] expected attempts (JSON) or "", [3] now (score), then field, value, field, value, ...
 _UPDATE_UNLESS_TERMINAL = (
     """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return -1 end
 local terminal = {$TERMINAL}
-for _, s in ipairs(terminal) do
-  if status == s then return 0 end
+local function is_terminal(s)
+  for _, t in ipairs(terminal) do if s == t then return true end end
+  return false
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+if is_terminal(status) then return 0 end
+if ARGV[2] ~= '' and redis.call('HGET', KEYS[1], 'attempts') ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 local changes = {}
-for i = 2, #ARGV, 2 do changes[ARGV[i]] = ARGV[i + 1] end
+for i = 4, #ARGV, 2 do changes[ARGV[i]] = ARGV[i + 1] end
 redis.call('XADD', KEYS[2], '*', 'changes', cjson.encode(changes))
-if changes['status'] and changes['status'] ~= $PENDING then
+local new = changes['status']
+if new == $PENDING then
+  redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+  redis.call('ZREM', KEYS[5], ARGV[1])
+elseif new then
   if redis.call('ZREM', KEYS[3], ARGV[1]) == 1 then
     redis.call('XADD', KEYS[4], 'MAXLEN', '~', $DEPARTURES_MAXLEN, '*', 'task_id', ARGV[1])
+  end
+  if new == $STARTED then
+    redis.call('ZADD', KEYS[5], ARGV[3], ARGV[1])
+  elseif is_terminal(new) then
+    redis.call('ZREM', KEYS[5], ARGV[1])
   end
 end
 return 1
@@ -55,8 +68,19 @@ return 1
     # Status values are stored JSON-encoded ("\"SUCCESS\""), and written here as Lua string literals.
     .replace("$TERMINAL", ", ".join(json.dumps(json.dumps(s.value)) for s in TERMINAL_STATUSES))
     .replace("$PENDING", json.dumps(json.dumps(JobStatus.PENDING.value)))
+    .replace("$STARTED", json.dumps(json.dumps(JobStatus.STARTED.value)))
     .replace("$DEPARTURES_MAXLEN", str(DEPARTURES_MAXLEN))
 )
+
+# KEYS[1] lease; ARGV[1] owner, ARGV[2] ttl in ms (renew) — only the owner may renew or release.
+_RENEW_LEASE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+"""
+_RELEASE_LEASE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+return redis.call('DEL', KEYS[1])
+"""
 
 T = TypeVar("T")
 
@@ -95,8 +119,9 @@ def _translated() -> Iterator[None]:
         raise QueueUnavailableError(f"Redis is unavailable: {exc}") from exc
 
 
-def _flatten(task_id: str, fields: dict[str, Any]) -> list[str]:
-    flat = [task_id]
+def _update_args(task_id: str, expect_attempts: int | None, fields: dict[str, Any]) -> list[Any]:
+    expected = "" if expect_attempts is None else json.dumps(expect_attempts)
+    flat: list[Any] = [task_id, expected, time.time()]
     for name, value in encode_fields(fields).items():
         flat += [name, value]
     return flat
@@ -120,19 +145,39 @@ class _Keys:
     def __init__(self, queue: str) -> None:
         self.waiting = keys.queue_waiting(queue)
         self.departures = keys.queue_departures(queue)
+        self.running = keys.queue_running(queue)
 
     def update(self, task_id: str) -> list[str]:
-        return [keys.job(task_id), keys.job_events(task_id), self.waiting, self.departures]
+        return [keys.job(task_id), keys.job_events(task_id), self.waiting, self.departures, self.running]
 
 
-def _queue_create(pipe: Any, record: JobRecord, ttl_s: int, waiting_key: str) -> None:
-    """Queues the commands that create a record; the same calls work on a blocking or asyncio pipeline."""
-    fields = encode_record(record)
-    pipe.hset(keys.job(record.task_id), mapping=fields)
-    pipe.expire(keys.job(record.task_id), ttl_s)
-    pipe.xadd(keys.job_events(record.task_id), {"changes": json.dumps(fields)})
-    pipe.expire(keys.job_events(record.task_id), ttl_s)
-    pipe.zadd(waiting_key, {record.task_id: record.created_at.timestamp()})
+# KEYS[1] job hash, KEYS[2] job events stream, KEYS[3] queue waiting set, KEYS[4] idempotency key or ""
+# ARGV[1] task id, [2] ttl_s, [3] score, [4] max waiting (0: no limit), [5] idempotency value,
+# [6] the creation event's JSON, then field, value, ...
+_ADMIT = """
+if KEYS[4] ~= '' then
+  local existing = redis.call('GET', KEYS[4])
+  if existing then return {'duplicate', existing} end
+end
+local waiting = redis.call('ZCARD', KEYS[3])
+if tonumber(ARGV[4]) > 0 and waiting >= tonumber(ARGV[4]) then return {'full', tostring(waiting)} end
+redis.call('HSET', KEYS[1], unpack(ARGV, 7))
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('XADD', KEYS[2], '*', 'changes', ARGV[6])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+if KEYS[4] ~= '' then redis.call('SET', KEYS[4], ARGV[5], 'EX', ARGV[2]) end
+return {'created', ''}
+"""
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What became of a new job: created, refused because the queue is full, or an earlier job with
+    the same idempotency key (``existing`` is what was stored with that key)."""
+
+    outcome: str  # "created" | "full" | "duplicate"
+    detail: str = ""
 
 
 class JobStore:
@@ -143,22 +188,40 @@ class JobStore:
         self._ttl_s = ttl_s
         self._keys = _Keys(queue)
         self._update = client.register_script(_UPDATE_UNLESS_TERMINAL)
-
-    def create(self, record: JobRecord) -> None:
-        with _translated(), self._redis.pipeline(transaction=True) as pipe:
-            _queue_create(pipe, record, self._ttl_s, self._keys.waiting)
-            pipe.execute()
+        self._renew = client.register_script(_RENEW_LEASE)
+        self._release = client.register_script(_RELEASE_LEASE)
 
     def get(self, task_id: str) -> JobRecord | None:
         with _translated():
             raw = self._redis.hgetall(keys.job(task_id))
         return decode_record(raw) if raw else None
 
-    def update(self, task_id: str, **fields: Any) -> bool:
-        """Applies ``fields`` unless the record is gone or terminal; True if applied."""
+    def update(self, task_id: str, *, expect_attempts: int | None = None, **fields: Any) -> bool:
+        """Applies ``fields`` unless the record is gone or terminal, or (with ``expect_attempts``) a later
+        attempt has started since: a worker that lost its job cannot write over the one that took it
+        over. True if applied."""
+        args = _update_args(task_id, expect_attempts, fields)
         with _translated():
-            applied = self._update(keys=self._keys.update(task_id), args=_flatten(task_id, fields))
+            applied = self._update(keys=self._keys.update(task_id), args=args)
         return int(applied) == 1
+
+    def read_events(self, task_id: str, after: EventId, block_s: float) -> list[JobEvent]:
+        """The task's events after ``after``, waiting up to ``block_s`` (in Redis) for the first."""
+        with _translated():
+            replies: Any = self._redis.xread({keys.job_events(task_id): after}, block=int(block_s * 1000))
+        return [event for _, entries in replies or [] for event in _decode_events(entries)]
+
+    def acquire_lease(self, task_id: str, owner: str, ttl_s: float) -> bool:
+        with _translated():
+            return bool(self._redis.set(keys.job_lease(task_id), owner, nx=True, px=int(ttl_s * 1000)))
+
+    def renew_lease(self, task_id: str, owner: str, ttl_s: float) -> bool:
+        with _translated():
+            return int(self._renew(keys=[keys.job_lease(task_id)], args=[owner, int(ttl_s * 1000)])) == 1
+
+    def release_lease(self, task_id: str, owner: str) -> None:
+        with _translated():
+            self._release(keys=[keys.job_lease(task_id)], args=[owner])
 
     def forget_waiting(self, task_id: str) -> None:
         """Drops a task whose record is gone from the waiting set (a delivery of an expired job)."""
@@ -180,6 +243,7 @@ class AsyncJobStore:
         self._ttl_s = ttl_s
         self._keys = _Keys(queue)
         self._update = client.register_script(_UPDATE_UNLESS_TERMINAL)
+        self._admit = client.register_script(_ADMIT)
 
     async def _call(self, make: Callable[[], Awaitable[T]]) -> T:
         try:
@@ -187,31 +251,66 @@ class AsyncJobStore:
         except redis.RedisError as exc:
             raise QueueUnavailableError(f"Redis is unavailable: {exc}") from exc
 
-    async def create(self, record: JobRecord) -> None:
-        async def run() -> None:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                _queue_create(pipe, record, self._ttl_s, self._keys.waiting)
-                await pipe.execute()
+    async def admit(
+        self,
+        record: JobRecord,
+        *,
+        max_waiting: int = 0,
+        idempotency_key: str | None = None,
+        idempotency_value: str = "",
+    ) -> Admission:
+        """Creates the record and puts it in line, in one script: unless ``idempotency_key`` was used
+        before (then nothing is created), or ``max_waiting`` jobs already wait (0: no limit)."""
+        fields = encode_record(record)
+        idem = keys.idempotency(idempotency_key) if idempotency_key else ""
+        job_keys = [keys.job(record.task_id), keys.job_events(record.task_id), self._keys.waiting, idem]
+        args: list[Any] = [
+            record.task_id,
+            self._ttl_s,
+            record.created_at.timestamp(),
+            max_waiting,
+            idempotency_value,
+            json.dumps(fields),
+        ]
+        for name, value in fields.items():
+            args += [name, value]
+        outcome, detail = await self._call(lambda: self._admit(keys=job_keys, args=args))
+        return Admission(outcome=_text(outcome), detail=_text(detail))
 
-        await self._call(run)
+    async def running_ids(self) -> list[str]:
+        return [_text(t) for t in await self._call(lambda: self._redis.zrange(self._keys.running, 0, -1))]
+
+    async def forget_running(self, task_id: str) -> None:
+        await self._call(lambda: self._redis.zrem(self._keys.running, task_id))
+
+    async def waiting_ids(self, before: float) -> list[str]:
+        """Jobs waiting since before ``before`` (epoch seconds)."""
+        found = await self._call(lambda: self._redis.zrangebyscore(self._keys.waiting, "-inf", before))
+        return [_text(t) for t in found]
+
+    async def waiting(self) -> int:
+        return int(await self._call(lambda: self._redis.zcard(self._keys.waiting)))
 
     async def get(self, task_id: str) -> JobRecord | None:
         raw = await self._call(lambda: self._redis.hgetall(keys.job(task_id)))
         return decode_record(raw) if raw else None
 
-    async def delete(self, task_id: str) -> None:
+    async def delete(self, task_id: str, idempotency_key: str | None = None) -> None:
+        """Undoes ``admit`` (when the message could not be sent)."""
+
         async def run() -> None:
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.delete(keys.job(task_id), keys.job_events(task_id))
+                if idempotency_key:
+                    pipe.delete(keys.idempotency(idempotency_key))
                 pipe.zrem(self._keys.waiting, task_id)
                 await pipe.execute()
 
         await self._call(run)
 
-    async def update(self, task_id: str, **fields: Any) -> bool:
-        applied = await self._call(
-            lambda: self._update(keys=self._keys.update(task_id), args=_flatten(task_id, fields))
-        )
+    async def update(self, task_id: str, *, expect_attempts: int | None = None, **fields: Any) -> bool:
+        args = _update_args(task_id, expect_attempts, fields)
+        applied = await self._call(lambda: self._update(keys=self._keys.update(task_id), args=args))
         return int(applied) == 1
 
     async def snapshot(self, task_id: str) -> Snapshot | None:

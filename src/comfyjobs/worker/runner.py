@@ -12,13 +12,20 @@ from typing import Any
 
 from comfyjobs.comfy.client import ComfyClient, ComfyEvent
 from comfyjobs.comfy.process import ComfyProcess
-from comfyjobs.errors import ComfyJobsError, ComfyUnavailableError, JobTimeoutError, QueueUnavailableError
+from comfyjobs.errors import (
+    ComfyHungError,
+    ComfyJobsError,
+    ComfyUnavailableError,
+    JobTimeoutError,
+    QueueUnavailableError,
+)
 from comfyjobs.jobs.record import JobError, JobStatus, Progress, utc_now
 from comfyjobs.jobs.store import JobStore
 from comfyjobs.manifests.patching import build_graph
 from comfyjobs.manifests.registry import Registry
 from comfyjobs.settings import Settings
 from comfyjobs.storage.outputs import OutputStore
+from comfyjobs.worker.job_guard import JobGuard
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +44,10 @@ class WorkerContext:
 class ProgressWriter:
     """Turns ComfyUI's events into progress on the record."""
 
-    def __init__(self, store: JobStore, task_id: str) -> None:
+    def __init__(self, store: JobStore, task_id: str, attempt: int) -> None:
         self._store = store
         self._task_id = task_id
+        self._attempt = attempt
         self._progress = Progress()
 
     @property
@@ -54,7 +62,7 @@ class ProgressWriter:
 
     def _write(self, event: ComfyEvent) -> None:
         if event.kind == "started":
-            self._store.update(self._task_id, status=JobStatus.PROGRESS)
+            self._store.update(self._task_id, expect_attempts=self._attempt, status=JobStatus.PROGRESS)
             return
         if event.kind == "node":
             # Steps done so far stay: a decode after the sampler is not "0 %" again.
@@ -67,7 +75,13 @@ class ProgressWriter:
             self._progress = Progress(
                 value=value, max=maximum, percent=percent, node=event.node_id, node_type=event.node_type
             )
-        self._store.update(self._task_id, status=JobStatus.PROGRESS, progress=self._progress)
+        self._store.update(
+            self._task_id, expect_attempts=self._attempt, status=JobStatus.PROGRESS, progress=self._progress
+        )
+
+
+class RequeueJobError(Exception):
+    """The job is back to PENDING in its record; the task hands its message back to the queue."""
 
 
 def execute_job(task_id: str, ctx: WorkerContext) -> None:
@@ -79,39 +93,94 @@ def execute_job(task_id: str, ctx: WorkerContext) -> None:
     if record.is_terminal:
         log.info("task %s already %s; not running it again", task_id, record.status)
         return
-    ctx.store.update(
+    if record.attempts >= ctx.settings.max_attempts:
+        # Every earlier start lost its worker (killed, out of memory, machine gone): stop the loop.
+        lost = f"the worker running it was lost {record.attempts} time(s), last {record.worker or 'unknown'}"
+        error = JobError(
+            type="attempts_exhausted", message=f"gave up after {record.attempts} attempts: {lost}"
+        )
+        _finish(ctx, task_id, record.attempts, status=JobStatus.FAILURE, error=error)
+        return
+    guard = JobGuard(
+        ctx.store, task_id, ctx.worker_id, ctx.settings.job_lease_s, ComfyClient(ctx.client.base_url).cancel
+    )
+    if not guard.acquire():
+        log.warning("task %s is running on another worker; dropping this duplicate delivery", task_id)
+        return
+    with guard:
+        _run_leased(task_id, ctx, record.workflow_id, record.params, record.attempts, guard)
+
+
+def _run_leased(
+    task_id: str, ctx: WorkerContext, workflow_id: str, params: dict[str, Any], before: int, guard: JobGuard
+) -> None:
+    attempt = before + 1
+    started = ctx.store.update(
         task_id,
+        expect_attempts=before,
         status=JobStatus.STARTED,
         started_at=utc_now(),
         worker=ctx.worker_id,
-        attempts=record.attempts + 1,
+        attempts=attempt,
+        error=None,  # what cut the previous attempt short, if any, is history now
     )
-    progress = ProgressWriter(ctx.store, task_id)
+    if not started:  # cancelled (or expired) since it was read
+        log.info("task %s finished before it could start; not running it", task_id)
+        return
+    progress = ProgressWriter(ctx.store, task_id, attempt)
     try:
-        workflow = ctx.registry.workflow(record.workflow_id)
-        graph = build_graph(workflow, record.params, ctx.registry.loras)
+        workflow = ctx.registry.workflow(workflow_id)
+        graph = build_graph(workflow, params, ctx.registry.loras)
         # The task already waited for ComfyUI before taking the job; only a crash since then is left.
         if not ctx.comfy.is_ready():
             raise ComfyUnavailableError("ComfyUI is not running on this worker")
         time_limit_s = workflow.time_limit_s or ctx.settings.job_time_limit_s
         try:
             files = ctx.client.run(
-                graph, on_event=progress, timeout_s=time_limit_s, is_alive=ctx.comfy.is_running
+                graph,
+                on_event=progress,
+                timeout_s=time_limit_s,
+                is_alive=ctx.comfy.is_running,
+                on_submitted=guard.submitted,
+                hang_timeout_s=ctx.settings.comfyui_hang_timeout_s,
             )
         except JobTimeoutError:
             raise JobTimeoutError(f"timed out after {time_limit_s:g} s") from None
+        if guard.stopped:
+            log.info("task %s: stopped (%s); its outputs are not kept", task_id, guard.stopped)
+            return
         outputs = ctx.outputs.save_all(task_id, files, ctx.client.download)
     except Exception as exc:
+        if guard.stopped:
+            log.info("task %s: stopped (%s): %s", task_id, guard.stopped, exc)
+            return
+        if isinstance(exc, ComfyHungError):
+            ctx.comfy.kill()  # the worker's ComfyUI supervisor starts a fresh one
+        if isinstance(exc, ComfyUnavailableError) and attempt < ctx.settings.max_attempts:
+            # Not the job's fault: ComfyUI crashed or hung under it. Back in line for another go.
+            requeued = ctx.store.update(
+                task_id,
+                expect_attempts=attempt,
+                status=JobStatus.PENDING,
+                worker=None,
+                progress=Progress(),
+                error=JobError.from_exception(exc),
+            )
+            if requeued:
+                log.warning("task %s: %s; attempt %d of %d, re-queued", task_id, exc, attempt,
+                            ctx.settings.max_attempts)  # fmt: skip
+                raise RequeueJobError(str(exc)) from exc
         if isinstance(exc, ComfyJobsError):
             log.info("task %s failed: %s", task_id, exc)
         else:
             log.exception("task %s failed unexpectedly", task_id)
-        _finish(ctx, task_id, status=JobStatus.FAILURE, error=JobError.from_exception(exc))
+        _finish(ctx, task_id, attempt, status=JobStatus.FAILURE, error=JobError.from_exception(exc))
         return
     final = progress.last.model_copy(update={"value": progress.last.max, "percent": 100.0})
-    _finish(ctx, task_id, status=JobStatus.SUCCESS, outputs=outputs, progress=final)
+    _finish(ctx, task_id, attempt, status=JobStatus.SUCCESS, outputs=outputs, progress=final)
     log.info("task %s done: %d output(s)", task_id, len(outputs))
 
 
-def _finish(ctx: WorkerContext, task_id: str, **fields: Any) -> None:
-    ctx.store.update(task_id, finished_at=utc_now(), **fields)
+def _finish(ctx: WorkerContext, task_id: str, attempt: int, **fields: Any) -> None:
+    if not ctx.store.update(task_id, expect_attempts=attempt, finished_at=utc_now(), **fields):
+        log.warning("task %s: outcome not recorded (cancelled, or taken over by another attempt)", task_id)

@@ -6,7 +6,7 @@ from celery import Celery
 from celery.exceptions import Reject
 
 from comfyjobs.worker.celery_app import RUN_JOB_TASK
-from comfyjobs.worker.runner import WorkerContext, execute_job
+from comfyjobs.worker.runner import RequeueJobError, WorkerContext, execute_job
 
 _context: WorkerContext | None = None
 
@@ -24,7 +24,10 @@ def run_job(task_id: str) -> None:
         # ComfyUI is down (being restarted, or failing to): hand the job back to the queue untouched
         # instead of failing it here.
         raise Reject("ComfyUI is not ready on this worker", requeue=True)
-    execute_job(str(task_id), _context)
+    try:
+        execute_job(str(task_id), _context)
+    except RequeueJobError as exc:
+        raise Reject(f"re-queued: {exc}", requeue=True) from exc
 
 
 def register(app: Celery) -> None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Header, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from comfyjobs.api.services import Services, services
-from comfyjobs.api.submit import submit
+from comfyjobs.api.submit import Submitted, submit
 from comfyjobs.api.views import Accepted
 from comfyjobs.manifests.params import validate_params
 
@@ -22,20 +22,47 @@ class GenerateRequest(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict, examples=[{"prompt": "a red fox", "steps": 20}])
 
 
-def accepted(svc: Services, response: Response, task_id: str, **fields: Any) -> Accepted:
-    status_url = f"{svc.settings.public_base_url}/tasks/{task_id}"
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        description="Retry-safe submission: the same key with the same request returns the task it made "
+        "first (header `Idempotent-Replayed: true`); the same key with another request is a 409.",
+    ),
+]
+
+ACCEPT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    409: {"description": "Workflow unavailable, or Idempotency-Key reused for another request."},
+    429: {"description": "MAX_QUEUE_DEPTH jobs already wait (`queue_full`); see Retry-After."},
+}
+
+
+def accepted(svc: Services, response: Response, submitted: Submitted) -> Accepted:
+    record = submitted.record
+    status_url = f"{svc.settings.public_base_url}/tasks/{record.task_id}"
     response.headers["Location"] = status_url
-    return Accepted(task_id=task_id, status_url=status_url, **fields)
+    if submitted.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return Accepted(
+        task_id=record.task_id,
+        status_url=status_url,
+        status=record.status,
+        workflow_id=record.workflow_id,
+        params=record.params,
+    )
 
 
-@router.post("/generate", status_code=202, response_model=Accepted)
+@router.post("/generate", status_code=202, response_model=Accepted, responses=ACCEPT_RESPONSES)
 async def generate(
-    body: GenerateRequest, response: Response, svc: Annotated[Services, Depends(services)]
+    body: GenerateRequest,
+    response: Response,
+    svc: Annotated[Services, Depends(services)],
+    idempotency_key: IdempotencyKey = None,
 ) -> Accepted:
     """Queue a job. The parameters of each workflow are listed at `GET /workflows/{id}` and, typed, under
     `POST /workflows/{id}` in these docs."""
     workflow = svc.registry.workflow(body.workflow_id)
-    record = await submit(svc, workflow, validate_params(workflow, body.params))
-    return accepted(
-        svc, response, record.task_id, status=record.status, workflow_id=workflow.id, params=record.params
-    )
+    params = validate_params(workflow, body.params)
+    return accepted(svc, response, await submit(svc, workflow, params, idempotency_key))

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
 from comfyjobs.api.services import Services, services
+from comfyjobs.errors import QueueUnavailableError
 from comfyjobs.heartbeat import live_workers
 
 router = APIRouter(tags=["health"])
@@ -26,6 +27,7 @@ async def health() -> dict[str, str]:
 async def ready(svc: Annotated[Services, Depends(services)]) -> JSONResponse:
     reasons: list[str] = []
     workers: list[dict[str, Any]] = []
+    waiting: int | None = None
     try:
         async with asyncio.timeout(REDIS_CHECK_TIMEOUT_S):
             await svc.redis.ping()
@@ -35,7 +37,11 @@ async def ready(svc: Annotated[Services, Depends(services)]) -> JSONResponse:
             reasons.append("no worker is running")
         elif not any(b.comfyui_ready for b in beats):
             reasons.append(f"no worker's ComfyUI is ready ({len(beats)} worker(s) starting or restarting)")
-    except (redis.RedisError, TimeoutError) as exc:
+        waiting = await svc.store.waiting()
+        limit = svc.settings.max_queue_depth
+        if limit and waiting >= limit:
+            reasons.append(f"saturated: {waiting} jobs waiting (MAX_QUEUE_DEPTH={limit})")
+    except (redis.RedisError, TimeoutError, QueueUnavailableError) as exc:
         reasons.append(f"Redis is unreachable: {exc or 'timed out'}")
-    body = {"ready": not reasons, "reasons": reasons, "workers": workers}
+    body = {"ready": not reasons, "reasons": reasons, "workers": workers, "waiting": waiting}
     return JSONResponse(body, status_code=200 if not reasons else 503)

@@ -1,4 +1,5 @@
-"""GET /tasks/{task_id} (with an optional long poll) and GET /tasks/{task_id}/events (Server-Sent Events).
+"""GET /tasks/{task_id} (with an optional long poll), DELETE /tasks/{task_id} (cancel), and
+GET /tasks/{task_id}/events (Server-Sent Events).
 
 Unknown ids are 404, never PENDING.
 """
@@ -13,6 +14,8 @@ from fastapi.responses import StreamingResponse
 from comfyjobs.api.services import Services, services
 from comfyjobs.api.task_feed import EVENT_ID_PATTERN
 from comfyjobs.api.views import TaskView
+from comfyjobs.errors import TaskFinishedError, TaskNotFoundError
+from comfyjobs.jobs.record import JobError, JobStatus, utc_now
 
 router = APIRouter(tags=["jobs"])
 
@@ -51,6 +54,30 @@ async def get_task(
     if wait is None:
         return await svc.feed.current(task_id)
     return await svc.feed.wait_for_change(task_id, wait, since, position)
+
+
+@router.delete(
+    "/tasks/{task_id}",
+    response_model=TaskView,
+    responses={409: {"description": "The task already finished (`task_finished`)."}},
+)
+async def cancel_task(task_id: str, svc: Annotated[Services, Depends(services)]) -> TaskView:
+    """Cancel: a queued job never runs; a running one is interrupted in ComfyUI by its worker, which
+    then takes the next job. The task is CANCELLED at once."""
+    record = await svc.store.get(task_id)
+    if record is None:
+        raise TaskNotFoundError(f"no task {task_id!r} (unknown, or expired after JOB_TTL_S)")
+    cancelled = not record.is_terminal and await svc.store.update(
+        task_id,
+        status=JobStatus.CANCELLED,
+        finished_at=utc_now(),
+        error=JobError(type="cancelled", message="cancelled by request"),
+    )
+    if not cancelled:  # finished before, or in the meantime (the store refuses to touch a final state)
+        finished = await svc.store.get(task_id)
+        status = finished.status if finished else record.status
+        raise TaskFinishedError(f"task {task_id!r} already finished ({status}); nothing to cancel")
+    return await svc.feed.current(task_id)
 
 
 @router.get(

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from comfyjobs.api.availability import workflow_availability
-from comfyjobs.api.routes.generate import accepted
+from comfyjobs.api.routes.generate import ACCEPT_RESPONSES, IdempotencyKey, accepted
 from comfyjobs.api.services import Services, services
 from comfyjobs.api.submit import submit
 from comfyjobs.api.views import Accepted
@@ -64,12 +64,12 @@ def _add_typed_route(router: APIRouter, workflow: Workflow) -> None:
     model = workflow.request_model
 
     async def run_workflow(
-        params: BaseModel, response: Response, svc: Annotated[Services, Depends(services)]
+        params: BaseModel,
+        response: Response,
+        svc: Annotated[Services, Depends(services)],
+        idempotency_key: IdempotencyKey = None,
     ) -> Accepted:
-        record = await submit(svc, workflow, params)
-        return accepted(
-            svc, response, record.task_id, status=record.status, workflow_id=workflow.id, params=record.params
-        )
+        return accepted(svc, response, await submit(svc, workflow, params, idempotency_key))
 
     # FastAPI reads the body type from the signature: give this copy the workflow's own model.
     run_workflow.__annotations__["params"] = model
@@ -79,6 +79,7 @@ def _add_typed_route(router: APIRouter, workflow: Workflow) -> None:
         methods=["POST"],
         status_code=202,
         response_model=Accepted,
+        responses=ACCEPT_RESPONSES,
         summary=f"Queue a {workflow.id} job",
         description=workflow.description,
         operation_id=f"run_{workflow.id.replace('-', '_')}",

@@ -1,0 +1,135 @@
+"""Finds accepted jobs that nothing will run any more, and puts them back in line.
+
+Two ways a job can be stranded, neither announced by any event (that is why this looks periodically):
+  - running, but its worker was lost (SIGKILL, out of memory, machine gone): its lease lapsed. The record
+    goes back to PENDING and a new message is sent; the next start counts as another attempt, and after
+    MAX_ATTEMPTS the worker ends it in FAILURE.
+  - waiting, but its message is gone: Redis died between writing the record and the message, or lost the
+    last second of writes (append-only, fsync every second). Jobs waiting longer than a grace period whose
+    id is neither in the Celery queue nor among its delivered-but-unacknowledged messages are sent again.
+A job sent twice runs once: a worker takes the job's lease before starting it, and a job already final
+is skipped.
+
+Runs in the API process (an asyncio task); with several APIs, the one holding the leader key does it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import redis
+import redis.asyncio as aioredis
+from celery import Celery
+from starlette.concurrency import run_in_threadpool
+
+from comfyjobs import keys
+from comfyjobs.errors import QueueUnavailableError
+from comfyjobs.jobs.record import JobError, JobStatus, Progress
+from comfyjobs.jobs.store import AsyncJobStore
+from comfyjobs.worker.celery_app import enqueue_job
+
+log = logging.getLogger(__name__)
+
+# Celery's Redis transport keeps delivered, unacknowledged messages in this hash (kombu's default).
+KOMBU_UNACKED = "unacked"
+
+
+@dataclass
+class Reconciled:
+    lost_workers: list[str] = field(default_factory=list)  # running jobs put back in line
+    lost_messages: list[str] = field(default_factory=list)  # waiting jobs whose message was sent again
+
+
+class Reconciler:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        store: AsyncJobStore,
+        celery: Celery,
+        queue: str,
+        interval_s: float,
+    ) -> None:
+        self._redis = client
+        self._store = store
+        self._celery = celery
+        self._queue = queue
+        self._interval_s = interval_s
+        # A job waits at least this long before a missing message counts as lost: sending a message and
+        # a worker moving it from the queue to "unacked" are not atomic with the record.
+        self.message_grace_s = max(30.0, 3 * interval_s)
+        self._instance = uuid.uuid4().hex
+        self._leader_key = keys.reconciler_leader(queue)
+
+    async def run_forever(self) -> None:
+        while True:
+            try:
+                if await self._lead():
+                    found = await self.reconcile_once()
+                    if found.lost_workers or found.lost_messages:
+                        log.warning(
+                            "reconciler: re-queued jobs of lost workers %s; re-sent lost messages %s",
+                            found.lost_workers,
+                            found.lost_messages,
+                        )
+            except (QueueUnavailableError, redis.RedisError) as exc:
+                log.warning("reconciler: Redis unavailable (%s); next try in %.0f s", exc, self._interval_s)
+            await asyncio.sleep(self._interval_s)  # a timer: a lapsed lease or a lost message sends no event
+
+    async def _lead(self) -> bool:
+        ttl_ms = int(self._interval_s * 3 * 1000)
+        if await self._redis.set(self._leader_key, self._instance, nx=True, px=ttl_ms):
+            return True
+        if await self._redis.get(self._leader_key) == self._instance.encode():
+            await self._redis.pexpire(self._leader_key, ttl_ms)
+            return True
+        return False
+
+    async def reconcile_once(self) -> Reconciled:
+        found = Reconciled()
+        for task_id in await self._store.running_ids():
+            if await self._redis.exists(keys.job_lease(task_id)):
+                continue
+            record = await self._store.get(task_id)
+            if record is None or record.status not in (JobStatus.STARTED, JobStatus.PROGRESS):
+                await self._store.forget_running(task_id)
+                continue
+            requeued = await self._store.update(
+                task_id,
+                expect_attempts=record.attempts,
+                status=JobStatus.PENDING,
+                worker=None,
+                progress=Progress(),
+                error=JobError(
+                    type="worker_lost", message=f"worker {record.worker} was lost while running it"
+                ),
+            )
+            if requeued:
+                await run_in_threadpool(enqueue_job, self._celery, task_id, self._queue)
+                found.lost_workers.append(task_id)
+        stale = await self._store.waiting_ids(before=time.time() - self.message_grace_s)
+        if stale:
+            delivered = await self._delivered_ids()
+            for task_id in stale:
+                if task_id not in delivered:
+                    await run_in_threadpool(enqueue_job, self._celery, task_id, self._queue)
+                    found.lost_messages.append(task_id)
+        return found
+
+    async def _delivered_ids(self) -> set[str]:
+        """Task ids with a message in the queue or delivered and not yet acknowledged."""
+        ids: set[str] = set()
+        for raw in await self._redis.lrange(self._queue, 0, -1):
+            ids.add(_task_id(json.loads(raw)))
+        for raw in await self._redis.hvals(KOMBU_UNACKED):
+            ids.add(_task_id(json.loads(raw)[0]))
+        return ids
+
+
+def _task_id(message: dict[str, object]) -> str:
+    headers = message.get("headers")
+    return str(headers.get("id")) if isinstance(headers, dict) else ""
