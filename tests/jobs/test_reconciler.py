@@ -91,18 +91,24 @@ def test_a_waiting_job_whose_message_is_gone_is_sent_again(redis_url: str, redis
     assert sorted(queued(redis_client, fx.queue)) == sorted([sent.task_id, lost.task_id])
 
 
-def test_a_message_being_delivered_counts_as_delivered(redis_url: str, redis_client: redis.Redis) -> None:
+def test_a_delivered_message_counts_only_while_a_worker_holds_the_job(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
     fx = Fixture(redis_url)
-    record = JobRecord(
-        task_id="unacked-" + uuid.uuid4().hex, workflow_id="tiny", created_at=utc_now() - timedelta(hours=1)
-    )
-    fx.admit(record)
-    enqueue_job(fx.celery, record.task_id, fx.queue)
-    # What a worker's transport does on delivery: the message moves to the unacknowledged hash.
-    message = redis_client.rpop(fx.queue)
-    redis_client.hset("unacked", f"tag-{record.task_id}", json.dumps([json.loads(message), "", fx.queue]))  # type: ignore[arg-type]
-    try:
-        assert fx.run(lambda _, rec: rec.reconcile_once()).lost_messages == []
-    finally:
-        redis_client.hdel("unacked", f"tag-{record.task_id}")
-    assert redis_client.exists(keys.job(record.task_id))
+    long_ago = utc_now() - timedelta(hours=1)
+    held = JobRecord(task_id="held-" + uuid.uuid4().hex, workflow_id="tiny", created_at=long_ago)
+    orphaned = JobRecord(task_id="orphaned-" + uuid.uuid4().hex, workflow_id="tiny", created_at=long_ago)
+    for record in (held, orphaned):
+        fx.admit(record)
+        enqueue_job(fx.celery, record.task_id, fx.queue)
+    # Both delivered (taken off the queue, as a worker's transport does); only one worker is alive and
+    # has taken its job's lease (while it waits for its ComfyUI, say). The other worker died.
+    while redis_client.rpop(fx.queue) is not None:
+        pass
+    assert fx.sync.acquire_lease(held.task_id, "w-alive", ttl_s=60)
+
+    found: Reconciled = fx.run(lambda _, rec: rec.reconcile_once())
+
+    assert found.lost_messages == [orphaned.task_id]
+    assert queued(redis_client, fx.queue) == [orphaned.task_id]
+    assert redis_client.exists(keys.job(held.task_id))

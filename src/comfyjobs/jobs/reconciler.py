@@ -4,9 +4,10 @@ Two ways a job can be stranded, neither announced by any event (that is why this
   - running, but its worker was lost (SIGKILL, out of memory, machine gone): its lease lapsed. The record
     goes back to PENDING and a new message is sent; the next start counts as another attempt, and after
     MAX_ATTEMPTS the worker ends it in FAILURE.
-  - waiting, but its message is gone: Redis died between writing the record and the message, or lost the
-    last second of writes (append-only, fsync every second). Jobs waiting longer than a grace period whose
-    id is neither in the Celery queue nor among its delivered-but-unacknowledged messages are sent again.
+  - waiting, but its message is gone: delivered to a worker that died before it started the job, or lost
+    with Redis (between writing the record and the message, or in the last second before a machine crash:
+    append-only, fsync every second). Jobs waiting longer than a grace period whose message is not in the
+    queue and that no live worker holds (by its lease) are sent again.
 A job sent twice runs once: a worker takes the job's lease before starting it, and a job already final
 is skipped.
 
@@ -34,9 +35,6 @@ from comfyjobs.jobs.store import AsyncJobStore
 from comfyjobs.worker.celery_app import enqueue_job
 
 log = logging.getLogger(__name__)
-
-# Celery's Redis transport keeps delivered, unacknowledged messages in this hash (kombu's default).
-KOMBU_UNACKED = "unacked"
 
 
 @dataclass
@@ -113,21 +111,21 @@ class Reconciler:
                 found.lost_workers.append(task_id)
         stale = await self._store.waiting_ids(before=time.time() - self.message_grace_s)
         if stale:
-            delivered = await self._delivered_ids()
+            queued = await self._queued_ids()
             for task_id in stale:
-                if task_id not in delivered:
-                    await run_in_threadpool(enqueue_job, self._celery, task_id, self._queue)
-                    found.lost_messages.append(task_id)
+                # A worker that received the message takes the lease before anything else (even before
+                # waiting for its ComfyUI); a message delivered to a worker that died since has neither.
+                if task_id in queued or await self._redis.exists(keys.job_lease(task_id)):
+                    continue
+                await run_in_threadpool(enqueue_job, self._celery, task_id, self._queue)
+                found.lost_messages.append(task_id)
         return found
 
-    async def _delivered_ids(self) -> set[str]:
-        """Task ids with a message in the queue or delivered and not yet acknowledged."""
-        ids: set[str] = set()
-        for raw in await self._redis.lrange(self._queue, 0, -1):
-            ids.add(_task_id(json.loads(raw)))
-        for raw in await self._redis.hvals(KOMBU_UNACKED):
-            ids.add(_task_id(json.loads(raw)[0]))
-        return ids
+    async def _queued_ids(self) -> set[str]:
+        """Task ids with a message waiting in the queue. (Delivered but unacknowledged messages are no
+        sign of life: Celery's Redis transport keeps them for a dead worker until the visibility timeout.)
+        """
+        return {_task_id(json.loads(raw)) for raw in await self._redis.lrange(self._queue, 0, -1)}
 
 
 def _task_id(message: dict[str, object]) -> str:

@@ -84,7 +84,24 @@ class RequeueJobError(Exception):
     """The job is back to PENDING in its record; the task hands its message back to the queue."""
 
 
-def execute_job(task_id: str, ctx: WorkerContext) -> None:
+def handle_delivery(task_id: str, ctx: WorkerContext) -> None:
+    """One delivery of a job's message. The lease comes first, before waiting for ComfyUI: from here on a
+    live worker visibly has the job, so the reconciler leaves it alone; a second delivery of a job some
+    live worker has is dropped here. Raises RequeueJobError to hand the message back."""
+    guard = JobGuard(
+        ctx.store, task_id, ctx.worker_id, ctx.settings.job_lease_s, ComfyClient(ctx.client.base_url).cancel
+    )
+    if not guard.acquire():
+        log.warning("task %s is with another worker; dropping this duplicate delivery", task_id)
+        return
+    with guard:
+        if not ctx.comfy.wait_until_ready(ctx.settings.comfyui_start_timeout_s):
+            # ComfyUI is down (being restarted, or failing to): hand the job back untouched.
+            raise RequeueJobError("ComfyUI is not ready on this worker")
+        execute_job(task_id, ctx, guard)
+
+
+def execute_job(task_id: str, ctx: WorkerContext, guard: JobGuard) -> None:
     record = ctx.store.get(task_id)
     if record is None:
         log.warning("task %s: no job record (expired or never accepted); dropping the delivery", task_id)
@@ -94,21 +111,13 @@ def execute_job(task_id: str, ctx: WorkerContext) -> None:
         log.info("task %s already %s; not running it again", task_id, record.status)
         return
     if record.attempts >= ctx.settings.max_attempts:
-        # Every earlier start lost its worker (killed, out of memory, machine gone): stop the loop.
-        lost = f"the worker running it was lost {record.attempts} time(s), last {record.worker or 'unknown'}"
-        error = JobError(
-            type="attempts_exhausted", message=f"gave up after {record.attempts} attempts: {lost}"
-        )
+        # Every earlier start was cut short (its worker lost, its ComfyUI crashed or hung): stop the loop.
+        last = record.error.message if record.error else f"worker {record.worker or 'unknown'} was lost"
+        message = f"gave up after {record.attempts} attempts; last: {last}"
+        error = JobError(type="attempts_exhausted", message=message)
         _finish(ctx, task_id, record.attempts, status=JobStatus.FAILURE, error=error)
         return
-    guard = JobGuard(
-        ctx.store, task_id, ctx.worker_id, ctx.settings.job_lease_s, ComfyClient(ctx.client.base_url).cancel
-    )
-    if not guard.acquire():
-        log.warning("task %s is running on another worker; dropping this duplicate delivery", task_id)
-        return
-    with guard:
-        _run_leased(task_id, ctx, record.workflow_id, record.params, record.attempts, guard)
+    _run_leased(task_id, ctx, record.workflow_id, record.params, record.attempts, guard)
 
 
 def _run_leased(

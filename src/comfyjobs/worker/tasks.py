@@ -6,7 +6,7 @@ from celery import Celery
 from celery.exceptions import Reject
 
 from comfyjobs.worker.celery_app import RUN_JOB_TASK
-from comfyjobs.worker.runner import RequeueJobError, WorkerContext, execute_job
+from comfyjobs.worker.runner import RequeueJobError, WorkerContext, handle_delivery
 
 _context: WorkerContext | None = None
 
@@ -20,12 +20,8 @@ def bind_context(context: WorkerContext) -> None:
 def run_job(task_id: str) -> None:
     if _context is None:
         raise RuntimeError("the worker context is not bound; run tasks through `comfyjobs worker`")
-    if not _context.comfy.wait_until_ready(_context.settings.comfyui_start_timeout_s):
-        # ComfyUI is down (being restarted, or failing to): hand the job back to the queue untouched
-        # instead of failing it here.
-        raise Reject("ComfyUI is not ready on this worker", requeue=True)
     try:
-        execute_job(str(task_id), _context)
+        handle_delivery(str(task_id), _context)
     except RequeueJobError as exc:
         raise Reject(f"re-queued: {exc}", requeue=True) from exc
 
