@@ -140,7 +140,9 @@ def task_panel(task: dict[str, Any], saved: list[Path]) -> Panel:
 
 
 def status_text(status: str) -> str:
-    colour = {"SUCCESS": "green", "FAILURE": "red", "CANCELLED": "red", "PENDING": "yellow"}.get(status, "blue")
+    colour = {"SUCCESS": "green", "FAILURE": "red", "CANCELLED": "red", "PENDING": "yellow"}.get(
+        status, "blue"
+    )
     return f"[{colour}]{status}[/]"
 
 
@@ -283,6 +285,8 @@ def cmd_status(client: core.Client, args: argparse.Namespace) -> int:
 
 def cmd_interactive(client: core.Client, args: argparse.Namespace) -> int:
     workflows = client.workflows()
+    if not workflows:
+        raise core.ApiError(f"{client.server} offers no workflows", exit_code=core.EXIT_UNAVAILABLE)
     console.print(workflows_table(workflows))
     loras = client.loras()
     if loras:
@@ -346,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         except core.ApiError as exc:
             console.print(f"[red]error:[/] {escape(str(exc))}")
             return exc.exit_code
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, EOFError):  # Ctrl-C, or Ctrl-D at a question
             console.print("\ninterrupted")
             return core.EXIT_INTERRUPTED
 

@@ -15,8 +15,9 @@ As a library:
     paths = cj.download(task, "outputs", server="http://gpu-box:8000")
 
 Exit codes: 0 done, 1 the job failed, 2 usage, 3 parameters refused (422), 4 not found (404),
-5 the service cannot take it now (409/429/503), 6 the service cannot be reached, 7 timed out waiting,
-8 API key missing or wrong (401/403), 130 interrupted (the job goes on).
+5 the service cannot take it now (409/429/503), 6 the service cannot be reached (or is not comfyjobs),
+7 timed out waiting, 8 API key missing or wrong (401/403), 9 outputs could not be saved,
+130 interrupted (the job goes on).
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ LONG_POLL_S = 30.0  # one long poll's wait; the service answers sooner when the 
 CONNECT_TIMEOUT_S = 10.0
 
 EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_REJECTED, EXIT_NOT_FOUND = 0, 1, 2, 3, 4
-EXIT_UNAVAILABLE, EXIT_UNREACHABLE, EXIT_TIMEOUT, EXIT_AUTH, EXIT_INTERRUPTED = 5, 6, 7, 8, 130
+EXIT_UNAVAILABLE, EXIT_UNREACHABLE, EXIT_TIMEOUT, EXIT_AUTH, EXIT_SAVE = 5, 6, 7, 8, 9
+EXIT_INTERRUPTED = 130
 
 
 class ApiError(Exception):
@@ -130,7 +132,13 @@ class Client:
         resp = self._send(method, path, read_timeout_s=read_timeout_s, **kwargs)
         if resp.status_code == 204:
             return None
-        return resp.json()
+        try:
+            return resp.json()
+        except ValueError:
+            raise ApiError(
+                f"{self.server} answered {method} {path} with something that is not JSON "
+                "(is --server a comfyjobs API?)"
+            ) from None
 
     def _send(
         self, method: str, path: str, *, read_timeout_s: float | None = None, **kwargs: Any
@@ -227,13 +235,18 @@ class Client:
             yield from _parse_sse(resp.iter_lines(decode_unicode=True))
         except requests.exceptions.RequestException as exc:
             raise ApiError(f"the events stream from {self.server} broke off: {_reason(exc)}") from None
+        except ValueError:
+            raise ApiError(f"{self.server} sent an event that is not JSON (is it a comfyjobs API?)") from None
         finally:
             resp.close()
 
     def download(self, task: dict[str, Any], out_dir: str | Path) -> list[Path]:
         """Saves every output of a finished task under ``out_dir``; returns the paths."""
         folder = Path(out_dir)
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ApiError(f"cannot create {folder}: {exc.strerror}", exit_code=EXIT_SAVE) from None
         saved = []
         for output in task.get("outputs", []):
             resp = self._send("GET", output["url"], stream=True)
@@ -243,11 +256,13 @@ class Client:
                 with partial.open("wb") as fh:
                     for chunk in resp.iter_content(chunk_size=1 << 16):
                         fh.write(chunk)
+                partial.replace(target)
             except requests.exceptions.RequestException as exc:
                 raise ApiError(f"download of {output['url']} broke off: {_reason(exc)}") from None
+            except OSError as exc:
+                raise ApiError(f"cannot save {target}: {exc.strerror}", exit_code=EXIT_SAVE) from None
             finally:
                 resp.close()
-            partial.replace(target)
             saved.append(target)
         return saved
 

@@ -118,3 +118,20 @@ def test_parameters_are_typed_by_the_workflow() -> None:
         "tiling": True,
         "extra": "1",
     }
+
+
+@pytest.mark.parametrize("script", CLIENTS)
+def test_a_server_that_is_not_comfyjobs(script: str, live_api: LiveApi) -> None:
+    # /docs answers 200 with HTML: a wrong --server (a proxy's page, another app) must read as such.
+    result = run_client(script, "list", "--server", f"{live_api.url}/docs#")
+    assert result.code == cj.EXIT_UNREACHABLE, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_outputs_that_cannot_be_saved(live_api: LiveApi, tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the output folder should go")
+    with pytest.raises(cj.ApiError) as raised:
+        cj.download({"outputs": []}, blocker / "sub", server=live_api.url)
+    assert raised.value.exit_code == cj.EXIT_SAVE
+    assert "cannot create" in str(raised.value)

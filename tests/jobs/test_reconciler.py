@@ -112,3 +112,21 @@ def test_a_delivered_message_counts_only_while_a_worker_holds_the_job(
     assert found.lost_messages == [orphaned.task_id]
     assert queued(redis_client, fx.queue) == [orphaned.task_id]
     assert redis_client.exists(keys.job(held.task_id))
+
+
+def test_a_worker_whose_job_was_taken_back_cannot_write_to_it(redis_url: str) -> None:
+    fx = Fixture(redis_url)
+    record = JobRecord(task_id="stale-" + uuid.uuid4().hex, workflow_id="tiny")
+    fx.admit(record)
+    assert fx.sync.update(
+        record.task_id, expect={"attempts": 0}, status=JobStatus.STARTED, worker="w1", attempts=1
+    )
+    # w1's lease lapsed (Redis was away, say): the reconciler takes the job back.
+    assert fx.run(lambda _, rec: rec.reconcile_once()).lost_workers == [record.task_id]
+
+    mine = {"attempts": 1, "worker": "w1"}
+    assert not fx.sync.update(record.task_id, expect=mine, status=JobStatus.PROGRESS)
+    assert not fx.sync.update(record.task_id, expect=mine, status=JobStatus.SUCCESS)
+    back = fx.sync.get(record.task_id)
+    assert back is not None and back.status == JobStatus.PENDING
+    assert fx.run(lambda store, _: store.place(record.task_id)).position == 1  # still in line

@@ -12,6 +12,8 @@ from comfyjobs.errors import InvalidParamsError, ManifestError
 from comfyjobs.manifests.params import validate_params
 from comfyjobs.manifests.patching import build_graph
 from comfyjobs.manifests.registry import Target
+from comfyjobs.settings import Settings
+from comfyjobs.worker.celery_app import longest_job_s, visibility_timeout_s
 
 from .helpers import (
     BASE_FILE,
@@ -805,3 +807,27 @@ def test_value_can_fix_a_required_parameter(tmp_path: Path) -> None:
     wf = load_workflow(tmp_path, parameters)
     assert wf.public_parameters == []
     assert build_graph(wf, {}, {})["3"]["inputs"]["text"] == "a fixed prompt"
+
+
+def test_a_workflow_time_limit_is_kept_and_sizes_the_visibility_timeout(tmp_path: Path) -> None:
+    names = base_params()
+    registry = load(
+        write_manifests(
+            tmp_path,
+            workflow={"template": "t.json", "time_limit_s": 7200, "parameters": dict.fromkeys(names)},
+        )
+    )
+    assert registry.workflow("w").time_limit_s == 7200
+    settings = Settings.load(redis_url="redis://127.0.0.1:1/0", job_time_limit_s=60)
+    assert longest_job_s(settings, registry) == settings.comfyui_start_timeout_s + 7200
+    assert visibility_timeout_s(settings, registry) > longest_job_s(settings, registry)
+
+
+def test_a_non_positive_time_limit_is_refused(tmp_path: Path) -> None:
+    names = base_params()
+    root = write_manifests(
+        tmp_path, workflow={"template": "t.json", "time_limit_s": 0, "parameters": dict.fromkeys(names)}
+    )
+    with pytest.raises(ManifestError) as raised:
+        load(root)
+    assert "time_limit_s" in str(raised.value)

@@ -26,6 +26,7 @@ from comfyjobs.storage.models import ModelCatalog
 from comfyjobs.storage.outputs import OutputStore
 from comfyjobs.worker.celery_app import make_celery
 
+REDIS_TIMEOUT_S = 5.0  # a hung Redis fails a request with 503 rather than holding it
 REDIS_WAIT_MARGIN_S = 10.0  # a blocked XREAD answers at its deadline; the socket may wait this much more
 
 
@@ -36,7 +37,12 @@ def create_app(settings: Settings, registry: Registry | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        client = aioredis.Redis.from_url(redis_url, health_check_interval=30)
+        client = aioredis.Redis.from_url(
+            redis_url,
+            health_check_interval=30,
+            socket_timeout=REDIS_TIMEOUT_S,
+            socket_connect_timeout=REDIS_TIMEOUT_S,
+        )
         longest_block_s = max(LONG_POLL_MAX_S, settings.sse_heartbeat_s)
         waiting_client = aioredis.Redis.from_url(
             redis_url, health_check_interval=30, socket_timeout=longest_block_s + REDIS_WAIT_MARGIN_S

@@ -196,11 +196,13 @@ class ComfyClient:
         is_alive: Callable[[], bool] = lambda: True,
         on_submitted: Callable[[str], None] | None = None,
         hang_timeout_s: float | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
     ) -> list[OutputFile]:
         """Runs ``graph`` and returns its output files; raises a ComfyError subclass or JobTimeoutError.
         ``on_submitted`` gets the prompt id as soon as ComfyUI queued it (to cancel it from elsewhere).
         ``hang_timeout_s``: with no websocket traffic for this long, ComfyUI must answer /system_stats,
-        or it counts as hung (ComfyHungError)."""
+        or it counts as hung (ComfyHungError). ``should_stop`` is asked while waiting: a prompt cancelled
+        before it ran is only deleted from ComfyUI's queue, and ComfyUI then says nothing more about it."""
         client_id = uuid.uuid4().hex
         try:
             ws = websocket.create_connection(f"{self.ws_url}?clientId={client_id}", timeout=WS_RECV_TIMEOUT_S)
@@ -212,7 +214,14 @@ class ComfyClient:
                 if on_submitted is not None:
                     on_submitted(prompt_id)
                 error = self._follow(
-                    ws, prompt_id, graph, on_event, time.monotonic() + timeout_s, is_alive, hang_timeout_s
+                    ws,
+                    prompt_id,
+                    graph,
+                    on_event,
+                    time.monotonic() + timeout_s,
+                    is_alive,
+                    hang_timeout_s,
+                    should_stop,
                 )
             except BaseException:
                 # Timed out, lost the socket, or the caller's callback failed: don't leave the prompt
@@ -237,6 +246,7 @@ class ComfyClient:
         deadline: float,
         is_alive: Callable[[], bool],
         hang_timeout_s: float | None,
+        should_stop: Callable[[], bool],
     ) -> Exception | None:
         def node_type(node_id: Any) -> str | None:
             node = graph.get(str(node_id)) if node_id is not None else None
@@ -247,6 +257,8 @@ class ComfyClient:
         while True:
             if time.monotonic() > deadline:
                 raise JobTimeoutError("timed out")
+            if should_stop():  # asked between frames, and at least every WS_RECV_TIMEOUT_S
+                raise ComfyInterruptedError("stopped from outside (cancelled)")
             try:
                 frame = ws.recv()
             except websocket.WebSocketTimeoutException:

@@ -76,6 +76,8 @@ class Reconciler:
                         )
             except (QueueUnavailableError, redis.RedisError) as exc:
                 log.warning("reconciler: Redis unavailable (%s); next try in %.0f s", exc, self._interval_s)
+            except Exception:  # one odd record or message must not end recovery for good
+                log.exception("reconciler: pass failed; next try in %.0f s", self._interval_s)
             await asyncio.sleep(self._interval_s)  # a timer: a lapsed lease or a lost message sends no event
 
     async def _lead(self) -> bool:
@@ -98,7 +100,7 @@ class Reconciler:
                 continue
             requeued = await self._store.update(
                 task_id,
-                expect_attempts=record.attempts,
+                expect={"attempts": record.attempts, "worker": record.worker},
                 status=JobStatus.PENDING,
                 worker=None,
                 progress=Progress(),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -33,7 +33,8 @@ from comfyjobs.jobs.record import (
 DEPARTURES_MAXLEN = 1000  # readers only need "someone left since I looked", not the history
 
 # KEYS[1] job hash, [2] job events stream, [3] queue waiting set, [4] queue departures, [5] running set
-# ARGV[1] task id, [2] expected attempts (JSON) or "", [3] now (score), then field, value, field, value, ...
+# ARGV[1] task id, [2] fields the record must hold (JSON object of encoded values) or "", [3] now (score),
+# then field, value, field, value, ...
 _UPDATE_UNLESS_TERMINAL = (
     """
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -44,7 +45,11 @@ local function is_terminal(s)
   return false
 end
 if is_terminal(status) then return 0 end
-if ARGV[2] ~= '' and redis.call('HGET', KEYS[1], 'attempts') ~= ARGV[2] then return 0 end
+if ARGV[2] ~= '' then
+  for name, value in pairs(cjson.decode(ARGV[2])) do
+    if redis.call('HGET', KEYS[1], name) ~= value then return 0 end
+  end
+end
 redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 local changes = {}
 for i = 4, #ARGV, 2 do changes[ARGV[i]] = ARGV[i + 1] end
@@ -57,8 +62,8 @@ elseif new then
   if redis.call('ZREM', KEYS[3], ARGV[1]) == 1 then
     redis.call('XADD', KEYS[4], 'MAXLEN', '~', $DEPARTURES_MAXLEN, '*', 'task_id', ARGV[1])
   end
-  if new == $STARTED then
-    redis.call('ZADD', KEYS[5], ARGV[3], ARGV[1])
+  if new == $STARTED or new == $PROGRESS then
+    redis.call('ZADD', KEYS[5], 'NX', ARGV[3], ARGV[1])
   elseif is_terminal(new) then
     redis.call('ZREM', KEYS[5], ARGV[1])
   end
@@ -69,6 +74,7 @@ return 1
     .replace("$TERMINAL", ", ".join(json.dumps(json.dumps(s.value)) for s in TERMINAL_STATUSES))
     .replace("$PENDING", json.dumps(json.dumps(JobStatus.PENDING.value)))
     .replace("$STARTED", json.dumps(json.dumps(JobStatus.STARTED.value)))
+    .replace("$PROGRESS", json.dumps(json.dumps(JobStatus.PROGRESS.value)))
     .replace("$DEPARTURES_MAXLEN", str(DEPARTURES_MAXLEN))
 )
 
@@ -119,8 +125,8 @@ def _translated() -> Iterator[None]:
         raise QueueUnavailableError(f"Redis is unavailable: {exc}") from exc
 
 
-def _update_args(task_id: str, expect_attempts: int | None, fields: dict[str, Any]) -> list[Any]:
-    expected = "" if expect_attempts is None else json.dumps(expect_attempts)
+def _update_args(task_id: str, expect: Mapping[str, Any] | None, fields: dict[str, Any]) -> list[Any]:
+    expected = json.dumps(encode_fields(dict(expect))) if expect else ""
     flat: list[Any] = [task_id, expected, time.time()]
     for name, value in encode_fields(fields).items():
         flat += [name, value]
@@ -196,11 +202,11 @@ class JobStore:
             raw = self._redis.hgetall(keys.job(task_id))
         return decode_record(raw) if raw else None
 
-    def update(self, task_id: str, *, expect_attempts: int | None = None, **fields: Any) -> bool:
-        """Applies ``fields`` unless the record is gone or terminal, or (with ``expect_attempts``) a later
-        attempt has started since: a worker that lost its job cannot write over the one that took it
-        over. True if applied."""
-        args = _update_args(task_id, expect_attempts, fields)
+    def update(self, task_id: str, *, expect: Mapping[str, Any] | None = None, **fields: Any) -> bool:
+        """Applies ``fields`` unless the record is gone or terminal, or does not hold ``expect`` (e.g. the
+        attempt and worker a writer started as: a worker whose job was taken back, or taken over by a
+        later attempt, cannot write over it). True if applied."""
+        args = _update_args(task_id, expect, fields)
         with _translated():
             applied = self._update(keys=self._keys.update(task_id), args=args)
         return int(applied) == 1
@@ -308,8 +314,8 @@ class AsyncJobStore:
 
         await self._call(run)
 
-    async def update(self, task_id: str, *, expect_attempts: int | None = None, **fields: Any) -> bool:
-        args = _update_args(task_id, expect_attempts, fields)
+    async def update(self, task_id: str, *, expect: Mapping[str, Any] | None = None, **fields: Any) -> bool:
+        args = _update_args(task_id, expect, fields)
         applied = await self._call(lambda: self._update(keys=self._keys.update(task_id), args=args))
         return int(applied) == 1
 

@@ -41,8 +41,10 @@ def make_celery(settings: Settings, registry: Registry) -> Celery:
         task_ignore_result=True,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
-        # A task only raises when the job record cannot be read or written (Redis down): leave the
-        # message unacked so it is delivered again rather than acked with the job half-recorded.
+        # A task only raises when the job record cannot be read or written (Redis down for longer than
+        # the runner's retries). Celery then rejects the message without requeue; the job is not lost
+        # for that: its record still says PENDING or running, and the reconciler sends it again once
+        # its lease has lapsed.
         task_acks_on_failure_or_timeout=False,
         task_default_queue=settings.queue_name,
         worker_prefetch_multiplier=1,

@@ -7,6 +7,7 @@ Everything here is a plain function of typed inputs; the Celery task only decode
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,10 +45,10 @@ class WorkerContext:
 class ProgressWriter:
     """Turns ComfyUI's events into progress on the record."""
 
-    def __init__(self, store: JobStore, task_id: str, attempt: int) -> None:
+    def __init__(self, store: JobStore, task_id: str, expect: dict[str, Any]) -> None:
         self._store = store
         self._task_id = task_id
-        self._attempt = attempt
+        self._expect = expect
         self._progress = Progress()
 
     @property
@@ -62,7 +63,7 @@ class ProgressWriter:
 
     def _write(self, event: ComfyEvent) -> None:
         if event.kind == "started":
-            self._store.update(self._task_id, expect_attempts=self._attempt, status=JobStatus.PROGRESS)
+            self._store.update(self._task_id, expect=self._expect, status=JobStatus.PROGRESS)
             return
         if event.kind == "node":
             # Steps done so far stay: a decode after the sampler is not "0 %" again.
@@ -76,8 +77,11 @@ class ProgressWriter:
                 value=value, max=maximum, percent=percent, node=event.node_id, node_type=event.node_type
             )
         self._store.update(
-            self._task_id, expect_attempts=self._attempt, status=JobStatus.PROGRESS, progress=self._progress
+            self._task_id, expect=self._expect, status=JobStatus.PROGRESS, progress=self._progress
         )
+
+
+FINISH_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0)
 
 
 class RequeueJobError(Exception):
@@ -115,7 +119,7 @@ def execute_job(task_id: str, ctx: WorkerContext, guard: JobGuard) -> None:
         last = record.error.message if record.error else f"worker {record.worker or 'unknown'} was lost"
         message = f"gave up after {record.attempts} attempts; last: {last}"
         error = JobError(type="attempts_exhausted", message=message)
-        _finish(ctx, task_id, record.attempts, status=JobStatus.FAILURE, error=error)
+        _finish(ctx, task_id, {"attempts": record.attempts}, status=JobStatus.FAILURE, error=error)
         return
     _run_leased(task_id, ctx, record.workflow_id, record.params, record.attempts, guard)
 
@@ -123,10 +127,14 @@ def execute_job(task_id: str, ctx: WorkerContext, guard: JobGuard) -> None:
 def _run_leased(
     task_id: str, ctx: WorkerContext, workflow_id: str, params: dict[str, Any], before: int, guard: JobGuard
 ) -> None:
+    if guard.stopped:  # cancelled, or the lease lost, while waiting for ComfyUI
+        log.info("task %s: %s before it started; not running it", task_id, guard.stopped)
+        return
     attempt = before + 1
+    mine = {"attempts": attempt, "worker": ctx.worker_id}  # every later write: only while still ours
     started = ctx.store.update(
         task_id,
-        expect_attempts=before,
+        expect={"attempts": before},
         status=JobStatus.STARTED,
         started_at=utc_now(),
         worker=ctx.worker_id,
@@ -136,7 +144,7 @@ def _run_leased(
     if not started:  # cancelled (or expired) since it was read
         log.info("task %s finished before it could start; not running it", task_id)
         return
-    progress = ProgressWriter(ctx.store, task_id, attempt)
+    progress = ProgressWriter(ctx.store, task_id, mine)
     try:
         workflow = ctx.registry.workflow(workflow_id)
         graph = build_graph(workflow, params, ctx.registry.loras)
@@ -152,6 +160,7 @@ def _run_leased(
                 is_alive=ctx.comfy.is_running,
                 on_submitted=guard.submitted,
                 hang_timeout_s=ctx.settings.comfyui_hang_timeout_s,
+                should_stop=lambda: guard.stopped is not None,
             )
         except JobTimeoutError:
             raise JobTimeoutError(f"timed out after {time_limit_s:g} s") from None
@@ -169,7 +178,7 @@ def _run_leased(
             # Not the job's fault: ComfyUI crashed or hung under it. Back in line for another go.
             requeued = ctx.store.update(
                 task_id,
-                expect_attempts=attempt,
+                expect=mine,
                 status=JobStatus.PENDING,
                 worker=None,
                 progress=Progress(),
@@ -183,13 +192,23 @@ def _run_leased(
             log.info("task %s failed: %s", task_id, exc)
         else:
             log.exception("task %s failed unexpectedly", task_id)
-        _finish(ctx, task_id, attempt, status=JobStatus.FAILURE, error=JobError.from_exception(exc))
+        _finish(ctx, task_id, mine, status=JobStatus.FAILURE, error=JobError.from_exception(exc))
         return
     final = progress.last.model_copy(update={"value": progress.last.max, "percent": 100.0})
-    _finish(ctx, task_id, attempt, status=JobStatus.SUCCESS, outputs=outputs, progress=final)
+    _finish(ctx, task_id, mine, status=JobStatus.SUCCESS, outputs=outputs, progress=final)
     log.info("task %s done: %d output(s)", task_id, len(outputs))
 
 
-def _finish(ctx: WorkerContext, task_id: str, attempt: int, **fields: Any) -> None:
-    if not ctx.store.update(task_id, expect_attempts=attempt, finished_at=utc_now(), **fields):
-        log.warning("task %s: outcome not recorded (cancelled, or taken over by another attempt)", task_id)
+def _finish(ctx: WorkerContext, task_id: str, expect: dict[str, Any], **fields: Any) -> None:
+    """Writes the outcome; rides out a short Redis outage (the lease lapses meanwhile only after
+    JOB_LEASE_S), since giving up here would have the job run again for nothing."""
+    for delay_s in (*FINISH_RETRY_DELAYS_S, None):
+        try:
+            if not ctx.store.update(task_id, expect=expect, finished_at=utc_now(), **fields):
+                log.warning("task %s: outcome not recorded (cancelled, or the job was taken back)", task_id)
+            return
+        except QueueUnavailableError as exc:
+            if delay_s is None:
+                raise
+            log.warning("task %s: outcome not recorded yet (%s); again in %.0f s", task_id, exc, delay_s)
+            time.sleep(delay_s)  # back-off while Redis restarts; nothing to wait on but the clock
