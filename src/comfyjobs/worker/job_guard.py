@@ -72,8 +72,9 @@ class JobGuard:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        # Not joined: the thread may sit in a blocking read for up to MAX_BLOCK_S, and the worker's next
+        # job should not wait for that. It checks `_done` after every read and then acts on nothing.
         self._done.set()
-        self._thread.join(timeout=MAX_BLOCK_S + 5)
         try:
             self._store.release_lease(self._task_id, self._worker_id)
         except QueueUnavailableError as exc_:
@@ -93,6 +94,8 @@ class JobGuard:
         while not self._done.is_set():
             try:
                 events = self._store.read_events(self._task_id, cursor, block_s)
+                if self._done.is_set():
+                    return  # the job ended (and its lease was released) while we read
                 if not self._store.renew_lease(self._task_id, self._worker_id, self._lease_s):
                     self._stop("lease lost")
                     return
