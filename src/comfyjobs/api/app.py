@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -26,6 +26,9 @@ from comfyjobs.storage.models import ModelCatalog
 from comfyjobs.storage.outputs import OutputStore
 from comfyjobs.worker.celery_app import make_celery
 
+log = logging.getLogger(__name__)
+
+RECONCILER_STOP_TIMEOUT_S = 15.0
 REDIS_TIMEOUT_S = 5.0  # a hung Redis fails a request with 503 rather than holding it
 REDIS_WAIT_MARGIN_S = 10.0  # a blocked XREAD answers at its deadline; the socket may wait this much more
 
@@ -64,10 +67,13 @@ def create_app(settings: Settings, registry: Registry | None = None) -> FastAPI:
         try:
             yield
         finally:
-            # The reconciler first: it must not start a Redis call on a client being closed.
-            reconciling.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reconciling
+            # The reconciler first: it must not start a Redis call on a client being closed. It ends its
+            # pass (Redis calls time out after REDIS_TIMEOUT_S); cancelled only if it does not.
+            reconciler.stop()
+            try:
+                await asyncio.wait_for(reconciling, RECONCILER_STOP_TIMEOUT_S)
+            except TimeoutError:
+                log.warning("the reconciler did not stop in time; cancelled")
             await waiting_client.aclose()
             await client.aclose()
 

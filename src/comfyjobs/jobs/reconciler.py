@@ -17,6 +17,7 @@ Runs in the API process (an asyncio task); with several APIs, the one holding th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -61,10 +62,16 @@ class Reconciler:
         # a worker moving it from the queue to "unacked" are not atomic with the record.
         self.message_grace_s = max(30.0, 3 * interval_s)
         self._instance = uuid.uuid4().hex
+        self._stopping = asyncio.Event()
         self._leader_key = keys.reconciler_leader(queue)
 
+    def stop(self) -> None:
+        self._stopping.set()
+
     async def run_forever(self) -> None:
-        while True:
+        """Until ``stop()``. A stop flag rather than task cancellation: a cancel landing inside a Redis
+        call can be turned into a connection error by the client and swallowed by the handlers below."""
+        while not self._stopping.is_set():
             try:
                 if await self._lead():
                     found = await self.reconcile_once()
@@ -78,7 +85,9 @@ class Reconciler:
                 log.warning("reconciler: Redis unavailable (%s); next try in %.0f s", exc, self._interval_s)
             except Exception:  # one odd record or message must not end recovery for good
                 log.exception("reconciler: pass failed; next try in %.0f s", self._interval_s)
-            await asyncio.sleep(self._interval_s)  # a timer: a lapsed lease or a lost message sends no event
+            # A timer: a lapsed lease or a lost message sends no event.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._interval_s)
 
     async def _lead(self) -> bool:
         ttl_ms = int(self._interval_s * 3 * 1000)
