@@ -312,11 +312,7 @@ def cmd_interactive(client: core.Client, args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--server", help=f"service URL (default: $COMFYJOBS_SERVER or {core.DEFAULT_SERVER})")
-    common.add_argument("--api-key", help="API key (default: $COMFYJOBS_API_KEY)")
-    common.add_argument("--json", action="store_true", help="machine-readable output on stdout")
-    common.add_argument("--timeout", type=float, default=None, help="stop waiting after this many seconds")
+    common = argparse.ArgumentParser(add_help=False, parents=[core.common_options()])
     common.add_argument("--out", default="outputs", help="outputs go to OUT/<task_id>/ (default: outputs)")
     parser = argparse.ArgumentParser(
         description="comfyjobs terminal client; with no command on a terminal, asks what to run",
@@ -336,9 +332,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.timeout is not None and args.timeout <= 0:
-        console.print("[red]error:[/] --timeout must be a positive number of seconds")
-        return core.EXIT_USAGE
     if args.command is None and not (sys.stdin.isatty() and console.is_terminal):
         parser.print_usage(sys.stderr)
         console.print("[red]error:[/] give a command (list, run, status); asking needs a terminal")

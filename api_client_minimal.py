@@ -457,12 +457,30 @@ def _cmd_status(client: Client, args: argparse.Namespace) -> int:
     return EXIT_JOB_FAILED if task["status"] in ("FAILURE", "CANCELLED") else EXIT_OK
 
 
-def build_parser() -> argparse.ArgumentParser:
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be a positive number of seconds")
+    return value
+
+
+def common_options() -> argparse.ArgumentParser:
+    """The options every command of both clients takes (a parent parser)."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--server", help=f"service URL (default: $COMFYJOBS_SERVER or {DEFAULT_SERVER})")
     common.add_argument("--api-key", help="API key (default: $COMFYJOBS_API_KEY)")
     common.add_argument("--json", action="store_true", help="machine-readable output on stdout")
-    common.add_argument("--timeout", type=float, default=None, help="give up waiting after this many seconds")
+    common.add_argument(
+        "--timeout", type=positive_seconds, default=None, help="stop waiting after this many seconds"
+    )
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = common_options()
     parser = argparse.ArgumentParser(description="comfyjobs client (requests only)", parents=[common])
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", parents=[common], help="workflows and LoRAs")
@@ -478,9 +496,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.timeout is not None and args.timeout <= 0:
-        print("error: --timeout must be a positive number of seconds", file=sys.stderr)
-        return EXIT_USAGE
     commands: dict[str, Callable[[Client, argparse.Namespace], int]] = {
         "list": _cmd_list,
         "run": _cmd_run,

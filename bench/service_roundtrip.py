@@ -11,7 +11,6 @@ Starts its own Redis, one CPU worker and the API (like `comfyjobs up`), then mea
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import socket
@@ -27,6 +26,7 @@ import redis
 
 from comfyjobs import keys
 from comfyjobs.comfy.smoke_model import write_smoke_checkpoint
+from comfyjobs.jobs.store import decode_events
 from comfyjobs.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -56,10 +56,10 @@ class Watcher:
             waiting = {keys.job_events(t): self.cursors[t] for t in task_ids - self.done.keys()}
             for stream, entries in self.client.xread(waiting, block=1000) or []:  # type: ignore[arg-type]
                 task_id = stream.decode().rsplit(":", 1)[-1]
-                for entry_id, fields in entries:
-                    self.cursors[task_id] = entry_id.decode()
-                    status = json.loads(json.loads(fields[b"changes"]).get("status", "null"))
-                    if status in ("SUCCESS", "FAILURE"):
+                for event in decode_events(entries):
+                    self.cursors[task_id] = event.id
+                    status = event.changes.get("status")
+                    if status in ("SUCCESS", "FAILURE", "CANCELLED"):
                         self.done[task_id] = (status, time.perf_counter())
 
 

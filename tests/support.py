@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import redis
 
 from comfyjobs import keys
+from comfyjobs.jobs.store import decode_events
 
 T = TypeVar("T")
 
@@ -54,21 +55,17 @@ class JobEvents:
     def _read(self, task_id: str, block_ms: int | None) -> None:
         replies = self._redis.xread({keys.job_events(task_id): self._cursor[task_id]}, block=block_ms)
         for _, entries in replies or []:
-            for entry_id, fields in entries:
-                raw = json.loads(fields[b"changes"])
-                self.changes[task_id].append({k: json.loads(v) for k, v in raw.items()})
-                self._cursor[task_id] = entry_id.decode()
+            for event in decode_events(entries):
+                self.changes[task_id].append(event.changes)
+                self._cursor[task_id] = event.id
 
     def wait_terminal(self, task_id: str, timeout_s: float) -> str:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            statuses = self.statuses(task_id)
-            if statuses and statuses[-1] in TERMINAL:
-                return statuses[-1]
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"task {task_id} not finished after {timeout_s} s: {statuses}")
-            self._read(task_id, block_ms=max(1, int(min(left, 2.0) * 1000)))
+        def finished(changes: list[dict[str, Any]]) -> bool:
+            statuses = [c["status"] for c in changes if "status" in c]
+            return bool(statuses) and statuses[-1] in TERMINAL
+
+        self.wait_until(task_id, finished, timeout_s, what="final status")
+        return self.statuses(task_id)[-1]
 
     def wait_until(
         self, task_id: str, check: Callable[[list[dict[str, Any]]], bool], timeout_s: float, what: str
@@ -79,7 +76,9 @@ class JobEvents:
         while not check(self.changes[task_id]):
             left = deadline - time.monotonic()
             if left <= 0:
-                raise AssertionError(f"task {task_id}: no {what} after {timeout_s} s")
+                seen = [c["status"] for c in self.changes[task_id] if "status" in c]
+                raise AssertionError(f"task {task_id}: no {what} after {timeout_s} s (statuses: {seen})")
+            # Below redis-py's 5 s socket timeout, so a quiet stream is not taken for a dead connection.
             self._read(task_id, block_ms=max(1, int(min(left, 2.0) * 1000)))
 
     def progress(self, task_id: str) -> list[dict[str, Any]]:

@@ -6,7 +6,6 @@ printed (pytest -s, or CI's output on failure)."""
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -24,6 +23,7 @@ import pytest
 import redis
 
 from comfyjobs import keys
+from comfyjobs.jobs.store import decode_events
 from tests.conftest import REPO
 from tests.integration.conftest import COMFYUI_DIR, WORKER_READY_TIMEOUT_S
 from tests.support import free_port, wait_for
@@ -99,9 +99,9 @@ class Service:
                 continue
             for stream, entries in replies or []:
                 task_id = stream.decode().rsplit(":", 1)[-1]
-                for entry_id, fields in entries:
-                    cursors[task_id] = entry_id.decode()
-                    status = json.loads(json.loads(fields[b"changes"]).get("status", "null"))
+                for event in decode_events(entries):
+                    cursors[task_id] = event.id
+                    status = event.changes.get("status")
                     if status:
                         statuses[task_id].append(status)
 

@@ -128,7 +128,7 @@ class TaskFeed:
                         # resumes from here must still get the record's next event.
                         yield format_sse_event(event="queued", data_str=view.model_dump_json())
             elif not pending:
-                if await self._store.get(task_id) is None:
+                if not await self._store.exists(task_id):
                     return  # expired (JOB_TTL_S) while we listened: nothing more will come
                 yield HEARTBEAT
 

@@ -133,11 +133,16 @@ def _update_args(task_id: str, expect: Mapping[str, Any] | None, fields: dict[st
     return flat
 
 
+def _place(rank: Any, waiting: Any) -> QueuePlace:
+    return QueuePlace(position=None if rank is None else int(rank) + 1, waiting=int(waiting))
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _decode_events(entries: Any) -> list[JobEvent]:
+def decode_events(entries: Any) -> list[JobEvent]:
+    """Entries of a job events stream (as XRANGE/XREAD return them) → JobEvents."""
     events = []
     for entry_id, fields in entries:
         raw = json.loads(fields[b"changes"])
@@ -215,7 +220,7 @@ class JobStore:
         """The task's events after ``after``, waiting up to ``block_s`` (in Redis) for the first."""
         with _translated():
             replies: Any = self._redis.xread({keys.job_events(task_id): after}, block=int(block_s * 1000))
-        return [event for _, entries in replies or [] for event in _decode_events(entries)]
+        return [event for _, entries in replies or [] for event in decode_events(entries)]
 
     def acquire_lease(self, task_id: str, owner: str, ttl_s: float) -> bool:
         with _translated():
@@ -335,7 +340,7 @@ class AsyncJobStore:
         return Snapshot(
             record=decode_record(raw),
             last_event_id=_text(last[0][0]) if last else None,
-            place=QueuePlace(position=None if rank is None else int(rank) + 1, waiting=int(waiting)),
+            place=_place(rank, waiting),
             last_departure=_text(departed[0][0]) if departed else "0-0",
         )
 
@@ -346,14 +351,14 @@ class AsyncJobStore:
                 pipe.zcard(self._keys.waiting)
                 return await pipe.execute()
 
-        rank, waiting = await self._call(run)
-        return QueuePlace(position=None if rank is None else int(rank) + 1, waiting=int(waiting))
+        return _place(*await self._call(run))
 
-    async def events(self, task_id: str, after: EventId | None = None) -> list[JobEvent]:
-        """The task's events in order, all of them or those after ``after``."""
-        start = "-" if after is None else f"({after}"
-        entries = await self._call(lambda: self._redis.xrange(keys.job_events(task_id), min=start))
-        return _decode_events(entries)
+    async def events(self, task_id: str) -> list[JobEvent]:
+        """All the task's events, in order."""
+        return decode_events(await self._call(lambda: self._redis.xrange(keys.job_events(task_id))))
+
+    async def exists(self, task_id: str) -> bool:
+        return bool(await self._call(lambda: self._redis.exists(keys.job(task_id))))
 
     async def last_departure(self) -> EventId:
         entries = await self._call(lambda: self._redis.xrevrange(self._keys.departures, count=1))
@@ -378,5 +383,5 @@ class AsyncJobStore:
             if _text(stream) == self._keys.departures:
                 departed = _text(entries[-1][0])
             else:
-                events = _decode_events(entries)
+                events = decode_events(entries)
         return events, departed

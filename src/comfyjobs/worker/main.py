@@ -114,6 +114,7 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
     )
     started_at = utc_now()
     client = ComfyClient(comfy.base_url)
+    control = ComfyClient(comfy.base_url)
     availability = AvailabilityMonitor(registry, client)
     heartbeat = Heartbeat(
         redis_client,
@@ -150,6 +151,7 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
                 comfy=comfy,
                 client=client,
                 outputs=OutputStore(settings.output_dir),
+                control=control,
             )
         )
         app = make_celery(settings, registry)
@@ -174,4 +176,5 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
         comfy.close()
         supervisor.join(settings.comfyui_stop_timeout_s)
         client.close()
+        control.close()
         redis_client.close()

@@ -40,6 +40,9 @@ class WorkerContext:
     comfy: ComfyProcess
     client: ComfyClient
     outputs: OutputStore
+    # A second client for the job guard's thread (cancelling a prompt while `client` waits on it):
+    # one HTTP session per thread, made once per worker rather than once per job.
+    control: ComfyClient
 
 
 class ProgressWriter:
@@ -92,9 +95,7 @@ def handle_delivery(task_id: str, ctx: WorkerContext) -> None:
     """One delivery of a job's message. The lease comes first, before waiting for ComfyUI: from here on a
     live worker visibly has the job, so the reconciler leaves it alone; a second delivery of a job some
     live worker has is dropped here. Raises RequeueJobError to hand the message back."""
-    guard = JobGuard(
-        ctx.store, task_id, ctx.worker_id, ctx.settings.job_lease_s, ComfyClient(ctx.client.base_url).cancel
-    )
+    guard = JobGuard(ctx.store, task_id, ctx.worker_id, ctx.settings.job_lease_s, ctx.control.cancel)
     if not guard.acquire():
         log.warning("task %s is with another worker; dropping this duplicate delivery", task_id)
         return
