@@ -101,6 +101,33 @@ class IdempotencyConflictError(ComfyJobsError):
     code = "idempotency_conflict"
 
 
+class AssetNotFoundError(ComfyJobsError):
+    code = "asset_not_found"
+
+
+class MediaError(ComfyJobsError):
+    """An input file is refused: it cannot be fetched (or may not be: SSRF policy), does not decode as
+    its kind, or is too large. The message says why; callers name the field."""
+
+    code = "invalid_media"
+
+
+class PayloadTooLargeError(MediaError):
+    code = "payload_too_large"
+
+
+class UrlSignatureError(ComfyJobsError):
+    """A signed output or asset link is expired, tampered with, or unsigned (403)."""
+
+    code = "url_signature_invalid"
+
+
+class StorageError(ComfyJobsError):
+    """The object store (local folder or S3 bucket) failed; nothing was half-written."""
+
+    code = "storage_unavailable"
+
+
 class QueueUnavailableError(ComfyJobsError):
     """Redis or the Celery broker cannot be reached; nothing was accepted."""
 
