@@ -128,6 +128,12 @@ class StorageError(ComfyJobsError):
     code = "storage_unavailable"
 
 
+class ObjectNotFoundError(StorageError):
+    """No such object in the store (never stored, expired and deleted, or deleted on request)."""
+
+    code = "object_not_found"
+
+
 class QueueUnavailableError(ComfyJobsError):
     """Redis or the Celery broker cannot be reached; nothing was accepted."""
 

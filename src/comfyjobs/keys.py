@@ -63,3 +63,21 @@ def idempotency(key: str) -> str:
     """String with the job's TTL: the task an Idempotency-Key header was first used for, and a hash of
     that request. The client's key is hashed so any header value makes a bounded, safe key."""
     return f"{PREFIX}:idempotency:{hashlib.sha256(key.encode()).hexdigest()}"
+
+
+def job_previews(task_id: str) -> str:
+    """Stream capped at one entry: the latest in-progress preview frame (JPEG bytes) of a running job.
+    The SSE stream reads it beside the job's events; a client connecting mid-run gets the latest at
+    once. Expires soon after the job (PREVIEW_TTL_S)."""
+    return f"{PREFIX}:previews:{task_id}"
+
+
+def asset(asset_id: str) -> str:
+    """String with ASSET_TTL_S: an asset's metadata (JSON, see storage.assets). The id is the sha256 of
+    the bytes, so identical bytes are one asset, stored once."""
+    return f"{PREFIX}:asset:{asset_id}"
+
+
+OBJECT_EXPIRY = f"{PREFIX}:objects:expiry"
+"""Sorted set: object keys or key prefixes (ending in "/") in the object store, scored by the epoch second
+they expire; the retention sweep deletes what is due (O(due), never a listing of the bucket)."""

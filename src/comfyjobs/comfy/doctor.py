@@ -25,6 +25,12 @@ _COMPATIBLE_TYPES = {
     "string": {"STRING", "COMBO"},
     "boolean": {"BOOLEAN"},
     "choice": {"COMBO", "STRING"},
+    # Loader inputs list the files in ComfyUI's input folder; the worker uploads ours before the run.
+    "image": {"COMBO", "STRING"},
+    "mask": {"COMBO", "STRING"},
+    "video": {"COMBO", "STRING"},
+    "audio": {"COMBO", "STRING"},
+    "file": {"COMBO", "STRING"},
 }
 
 
@@ -97,8 +103,8 @@ def _check_param_target(param: Parameter, where: str, spec: InputSpec, found: _F
             found.problems.append(f"{where}: ComfyUI's min is {low}, the manifest allows {param.minimum}")
         if high is not None and (param.maximum is None or param.maximum > high):
             found.problems.append(f"{where}: ComfyUI's max is {high}, the manifest allows {param.maximum}")
-    if options is None:
-        return
+    if options is None or param.is_media:
+        return  # a media input's file is uploaded per job: not in ComfyUI's list beforehand
     for value in _values_of(param):
         if value is None or value in options:
             continue

@@ -19,6 +19,7 @@ from comfyjobs.errors import ManifestError, ManifestProblem
 from comfyjobs.manifests.params import build_request_model, value_type
 from comfyjobs.manifests.registry import RANDOM, Parameter, Registry, Target, Workflow
 from comfyjobs.manifests.schema import (
+    MEDIA_TYPES,
     BaseFile,
     LorasFile,
     ParameterOverride,
@@ -173,6 +174,8 @@ def _check_shape(m: dict[str, Any], problems: _Problems, file: str, key: str) ->
         problems.add(file, key, f"min ({m['min']}) is greater than max ({m['max']})")
     if kind != "string" and m.get("max_length") is not None:
         problems.add(file, key, f"max_length applies to string parameters (type is {kind})")
+    if kind in MEDIA_TYPES and m.get("default") is not None:
+        problems.add(file, f"{key}.default", f"a {kind} parameter has no default (null, or leave it required)")
     if m.get("default") == RANDOM and kind != "integer":
         problems.add(file, f"{key}.default", "`random` is only a default for integer parameters (seeds)")
 

@@ -71,6 +71,8 @@ def value_type(param: Parameter) -> Any:
         base = Annotated[float, bounds, BeforeValidator(_plain_number)]
     elif param.type == "boolean":
         base = Annotated[StrictBool, BeforeValidator(_parse_bool)]
+    elif param.is_media:  # an asset id, an http(s) URL or a data: URL; checked by media.resolve
+        base = Annotated[str, Field(min_length=1)]
     elif param.choices is not None:
         base = Literal[param.choices]
     else:  # choices_from a model folder: any name here, checked against the folder by resolve_params

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from comfyjobs.errors import WorkflowNotFoundError
-from comfyjobs.manifests.schema import LoraSpec, ParamType
+from comfyjobs.manifests.schema import MEDIA_TYPES, LoraSpec, ParamType
 
 RANDOM = "random"
 
@@ -44,6 +44,11 @@ class Parameter:
     targets: tuple[Target, ...]
     fixed: bool = False
     value: Any = None
+
+    @property
+    def is_media(self) -> bool:
+        """An input file (image, mask, video, audio, file), handed to ComfyUI by the worker."""
+        return self.type in MEDIA_TYPES
 
     @property
     def random_default(self) -> bool:
@@ -87,6 +92,10 @@ class Workflow:
     @property
     def public_parameters(self) -> list[Parameter]:
         return [p for p in self.parameters.values() if not p.fixed]
+
+    @property
+    def media_parameters(self) -> list[Parameter]:
+        return [p for p in self.parameters.values() if p.is_media and not p.fixed]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Input media: fetching, checking and storing the files that jobs take as inputs."""

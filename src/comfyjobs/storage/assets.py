@@ -1,0 +1,179 @@
+"""Assets: input files uploaded with POST /assets, or fetched from a URL or data: URL given as a media
+parameter. An asset's id is the sha256 of its bytes: identical bytes are one asset and one stored object
+(``inputs/<sha256>``). Its metadata lives in Redis for ASSET_TTL_S, renewed by each upload of the same
+bytes and each job that uses it; the retention sweep deletes the object once that time has passed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import BinaryIO
+
+import redis
+import redis.asyncio as aioredis
+from pydantic import BaseModel
+
+from comfyjobs import keys
+from comfyjobs.errors import AssetNotFoundError, PayloadTooLargeError, QueueUnavailableError
+from comfyjobs.media.probe import Kind, Probed, probe_file
+from comfyjobs.storage.objects import ObjectStore, input_key
+
+ASSET_ID = re.compile(r"^[0-9a-f]{64}$")
+
+
+class Asset(BaseModel):
+    id: str  # the sha256 of the bytes, hex
+    sha256: str
+    kind: Kind
+    content_type: str
+    extension: str
+    size_bytes: int
+    width: int | None = None
+    height: int | None = None
+    filename: str | None = None
+    created_at: datetime
+    expires_at: datetime
+
+    @property
+    def key(self) -> str:
+        return input_key(self.sha256)
+
+
+class Ingested(BaseModel):
+    """Bytes hashed, probed and stored; not yet recorded as an asset."""
+
+    sha256: str
+    size_bytes: int
+    probed: Probed
+    filename: str | None
+
+
+def _safe_filename(name: str | None) -> str | None:
+    if not name:
+        return None
+    base = Path(name.replace("\\", "/")).name.strip()
+    return base[:200] or None
+
+
+def ingest_file(store: ObjectStore, source: Path, *, max_pixels: int, filename: str | None) -> Ingested:
+    """Blocking: hashes and probes ``source`` and stores it under its hash unless already there.
+    ``source`` is consumed (moved or deleted)."""
+    digest = hashlib.sha256()
+    size = 0
+    with source.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    sha256 = digest.hexdigest()
+    name = _safe_filename(filename)
+    probed = probe_file(source, max_pixels=max_pixels, filename=name)
+    key = input_key(sha256)
+    if store.exists(key):
+        source.unlink(missing_ok=True)
+    else:
+        store.put_file(key, source, probed.content_type)
+    return Ingested(sha256=sha256, size_bytes=size, probed=probed, filename=name)
+
+
+def ingest_bytes(store: ObjectStore, data: bytes, *, max_pixels: int, filename: str | None) -> Ingested:
+    with tempfile.NamedTemporaryFile(delete=False, prefix="comfyjobs-input-") as fh:
+        fh.write(data)
+    return ingest_file(store, Path(fh.name), max_pixels=max_pixels, filename=filename)
+
+
+def spool(stream: BinaryIO, max_bytes: int) -> Path:
+    """Copies an upload to a temporary file, refusing it past ``max_bytes`` (413)."""
+    with tempfile.NamedTemporaryFile(delete=False, prefix="comfyjobs-upload-") as out:
+        path = Path(out.name)
+        try:
+            copied = 0
+            while chunk := stream.read(1 << 20):
+                copied += len(chunk)
+                if copied > max_bytes:
+                    raise PayloadTooLargeError(f"the file is over INPUT_MAX_BYTES ({max_bytes} bytes)")
+                out.write(chunk)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+    return path
+
+
+def _translate(exc: redis.RedisError) -> QueueUnavailableError:
+    return QueueUnavailableError(f"Redis is unavailable: {exc}")
+
+
+class AssetRecords:
+    """Asset metadata in Redis, for the API (asyncio)."""
+
+    def __init__(self, client: aioredis.Redis, ttl_s: int) -> None:
+        self._redis = client
+        self.ttl_s = ttl_s
+
+    async def record(self, ingested: Ingested) -> Asset:
+        """Records the asset (or renews it: same bytes, same asset) for another ASSET_TTL_S."""
+        now = datetime.now(UTC)
+        existing = await self.get(ingested.sha256)
+        probed = ingested.probed
+        asset = Asset(
+            id=ingested.sha256,
+            sha256=ingested.sha256,
+            kind=probed.kind,
+            content_type=probed.content_type,
+            extension=probed.extension,
+            size_bytes=ingested.size_bytes,
+            width=probed.width,
+            height=probed.height,
+            filename=existing.filename if existing and existing.filename else ingested.filename,
+            created_at=existing.created_at if existing else now,
+            expires_at=now + timedelta(seconds=self.ttl_s),
+        )
+        await self._save(asset)
+        return asset
+
+    async def _save(self, asset: Asset) -> None:
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.set(keys.asset(asset.id), asset.model_dump_json(), ex=self.ttl_s)
+                # GT: a later expiry only; the object outlives its record by nothing.
+                pipe.zadd(keys.OBJECT_EXPIRY, {asset.key: asset.expires_at.timestamp()}, gt=True)
+                await pipe.execute()
+        except redis.RedisError as exc:
+            raise _translate(exc) from exc
+
+    async def get(self, asset_id: str) -> Asset | None:
+        if not ASSET_ID.match(asset_id):
+            return None
+        try:
+            raw = await self._redis.get(keys.asset(asset_id))
+        except redis.RedisError as exc:
+            raise _translate(exc) from exc
+        return Asset.model_validate_json(raw) if raw else None
+
+    async def require(self, asset_id: str) -> Asset:
+        asset = await self.get(asset_id)
+        if asset is None:
+            raise AssetNotFoundError(
+                f"no asset {asset_id[:80]!r} (unknown, deleted, or expired after ASSET_TTL_S)"
+            )
+        return asset
+
+    async def touch(self, asset: Asset) -> Asset:
+        """A job uses it: it stays for another ASSET_TTL_S."""
+        renewed = asset.model_copy(update={"expires_at": datetime.now(UTC) + timedelta(seconds=self.ttl_s)})
+        await self._save(renewed)
+        return renewed
+
+    async def forget(self, asset_id: str) -> None:
+        """Removes the record and schedules the object for deletion now (DELETE /assets/{id})."""
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.delete(keys.asset(asset_id))
+                pipe.zadd(keys.OBJECT_EXPIRY, {input_key(asset_id): time.time()})
+                await pipe.execute()
+        except redis.RedisError as exc:
+            raise _translate(exc) from exc
