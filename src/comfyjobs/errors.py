@@ -85,6 +85,12 @@ class TaskFinishedError(ComfyJobsError):
     code = "task_finished"
 
 
+class TaskRunningError(ComfyJobsError):
+    """The task has not finished yet (its outputs cannot be deleted)."""
+
+    code = "task_running"
+
+
 class OutputNotFoundError(ComfyJobsError):
     code = "output_not_found"
 

@@ -33,6 +33,8 @@ class WorkerBeat(BaseModel):
     seen_at: datetime
     # What this worker's ComfyUI can run, as `comfy.doctor` found it (empty until first checked).
     workflows: dict[str, WorkflowAvailability] = {}
+    # Model files per folder the manifests choose from (`choices_from`), for an API without this disk.
+    models: dict[str, list[str]] = {}
 
 
 class Heartbeat:

@@ -10,7 +10,7 @@ from comfyjobs.comfy.client import ComfyClient
 from comfyjobs.manifests.loader import load_registry
 from comfyjobs.manifests.params import resolve_params, validate_params
 from comfyjobs.manifests.patching import build_graph
-from comfyjobs.storage.models import ModelCatalog
+from comfyjobs.storage.models import DiskModels
 from tests.conftest import REPO
 from tests.integration.conftest import Service
 
@@ -35,7 +35,7 @@ def test_api_and_ui_exports_import_to_workflows_that_run(service: Service, tmp_p
     graphs = []
     for workflow in (api_wf, ui_wf):
         params = resolve_params(
-            workflow, validate_params(workflow, request), ModelCatalog(service.model_dir).list
+            workflow, validate_params(workflow, request), DiskModels(service.model_dir).list
         )
         graphs.append(build_graph(workflow, params, registry.loras))
     assert graphs[0] == graphs[1]

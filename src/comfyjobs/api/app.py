@@ -13,17 +13,22 @@ from fastapi import Depends, FastAPI
 from comfyjobs import __version__
 from comfyjobs.api.auth import require_api_key
 from comfyjobs.api.errors import install_error_handlers
-from comfyjobs.api.routes import generate, health, loras, outputs, tasks, workflows
+from comfyjobs.api.model_catalog import DiskModels, ModelCatalog, ReportedModels
+from comfyjobs.api.routes import assets, files, generate, health, loras, tasks, workflows
 from comfyjobs.api.routes.tasks import LONG_POLL_MAX_S
 from comfyjobs.api.services import Services
 from comfyjobs.api.task_feed import TaskFeed
+from comfyjobs.api.views import Links
 from comfyjobs.jobs.reconciler import Reconciler
 from comfyjobs.jobs.store import AsyncJobStore
 from comfyjobs.manifests.loader import load_registry
 from comfyjobs.manifests.registry import Registry
+from comfyjobs.media.fetch import UrlPolicy
+from comfyjobs.media.resolve import MediaLimits, MediaResolver
 from comfyjobs.settings import Settings
-from comfyjobs.storage.models import ModelCatalog
-from comfyjobs.storage.outputs import OutputStore
+from comfyjobs.storage.assets import AssetRecords
+from comfyjobs.storage.objects import ObjectStore, open_object_store
+from comfyjobs.storage.retention import RetentionSweeper
 from comfyjobs.worker.celery_app import make_celery
 
 log = logging.getLogger(__name__)
@@ -37,6 +42,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> FastAPI:
     """Fails fast: bad manifests or a missing REDIS_URL raise here, before the server binds."""
     registry = registry or load_registry(settings.manifest_dir, settings.workflow_dir)
     redis_url = settings.require_redis_url()
+    objects: ObjectStore = open_object_store(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -52,28 +58,48 @@ def create_app(settings: Settings, registry: Registry | None = None) -> FastAPI:
         )
         store = AsyncJobStore(client, settings.job_ttl_s, settings.queue_name, waiting_client)
         celery = make_celery(settings, registry)
+        links = Links(objects, settings.url_ttl_s)
+        assets = AssetRecords(client, settings.asset_ttl_s)
+        limits = MediaLimits(
+            max_bytes=settings.input_max_bytes,
+            max_pixels=settings.input_max_pixels,
+            url_timeout_s=settings.input_url_timeout_s,
+            url_policy=UrlPolicy(settings.url_allowlist),
+        )
+        models: ModelCatalog = (
+            DiskModels(settings.model_dir) if objects.backend == "local" else ReportedModels(client)
+        )
         app.state.services = Services(
             settings=settings,
             registry=registry,
             redis=client,
             store=store,
-            feed=TaskFeed(store, settings.public_base_url, settings.sse_heartbeat_s),
+            feed=TaskFeed(store, links, settings.sse_heartbeat_s),
             celery=celery,
-            outputs=OutputStore(settings.output_dir),
-            models=ModelCatalog(settings.model_dir),
+            objects=objects,
+            links=links,
+            assets=assets,
+            media=MediaResolver(assets, objects, limits),
+            models=models,
         )
         reconciler = Reconciler(client, store, celery, settings.queue_name, settings.reconcile_interval_s)
-        reconciling = asyncio.create_task(reconciler.run_forever(), name="reconciler")
+        sweeper = RetentionSweeper(client, objects, settings.retention_interval_s)
+        background = [
+            asyncio.create_task(reconciler.run_forever(), name="reconciler"),
+            asyncio.create_task(sweeper.run_forever(), name="retention"),
+        ]
         try:
             yield
         finally:
-            # The reconciler first: it must not start a Redis call on a client being closed. It ends its
-            # pass (Redis calls time out after REDIS_TIMEOUT_S); cancelled only if it does not.
+            # Background loops first: they must not start a Redis call on a client being closed. Each
+            # ends its pass (Redis calls time out after REDIS_TIMEOUT_S); cancelled only if it does not.
             reconciler.stop()
-            try:
-                await asyncio.wait_for(reconciling, RECONCILER_STOP_TIMEOUT_S)
-            except TimeoutError:
-                log.warning("the reconciler did not stop in time; cancelled")
+            sweeper.stop()
+            for task in background:
+                try:
+                    await asyncio.wait_for(task, RECONCILER_STOP_TIMEOUT_S)
+                except TimeoutError:
+                    log.warning("%s did not stop in time; cancelled", task.get_name())
             await waiting_client.aclose()
             await client.aclose()
 
@@ -88,7 +114,9 @@ def create_app(settings: Settings, registry: Registry | None = None) -> FastAPI:
     app.include_router(generate.router, dependencies=keyed)
     app.include_router(workflows.build_router(registry), dependencies=keyed)
     app.include_router(tasks.router, dependencies=keyed)
-    app.include_router(outputs.router, dependencies=keyed)
+    app.include_router(assets.router, dependencies=keyed)
+    # Signed links (local backend): the signature is the credential, so a browser can fetch them.
+    app.include_router(files.router)
     app.include_router(loras.router, dependencies=keyed)
     app.include_router(health.router)
     return app

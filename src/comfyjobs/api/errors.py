@@ -10,17 +10,24 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from comfyjobs.errors import (
+    AssetNotFoundError,
     AuthenticationError,
     ComfyJobsError,
     ConfigError,
     FieldProblem,
     IdempotencyConflictError,
     InvalidParamsError,
+    MediaError,
+    ObjectNotFoundError,
     OutputNotFoundError,
+    PayloadTooLargeError,
     QueueFullError,
     QueueUnavailableError,
+    StorageError,
     TaskFinishedError,
     TaskNotFoundError,
+    TaskRunningError,
+    UrlSignatureError,
     WorkflowNotFoundError,
     WorkflowUnavailableError,
 )
@@ -36,6 +43,13 @@ HTTP_STATUS: dict[type[ComfyJobsError], int] = {
     IdempotencyConflictError: 409,
     QueueFullError: 429,
     OutputNotFoundError: 404,
+    TaskRunningError: 409,
+    AssetNotFoundError: 404,
+    ObjectNotFoundError: 404,
+    StorageError: 503,
+    UrlSignatureError: 403,
+    PayloadTooLargeError: 413,
+    MediaError: 422,
     WorkflowUnavailableError: 409,
     QueueUnavailableError: 503,
     ConfigError: 500,
@@ -51,7 +65,7 @@ def status_for(exc: ComfyJobsError) -> int:
 
 def error_response(exc: ComfyJobsError) -> JSONResponse:
     headers = None
-    if isinstance(exc, QueueUnavailableError):
+    if isinstance(exc, QueueUnavailableError | StorageError) and not isinstance(exc, ObjectNotFoundError):
         headers = {"Retry-After": "5"}
     elif isinstance(exc, QueueFullError):
         headers = {"Retry-After": str(QUEUE_FULL_RETRY_AFTER_S)}

@@ -8,12 +8,15 @@ import redis.asyncio as aioredis
 from celery import Celery
 from fastapi import Request
 
+from comfyjobs.api.model_catalog import ModelCatalog
 from comfyjobs.api.task_feed import TaskFeed
+from comfyjobs.api.views import Links
 from comfyjobs.jobs.store import AsyncJobStore
 from comfyjobs.manifests.registry import Registry
+from comfyjobs.media.resolve import MediaResolver
 from comfyjobs.settings import Settings
-from comfyjobs.storage.models import ModelCatalog
-from comfyjobs.storage.outputs import OutputStore
+from comfyjobs.storage.assets import AssetRecords
+from comfyjobs.storage.objects import ObjectStore
 
 
 @dataclass(frozen=True)
@@ -24,7 +27,10 @@ class Services:
     store: AsyncJobStore
     feed: TaskFeed
     celery: Celery
-    outputs: OutputStore
+    objects: ObjectStore
+    links: Links
+    assets: AssetRecords
+    media: MediaResolver
     models: ModelCatalog
 
 

@@ -45,8 +45,13 @@ async def submit(
     svc: Services, workflow: Workflow, request: BaseModel, idempotency_key: str | None = None
 ) -> Submitted:
     await require_available(svc.redis, workflow.id)
-    params = await run_in_threadpool(resolve_params, workflow, request, svc.models.list)
-    record = JobRecord(task_id=uuid.uuid4().hex, workflow_id=workflow.id, params=params)
+    folders = {p.choices_from for p in workflow.public_parameters if p.choices_from is not None}
+    models = await svc.models.lists(folders)
+    params = resolve_params(workflow, request, lambda folder: models.get(folder, []))
+    media = await svc.media.resolve(workflow, params)
+    record = JobRecord(
+        task_id=uuid.uuid4().hex, workflow_id=workflow.id, params=media.params, inputs=media.inputs
+    )
     fingerprint = request_hash(workflow, request)
     admission = await svc.store.admit(
         record,

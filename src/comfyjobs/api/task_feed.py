@@ -8,15 +8,17 @@ its place in line is re-announced when a job ahead of it is taken.
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi.sse import format_sse_event
 
-from comfyjobs.api.views import TaskView
+from comfyjobs.api.views import Links, TaskView
 from comfyjobs.errors import TaskNotFoundError
 from comfyjobs.jobs.record import TERMINAL_STATUSES, JobRecord, JobStatus
-from comfyjobs.jobs.store import AsyncJobStore, EventId, JobEvent, Snapshot
+from comfyjobs.jobs.store import AsyncJobStore, EventId, JobEvent, Preview, Snapshot
 
 EVENT_NAMES = {
     JobStatus.PENDING: "queued",
@@ -40,14 +42,14 @@ def _not_found(task_id: str) -> TaskNotFoundError:
 
 
 class TaskFeed:
-    def __init__(self, store: AsyncJobStore, public_base_url: str, heartbeat_s: float) -> None:
+    def __init__(self, store: AsyncJobStore, links: Links, heartbeat_s: float) -> None:
         self._store = store
-        self._base_url = public_base_url
+        self._links = links
         self._heartbeat_s = heartbeat_s
 
     async def _view(self, record: JobRecord, last_event_id: EventId | None) -> TaskView:
         place = await self._store.place(record.task_id) if record.status == JobStatus.PENDING else None
-        return TaskView.from_record(record, self._base_url, place, last_event_id)
+        return TaskView.from_record(record, self._links, place, last_event_id)
 
     async def _snapshot(self, task_id: str) -> Snapshot:
         snapshot = await self._store.snapshot(task_id)
@@ -56,7 +58,7 @@ class TaskFeed:
         return snapshot
 
     def _snapshot_view(self, snapshot: Snapshot) -> TaskView:
-        return TaskView.from_record(snapshot.record, self._base_url, snapshot.place, snapshot.last_event_id)
+        return TaskView.from_record(snapshot.record, self._links, snapshot.place, snapshot.last_event_id)
 
     async def current(self, task_id: str) -> TaskView:
         return self._snapshot_view(await self._snapshot(task_id))
@@ -100,6 +102,8 @@ class TaskFeed:
         resume_key = event_id_key(after) if after is not None else (-1, -1)
         # Read before the events: a job leaving the queue after this point always wakes the wait below.
         departures = await self._store.last_departure()
+        latest_preview = await self._store.latest_preview(task_id)
+        previews: EventId = latest_preview.id if latest_preview else "0-0"
         pending: list[JobEvent] = await self._store.events(task_id)
         position: int | None = None
         while True:
@@ -114,12 +118,18 @@ class TaskFeed:
                 yield _format(event, view)
             if not state or state.get("status") in TERMINAL_STATUSES:
                 return  # finished, or expired (with its events) while we were connected
+            if latest_preview is not None:  # the latest frame at once, then each new one
+                yield _format_preview(task_id, latest_preview)
+                latest_preview = None
             waiting = state.get("status") == JobStatus.PENDING
-            pending, departed = await self._store.wait_for_change(
-                task_id, cursor, self._heartbeat_s, departures if waiting else None
+            change = await self._store.wait_for_change(
+                task_id, cursor, self._heartbeat_s, departures if waiting else None, previews
             )
-            if departed is not None:
-                departures = departed
+            pending = change.events
+            if change.preview is not None:
+                previews, latest_preview = change.preview.id, change.preview
+            if change.departed is not None:
+                departures = change.departed
                 if not pending:
                     view = await self._view(JobRecord.model_validate(state), cursor)
                     if view.queue is not None and view.queue.position != position:
@@ -127,10 +137,20 @@ class TaskFeed:
                         # No id: moving up in line is not an event of the record, so a client that
                         # resumes from here must still get the record's next event.
                         yield format_sse_event(event="queued", data_str=view.model_dump_json())
-            elif not pending:
+            elif not pending and change.preview is None:
                 if not await self._store.exists(task_id):
                     return  # expired (JOB_TTL_S) while we listened: nothing more will come
                 yield HEARTBEAT
+
+
+def _format_preview(task_id: str, preview: Preview) -> bytes:
+    """No id either: a preview is not an event of the record (and only the latest one is kept)."""
+    data = {
+        "task_id": task_id,
+        "content_type": "image/jpeg",
+        "image_base64": base64.b64encode(preview.jpeg).decode(),
+    }
+    return format_sse_event(event="preview", data_str=json.dumps(data))
 
 
 def _format(event: JobEvent, view: TaskView) -> bytes:

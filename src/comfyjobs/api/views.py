@@ -1,4 +1,5 @@
-"""Response shapes. Output URLs are made here, from PUBLIC_URL, at read time."""
+"""Response shapes. Output and asset URLs are made here at read time: signed, expiring links (presigned
+with S3), fresh on every read, never stored."""
 
 from __future__ import annotations
 
@@ -7,16 +8,59 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from comfyjobs.jobs.record import JobError, JobRecord, JobStatus, Progress
+from comfyjobs.jobs.record import JobError, JobRecord, JobStatus, OutputKind, Progress, utc_now
 from comfyjobs.jobs.store import QueuePlace
+from comfyjobs.storage.assets import Asset
+from comfyjobs.storage.objects import ObjectStore, output_key
+
+
+class Links:
+    """Makes the links of one read: every URL valid for URL_TTL_S from now."""
+
+    def __init__(self, store: ObjectStore, ttl_s: int) -> None:
+        self._store = store
+        self._ttl_s = ttl_s
+
+    def output(self, task_id: str, filename: str, content_type: str) -> tuple[str, datetime]:
+        link = self._store.link(
+            output_key(task_id, filename), content_type=content_type, filename=filename, ttl_s=self._ttl_s
+        )
+        return link.url, link.expires_at
+
+    def asset(self, asset: Asset) -> tuple[str, datetime]:
+        name = asset.filename or f"{asset.id[:16]}{asset.extension}"
+        link = self._store.link(asset.key, content_type=asset.content_type, filename=name, ttl_s=self._ttl_s)
+        return link.url, link.expires_at
 
 
 class OutputView(BaseModel):
     url: str
+    url_expires_at: datetime
     filename: str
     content_type: str
+    kind: OutputKind
     node_id: str
     size_bytes: int
+
+
+class AssetView(BaseModel):
+    id: str = Field(description="Use it as the value of a media parameter (image, mask, video, ...).")
+    sha256: str
+    kind: str = Field(description="image, video, audio or file, as the content decoded")
+    content_type: str
+    size_bytes: int
+    width: int | None
+    height: int | None
+    filename: str | None
+    url: str
+    url_expires_at: datetime
+    created_at: datetime
+    expires_at: datetime = Field(description="deleted after this unless uploaded again or used by a job")
+
+    @classmethod
+    def from_asset(cls, asset: Asset, links: Links) -> AssetView:
+        url, url_expires_at = links.asset(asset)
+        return cls(url=url, url_expires_at=url_expires_at, **asset.model_dump(exclude={"extension"}))
 
 
 class QueueView(BaseModel):
@@ -31,6 +75,10 @@ class TaskView(BaseModel):
     progress: Progress
     params: dict[str, Any]
     outputs: list[OutputView]
+    outputs_expire_at: datetime | None = Field(
+        default=None, description="outputs are deleted then (OUTPUT_TTL_S), or were deleted on request"
+    )
+    outputs_deleted: bool = False
     error: JobError | None
     attempts: int
     worker: str | None
@@ -48,22 +96,25 @@ class TaskView(BaseModel):
     def from_record(
         cls,
         record: JobRecord,
-        public_base_url: str,
+        links: Links,
         place: QueuePlace | None = None,
         last_event_id: str | None = None,
     ) -> TaskView:
-        outputs = [
-            OutputView(url=f"{public_base_url}/outputs/{record.task_id}/{o.filename}", **o.model_dump())
-            for o in record.outputs
-        ]
+        outputs = []
+        expired = record.outputs_expire_at is not None and record.outputs_expire_at <= utc_now()
+        if not expired:
+            for o in record.outputs:
+                url, url_expires_at = links.output(record.task_id, o.filename, o.content_type)
+                outputs.append(OutputView(url=url, url_expires_at=url_expires_at, **o.model_dump()))
         queue = None
         if place is not None and place.position is not None and record.status == JobStatus.PENDING:
             queue = QueueView(position=place.position, waiting=place.waiting)
         return cls(
             outputs=outputs,
+            outputs_deleted=expired,
             queue=queue,
             last_event_id=last_event_id,
-            **record.model_dump(exclude={"outputs"}),
+            **record.model_dump(exclude={"outputs", "inputs"}),
         )
 
 

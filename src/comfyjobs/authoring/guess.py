@@ -1,14 +1,15 @@
 """A first guess at the public parameters of an API-format workflow, for the operator to edit.
 
 Only the inputs nearly every deployment exposes are picked, and only where they hold a literal value (an
-input fed by a link is not a parameter): prompt texts, sampler settings (seed, steps, cfg, sampler,
-scheduler, denoise), the size and batch of an ``Empty…`` latent or image, the checkpoint, and each LoRA
-with its strength. A prompt is positive or negative by the sampler input it ends up in, traced upstream
+input fed by a link is not a parameter): the file of each input loader (LoadImage, LoadImageMask,
+LoadVideo, LoadAudio: a required media parameter the caller uploads to), prompt texts, sampler settings
+(seed, steps, cfg, sampler, scheduler, denoise), the size and batch of an ``Empty…`` latent or image, the
+checkpoint, and each LoRA with its strength. A prompt is positive or negative by the sampler input it ends up in, traced upstream
 from every ``positive``/``negative`` input (and a guider's ``conditioning``); a text that reaches both
 (FLUX zeroes the positive for its negative) counts as positive.
 
-The second and later instances of a role (a second sampler, a second LoRA) get numbered names (``steps_2``,
-``lora_2``, ``lora_2_strength``). Nothing here reads the manifests; ``importer`` decides which names
+The second and later instances of a role (a second sampler, a second LoRA, a second input image) get
+numbered names (``steps_2``, ``lora_2``, ``lora_2_strength``, ``image_2``). Nothing here reads the manifests; ``importer`` decides which names
 already exist in base.yaml.
 """
 
@@ -18,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from comfyjobs.manifests.schema import ParamType
+from comfyjobs.manifests.schema import MEDIA_TYPES, ParamType
 
 _TEMPLATE_VALUE = object()  # a role's default: the template's current value
 
@@ -40,9 +41,20 @@ class Role:
     def default_from_template(self) -> bool:
         return self.default is _TEMPLATE_VALUE
 
+    @property
+    def is_media(self) -> bool:
+        """An input file: required, never a default (the template's file name is the author's own)."""
+        return self.type in MEDIA_TYPES
+
+
+_MEDIA_VALUE = "an asset id, an http(s) URL or a data: URL"
 
 # In the order parameters are listed in workflows.yaml.
 ROLES: dict[str, Role] = {
+    "image": Role("image", f"Input picture: {_MEDIA_VALUE}.", default=None),
+    "mask": Role("mask", f"Mask (white = the area to change): {_MEDIA_VALUE}.", default=None),
+    "video": Role("video", f"Input video: {_MEDIA_VALUE}.", default=None),
+    "audio": Role("audio", f"Input audio: {_MEDIA_VALUE}.", default=None),
     "prompt": Role("string", "What to generate.", max_length=4000),
     "negative_prompt": Role("string", "What to avoid.", max_length=4000),
     "seed": Role(
@@ -81,6 +93,13 @@ _SAMPLER_INPUTS = {
     "sampler_name": "sampler",
     "scheduler": "scheduler",
     "denoise": "denoise",
+}
+# Loader class -> (role, the input naming its file in ComfyUI's input folder).
+_MEDIA_LOADERS = {
+    "LoadImage": ("image", "image"),
+    "LoadImageMask": ("mask", "image"),
+    "LoadVideo": ("video", "file"),
+    "LoadAudio": ("audio", "audio"),
 }
 _TEXT_INPUTS = ("text", "prompt", "text_g", "text_l", "clip_l", "t5xxl")
 _LORA_PASSTHROUGH = ("model", "clip")  # LoraLoader's outputs, in order; LoraLoaderModelOnly has the first
@@ -170,6 +189,9 @@ def guess_parameters(graph: Mapping[str, Any], object_info: Mapping[str, Any] | 
     polarity = _prompt_polarity(graph)
     for node_id, node in graph.items():
         inputs = node.get("inputs") or {}
+        media = _MEDIA_LOADERS.get(str(node.get("class_type")))
+        if media is not None and _literal(node, media[1], "string"):
+            add(media[0], [(node_id, media[1])], inputs[media[1]])
         if node_id in polarity:
             texts = [t for t in _TEXT_INPUTS if _literal(node, t, "string")]
             role = "prompt" if polarity[node_id] == "positive" else "negative_prompt"

@@ -5,7 +5,8 @@ A parameter base.yaml already has is reused when it means the same (same type, s
 its targets in base.yaml were written for another template, so the import always writes this template's
 targets, by node id, as a per-workflow override. A parameter base.yaml lacks is added there with
 neutral settings (bounds of its kind, widened to the template's value; the template's value as default)
-and no targets of its own. The manifests are edited as text (comments and layout stay as they are), and the
+and no targets of its own. An input file (image, mask, video, audio) is a required parameter with no
+default: the file the export names is only on its author's machine. The manifests are edited as text (comments and layout stay as they are), and the
 result is loaded with ``load_registry``: if the import added a problem, every file is put back as it was.
 """
 
@@ -156,6 +157,8 @@ def _new_spec(guess: Guess, role: Role, template_spec: Mapping[str, Any] | None,
             spec["nullable"] = True
     if note:
         spec["description"] = f"{spec.get('description', '')} ({note})".strip()
+    if role.is_media:  # required: the loader refuses a default on a media parameter
+        return spec
     default = guess.value if role.default_from_template else role.default
     if role.type == "choice" and role.choices_from is None:
         choices = list(spec.get("choices") or guess.choices or [])
@@ -218,7 +221,11 @@ def _plan(
         if name in base:
             spec: Mapping[str, Any] = base[name]
             has_default = "default" in spec
-            reuse_default = guess.role in ("seed", "lora") or (guess.role == "prompt" and not has_default)
+            reuse_default = (
+                role.is_media
+                or guess.role in ("seed", "lora")
+                or (guess.role == "prompt" and not has_default)
+            )
             if not reuse_default and guess.value != spec.get("default") and _valid_value(spec, guess.value):
                 override["default"] = guess.value
             default = override.get("default", spec.get("default"))
@@ -227,7 +234,7 @@ def _plan(
             title = ((graph[first_node].get("_meta") or {}).get("title")) or graph[first_node]["class_type"]
             note = f"{workflow_id}: node {first_node}, {title}" if name != guess.role else ""
             created[name] = _new_spec(guess, role, base.get(guess.role), note)
-            default = created[name]["default"]
+            default = created[name].get("default")
         if guess.role == "lora" and not guess.bypass_when_null:
             # Null could not take the loader out of this graph: the parameter picks a file, never none.
             override.update(nullable=False, default=guess.value)

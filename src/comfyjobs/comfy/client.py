@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import requests
 import websocket
@@ -37,19 +37,25 @@ WS_RECV_TIMEOUT_S = 5.0
 
 @dataclass(frozen=True)
 class OutputFile:
+    """One output of one node: a file in ComfyUI's output (or temp) folder, or a text the node showed."""
+
     node_id: str
     filename: str
     subfolder: str
-    type: str  # "output" or "temp"
+    type: str  # "output" or "temp"; "text" for a text output
+    animated: bool = False  # the node marked its images animated (SaveAnimatedWEBP/PNG, SaveWEBM)
+    text: str | None = None
 
 
 @dataclass(frozen=True)
 class ComfyEvent:
-    kind: Literal["started", "node", "progress"]
+    kind: Literal["started", "node", "progress", "preview"]
     node_id: str | None = None
     node_type: str | None = None
     value: int | None = None
     max: int | None = None
+    image: bytes | None = None  # a preview frame
+    image_type: str | None = None  # its content type
 
 
 EventCallback = Callable[[ComfyEvent], None]
@@ -69,13 +75,15 @@ def _describe_node_errors(node_errors: Mapping[str, Any]) -> tuple[str, str | No
 
 
 def collect_outputs(history_entry: Mapping[str, Any]) -> list[OutputFile]:
-    """Every file of every output node: images, gifs, videos, audio, whatever list of files a node returns."""
+    """Every output of every output node, none dropped: each list of files a node returns (images, gifs,
+    video, audio, 3d...), and each text it shows (``text``: strings), kept as a text file."""
     files = []
     for node_id, node_output in history_entry.get("outputs", {}).items():
-        for items in node_output.values():
+        animated = any(bool(a) for a in node_output.get("animated", []) or [])
+        for key, items in node_output.items():
             if not isinstance(items, list):
                 continue
-            for item in items:
+            for index, item in enumerate(items):
                 if isinstance(item, dict) and isinstance(item.get("filename"), str):
                     files.append(
                         OutputFile(
@@ -83,9 +91,38 @@ def collect_outputs(history_entry: Mapping[str, Any]) -> list[OutputFile]:
                             filename=item["filename"],
                             subfolder=item.get("subfolder", "") or "",
                             type=item.get("type", "output") or "output",
+                            animated=animated and key in ("images", "gifs"),
                         )
                     )
+                elif key == "text" and isinstance(item, str):
+                    name = f"text-node{node_id}-{index + 1}.txt"
+                    files.append(OutputFile(str(node_id), name, "", "text", text=item))
     return files
+
+
+# Binary websocket frames (ComfyUI's server.BinaryEventTypes): 4-byte big-endian type, then the payload.
+PREVIEW_IMAGE = 1  # payload: 4-byte image format (1 JPEG, 2 PNG), then the image
+PREVIEW_IMAGE_WITH_METADATA = 4  # payload: 4-byte metadata length, JSON metadata, then the image
+_PREVIEW_FORMATS = {1: "image/jpeg", 2: "image/png"}
+
+
+def parse_preview(frame: bytes) -> tuple[bytes, str] | None:
+    """(image bytes, content type) of a preview frame; None for any other binary frame."""
+    if len(frame) < 8:
+        return None
+    kind = int.from_bytes(frame[:4], "big")
+    if kind == PREVIEW_IMAGE:
+        fmt = int.from_bytes(frame[4:8], "big")
+        return frame[8:], _PREVIEW_FORMATS.get(fmt, "image/jpeg")
+    if kind == PREVIEW_IMAGE_WITH_METADATA:
+        size = int.from_bytes(frame[4:8], "big")
+        try:
+            meta = json.loads(frame[8 : 8 + size])
+        except ValueError:
+            return None
+        image_type = meta.get("image_type", "image/jpeg") if isinstance(meta, dict) else "image/jpeg"
+        return frame[8 + size :], str(image_type)
+    return None
 
 
 class ComfyClient:
@@ -171,7 +208,27 @@ class ComfyClient:
         text = error.get("message") or resp.text[:500] or f"HTTP {resp.status_code}"
         raise ComfyPromptRejectedError(f"ComfyUI rejected the graph: {text}{': ' + detail if detail else ''}")
 
+    def upload_input(self, name: str, data: BinaryIO, content_type: str, subfolder: str) -> str:
+        """Hands a file to ComfyUI (POST /upload/image, which takes any file into its input folder) and
+        returns the name a loader input takes ("subfolder/name")."""
+        form = {"type": "input", "subfolder": subfolder, "overwrite": "true"}
+        resp = self._request("POST", "/upload/image", files={"image": (name, data, content_type)}, data=form)
+        if resp.status_code != 200:
+            raise ComfyUnavailableError(
+                f"ComfyUI refused the input file {name}: HTTP {resp.status_code} {resp.text[:200]}"
+            )
+        try:
+            body = resp.json()
+            stored = str(body["name"])
+            folder = str(body.get("subfolder") or "")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ComfyUnavailableError(f"ComfyUI's /upload/image answered badly: {exc}") from exc
+        return f"{folder}/{stored}" if folder else stored
+
     def download(self, output: OutputFile, dest: Path) -> None:
+        if output.text is not None:
+            dest.write_text(output.text, encoding="utf-8")
+            return
         params = {"filename": output.filename, "subfolder": output.subfolder, "type": output.type}
         try:
             with self._http.get(
@@ -253,6 +310,7 @@ class ComfyClient:
             return node.get("class_type") if isinstance(node, Mapping) else None
 
         error: Exception | None = None
+        prompt_started = False
         last_traffic = time.monotonic()
         while True:
             if time.monotonic() > deadline:
@@ -275,8 +333,14 @@ class ComfyClient:
             except (OSError, websocket.WebSocketException) as exc:
                 raise ComfyUnavailableError(f"ComfyUI's websocket broke during the job: {exc}") from exc
             last_traffic = time.monotonic()
+            if isinstance(frame, bytes):
+                # Previews carry no prompt id; this ComfyUI runs our prompts only, one at a time.
+                preview = parse_preview(frame)
+                if preview is not None and prompt_started:
+                    on_event(ComfyEvent("preview", image=preview[0], image_type=preview[1]))
+                continue
             if not isinstance(frame, str):
-                continue  # binary frames are previews
+                continue
             try:
                 message = json.loads(frame)
             except ValueError:
@@ -288,6 +352,7 @@ class ComfyClient:
             if data.get("prompt_id") != prompt_id:
                 continue
             if kind == "execution_start":
+                prompt_started = True
                 on_event(ComfyEvent("started"))
             elif kind == "executing":
                 node = data.get("node")

@@ -61,6 +61,14 @@ class ComfyInstance:
         return self.instance_dir / "output"
 
     @property
+    def input_dir(self) -> Path:
+        return self.instance_dir / "input"
+
+    @property
+    def temp_dir(self) -> Path:
+        return self.instance_dir / "temp"
+
+    @property
     def log_path(self) -> Path:
         return self.instance_dir / "comfyui.log"
 

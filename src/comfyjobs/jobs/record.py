@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -42,11 +42,29 @@ class Progress(BaseModel):
     node_type: str | None = None
 
 
+OutputKind = Literal["image", "animated_image", "video", "audio", "text", "file"]
+
+
 class StoredOutput(BaseModel):
     filename: str
     content_type: str
     node_id: str
     size_bytes: int
+    kind: OutputKind = "file"
+
+
+class InputRef(BaseModel):
+    """A media parameter's file, as the worker hands it to ComfyUI: the asset's stored object."""
+
+    asset_id: str
+    sha256: str
+    content_type: str
+    extension: str
+
+    @property
+    def upload_name(self) -> str:
+        """Content-addressed: the same bytes get the same name in every ComfyUI."""
+        return f"{self.sha256}{self.extension}"
 
 
 class JobError(BaseModel):
@@ -71,6 +89,8 @@ class JobRecord(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     progress: Progress = Field(default_factory=Progress)
     outputs: list[StoredOutput] = Field(default_factory=list)
+    inputs: dict[str, InputRef] = Field(default_factory=dict)  # media parameter → its file
+    outputs_expire_at: datetime | None = None  # OUTPUT_TTL_S after the end, or when deleted on request
     error: JobError | None = None
     worker: str | None = None
     attempts: int = 0
@@ -93,6 +113,10 @@ def encode_fields(fields: dict[str, Any]) -> dict[str, str]:
             value = value.model_dump(mode="json")
         elif isinstance(value, list):
             value = [v.model_dump(mode="json") if isinstance(v, BaseModel) else v for v in value]
+        elif isinstance(value, dict):
+            value = {
+                k: v.model_dump(mode="json") if isinstance(v, BaseModel) else v for k, v in value.items()
+            }
         elif isinstance(value, datetime):
             value = value.isoformat()
         out[name] = json.dumps(value)

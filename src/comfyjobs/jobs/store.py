@@ -13,7 +13,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import redis
@@ -28,9 +28,11 @@ from comfyjobs.jobs.record import (
     decode_record,
     encode_fields,
     encode_record,
+    utc_now,
 )
 
 DEPARTURES_MAXLEN = 1000  # readers only need "someone left since I looked", not the history
+PREVIEW_TTL_S = 3600  # the latest preview of a job outlives its run by at most this
 
 # KEYS[1] job hash, [2] job events stream, [3] queue waiting set, [4] queue departures, [5] running set
 # ARGV[1] task id, [2] fields the record must hold (JSON object of encoded values) or "", [3] now (score),
@@ -117,6 +119,21 @@ class Snapshot:
     last_departure: EventId
 
 
+@dataclass(frozen=True)
+class Preview:
+    id: EventId
+    jpeg: bytes
+
+
+@dataclass
+class Change:
+    """What a wait saw: the task's new events, the newest departure from its queue, its newest preview."""
+
+    events: list[JobEvent] = field(default_factory=list)
+    departed: EventId | None = None
+    preview: Preview | None = None
+
+
 @contextmanager
 def _translated() -> Iterator[None]:
     try:
@@ -182,6 +199,13 @@ return {'created', ''}
 """
 
 
+_SET_IF_EXISTS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+
+
 @dataclass(frozen=True)
 class Admission:
     """What became of a new job: created, refused because the queue is full, or an earlier job with
@@ -234,6 +258,14 @@ class JobStore:
         with _translated():
             self._release(keys=[keys.job_lease(task_id)], args=[owner])
 
+    def publish_preview(self, task_id: str, jpeg: bytes) -> None:
+        """The job's latest preview frame: replaces the one before (the stream keeps one entry)."""
+        key = keys.job_previews(task_id)
+        with _translated(), self._redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(key, {"jpeg": jpeg}, maxlen=1, approximate=False)
+            pipe.expire(key, PREVIEW_TTL_S)
+            pipe.execute()
+
     def forget_waiting(self, task_id: str) -> None:
         """Drops a task whose record is gone from the waiting set (a delivery of an expired job)."""
         with _translated():
@@ -255,6 +287,7 @@ class AsyncJobStore:
         self._keys = _Keys(queue)
         self._update = client.register_script(_UPDATE_UNLESS_TERMINAL)
         self._admit = client.register_script(_ADMIT)
+        self._set_if_exists = client.register_script(_SET_IF_EXISTS)
 
     async def _call(self, make: Callable[[], Awaitable[T]]) -> T:
         try:
@@ -324,6 +357,15 @@ class AsyncJobStore:
         applied = await self._call(lambda: self._update(keys=self._keys.update(task_id), args=args))
         return int(applied) == 1
 
+    async def mark_outputs_deleted(self, task_id: str) -> bool:
+        """Sets ``outputs_expire_at`` to now on a record, final or not (the outputs are gone: deleted on
+        request). Not an event: the task's status did not change. False if the record is gone."""
+        fields = encode_fields({"outputs_expire_at": utc_now()})
+        done = await self._call(
+            lambda: self._set_if_exists(keys=[keys.job(task_id)], args=list(fields.popitem()))
+        )
+        return int(done) == 1
+
     async def snapshot(self, task_id: str) -> Snapshot | None:
         async def run() -> list[Any]:
             async with self._redis.pipeline(transaction=True) as pipe:
@@ -364,24 +406,42 @@ class AsyncJobStore:
         entries = await self._call(lambda: self._redis.xrevrange(self._keys.departures, count=1))
         return _text(entries[0][0]) if entries else "0-0"
 
+    async def latest_preview(self, task_id: str) -> Preview | None:
+        entries = await self._call(lambda: self._redis.xrevrange(keys.job_previews(task_id), count=1))
+        return _preview(entries[0]) if entries else None
+
     async def wait_for_change(
-        self, task_id: str, after: EventId, timeout_s: float, departures_after: EventId | None = None
-    ) -> tuple[list[JobEvent], EventId | None]:
+        self,
+        task_id: str,
+        after: EventId,
+        timeout_s: float,
+        departures_after: EventId | None = None,
+        previews_after: EventId | None = None,
+    ) -> Change:
         """Blocks (in Redis, not here) until the task has events after ``after`` or, when
-        ``departures_after`` is given, some job left the queue since then; or until ``timeout_s``.
-        Returns the new events and the newest departure id seen (None if none)."""
+        ``departures_after`` is given, some job left the queue since then, or, when ``previews_after``
+        is given, a new preview frame came; or until ``timeout_s``."""
         streams = {keys.job_events(task_id): after}
         if departures_after is not None:
             streams[self._keys.departures] = departures_after
+        if previews_after is not None:
+            streams[keys.job_previews(task_id)] = previews_after
         block_ms = max(1, int(timeout_s * 1000))
         replies: Any = await self._call(
             lambda: self._waiting_redis.xread(streams, block=block_ms)  # type: ignore[arg-type]
         )
-        events: list[JobEvent] = []
-        departed: EventId | None = None
+        change = Change()
         for stream, entries in replies or []:
-            if _text(stream) == self._keys.departures:
-                departed = _text(entries[-1][0])
+            name = _text(stream)
+            if name == self._keys.departures:
+                change.departed = _text(entries[-1][0])
+            elif name == keys.job_previews(task_id):
+                change.preview = _preview(entries[-1])
             else:
-                events = decode_events(entries)
-        return events, departed
+                change.events = decode_events(entries)
+        return change
+
+
+def _preview(entry: Any) -> Preview:
+    entry_id, fields = entry
+    return Preview(id=_text(entry_id), jpeg=bytes(fields[b"jpeg"]))

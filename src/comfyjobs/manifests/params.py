@@ -131,8 +131,8 @@ ModelLister = Callable[[str], list[str]]
 def resolve_params(workflow: Workflow, request: BaseModel, list_models: ModelLister) -> dict[str, Any]:
     """Every public parameter's final value: defaults filled, `random` seeds drawn, model files checked.
 
-    ``list_models(folder)`` returns the files of a model folder; it touches the disk, so the API calls this
-    in a worker thread.
+    ``list_models(folder)`` returns the files of a model folder (the API reads them beforehand, off its
+    event loop). Media parameters are resolved afterwards, by ``media.resolve``.
     """
     values = request.model_dump()
     problems: list[FieldProblem] = []

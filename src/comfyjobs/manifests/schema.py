@@ -10,7 +10,9 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-ParamType = Literal["string", "integer", "number", "boolean", "choice", "image", "mask", "video", "audio", "file"]
+ParamType = Literal[
+    "string", "integer", "number", "boolean", "choice", "image", "mask", "video", "audio", "file"
+]
 # Media parameters: the value is an asset id, an http(s) URL or a data: URL; the worker hands the file to
 # its ComfyUI (POST /upload/image) and writes the uploaded name into the target (LoadImage.image, ...).
 MediaType = Literal["image", "mask", "video", "audio", "file"]

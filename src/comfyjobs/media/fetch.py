@@ -205,7 +205,8 @@ def _remaining(deadline: float, timeout_s: float, url: str) -> float:
 def _failure(exc: Exception, timeout_s: float, url: str) -> MediaError:
     if isinstance(exc, ReadTimeoutError | ConnectTimeoutError | TimeoutError):
         return MediaError(f"timed out after {timeout_s:g} s fetching {_clip(url)}")
-    return MediaError(f"fetching {_clip(url)} failed: {_clip(str(exc) or type(exc).__name__)}")
+    detail = exc.args[0] if len(exc.args) == 2 and isinstance(exc.args[0], str) else str(exc)  # ProtocolError
+    return MediaError(f"fetching {_clip(url)} failed: {_clip(detail or type(exc).__name__)}")
 
 
 def _open(

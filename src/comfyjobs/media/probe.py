@@ -65,9 +65,10 @@ def probe_file(path: Path, *, max_pixels: int, filename: str | None = None) -> P
     return Probed(kind="file", content_type=content_type, extension=extension)
 
 
-def require_kind(probed: Probed, wanted: str) -> None:
-    if probed.kind not in ACCEPTS[wanted]:
-        found = "not an image, video or audio file" if probed.kind == "file" else f"a {probed.kind} file"
+def require_kind(kind: str, wanted: str) -> None:
+    """MediaError unless a file of ``kind`` can fill a parameter of media type ``wanted``."""
+    if kind not in ACCEPTS[wanted]:
+        found = "not an image, video or audio file" if kind == "file" else f"a {kind} file"
         raise MediaError(f"expected {'an' if wanted[0] in 'aeiou' else 'a'} {wanted}, got {found}")
 
 

@@ -1,70 +1,79 @@
-"""The service's output folder: one sub-folder per task, files named as ComfyUI named them."""
+"""A job's outputs: fetched from the worker's ComfyUI and put in the object store, one key per file
+(``outputs/<task_id>/<name>``), each with its content type and kind. With the ``s3`` backend the worker
+uploads them itself: the API never needs the worker's disk.
+"""
 
 from __future__ import annotations
 
-import mimetypes
-import re
 import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from comfyjobs.comfy.client import OutputFile
-from comfyjobs.errors import OutputNotFoundError
-from comfyjobs.jobs.record import StoredOutput
-
-_SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+from comfyjobs.jobs.record import OutputKind, StoredOutput
+from comfyjobs.storage.objects import ObjectStore, content_type_for, output_key, output_prefix
+from comfyjobs.storage.retention import ExpiryScheduler
 
 Downloader = Callable[[OutputFile, Path], None]
 
 
-def content_type_for(filename: str) -> str:
-    guessed, _ = mimetypes.guess_type(filename)
-    return guessed or "application/octet-stream"
+def output_kind(content_type: str, *, animated: bool) -> OutputKind:
+    major = content_type.split("/", 1)[0]
+    if major == "image":
+        return "animated_image" if animated or content_type == "image/gif" else "image"
+    if major in ("video", "audio", "text"):
+        return major  # type: ignore[return-value]
+    return "file"
 
 
-class OutputStore:
-    def __init__(self, root: Path) -> None:
-        self.root = root
+def safe_name(name: str) -> str:
+    """ComfyUI's file name, reduced to one plain path part the stores and URLs accept."""
+    base = Path(name.replace("\\", "/")).name.lstrip(".") or "output"
+    if len(base) > 200:
+        suffix = Path(base).suffix[:20]
+        base = base[: 200 - len(suffix)] + suffix
+    return base
 
-    def task_dir(self, task_id: str) -> Path:
-        if not _SAFE_ID.match(task_id):
-            raise OutputNotFoundError(f"no outputs for task {task_id!r}")
-        return self.root / task_id
+
+class OutputSaver:
+    def __init__(self, store: ObjectStore, staging_dir: Path, expiry: ExpiryScheduler, ttl_s: float) -> None:
+        self._store = store
+        self._staging_dir = staging_dir
+        self._expiry = expiry
+        self._ttl_s = ttl_s
 
     def save_all(self, task_id: str, files: list[OutputFile], download: Downloader) -> list[StoredOutput]:
-        """Fetches every file into the task's folder. A retried job starts from an empty folder; each file
-        is written under a temporary name and renamed, so a listed file is always complete."""
-        folder = self.task_dir(task_id)
-        if folder.exists():
-            shutil.rmtree(folder)
-        folder.mkdir(parents=True)
+        """Fetches every file and stores it. A retried job starts from an empty prefix; each object is
+        written whole (a listed output is always complete)."""
+        prefix = output_prefix(task_id)
+        self._store.delete(prefix)
+        # Scheduled first: even a job that fails half-way leaves nothing behind for good.
+        self._expiry.schedule(prefix, self._ttl_s)
+        self._staging_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=self._staging_dir, prefix=f"{task_id}-"))
         stored = []
         taken: set[str] = set()
-        for item in files:
-            name = _unique(Path(item.filename).name, taken)
-            partial = folder / f".{name}.part"
-            download(item, partial)
-            final = folder / name
-            partial.rename(final)
-            stored.append(
-                StoredOutput(
-                    filename=name,
-                    content_type=content_type_for(name),
-                    node_id=item.node_id,
-                    size_bytes=final.stat().st_size,
+        try:
+            for item in files:
+                name = _unique(safe_name(item.filename), taken)
+                local = staging / name
+                download(item, local)
+                content_type = content_type_for(name)
+                size = local.stat().st_size
+                self._store.put_file(output_key(task_id, name), local, content_type)
+                stored.append(
+                    StoredOutput(
+                        filename=name,
+                        content_type=content_type,
+                        node_id=item.node_id,
+                        size_bytes=size,
+                        kind=output_kind(content_type, animated=item.animated),
+                    )
                 )
-            )
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         return stored
-
-    def path(self, task_id: str, filename: str) -> Path:
-        """The file to serve; refuses names that would leave the task's folder."""
-        folder = self.task_dir(task_id)
-        if Path(filename).name != filename or filename.startswith("."):
-            raise OutputNotFoundError(f"no output {filename!r} for task {task_id}")
-        path = folder / filename
-        if not path.is_file():
-            raise OutputNotFoundError(f"no output {filename!r} for task {task_id}")
-        return path
 
 
 def _unique(name: str, taken: set[str]) -> str:

@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from starlette.concurrency import run_in_threadpool
 
 from comfyjobs import keys
-from comfyjobs.errors import StorageError
+from comfyjobs.errors import QueueUnavailableError, StorageError
 from comfyjobs.storage.objects import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -34,9 +34,17 @@ return due
 """
 
 
-def schedule_expiry(client: redis.Redis, key_or_prefix: str, ttl_s: float) -> None:
-    """For writers outside the API (a worker storing outputs): delete ``key_or_prefix`` in ``ttl_s``."""
-    client.zadd(keys.OBJECT_EXPIRY, {key_or_prefix: time.time() + ttl_s}, gt=True)
+class ExpiryScheduler:
+    """For writers outside the API's event loop (a worker storing outputs): delete later."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._redis = client
+
+    def schedule(self, key_or_prefix: str, ttl_s: float) -> None:
+        try:
+            self._redis.zadd(keys.OBJECT_EXPIRY, {key_or_prefix: time.time() + ttl_s}, gt=True)
+        except redis.RedisError as exc:
+            raise QueueUnavailableError(f"Redis is unavailable: {exc}") from exc
 
 
 class RetentionSweeper:

@@ -77,7 +77,9 @@ class S3ObjectStore:
             region_name=settings.s3_region,
             config=config,
         )
-        return cls(client, settings.s3_bucket, settings.s3_prefix)
+        store = cls(client, settings.s3_bucket, settings.s3_prefix)
+        store.check()
+        return store
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}{key}"

@@ -32,7 +32,10 @@ from comfyjobs.jobs.record import utc_now
 from comfyjobs.jobs.store import JobStore
 from comfyjobs.manifests.loader import load_registry
 from comfyjobs.settings import Settings
-from comfyjobs.storage.outputs import OutputStore
+from comfyjobs.storage.models import list_model_folder
+from comfyjobs.storage.objects import open_object_store
+from comfyjobs.storage.outputs import OutputSaver
+from comfyjobs.storage.retention import ExpiryScheduler
 from comfyjobs.worker import tasks
 from comfyjobs.worker.availability import AvailabilityMonitor
 from comfyjobs.worker.celery_app import make_celery
@@ -88,6 +91,13 @@ class ComfySupervisor:
                 log.error("ComfyUI restart failed: %s", exc)
 
 
+def preview_args(settings: Settings) -> tuple[str, ...]:
+    """ComfyUI's --preview-method: with it, ComfyUI sends preview frames while sampling."""
+    if settings.comfyui_preview_method == "none":
+        return ()
+    return ("--preview-method", settings.comfyui_preview_method)
+
+
 def _exit_on_signal(signum: int, _: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
@@ -105,14 +115,18 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
         instance_dir=settings.comfy_instances_dir / device,
         model_dir=settings.model_dir,
         gpu=gpu,
-        extra_args=tuple(settings.comfyui_extra_args.split()),
+        extra_args=preview_args(settings) + tuple(settings.comfyui_extra_args.split()),
     )
+    objects = open_object_store(settings)
     comfy = ComfyProcess(
         instance,
         start_timeout_s=settings.comfyui_start_timeout_s,
         stop_timeout_s=settings.comfyui_stop_timeout_s,
     )
     started_at = utc_now()
+    model_folders = sorted(
+        {p.choices_from for w in registry.workflows.values() for p in w.parameters.values() if p.choices_from}
+    )
     client = ComfyClient(comfy.base_url)
     control = ComfyClient(comfy.base_url)
     availability = AvailabilityMonitor(registry, client)
@@ -129,6 +143,7 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
             started_at=started_at,
             seen_at=utc_now(),
             workflows=availability.current(comfy_ready=comfy.is_ready()),
+            models={folder: list_model_folder(settings.model_dir, folder) for folder in model_folders},
         ),
     )
     supervisor = ComfySupervisor(comfy, on_restart=availability.invalidate)
@@ -150,7 +165,13 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
                 store=JobStore(redis_client, settings.job_ttl_s, settings.queue_name),
                 comfy=comfy,
                 client=client,
-                outputs=OutputStore(settings.output_dir),
+                objects=objects,
+                outputs=OutputSaver(
+                    objects,
+                    instance.temp_dir / "comfyjobs-outputs",
+                    ExpiryScheduler(redis_client),
+                    settings.output_ttl_s,
+                ),
                 control=control,
             )
         )

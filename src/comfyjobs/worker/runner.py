@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from comfyjobs.comfy.client import ComfyClient, ComfyEvent
@@ -20,12 +21,15 @@ from comfyjobs.errors import (
     JobTimeoutError,
     QueueUnavailableError,
 )
-from comfyjobs.jobs.record import JobError, JobStatus, Progress, utc_now
+from comfyjobs.jobs.record import InputRef, JobError, JobStatus, Progress, utc_now
 from comfyjobs.jobs.store import JobStore
 from comfyjobs.manifests.patching import build_graph
 from comfyjobs.manifests.registry import Registry
+from comfyjobs.media.preview import as_jpeg
 from comfyjobs.settings import Settings
-from comfyjobs.storage.outputs import OutputStore
+from comfyjobs.storage.objects import ObjectStore
+from comfyjobs.storage.outputs import OutputSaver
+from comfyjobs.worker.inputs import StagedInputs
 from comfyjobs.worker.job_guard import JobGuard
 
 log = logging.getLogger(__name__)
@@ -39,20 +43,25 @@ class WorkerContext:
     store: JobStore
     comfy: ComfyProcess
     client: ComfyClient
-    outputs: OutputStore
+    objects: ObjectStore
+    outputs: OutputSaver
     # A second client for the job guard's thread (cancelling a prompt while `client` waits on it):
     # one HTTP session per thread, made once per worker rather than once per job.
     control: ComfyClient
 
 
+PREVIEW_INTERVAL_S = 0.5  # about two preview frames a second reach the clients
+
+
 class ProgressWriter:
-    """Turns ComfyUI's events into progress on the record."""
+    """Turns ComfyUI's events into progress on the record, and preview frames into the job's preview."""
 
     def __init__(self, store: JobStore, task_id: str, expect: dict[str, Any]) -> None:
         self._store = store
         self._task_id = task_id
         self._expect = expect
         self._progress = Progress()
+        self._preview_at = float("-inf")
 
     @property
     def last(self) -> Progress:
@@ -64,7 +73,22 @@ class ProgressWriter:
         except QueueUnavailableError as exc:  # progress is best effort; the job's outcome is not
             log.warning("task %s: progress not recorded: %s", self._task_id, exc)
 
+    def _preview(self, event: ComfyEvent) -> None:
+        now = time.monotonic()
+        if event.image is None or now - self._preview_at < PREVIEW_INTERVAL_S:
+            return
+        self._preview_at = now
+        try:
+            jpeg = as_jpeg(event.image, event.image_type)
+        except OSError as exc:
+            log.warning("task %s: an unreadable preview frame was skipped: %s", self._task_id, exc)
+            return
+        self._store.publish_preview(self._task_id, jpeg)
+
     def _write(self, event: ComfyEvent) -> None:
+        if event.kind == "preview":
+            self._preview(event)
+            return
         if event.kind == "started":
             self._store.update(self._task_id, expect=self._expect, status=JobStatus.PROGRESS)
             return
@@ -122,11 +146,17 @@ def execute_job(task_id: str, ctx: WorkerContext, guard: JobGuard) -> None:
         error = JobError(type="attempts_exhausted", message=message)
         _finish(ctx, task_id, {"attempts": record.attempts}, status=JobStatus.FAILURE, error=error)
         return
-    _run_leased(task_id, ctx, record.workflow_id, record.params, record.attempts, guard)
+    _run_leased(task_id, ctx, record.workflow_id, record.params, record.inputs, record.attempts, guard)
 
 
 def _run_leased(
-    task_id: str, ctx: WorkerContext, workflow_id: str, params: dict[str, Any], before: int, guard: JobGuard
+    task_id: str,
+    ctx: WorkerContext,
+    workflow_id: str,
+    params: dict[str, Any],
+    inputs: dict[str, InputRef],
+    before: int,
+    guard: JobGuard,
 ) -> None:
     if guard.stopped:  # cancelled, or the lease lost, while waiting for ComfyUI
         log.info("task %s: %s before it started; not running it", task_id, guard.stopped)
@@ -148,23 +178,24 @@ def _run_leased(
     progress = ProgressWriter(ctx.store, task_id, mine)
     try:
         workflow = ctx.registry.workflow(workflow_id)
-        graph = build_graph(workflow, params, ctx.registry.loras)
         # The task already waited for ComfyUI before taking the job; only a crash since then is left.
         if not ctx.comfy.is_ready():
             raise ComfyUnavailableError("ComfyUI is not running on this worker")
         time_limit_s = workflow.time_limit_s or ctx.settings.job_time_limit_s
-        try:
-            files = ctx.client.run(
-                graph,
-                on_event=progress,
-                timeout_s=time_limit_s,
-                is_alive=ctx.comfy.is_running,
-                on_submitted=guard.submitted,
-                hang_timeout_s=ctx.settings.comfyui_hang_timeout_s,
-                should_stop=lambda: guard.stopped is not None,
-            )
-        except JobTimeoutError:
-            raise JobTimeoutError(f"timed out after {time_limit_s:g} s") from None
+        with StagedInputs(ctx.client, ctx.objects, ctx.comfy.instance.input_dir) as staged:
+            graph = build_graph(workflow, staged.stage(params, inputs), ctx.registry.loras)
+            try:
+                files = ctx.client.run(
+                    graph,
+                    on_event=progress,
+                    timeout_s=time_limit_s,
+                    is_alive=ctx.comfy.is_running,
+                    on_submitted=guard.submitted,
+                    hang_timeout_s=ctx.settings.comfyui_hang_timeout_s,
+                    should_stop=lambda: guard.stopped is not None,
+                )
+            except JobTimeoutError:
+                raise JobTimeoutError(f"timed out after {time_limit_s:g} s") from None
         if guard.stopped:
             log.info("task %s: stopped (%s); its outputs are not kept", task_id, guard.stopped)
             return
@@ -196,7 +227,16 @@ def _run_leased(
         _finish(ctx, task_id, mine, status=JobStatus.FAILURE, error=JobError.from_exception(exc))
         return
     final = progress.last.model_copy(update={"value": progress.last.max, "percent": 100.0})
-    _finish(ctx, task_id, mine, status=JobStatus.SUCCESS, outputs=outputs, progress=final)
+    expire_at = utc_now() + timedelta(seconds=ctx.settings.output_ttl_s)
+    _finish(
+        ctx,
+        task_id,
+        mine,
+        status=JobStatus.SUCCESS,
+        outputs=outputs,
+        outputs_expire_at=expire_at,
+        progress=final,
+    )
     log.info("task %s done: %d output(s)", task_id, len(outputs))
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
-from starlette.concurrency import run_in_threadpool
 
 from comfyjobs.api.services import Services, services
 
@@ -14,7 +13,7 @@ router = APIRouter(tags=["workflows"])
 
 @router.get("/loras")
 async def list_loras(svc: Annotated[Services, Depends(services)]) -> list[dict[str, Any]]:
-    installed = set(await run_in_threadpool(svc.models.list, "loras"))
+    installed = set((await svc.models.lists(["loras"]))["loras"])
     return [
         {"name": name, "installed": name in installed, **spec.model_dump()}
         for name, spec in sorted(svc.registry.loras.items())

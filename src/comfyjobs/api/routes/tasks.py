@@ -10,12 +10,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Response
 from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from comfyjobs.api.services import Services, services
 from comfyjobs.api.task_feed import EVENT_ID_PATTERN
 from comfyjobs.api.views import TaskView
-from comfyjobs.errors import TaskFinishedError, TaskNotFoundError
+from comfyjobs.errors import TaskFinishedError, TaskNotFoundError, TaskRunningError
 from comfyjobs.jobs.record import JobError, JobStatus, utc_now
+from comfyjobs.storage.objects import output_prefix
 
 router = APIRouter(tags=["jobs"])
 
@@ -86,9 +88,12 @@ async def cancel_task(task_id: str, svc: Annotated[Services, Depends(services)])
     responses={
         200: {
             "content": {"text/event-stream": {}},
-            "description": "Events `queued`, `started`, `progress`, `success`, `failure`; each `data` is "
-            "the task (as GET /tasks/{task_id}) right after that change. Ends after the final event; "
-            "`: heartbeat` comments keep idle connections open.",
+            "description": "Events `queued`, `started`, `progress`, `success`, `failure`, `cancelled`; each "
+            "`data` is the task (as GET /tasks/{task_id}) right after that change. Ends after the final "
+            "event; `: heartbeat` comments keep idle connections open. With previews on "
+            "(COMFYUI_PREVIEW_METHOD), `preview` events carry the latest in-progress frame "
+            "(`{task_id, content_type: image/jpeg, image_base64}`, about 2 a second, the latest at once "
+            "on connect); they have no id.",
         },
         204: {"description": "Resumed after the final event: nothing more will come."},
     },
@@ -110,3 +115,22 @@ async def task_events(
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+@router.delete(
+    "/tasks/{task_id}/outputs",
+    status_code=204,
+    response_class=Response,
+    responses={409: {"description": "The task has not finished yet (`task_running`)."}},
+)
+async def delete_outputs(task_id: str, svc: Annotated[Services, Depends(services)]) -> Response:
+    """Deletes a finished task's output files now, rather than after OUTPUT_TTL_S. The task stays
+    readable, with no outputs and `outputs_deleted: true`."""
+    record = await svc.store.get(task_id)
+    if record is None:
+        raise TaskNotFoundError(f"no task {task_id!r} (unknown, or expired after JOB_TTL_S)")
+    if not record.is_terminal:
+        raise TaskRunningError(f"task {task_id!r} has not finished ({record.status}); cancel it first")
+    await svc.store.mark_outputs_deleted(task_id)
+    await run_in_threadpool(svc.objects.delete, output_prefix(task_id))
+    return Response(status_code=204)

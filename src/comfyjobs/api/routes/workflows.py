@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel
-from starlette.concurrency import run_in_threadpool
 
 from comfyjobs.api.availability import workflow_availability
 from comfyjobs.api.routes.generate import ACCEPT_RESPONSES, IdempotencyKey, accepted
@@ -14,18 +14,21 @@ from comfyjobs.api.services import Services, services
 from comfyjobs.api.submit import submit
 from comfyjobs.api.views import Accepted
 from comfyjobs.manifests.registry import Registry, Workflow
-from comfyjobs.storage.models import ModelCatalog
+from comfyjobs.storage.models import ModelLists
 
 
-def describe(workflow: Workflow, models: ModelCatalog) -> dict[str, Any]:
-    """Blocking (lists model folders): run in a thread."""
+def describe(workflow: Workflow, models: ModelLists) -> dict[str, Any]:
     params = []
     for param in workflow.public_parameters:
         item = param.public_dict()
         if param.choices_from is not None:
-            item["choices"] = models.list(param.choices_from)
+            item["choices"] = models.get(param.choices_from, [])
         params.append(item)
     return {"id": workflow.id, "description": workflow.description, "parameters": params}
+
+
+def _folders(workflows: Iterable[Workflow]) -> set[str]:
+    return {p.choices_from for w in workflows for p in w.public_parameters if p.choices_from is not None}
 
 
 def build_router(registry: Registry) -> APIRouter:
@@ -36,10 +39,8 @@ def build_router(registry: Registry) -> APIRouter:
         """Every public workflow with its parameters (model choices as currently installed) and its
         `availability` on the running workers (null while no worker has checked it)."""
 
-        def all_described() -> list[dict[str, Any]]:
-            return [describe(w, svc.models) for w in svc.registry.workflows.values()]
-
-        described = await run_in_threadpool(all_described)
+        models = await svc.models.lists(_folders(svc.registry.workflows.values()))
+        described = [describe(w, models) for w in svc.registry.workflows.values()]
         availability = await workflow_availability(svc.redis)
         for item in described:
             found = availability.get(item["id"])
@@ -49,7 +50,7 @@ def build_router(registry: Registry) -> APIRouter:
     @router.get("/workflows/{workflow_id}")
     async def get_workflow(workflow_id: str, svc: Annotated[Services, Depends(services)]) -> dict[str, Any]:
         workflow = svc.registry.workflow(workflow_id)
-        described = await run_in_threadpool(describe, workflow, svc.models)
+        described = describe(workflow, await svc.models.lists(_folders([workflow])))
         found = (await workflow_availability(svc.redis)).get(workflow_id)
         described["availability"] = found.model_dump() if found else None
         described["request_schema"] = workflow.request_model.model_json_schema()
