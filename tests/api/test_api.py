@@ -139,7 +139,7 @@ def test_unknown_workflow_and_task_are_404(
 
 def test_workflows_and_loras_are_listed(client: TestClient) -> None:
     workflows = {w["id"]: w for w in client.get("/workflows").json()}
-    assert set(workflows) == {"txt2img", "tiny"}
+    assert set(workflows) == {"txt2img", "tiny", "img2img", "inpaint", "upscale", "upscale-model"}
     params = {p["name"]: p for p in workflows["txt2img"]["parameters"]}
     assert params["prompt"]["required"] is True
     assert params["steps"] == {
@@ -177,7 +177,9 @@ def test_health_and_ready_without_workers(client: TestClient) -> None:
 
 def test_output_paths_cannot_escape(client: TestClient) -> None:
     assert client.get("/outputs/abc/..%2F..%2Fetc%2Fpasswd").status_code == 404
-    assert client.get("/outputs/abc/missing.png").status_code == 404
+    unsigned = client.get("/outputs/abc/missing.png")
+    assert unsigned.status_code == 403
+    assert unsigned.json()["error"]["code"] == "url_signature_invalid"
 
 
 def test_malformed_requests_get_the_error_shape(client: TestClient) -> None:

@@ -34,7 +34,9 @@ def test_keys_are_required_when_configured(keyed: TestClient) -> None:
     task_id = queued.json()["task_id"]
     assert keyed.get(f"/tasks/{task_id}").status_code == 401
     assert keyed.get(f"/tasks/{task_id}", headers={"X-API-Key": "k-one"}).status_code == 200
-    assert keyed.get(f"/outputs/{task_id}/x.png").status_code == 401
+    # Output and asset links carry their own credential (a signature), like presigned S3 URLs.
+    assert keyed.get(f"/outputs/{task_id}/x.png").status_code == 403
+    assert keyed.get("/assets/" + "0" * 64).status_code == 401
 
 
 def test_health_and_docs_stay_open(keyed: TestClient) -> None:

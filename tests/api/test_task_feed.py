@@ -106,7 +106,9 @@ def test_stream_follows_the_record_to_the_end(
     assert [e.data["progress"]["value"] for e in seen[2:5]] == [1, 2, 3]
     final = seen[-1].data
     assert final["status"] == "SUCCESS"
-    assert final["outputs"][0]["url"] == f"http://api.example:9000/outputs/{task_id}/out_00001_.png"
+    assert final["outputs"][0]["url"].startswith(
+        f"http://api.example:9000/outputs/{task_id}/out_00001_.png?expires="
+    )
     assert final == api.get(f"/tasks/{task_id}").json()
 
 
