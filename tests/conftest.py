@@ -9,6 +9,7 @@ import pytest
 import redis
 
 from comfyjobs.redis_server import RedisServer
+from tests.s3 import S3Endpoint, run_moto
 from tests.support import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -29,3 +30,9 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url)
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Endpoint]:
+    """moto's standalone S3 server on a free port, for the whole session."""
+    yield from run_moto(tmp_path_factory.mktemp("moto"))

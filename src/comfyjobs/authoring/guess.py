@@ -4,13 +4,13 @@ Only the inputs nearly every deployment exposes are picked, and only where they 
 input fed by a link is not a parameter): the file of each input loader (LoadImage, LoadImageMask,
 LoadVideo, LoadAudio: a required media parameter the caller uploads to), prompt texts, sampler settings
 (seed, steps, cfg, sampler, scheduler, denoise), the size and batch of an ``Empty…`` latent or image, the
-checkpoint, and each LoRA with its strength. A prompt is positive or negative by the sampler input it ends up in, traced upstream
-from every ``positive``/``negative`` input (and a guider's ``conditioning``); a text that reaches both
-(FLUX zeroes the positive for its negative) counts as positive.
+checkpoint, and each LoRA with its strength. A prompt is positive or negative by the sampler input it ends
+up in, traced upstream from every ``positive``/``negative`` input (and a guider's ``conditioning``); a
+text that reaches both (FLUX zeroes the positive for its negative) counts as positive.
 
 The second and later instances of a role (a second sampler, a second LoRA, a second input image) get
-numbered names (``steps_2``, ``lora_2``, ``lora_2_strength``, ``image_2``). Nothing here reads the manifests; ``importer`` decides which names
-already exist in base.yaml.
+numbered names (``steps_2``, ``lora_2``, ``lora_2_strength``, ``image_2``). Nothing here reads the
+manifests; ``importer`` decides which names already exist in base.yaml.
 """
 
 from __future__ import annotations

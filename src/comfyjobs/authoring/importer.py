@@ -6,8 +6,9 @@ its targets in base.yaml were written for another template, so the import always
 targets, by node id, as a per-workflow override. A parameter base.yaml lacks is added there with
 neutral settings (bounds of its kind, widened to the template's value; the template's value as default)
 and no targets of its own. An input file (image, mask, video, audio) is a required parameter with no
-default: the file the export names is only on its author's machine. The manifests are edited as text (comments and layout stay as they are), and the
-result is loaded with ``load_registry``: if the import added a problem, every file is put back as it was.
+default: the file the export names is only on its author's machine. The manifests are edited as text
+(comments and layout stay as they are), and the result is loaded with ``load_registry``: if the import
+added a problem, every file is put back as it was.
 """
 
 from __future__ import annotations

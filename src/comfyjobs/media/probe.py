@@ -68,8 +68,12 @@ def probe_file(path: Path, *, max_pixels: int, filename: str | None = None) -> P
 def require_kind(kind: str, wanted: str) -> None:
     """MediaError unless a file of ``kind`` can fill a parameter of media type ``wanted``."""
     if kind not in ACCEPTS[wanted]:
-        found = "not an image, video or audio file" if kind == "file" else f"a {kind} file"
-        raise MediaError(f"expected {'an' if wanted[0] in 'aeiou' else 'a'} {wanted}, got {found}")
+        found = "not an image, video or audio file" if kind == "file" else f"{_a(kind)} {kind} file"
+        raise MediaError(f"expected {_a(wanted)} {wanted}, got {found}")
+
+
+def _a(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
 
 
 def _check_pixels(width: int, height: int, max_pixels: int) -> None:

@@ -86,8 +86,11 @@ class S3ObjectStore:
 
     def check(self) -> None:
         """Fails fast at start when the bucket is missing or the credentials are refused."""
-        with _translated(f"bucket {self.bucket}"):
-            self._s3.head_bucket(Bucket=self.bucket)
+        try:
+            with _translated(f"bucket {self.bucket}"):
+                self._s3.head_bucket(Bucket=self.bucket)
+        except ObjectNotFoundError:
+            raise ConfigError(f"S3 bucket {self.bucket!r} does not exist at this endpoint") from None
 
     def put_file(self, key: str, source: Path, content_type: str) -> None:
         with _translated(key):
