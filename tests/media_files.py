@@ -16,6 +16,14 @@ def png(width: int = 96, height: int = 64, color: str = "red") -> bytes:
     return out.getvalue()
 
 
+def noise_png(width: int = 64, height: int = 64) -> bytes:
+    """Random pixels: no compression to speak of, so a cut file is missing pixel data."""
+    pixels = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="PNG")
+    return out.getvalue()
+
+
 def mask_png(width: int = 96, height: int = 64) -> bytes:
     """Black, with a white square in the middle: the area to repaint."""
     img = Image.new("L", (width, height), 0)

@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).resolve().parent / "data"
 TXT2IMG = REPO / "workflows" / "txt2img.json"
 TXT2IMG_UI = DATA / "txt2img_ui.json"
+SHIPPED_WORKFLOWS = {"txt2img", "tiny", "img2img", "inpaint", "upscale", "upscale-model"}
 SHIPPED_TXT2IMG_PARAMS = [
     "prompt",
     "negative_prompt",
@@ -96,7 +97,7 @@ def test_api_and_ui_exports_import_as_equivalent_workflows(root: Path, object_in
     assert (api.source_format, ui.source_format) == ("api", "ui")
 
     registry = _load(root)  # the manifests load, as written, with the shipped workflows
-    assert set(registry.workflows) == {"txt2img", "tiny", "t2", "t2ui"}
+    assert set(registry.workflows) == {*SHIPPED_WORKFLOWS, "t2", "t2ui"}
     t2, t2ui = registry.workflow("t2"), registry.workflow("t2ui")
     assert t2.template == json.loads(TXT2IMG.read_text(encoding="utf-8"))
     for node_id, node in t2.template.items():  # same class types and inputs (7 == 7.0 for cfg)
@@ -122,16 +123,9 @@ def test_api_and_ui_exports_import_as_equivalent_workflows(root: Path, object_in
     assert _yaml(root / "manifests" / "base.yaml")["parameters"]["seed"]["targets"] == [
         {"title": "Sampler", "input": "seed"}
     ]
-    created = {p.name for p in api.parameters if p.created}
-    assert created == {"denoise"}
-    assert not any(p.created for p in ui.parameters)  # the second import reuses the first's denoise
-    assert _yaml(root / "manifests" / "base.yaml")["parameters"]["denoise"] == {
-        "type": "number",
-        "description": "Share of the latent the sampler replaces (1.0: all of it).",
-        "default": 1.0,
-        "min": 0.0,
-        "max": 1.0,
-    }
+    # Every parameter is one of base.yaml's; denoise (0.75 there, for img2img) takes the template's 1.0.
+    assert not any(p.created for p in (*api.parameters, *ui.parameters))
+    assert t2.parameters["denoise"].default == t2ui.parameters["denoise"].default == 1.0
 
     # Both run as the shipped workflow does.
     params = {
@@ -152,6 +146,29 @@ def test_api_and_ui_exports_import_as_equivalent_workflows(root: Path, object_in
     shipped = build_graph(registry.workflow("txt2img"), params, registry.loras)
     assert build_graph(t2, {**params, "denoise": 1.0}, registry.loras) == shipped
     assert build_graph(t2ui, {**params, "denoise": 1.0}, registry.loras) == shipped
+
+
+def test_a_parameter_base_yaml_lacks_is_created_once(root: Path, object_info: dict[str, Any]) -> None:
+    base = root / "manifests" / "base.yaml"
+    base.write_text(remove_entry(base.read_text(encoding="utf-8"), "parameters", "denoise"), encoding="utf-8")
+    (root / "manifests" / "workflows.yaml").write_text(
+        remove_entry(
+            (root / "manifests" / "workflows.yaml").read_text(encoding="utf-8"), "workflows", "img2img"
+        ),
+        encoding="utf-8",
+    )
+    api = _import(root, TXT2IMG, "t2")
+    ui = _import(root, TXT2IMG_UI, "t2ui", object_info=object_info)
+    assert {p.name for p in api.parameters if p.created} == {"denoise"}
+    assert not any(p.created for p in ui.parameters)  # the second import reuses the first's denoise
+    assert _yaml(base)["parameters"]["denoise"] == {
+        "type": "number",
+        "description": "Share of the latent the sampler replaces (1.0: all of it).",
+        "default": 1.0,
+        "min": 0.0,
+        "max": 1.0,
+    }
+    assert _load(root).workflow("t2ui").parameters["denoise"].default == 1.0
 
 
 def test_template_values_become_workflow_defaults_when_valid(root: Path) -> None:
@@ -225,7 +242,6 @@ def test_second_sampler_and_lora_get_numbered_parameters(root: Path, object_info
         "cfg_2",
         "sampler_2",
         "scheduler_2",
-        "denoise",
         "lora_2",
         "lora_2_strength",
     }
@@ -243,11 +259,12 @@ def test_second_sampler_and_lora_get_numbered_parameters(root: Path, object_info
 
 def test_incompatible_base_parameter_is_not_reused(root: Path) -> None:
     base = root / "manifests" / "base.yaml"
+    text = remove_entry(base.read_text(encoding="utf-8"), "parameters", "denoise")
     base.write_text(
-        base.read_text(encoding="utf-8")
-        + "\n  denoise:\n    type: string\n    description: Something else.\n",
-        encoding="utf-8",
+        text + "\n  denoise:\n    type: string\n    description: Something else.\n", encoding="utf-8"
     )
+    workflows = root / "manifests" / "workflows.yaml"
+    workflows.write_text(remove_entry(workflows.read_text(encoding="utf-8"), "workflows", "img2img"), "utf-8")
     result = _import(root, TXT2IMG, "t2")
     assert [p.name for p in result.parameters if p.created] == ["denoise_t2"]
     assert _load(root).workflow("t2").parameters["denoise_t2"].type == "number"

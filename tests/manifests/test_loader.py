@@ -33,9 +33,9 @@ W = "workflows.w.parameters"  # key prefix of the fixture workflow's parameters
 # --- the shipped manifests ---------------------------------------------------------------------------
 
 
-def test_shipped_manifests_load_both_workflows() -> None:
+def test_shipped_manifests_load_every_workflow() -> None:
     registry = load_shipped()
-    assert set(registry.workflows) == {"txt2img", "tiny"}
+    assert list(registry.workflows) == ["txt2img", "tiny", "img2img", "inpaint", "upscale", "upscale-model"]
     assert list(registry.workflows["txt2img"].parameters) == [
         "prompt",
         "negative_prompt",
@@ -52,6 +52,33 @@ def test_shipped_manifests_load_both_workflows() -> None:
         "lora_strength",
     ]
     assert list(registry.workflows["tiny"].parameters) == ["width", "height", "batch_size", "color"]
+    assert list(registry.workflows["img2img"].parameters) == [
+        "image",
+        "prompt",
+        "negative_prompt",
+        "seed",
+        "steps",
+        "cfg",
+        "sampler",
+        "scheduler",
+        "denoise",
+        "checkpoint",
+    ]
+    assert list(registry.workflows["inpaint"].parameters) == [
+        "image",
+        "mask",
+        "prompt",
+        "negative_prompt",
+        "seed",
+        "steps",
+        "cfg",
+        "sampler",
+        "scheduler",
+        "grow_mask_by",
+        "checkpoint",
+    ]
+    assert list(registry.workflows["upscale"].parameters) == ["image", "scale_by", "upscale_method"]
+    assert list(registry.workflows["upscale-model"].parameters) == ["image", "upscale_model"]
     assert set(registry.loras) == {"example-pixel-art.safetensors"}
 
 
@@ -90,7 +117,10 @@ def test_shipped_tiny_overrides_apply() -> None:
 def test_registry_unknown_workflow_lists_known() -> None:
     from comfyjobs.errors import WorkflowNotFoundError
 
-    with pytest.raises(WorkflowNotFoundError, match=r"unknown workflow 'nope' \(known: tiny, txt2img\)"):
+    with pytest.raises(
+        WorkflowNotFoundError,
+        match=r"unknown workflow 'nope' \(known: img2img, inpaint, tiny, txt2img, upscale, upscale-model\)",
+    ):
         load_shipped().workflow("nope")
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from comfyjobs.errors import MediaError
 from comfyjobs.media.probe import probe_file, require_kind
-from tests.media_files import png, wav, webm
+from tests.media_files import noise_png, png, wav, webm
 
 
 def test_images_videos_audio_and_other_files(tmp_path: Path) -> None:
@@ -35,7 +35,7 @@ def test_too_many_pixels_is_refused_before_decoding(tmp_path: Path) -> None:
 
 
 def test_a_truncated_image_is_refused(tmp_path: Path) -> None:
-    (tmp_path / "cut.png").write_bytes(png()[:60])
+    (tmp_path / "cut.png").write_bytes(noise_png(30, 30)[:1000])
     with pytest.raises(MediaError, match="not a readable PNG"):
         probe_file(tmp_path / "cut.png", max_pixels=10_000)
 

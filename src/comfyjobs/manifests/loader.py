@@ -176,7 +176,7 @@ def _check_shape(m: dict[str, Any], problems: _Problems, file: str, key: str) ->
         problems.add(file, key, f"max_length applies to string parameters (type is {kind})")
     if kind in MEDIA_TYPES and m.get("default") is not None:
         problems.add(
-            file, f"{key}.default", f"a {kind} parameter has no default (null, or leave it required)"
+            file, f"{key}.default", f"{kind} parameters have no default (null, or leave it required)"
         )
     if m.get("default") == RANDOM and kind != "integer":
         problems.add(file, f"{key}.default", "`random` is only a default for integer parameters (seeds)")

@@ -12,7 +12,7 @@ import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote_to_bytes
+from urllib.parse import unquote, unquote_to_bytes
 
 from starlette.concurrency import run_in_threadpool
 
@@ -56,7 +56,7 @@ def parse_data_url(value: str, max_bytes: int) -> tuple[bytes, str | None]:
         if len(payload) * 3 // 4 > max_bytes + 3:
             raise PayloadTooLargeError(f"the data is over INPUT_MAX_BYTES ({max_bytes} bytes)")
         try:
-            data = base64.b64decode(payload.strip(), validate=False)
+            data = base64.b64decode("".join(unquote(payload).split()), validate=True)
         except (binascii.Error, ValueError) as exc:
             raise MediaError(f"the data: URL is not valid base64: {exc}") from None
     else:

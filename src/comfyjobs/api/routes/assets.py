@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from comfyjobs.api.services import Services, services
 from comfyjobs.api.views import AssetView
+from comfyjobs.errors import FieldProblem, InvalidParamsError, MediaError
 from comfyjobs.storage.assets import ingest_file, spool
 
 router = APIRouter(tags=["assets"])
@@ -35,9 +36,14 @@ async def upload_asset(
         spooled = await run_in_threadpool(spool, file.file, settings.input_max_bytes)
     finally:
         await file.close()
-    ingested = await run_in_threadpool(
-        ingest_file, svc.objects, spooled, max_pixels=settings.input_max_pixels, filename=file.filename
-    )
+    try:
+        ingested = await run_in_threadpool(
+            ingest_file, svc.objects, spooled, max_pixels=settings.input_max_pixels, filename=file.filename
+        )
+    except MediaError as exc:
+        raise InvalidParamsError([FieldProblem("file", exc.message)]) from None
+    finally:
+        spooled.unlink(missing_ok=True)
     return AssetView.from_asset(await svc.assets.record(ingested), svc.links)
 
 
