@@ -7,9 +7,9 @@ from urllib.parse import urlsplit
 
 from fastapi.testclient import TestClient
 
+from comfyjobs.api.app import create_app
 from comfyjobs.settings import Settings
 from comfyjobs.storage.assets import ASSET_ID
-from comfyjobs.api.app import create_app
 from tests.media_files import noise_png, png
 
 
