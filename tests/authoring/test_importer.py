@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).resolve().parent / "data"
 TXT2IMG = REPO / "workflows" / "txt2img.json"
 TXT2IMG_UI = DATA / "txt2img_ui.json"
-SHIPPED_WORKFLOWS = {"txt2img", "tiny", "img2img", "inpaint", "upscale", "upscale-model"}
+SHIPPED_WORKFLOWS = {"txt2img", "tiny", "img2img", "inpaint", "upscale", "upscale-model", "tiny-media"}
 SHIPPED_TXT2IMG_PARAMS = [
     "prompt",
     "negative_prompt",

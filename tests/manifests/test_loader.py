@@ -35,7 +35,9 @@ W = "workflows.w.parameters"  # key prefix of the fixture workflow's parameters
 
 def test_shipped_manifests_load_every_workflow() -> None:
     registry = load_shipped()
-    assert list(registry.workflows) == ["txt2img", "tiny", "img2img", "inpaint", "upscale", "upscale-model"]
+    assert list(registry.workflows) == [
+        "txt2img", "tiny", "img2img", "inpaint", "upscale", "upscale-model", "tiny-media",
+    ]  # fmt: skip
     assert list(registry.workflows["txt2img"].parameters) == [
         "prompt",
         "negative_prompt",
@@ -119,7 +121,7 @@ def test_registry_unknown_workflow_lists_known() -> None:
 
     with pytest.raises(
         WorkflowNotFoundError,
-        match=r"unknown workflow 'nope' \(known: img2img, inpaint, tiny, txt2img, upscale, upscale-model\)",
+        match=r"unknown workflow .nope. \(known: img2img, inpaint, tiny, tiny-media, txt2img, upscale, upscale-model\)",
     ):
         load_shipped().workflow("nope")
 
