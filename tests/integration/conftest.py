@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from comfyjobs.comfy.smoke_model import write_smoke_checkpoint
+from comfyjobs.comfy.smoke_upscaler import write_smoke_upscaler
 from tests.conftest import REPO
 from tests.support import JobEvents, free_port, wait_for
 
@@ -44,6 +45,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.fail(f"ComfyUI is not installed at {COMFYUI_DIR}: run install/install.sh --dev first")
     models = tmp_path_factory.mktemp("models")
     write_smoke_checkpoint(COMFYUI_DIR, models / "checkpoints" / "smoke-sd15.safetensors")
+    write_smoke_upscaler(models / "upscale_models" / "smoke-2x.safetensors", scale=2)
     # Exists, so the API accepts it, but is no checkpoint: ComfyUI fails while loading it.
     (models / "checkpoints" / "broken.safetensors").write_bytes(b"\0" * 64)
     return models
@@ -87,7 +89,10 @@ def worker_ready(client: httpx.Client) -> bool:
 def service(redis_url: str, model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     data_dir = tmp_path_factory.mktemp("data")
     api_port = free_port()
-    env = service_env(redis_url, data_dir, model_dir, API_PORT=str(api_port))
+    # Previews on: the frames are cheap with latent2rgb, and the events tests look for them.
+    env = service_env(
+        redis_url, data_dir, model_dir, API_PORT=str(api_port), COMFYUI_PREVIEW_METHOD="latent2rgb"
+    )
     api = start(["api"], env, data_dir / "api.log")
     worker = start(["worker", "--cpu"], env, data_dir / "worker.log")
     url = f"http://127.0.0.1:{api_port}"
