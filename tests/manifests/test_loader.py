@@ -121,7 +121,8 @@ def test_registry_unknown_workflow_lists_known() -> None:
 
     with pytest.raises(
         WorkflowNotFoundError,
-        match=r"unknown workflow .nope. \(known: img2img, inpaint, tiny, tiny-media, txt2img, upscale, upscale-model\)",
+        match=r"unknown workflow .nope. \(known: img2img, inpaint, tiny, tiny-media, txt2img, upscale, "
+        r"upscale-model\)",
     ):
         load_shipped().workflow("nope")
 
