@@ -32,7 +32,10 @@ class ReportedModels:
         if not wanted:
             return {}
         found: dict[str, set[str]] = {folder: set() for folder in wanted}
-        for beat in await live_workers(self._redis):
+        beats = await live_workers(self._redis)
+        if not beats:
+            return {}  # unknown until a worker reports: requests naming a model are let through to wait
+        for beat in beats:
             for folder, names in beat.models.items():
                 if folder in found:
                     found[folder].update(names)

@@ -47,7 +47,7 @@ async def submit(
     await require_available(svc.redis, workflow.id)
     folders = {p.choices_from for p in workflow.public_parameters if p.choices_from is not None}
     models = await svc.models.lists(folders)
-    params = resolve_params(workflow, request, lambda folder: models.get(folder, []))
+    params = resolve_params(workflow, request, models.get)
     media = await svc.media.resolve(workflow, params)
     record = JobRecord(
         task_id=uuid.uuid4().hex, workflow_id=workflow.id, params=media.params, inputs=media.inputs

@@ -73,7 +73,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     imp.add_argument("--overwrite", action="store_true", help="replace a workflow of that id")
 
-    smoke = sub.add_parser("smoke-model", help="write checkpoints/smoke-sd15.safetensors (random weights)")
+    smoke = sub.add_parser(
+        "smoke-model",
+        help="write a smoke checkpoint and a smoke 2x upscale model (random weights, for tests)",
+    )
     smoke.add_argument("--model-dir", type=Path, help="models folder (default: MODEL_DIR)")
     smoke.add_argument("--force", action="store_true", help="rewrite it even if present")
     return parser
@@ -149,10 +152,17 @@ def _run(args: argparse.Namespace) -> int:
         )
     if args.command == "smoke-model":
         from comfyjobs.comfy.smoke_model import write_smoke_checkpoint
+        from comfyjobs.comfy.smoke_upscaler import write_smoke_upscaler
 
         path = settings.model_dir / "checkpoints" / "smoke-sd15.safetensors"
         write_smoke_checkpoint(settings.comfyui_dir, path, force=args.force)
         print(path)
+        # A 10 KB 2x upscale model, so the upscale-model workflow runs out of the box too.
+        print(
+            write_smoke_upscaler(
+                settings.model_dir / "upscale_models" / "smoke-2x.safetensors", force=args.force
+            )
+        )
         return exit_codes.OK
     if args.command == "api":
         import uvicorn

@@ -125,7 +125,7 @@ def validate_params(workflow: Workflow, params: Mapping[str, Any]) -> BaseModel:
         raise InvalidParamsError(problems_from_validation(exc)) from None
 
 
-ModelLister = Callable[[str], list[str]]
+ModelLister = Callable[[str], list[str] | None]  # None: unknown
 
 
 def resolve_params(workflow: Workflow, request: BaseModel, list_models: ModelLister) -> dict[str, Any]:
@@ -144,6 +144,8 @@ def resolve_params(workflow: Workflow, request: BaseModel, list_models: ModelLis
             values[param.name] = low + secrets.randbelow(min(high - low, RANDOM_SEED_MAX) + 1)
         elif param.choices_from is not None and value is not None:
             available = list_models(param.choices_from)
+            if available is None:
+                continue  # not known yet (no worker has reported): the job waits for one that has it
             if value not in available:
                 shown = ", ".join(available[:20]) or "none installed"
                 problems.append(
