@@ -33,3 +33,12 @@ def test_public_url_defaults_to_the_api_address() -> None:
 def test_api_and_worker_need_a_redis_url(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="REDIS_URL"):
         Settings.load(redis_url=None).require_redis_url()
+
+
+def test_storage_and_allowlist_are_checked_at_load() -> None:
+    with pytest.raises(ConfigError, match="STORAGE_BACKEND=s3 needs S3_BUCKET"):
+        Settings.load(storage_backend="s3")
+    with pytest.raises(ConfigError, match=r"INPUT_URL_ALLOWLIST: .*'10.0.0.0/33'"):
+        Settings.load(input_url_allowlist="minio.internal, 10.0.0.0/33")
+    allowed = Settings.load(input_url_allowlist=" minio.internal , 10.0.0.0/8 ,")
+    assert allowed.url_allowlist == ["minio.internal", "10.0.0.0/8"]

@@ -118,6 +118,14 @@ class Settings(BaseSettings):
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         return upper
 
+    @field_validator("input_url_allowlist")
+    @classmethod
+    def _allowlist_parses(cls, value: str) -> str:
+        from comfyjobs.media.fetch import UrlPolicy  # the one parser of these entries
+
+        UrlPolicy([item.strip() for item in value.split(",") if item.strip()])  # ValueError names the entry
+        return value
+
     @model_validator(mode="after")
     def _storage_complete(self) -> Settings:
         if self.storage_backend == "s3" and not self.s3_bucket:
