@@ -3,14 +3,20 @@
 Starts its own Redis, one CPU worker and the API (like `comfyjobs up`), then measures:
   - tiny: submit → SUCCESS seen on the job's event channel, one job at a time (latency), and a burst
     submitted back to back (throughput);
-  - smoke txt2img: 256x256, 6 steps, on the smoke checkpoint.
+  - smoke txt2img: 256x256, 6 steps, on the smoke checkpoint;
+  - media: POST /assets of a 512x512 PNG, POST /generate with the same picture as a data: URL (decoded,
+    hashed and stored before the 202), and `upscale` (x2, model-free) from an uploaded asset, submit →
+    SUCCESS (input staged into ComfyUI, output stored).
 
     .venv/bin/python bench/service_roundtrip.py [--tiny-jobs 50] [--burst 100] [--txt2img-runs 3]
+                                                [--media-runs 10]
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import io
 import os
 import signal
 import socket
@@ -19,10 +25,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import numpy as np
 import redis
+from PIL import Image
 
 from comfyjobs import keys
 from comfyjobs.comfy.smoke_model import write_smoke_checkpoint
@@ -68,11 +77,49 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def noise_png(size: int, seed: int) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="PNG")
+    return out.getvalue()
+
+
+def media(api: httpx.Client, watcher: Watcher, submit: Callable[..., tuple[str, float]], runs: int) -> None:
+    uploads, inline, upscales = [], [], []
+    for i in range(runs):
+        picture = noise_png(512, seed=i)  # new bytes each time: nothing deduplicated
+        started = time.perf_counter()
+        resp = api.post("/assets", files={"file": (f"in{i}.png", picture, "image/png")})
+        resp.raise_for_status()
+        uploads.append((time.perf_counter() - started) * 1000)
+        asset = resp.json()["id"]
+
+        data_url = "data:image/png;base64," + base64.b64encode(noise_png(512, seed=10_000 + i)).decode()
+        started = time.perf_counter()
+        task_id, _ = submit("upscale", image=data_url, scale_by=0.5)
+        inline.append((time.perf_counter() - started) * 1000)
+        watcher.wait({task_id}, 120)
+
+        task_id, started = submit("upscale", image=asset, scale_by=2)
+        watcher.wait({task_id}, 120)
+        status, ended = watcher.done[task_id]
+        assert status == "SUCCESS", api.get(f"/tasks/{task_id}").json()
+        upscales.append((ended - started) * 1000)
+    print(
+        f"media, 512x512 PNG (~{len(noise_png(512, 0)) // 1024} KB), n={runs}: "
+        f"POST /assets median {statistics.median(uploads):.1f} ms; "
+        f"POST /generate with a data: URL median {statistics.median(inline):.1f} ms; "
+        f"upscale x2 round trip median {statistics.median(upscales):.1f} ms, "
+        f"p95 {percentile(upscales, 0.95):.1f} ms"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tiny-jobs", type=int, default=50)
     parser.add_argument("--burst", type=int, default=100)
     parser.add_argument("--txt2img-runs", type=int, default=3)
+    parser.add_argument("--media-runs", type=int, default=10)
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="comfyjobs-bench-"))
@@ -155,6 +202,7 @@ def main() -> int:
             + ", ".join(f"{s:.2f} s" for s in smoke)
             + " (first includes the checkpoint load)"
         )
+        media(api, watcher, submit, args.media_runs)
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)

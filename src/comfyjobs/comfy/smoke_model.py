@@ -16,11 +16,11 @@ import argparse
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from comfyjobs.comfy.model_file import placing_model_file
 from comfyjobs.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -147,42 +147,28 @@ def write_smoke_checkpoint(
     """
     if out.exists() and not force:
         return out
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise ConfigError(f"cannot write the smoke checkpoint at {out}: {exc}") from exc
-    os.close(fd)
-    tmp = Path(tmp_name)
     # Lets another interpreter (ComfyUI's own venv, say) import this package without installing it.
     src_dir = str(Path(__file__).resolve().parents[2])
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(p for p in (src_dir, os.environ.get("PYTHONPATH")) if p),
     }
-    cmd = [
-        str(python or sys.executable),
-        "-m",
-        "comfyjobs.comfy.smoke_model",
-        "--comfyui-dir",
-        str(comfyui_dir.resolve()),
-        "--out",
-        str(tmp),
-        "--seed",
-        str(seed),
-    ]
-    try:
+    with placing_model_file(out, "the smoke checkpoint") as tmp:
+        cmd = [
+            str(python or sys.executable),
+            "-m",
+            "comfyjobs.comfy.smoke_model",
+            "--comfyui-dir",
+            str(comfyui_dir.resolve()),
+            "--out",
+            str(tmp),
+            "--seed",
+            str(seed),
+        ]
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             tail = proc.stderr[-STDERR_TAIL_CHARS:].strip()
             raise ConfigError(f"making the smoke checkpoint failed (exit {proc.returncode}):\n{tail}")
-        # mkstemp made it private; a checkpoint is for whoever runs ComfyUI to read.
-        tmp.chmod(0o644)
-        tmp.replace(out)
-    except OSError as exc:
-        raise ConfigError(f"making the smoke checkpoint at {out} failed: {exc}") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
     return out
 
 

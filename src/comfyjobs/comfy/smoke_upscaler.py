@@ -15,15 +15,14 @@ The tensors are plain arrays (numpy, saved with safetensors): neither torch nor 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 from safetensors.numpy import save_file
 
+from comfyjobs.comfy.model_file import placing_model_file
 from comfyjobs.errors import ConfigError
 
 MAX_SCALE = 8
@@ -67,21 +66,8 @@ def write_smoke_upscaler(path: Path, *, scale: int = 2, force: bool = False) -> 
     tensors = build_state_dict(scale)
     if path.exists() and not force:
         return path
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise ConfigError(f"cannot write the smoke upscaler at {path}: {exc}") from exc
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with placing_model_file(path, "the smoke upscaler") as tmp:
         save_file(tensors, str(tmp), metadata={"comfyjobs_smoke_upscaler_scale": str(scale)})
-        tmp.chmod(0o644)  # mkstemp made it private; a model is for whoever runs ComfyUI to read
-        tmp.replace(path)
-    except OSError as exc:
-        raise ConfigError(f"writing the smoke upscaler at {path} failed: {exc}") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
