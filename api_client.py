@@ -4,10 +4,13 @@
     python api_client.py                      # interactive: pick a workflow, fill in its parameters
     python api_client.py list                 # workflows (with availability) and LoRAs
     python api_client.py run txt2img --param prompt="a red fox" --param seed=1 --out DIR
+    python api_client.py run img2img --param image=@photo.png --param prompt="a red fox"
     python api_client.py status TASK_ID [--follow]
 
 Options: --server URL (or COMFYJOBS_SERVER), --api-key KEY (or COMFYJOBS_API_KEY), --json (machine
 output on stdout, no live display), --timeout SECONDS (stop waiting; the job goes on).
+A media parameter (image, mask, video, audio, file) takes an asset id, an http(s) or data: URL, or
+@PATH: a local file, uploaded first (POST /assets) and sent as its asset id. `@@` sends a literal `@`.
 Ctrl-C while waiting detaches and prints the task id; it does not cancel the job.
 
 Needs `rich` and `requests`, and api_client_minimal.py beside it (the HTTP layer both clients share);
@@ -100,12 +103,20 @@ def parameters_table(workflow: dict[str, Any]) -> Table:
     return table
 
 
-def request_panel(workflow_id: str, params: dict[str, Any], server: str) -> Panel:
+def request_panel(
+    workflow_id: str, params: dict[str, Any], server: str, labels: dict[str, str] | None = None
+) -> Panel:
+    """What is about to be queued; ``labels`` show uploaded files by name rather than by asset id."""
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column()
     for name, value in params.items():
-        table.add_row(name, repr(value))
+        if labels and name in labels:
+            table.add_row(name, labels[name])
+        elif isinstance(value, core.LocalFile):
+            table.add_row(name, f"{escape(str(value.path))} [dim](local file, uploaded before queueing)[/]")
+        else:
+            table.add_row(name, escape(repr(value)))
     if not params:
         table.add_row("(defaults)", "")
     return Panel(table, title=f"[bold]{workflow_id}[/] → {server}", expand=False)
@@ -132,7 +143,11 @@ def task_panel(task: dict[str, Any], saved: list[Path]) -> Panel:
         where = f" (node {error['node_id']} {error.get('node_type') or ''})" if error.get("node_id") else ""
         table.add_row("error", f"[red]{error['type']}[/]: {error['message']}{where}")
     for index, output in enumerate(task["outputs"]):
-        table.add_row("output" if index == 0 else "", output["url"])
+        kind = output.get("kind") or output.get("content_type") or ""
+        table.add_row(
+            "output" if index == 0 else "", f"{escape(core.output_filename(output))} [dim]({kind})[/]"
+        )
+        table.add_row("", f"[dim]{escape(output['url'])}[/]")  # a signed link: valid until url_expires_at
     for index, path in enumerate(saved):
         table.add_row("saved" if index == 0 else "", str(path))
     colour = {"SUCCESS": "green", "FAILURE": "red", "CANCELLED": "red"}.get(task["status"], "blue")
@@ -154,7 +169,13 @@ class LiveBar:
 
     def __init__(self, progress: Progress) -> None:
         self.progress = progress
-        self.bar: TaskID = progress.add_task("queued", total=None)
+        self.bar: TaskID = progress.add_task("queued", total=None, previews="")
+        self.previews = 0
+
+    def preview(self) -> None:
+        """An in-progress frame arrived (COMFYUI_PREVIEW_METHOD on): counted, not shown."""
+        self.previews += 1
+        self.progress.update(self.bar, previews=f"{self.previews} preview{'s' if self.previews > 1 else ''}")
 
     def show(self, task: dict[str, Any]) -> None:
         status = task["status"]
@@ -193,6 +214,7 @@ def follow(client: core.Client, task_id: str, timeout_s: float | None) -> dict[s
         TimeElapsedColumn(),
         TextColumn("ETA"),
         TimeRemainingColumn(),
+        TextColumn("[dim]{task.fields[previews]}"),
     )
     last_id: str | None = None
     task: dict[str, Any] | None = None
@@ -201,11 +223,16 @@ def follow(client: core.Client, task_id: str, timeout_s: float | None) -> dict[s
         bar = LiveBar(progress)
         while True:
             try:
-                for _event, event_id, data in client.events(task_id, last_id):
+                for event, event_id, data in client.events(task_id, last_id, previews=True):
                     if deadline is not None and time.monotonic() > deadline:
                         raise core.WaitTimeoutError(task_id, timeout_s or 0, task)
                     if data is None:
                         continue  # heartbeat: the check above is all it is for
+                    if event == "preview":
+                        bar.preview()  # no id: never one to resume from
+                        continue
+                    if not isinstance(data, dict) or "status" not in data:
+                        continue  # an event of a newer service that is not the task
                     task, failures = data, 0
                     last_id = event_id or last_id
                     bar.show(data)
@@ -236,9 +263,32 @@ def cmd_list(client: core.Client, args: argparse.Namespace) -> int:
     return core.EXIT_OK
 
 
+def upload_files(
+    client: core.Client, params: dict[str, Any], quiet: bool
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Uploads each @file parameter; returns the parameters with asset ids, and labels naming the files."""
+    resolved, labels = dict(params), {}
+    for name, value in params.items():
+        if not isinstance(value, core.LocalFile):
+            continue
+        if quiet:
+            asset = client.upload_param(name, value)
+        else:
+            with console.status(f"uploading {escape(value.name)} for {escape(name)}"):
+                asset = client.upload_param(name, value)
+            short = asset["id"][:12]
+            console.print(
+                f"[green]uploaded[/] {escape(value.name)} → asset [bold]{short}[/] ({escape(name)})"
+            )
+        resolved[name] = asset["id"]
+        labels[name] = f"{escape(value.name)} [dim](asset {asset['id'][:12]})[/]"
+    return resolved, labels
+
+
 def run_job(client: core.Client, args: argparse.Namespace, workflow_id: str, params: dict[str, Any]) -> int:
+    params, labels = upload_files(client, params, quiet=args.json)
     if not args.json:
-        console.print(request_panel(workflow_id, params, client.server))
+        console.print(request_panel(workflow_id, params, client.server, labels))
     accepted = client.generate(workflow_id, params)
     task_id = accepted["task_id"]
     try:
@@ -301,7 +351,10 @@ def cmd_interactive(client: core.Client, args: argparse.Namespace) -> int:
         choices = [str(c) for c in p["choices"]] if p.get("choices") else None
         if choices is not None and default not in choices:
             choices = [*choices, default] if default is not None else choices
-        answer = Prompt.ask(p["name"], default=default, choices=choices, console=console)
+        label = p["name"]
+        if p["type"] in core.MEDIA_TYPES:
+            label += " [dim](@file, asset id or URL)[/]"
+        answer = Prompt.ask(label, default=default, choices=choices, console=console)
         if answer is not None and answer != default:
             raw.append(f"{p['name']}={answer}")
     params = core.parse_param_args(raw, workflow)

@@ -4,17 +4,23 @@
 Command line:
     python api_client_minimal.py list
     python api_client_minimal.py run txt2img --param prompt="a red fox" --param seed=1 --out outputs
+    python api_client_minimal.py run img2img --param image=@photo.png --param prompt="a red fox"
     python api_client_minimal.py status TASK_ID [--wait]
 Options: --server URL (or COMFYJOBS_SERVER), --api-key KEY (or COMFYJOBS_API_KEY), --timeout SECONDS
 (the whole wait; it never waits forever), --json (machine-readable output on stdout).
+A media parameter (image, mask, video, audio, file) takes an asset id, an http(s) or data: URL, or
+@PATH: a local file, uploaded first (POST /assets) and sent as its asset id. `@@` sends a literal `@`.
 
 As a library:
     import api_client_minimal as cj
     task_id = cj.generate("txt2img", {"prompt": "a red fox"}, server="http://gpu-box:8000")
+    asset = cj.upload("photo.png", server="http://gpu-box:8000")  # or give Path("photo.png") as the value
+    task_id = cj.generate("img2img", {"image": asset["id"], "prompt": "a fox"}, server="http://gpu-box:8000")
     task = cj.wait(task_id, timeout_s=600, server="http://gpu-box:8000")
     paths = cj.download(task, "outputs", server="http://gpu-box:8000")
 
-Exit codes: 0 done, 1 the job failed, 2 usage, 3 parameters refused (422), 4 not found (404),
+Exit codes: 0 done, 1 the job failed, 2 usage (also a @file that cannot be read), 3 parameters or an
+uploaded file refused (400/413/422), 4 not found (404),
 5 the service cannot take it now (409/429/503), 6 the service cannot be reached (or is not comfyjobs),
 7 timed out waiting, 8 API key missing or wrong (401/403), 9 outputs could not be saved,
 130 interrupted (the job goes on).
@@ -24,12 +30,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import mimetypes
 import os
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import requests
 
@@ -41,6 +50,8 @@ CONNECT_TIMEOUT_S = 10.0
 EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_REJECTED, EXIT_NOT_FOUND = 0, 1, 2, 3, 4
 EXIT_UNAVAILABLE, EXIT_UNREACHABLE, EXIT_TIMEOUT, EXIT_AUTH, EXIT_SAVE = 5, 6, 7, 8, 9
 EXIT_INTERRUPTED = 130
+
+MEDIA_TYPES = ("image", "mask", "video", "audio", "file")  # parameter types whose value is a file
 
 
 class ApiError(Exception):
@@ -54,6 +65,7 @@ class ApiError(Exception):
         code: str = "",
         fields: list[dict[str, str]] | None = None,
         exit_code: int = EXIT_UNREACHABLE,
+        context: str = "",
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -61,9 +73,12 @@ class ApiError(Exception):
         self.code = code
         self.fields = fields or []
         self.exit_code = exit_code
+        self.context = context  # what was being done, e.g. "--param image=@photo.png"; shown first
 
     def __str__(self) -> str:
         lines = [self.message] if not self.fields else ["the service refused the request:"]
+        if self.context:
+            lines[0] = f"{self.context}: {lines[0]}"
         lines += [f"  {f['field']}: {f['reason']}" for f in self.fields]
         return "\n".join(lines)
 
@@ -80,16 +95,50 @@ class WaitTimeoutError(ApiError):
 
 
 _EXIT_FOR_STATUS = {401: EXIT_AUTH, 403: EXIT_AUTH, 404: EXIT_NOT_FOUND, 409: EXIT_UNAVAILABLE}
-_EXIT_FOR_STATUS |= {400: EXIT_REJECTED, 422: EXIT_REJECTED, 429: EXIT_UNAVAILABLE, 503: EXIT_UNAVAILABLE}
+_EXIT_FOR_STATUS |= {400: EXIT_REJECTED, 413: EXIT_REJECTED, 422: EXIT_REJECTED}
+_EXIT_FOR_STATUS |= {429: EXIT_UNAVAILABLE, 503: EXIT_UNAVAILABLE}
 
 
-def _error_from_response(resp: requests.Response) -> ApiError:
+@dataclass(frozen=True)
+class LocalFile:
+    """A media parameter's value that is a file on this machine (``--param image=@photo.png``): uploaded
+    with POST /assets before the job is queued, and sent as the asset's id."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))  # a str is welcome too
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def guess_content_type(name: str) -> str:
+    return mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    split = urlsplit(url)
+    scheme = split.scheme.lower()
+    try:
+        port = split.port or {"http": 80, "https": 443}.get(scheme)
+    except ValueError:  # a port that is not a number: never the service's own
+        port = -1
+    return scheme, (split.hostname or "").lower(), port
+
+
+def _error_from_response(resp: requests.Response, *, own: bool = True) -> ApiError:
     try:
         error = resp.json()["error"]
         message, code, fields = str(error["message"]), str(error["code"]), error.get("fields")
     except (ValueError, KeyError, TypeError):
         message, code, fields = f"HTTP {resp.status_code}: {resp.text[:200]}", "", None
-    if resp.status_code in (401, 403):
+    exit_code = _EXIT_FOR_STATUS.get(resp.status_code, EXIT_UNAVAILABLE)
+    if not own:  # a file's link to another host (a bucket): its key is in the link, not ours
+        message = f"{urlsplit(resp.url).netloc} answered HTTP {resp.status_code} (the link may have expired)"
+        code, fields, exit_code = "", None, EXIT_SAVE
+    elif resp.status_code in (401, 403) and code != "url_signature_invalid":
         message += " (give the key with --api-key or COMFYJOBS_API_KEY)"
     retry_after = resp.headers.get("Retry-After")
     if resp.status_code in (429, 503) and retry_after:
@@ -99,7 +148,7 @@ def _error_from_response(resp: requests.Response) -> ApiError:
         status=resp.status_code,
         code=code,
         fields=fields,
-        exit_code=_EXIT_FOR_STATUS.get(resp.status_code, EXIT_UNAVAILABLE),
+        exit_code=exit_code,
     )
 
 
@@ -110,6 +159,7 @@ class Client:
         self, server: str | None = None, api_key: str | None = None, timeout_s: float = 30.0
     ) -> None:
         self.server = (server or os.environ.get("COMFYJOBS_SERVER") or DEFAULT_SERVER).rstrip("/")
+        self._origin = _origin(self.server)
         self.timeout_s = timeout_s
         self.session = requests.Session()
         key = api_key or os.environ.get("COMFYJOBS_API_KEY")
@@ -128,6 +178,11 @@ class Client:
     def url(self, path: str) -> str:
         return path if path.startswith(("http://", "https://")) else f"{self.server}{path}"
 
+    def is_own(self, url: str) -> bool:
+        """Whether ``url`` is on the service itself (same scheme, host and port as --server): only
+        there does the API key go. Output links to a bucket carry their own signature."""
+        return _origin(self.url(url)) == self._origin
+
     def request(self, method: str, path: str, *, read_timeout_s: float | None = None, **kwargs: Any) -> Any:
         resp = self._send(method, path, read_timeout_s=read_timeout_s, **kwargs)
         if resp.status_code == 204:
@@ -144,16 +199,23 @@ class Client:
         self, method: str, path: str, *, read_timeout_s: float | None = None, **kwargs: Any
     ) -> requests.Response:
         timeout = (CONNECT_TIMEOUT_S, read_timeout_s or self.timeout_s)
+        url = self.url(path)
+        own = self.is_own(url)
+        where = f"the service at {self.server}" if own else urlsplit(url).netloc
+        if not own:  # None drops the session's header from this request: the key stays with the service
+            kwargs["headers"] = {**kwargs.get("headers", {}), "Authorization": None}
         try:
-            resp = self.session.request(method, self.url(path), timeout=timeout, **kwargs)
+            resp = self.session.request(method, url, timeout=timeout, **kwargs)
         except requests.exceptions.ConnectionError as exc:
-            raise ApiError(f"cannot reach the service at {self.server}: {_reason(exc)}") from None
+            raise ApiError(f"cannot reach {where}: {_reason(exc)}") from None
         except requests.exceptions.Timeout:
-            raise ApiError(f"the service at {self.server} did not answer within {timeout[1]:g} s") from None
+            raise ApiError(f"{where} did not answer within {timeout[1]:g} s") from None
         except requests.exceptions.RequestException as exc:
-            raise ApiError(f"request to {self.server} failed: {exc}") from None
+            raise ApiError(f"request to {where} failed: {exc}") from None
         if resp.status_code >= 400:
-            raise _error_from_response(resp)
+            error = _error_from_response(resp, own=own)
+            resp.close()
+            raise error
         return resp
 
     # --- what the service offers --------------------------------------------------------------------
@@ -167,10 +229,55 @@ class Client:
     def loras(self) -> list[dict[str, Any]]:
         return list(self.request("GET", "/loras"))
 
+    # --- input files ---------------------------------------------------------------------------------------
+
+    def upload(self, path: str | Path, *, content_type: str | None = None) -> dict[str, Any]:
+        """Uploads a local file (POST /assets) and returns the asset; its ``id`` is the value to give a
+        media parameter. Same bytes, same asset: uploading a file again costs nothing but the transfer.
+
+        A file that cannot be read raises ApiError with EXIT_USAGE; one the service refuses (too big,
+        not decodable) ApiError with EXIT_REJECTED."""
+        source = Path(path).expanduser()
+        try:
+            with source.open("rb") as fh:
+                files = {"file": (source.name, fh, content_type or guess_content_type(source.name))}
+                # Generous: the service reads, hashes and probes the whole file before it answers.
+                return dict(self.request("POST", "/assets", files=files, read_timeout_s=self.timeout_s * 4))
+        except OSError as exc:  # requests' own errors are ApiErrors by now: this is the local file
+            raise ApiError(f"cannot read {source}: {exc.strerror or exc}", exit_code=EXIT_USAGE) from None
+
+    def upload_param(self, name: str, local: LocalFile) -> dict[str, Any]:
+        """``upload`` for parameter ``name``: a failure says which parameter and file it was."""
+        try:
+            return self.upload(local.path)
+        except ApiError as exc:
+            exc.context = f"--param {name}=@{local.path}"
+            raise
+
+    def upload_files(
+        self,
+        params: dict[str, Any],
+        on_upload: Callable[[str, LocalFile, dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """``params`` with each LocalFile (or Path) value uploaded and replaced by its asset id."""
+        resolved = dict(params)
+        for name, value in params.items():
+            if isinstance(value, Path):
+                value = LocalFile(value)
+            if isinstance(value, LocalFile):
+                asset = self.upload_param(name, value)
+                resolved[name] = asset["id"]
+                if on_upload is not None:
+                    on_upload(name, value, asset)
+        return resolved
+
     # --- jobs --------------------------------------------------------------------------------------------
 
     def generate(self, workflow_id: str, params: dict[str, Any]) -> dict[str, Any]:
-        """Queues a job; returns the service's answer (task_id, status, params as resolved)."""
+        """Queues a job; returns the service's answer (task_id, status, params as resolved).
+
+        LocalFile (or Path) values are uploaded first and sent as their asset ids."""
+        params = self.upload_files(params)
         return dict(self.request("POST", "/generate", json={"workflow_id": workflow_id, "params": params}))
 
     def status(
@@ -219,10 +326,15 @@ class Client:
                 task_id, wait_s=wait_s, since=task.get("last_event_id"), position=queue.get("position")
             )
 
-    def events(self, task_id: str, last_event_id: str | None = None) -> Iterator[tuple[str, str | None, Any]]:
+    def events(
+        self, task_id: str, last_event_id: str | None = None, *, previews: bool = False
+    ) -> Iterator[tuple[str, str | None, Any]]:
         """The task's Server-Sent Events as (event, id, data); heartbeats come as ("heartbeat", None, None).
 
-        Ends after the final event. A dropped connection raises ApiError; call again with the last id seen."""
+        Each event's data is the task, except with ``previews``: then ("preview", None, {task_id,
+        content_type, image_base64}) events come too (in-progress frames; no id, so never one to resume
+        from). Ends after the final event. A dropped connection raises ApiError; call again with the last
+        id seen."""
         headers = {"Accept": "text/event-stream"}
         if last_event_id:
             headers["Last-Event-ID"] = last_event_id
@@ -232,7 +344,10 @@ class Client:
         if resp.status_code == 204:
             return
         try:
-            yield from _parse_sse(resp.iter_lines(decode_unicode=True))
+            for event in _parse_sse(resp.iter_lines(decode_unicode=True)):
+                if event[0] == "preview" and not previews:
+                    continue
+                yield event
         except requests.exceptions.RequestException as exc:
             raise ApiError(f"the events stream from {self.server} broke off: {_reason(exc)}") from None
         except ValueError:
@@ -249,8 +364,8 @@ class Client:
             raise ApiError(f"cannot create {folder}: {exc.strerror}", exit_code=EXIT_SAVE) from None
         saved = []
         for output in task.get("outputs", []):
-            resp = self._send("GET", output["url"], stream=True)
-            target = folder / Path(output["filename"]).name
+            target = folder / output_filename(output)
+            resp = self._fetch_output(task, output)
             partial = target.with_name(target.name + ".part")
             try:
                 with partial.open("wb") as fh:
@@ -258,13 +373,41 @@ class Client:
                         fh.write(chunk)
                 partial.replace(target)
             except requests.exceptions.RequestException as exc:
-                raise ApiError(f"download of {output['url']} broke off: {_reason(exc)}") from None
+                partial.unlink(missing_ok=True)
+                raise ApiError(f"download of {target.name} broke off: {_reason(exc)}") from None
             except OSError as exc:
                 raise ApiError(f"cannot save {target}: {exc.strerror}", exit_code=EXIT_SAVE) from None
             finally:
                 resp.close()
             saved.append(target)
         return saved
+
+    def _fetch_output(self, task: dict[str, Any], output: dict[str, Any]) -> requests.Response:
+        """GETs an output's signed link; one that has expired (403) is read afresh from the task."""
+        try:
+            return self._send("GET", output["url"], stream=True)
+        except ApiError as exc:
+            if exc.status != 403 or not task.get("task_id"):
+                raise
+        fresh = self.status(str(task["task_id"]))
+        for again in fresh.get("outputs", []):
+            if again.get("filename") == output.get("filename"):
+                return self._send("GET", again["url"], stream=True)
+        raise ApiError(
+            f"task {task['task_id']} no longer has {output.get('filename')!r} (outputs deleted or expired)",
+            status=404,
+            exit_code=EXIT_NOT_FOUND,
+        )
+
+
+def output_filename(output: dict[str, Any]) -> str:
+    """The name to save an output under: its ``filename`` (no folders), else the last part of its URL's
+    path; never the query string of a signed link."""
+    for candidate in (str(output.get("filename") or ""), unquote(urlsplit(str(output.get("url", ""))).path)):
+        name = Path(candidate.replace("\\", "/")).name
+        if name not in ("", ".", ".."):
+            return name
+    return "output"
 
 
 def _reason(exc: Exception) -> str:
@@ -325,23 +468,73 @@ def wait(
 def download(
     task: dict[str, Any], out_dir: str | Path, *, server: str | None = None, api_key: str | None = None
 ) -> list[Path]:
+    """Saves the finished task's outputs under ``out_dir``; returns their paths."""
     with Client(server, api_key) as client:
         return client.download(task, out_dir)
+
+
+def upload(path: str | Path, *, server: str | None = None, api_key: str | None = None) -> dict[str, Any]:
+    """Uploads a local file; returns the asset (its ``id`` is the value for a media parameter)."""
+    with Client(server, api_key) as client:
+        return client.upload(path)
 
 
 # --- parameters from the command line ---------------------------------------------------------------------
 
 
 def parse_param_args(pairs: list[str], workflow: dict[str, Any]) -> dict[str, Any]:
-    """`name=value` strings → typed values, by the workflow's parameter types (GET /workflows/{id})."""
+    """`name=value` strings → typed values, by the workflow's parameter types (GET /workflows/{id}).
+
+    `name=@path` (media parameters only) → LocalFile, to upload before queueing (Client.upload_files);
+    `name=@@text` → the text "@text"."""
     types = {p["name"]: p for p in workflow.get("parameters", [])}
     params: dict[str, Any] = {}
     for pair in pairs:
         name, sep, text = pair.partition("=")
         if not sep or not name:
             raise ApiError(f"--param {pair!r}: expected NAME=VALUE", exit_code=EXIT_USAGE)
-        params[name] = _typed(text, types.get(name))
+        if text.startswith("@@"):
+            params[name] = _typed(text[1:], types.get(name))
+        elif text.startswith("@"):
+            params[name] = _local_file(name, text[1:], types)
+        else:
+            params[name] = _typed(text, types.get(name))
     return params
+
+
+def media_parameters(workflow: dict[str, Any]) -> list[str]:
+    """The workflow's parameters that take a file (asset id, URL, data: URL, or @path on the command line)."""
+    return [p["name"] for p in workflow.get("parameters", []) if p.get("type") in MEDIA_TYPES]
+
+
+def _local_file(name: str, raw: str, types: dict[str, dict[str, Any]]) -> LocalFile:
+    where = f"--param {name}=@{raw}"
+    spec = types.get(name)
+    if spec is None or spec.get("type") not in MEDIA_TYPES:
+        files = media_parameters({"parameters": list(types.values())})
+        what = "not a parameter of this workflow" if spec is None else f"a {spec.get('type')} parameter"
+        takes = (
+            f"only file parameters ({', '.join(files)}) take"
+            if files
+            else "this workflow has no file parameter for"
+        )
+        raise ApiError(
+            f"{where}: {name} is {what}, not a file parameter; {takes} @PATH "
+            "(write @@ to send a value that starts with @)",
+            exit_code=EXIT_USAGE,
+        )
+    if not raw:
+        raise ApiError(f"{where}: expected a file path after @", exit_code=EXIT_USAGE)
+    path = Path(raw).expanduser()
+    if path.is_dir() or (path.exists() and not path.is_file()):
+        raise ApiError(f"{where}: {path} is not a file", exit_code=EXIT_USAGE)
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        named = "" if str(path) == raw else f" ({path})"  # where ~ led
+        raise ApiError(f"{where}{named}: {exc.strerror or exc}", exit_code=EXIT_USAGE) from None
+    return LocalFile(path)
 
 
 def _typed(text: str, spec: dict[str, Any] | None) -> Any:
@@ -404,6 +597,12 @@ def _cmd_list(client: Client, args: argparse.Namespace) -> int:
 
 def _cmd_run(client: Client, args: argparse.Namespace) -> int:
     params = parse_param_args(args.param, client.workflow(args.workflow))
+
+    def uploaded(name: str, local: LocalFile, asset: dict[str, Any]) -> None:
+        if not args.json:
+            print(f"uploaded {local.name} -> asset {asset['id'][:12]} ({name})", file=sys.stderr)
+
+    params = client.upload_files(params, on_upload=uploaded)
     accepted = client.generate(args.workflow, params)
     task_id = accepted["task_id"]
     if not args.json:

@@ -1,5 +1,6 @@
 """Both clients against the live service (real Redis, worker and ComfyUI on CPU): the smoke txt2img to a
-valid PNG on disk; the rich client's live bar seen in a pseudo-terminal; Ctrl-C detaches, never cancels."""
+valid PNG on disk; a local picture given as `--param image=@file` through the upscale workflow; the rich
+client's live bar seen in a pseudo-terminal; Ctrl-C detaches, never cancels."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ from PIL import Image
 from tests.clients.conftest import run_client
 from tests.conftest import REPO
 from tests.integration.conftest import Service
+from tests.media_files import png
 from tests.support import JobEvents
 
 SMOKE = ["--param", "prompt=a red fox", "--param", "steps=4", "--param", "width=128", "--param", "height=128"]
-ANSI = r"(?:\x1b\[[0-9;]*m)*"  # rich styles the id
+ESC = r"\x1b\[[0-9;]*m"
+ANSI = rf"(?:{ESC})*"  # rich styles the id
 TASK_ID = re.compile(rf"task {ANSI}([0-9a-f]{{32}})")
 
 
@@ -60,6 +63,42 @@ def test_minimal_client_as_a_library(service: Service, tmp_path: Path) -> None:
     assert task["status"] == "SUCCESS"
     (saved,) = cj.download(task, tmp_path, server=service.url)
     assert_png(saved, (40, 24))
+
+
+def test_minimal_client_uploads_a_local_picture(service: Service, tmp_path: Path) -> None:
+    picture = tmp_path / "navy.png"
+    picture.write_bytes(png(40, 24, "navy"))
+    out = tmp_path / "out"
+    result = run_client(
+        "api_client_minimal.py", "run", "upscale", "--param", f"image=@{picture}", "--param", "scale_by=2",
+        "--server", service.url, "--out", str(out), timeout_s=300,
+    )  # fmt: skip
+    assert result.code == 0, result.stderr
+    assert "uploaded navy.png -> asset" in result.stderr
+    (saved,) = [Path(line) for line in result.stdout.splitlines()]
+    assert saved.parent.parent == out and "?" not in saved.name  # named after the output, not its link
+    assert_png(saved, (80, 48))
+
+
+def test_rich_client_uploads_a_local_picture(service: Service, tmp_path: Path) -> None:
+    picture = tmp_path / "navy.png"
+    picture.write_bytes(png(40, 24, "navy"))
+    out = tmp_path / "out"
+    child = spawn_rich(
+        "run", "upscale", "--param", f"image=@{picture}", "--param", "scale_by=2", "--server", service.url,
+        "--out", str(out),
+    )  # fmt: skip
+    child.expect(rf"uploaded{ANSI} navy\.png → asset")
+    child.expect(rf"image(?:\s|{ESC})+navy\.png")  # the request panel names the file
+    child.expect(TASK_ID)
+    task_id = child.match.group(1)
+    child.expect("SUCCESS")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    (saved,) = (out / task_id).iterdir()
+    assert saved.suffix == ".png"
+    assert_png(saved, (80, 48))
 
 
 def test_rich_client_shows_a_live_bar_and_the_result(service: Service, tmp_path: Path) -> None:
@@ -108,7 +147,7 @@ def test_rich_client_asks_what_to_run(service: Service, tmp_path: Path) -> None:
     child = spawn_rich("--server", service.url, "--out", str(tmp_path))
     child.expect("Workflows")  # the tables first
     child.expect("LoRAs")
-    child.expect(rf"workflow {ANSI}\[txt2img/tiny\]")
+    child.expect(rf"workflow {ANSI}\[txt2img/tiny/[^\]]*\]")  # every shipped workflow
     child.sendline("tiny")
     child.expect("tiny parameters")
     for name, answer in (("width", "48"), ("height", ""), ("batch_size", ""), ("color", "12")):
