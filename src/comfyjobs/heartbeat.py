@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from comfyjobs import keys
 from comfyjobs.comfy.doctor import WorkflowAvailability
+from comfyjobs.errors import QueueUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -77,13 +78,17 @@ class Heartbeat:
 
 
 async def live_workers(client: aioredis.Redis) -> list[WorkerBeat]:
+    """Redis errors become QueueUnavailableError (503 with Retry-After on a request path)."""
     beats = []
-    async for key in client.scan_iter(match=keys.WORKER_PATTERN, count=100):
-        raw = await client.get(key)
-        if not raw:
-            continue  # expired between SCAN and GET
-        try:
-            beats.append(WorkerBeat.model_validate_json(raw))
-        except ValidationError:  # a worker of another version: not counted, not fatal
-            log.warning("ignoring an unreadable heartbeat at %s", key)
+    try:
+        async for key in client.scan_iter(match=keys.WORKER_PATTERN, count=100):
+            raw = await client.get(key)
+            if not raw:
+                continue  # expired between SCAN and GET
+            try:
+                beats.append(WorkerBeat.model_validate_json(raw))
+            except ValidationError:  # a worker of another version: not counted, not fatal
+                log.warning("ignoring an unreadable heartbeat at %s", key)
+    except redis.RedisError as exc:
+        raise QueueUnavailableError(f"Redis is unavailable: {exc}") from exc
     return sorted(beats, key=lambda b: b.worker_id)
