@@ -91,10 +91,6 @@ class TaskRunningError(ComfyJobsError):
     code = "task_running"
 
 
-class OutputNotFoundError(ComfyJobsError):
-    code = "output_not_found"
-
-
 class QueueFullError(ComfyJobsError):
     """MAX_QUEUE_DEPTH jobs already wait; try again later (429 with Retry-After)."""
 

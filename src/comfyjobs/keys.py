@@ -59,10 +59,11 @@ def queue_departures(queue: str) -> str:
     return f"{PREFIX}:queue:{queue}:departures"
 
 
-def idempotency(key: str) -> str:
+def idempotency(tenant: str, key: str) -> str:
     """String with the job's TTL: the task an Idempotency-Key header was first used for, and a hash of
     that request. The client's key is hashed so any header value makes a bounded, safe key."""
-    return f"{PREFIX}:idempotency:{hashlib.sha256(key.encode()).hexdigest()}"
+    digest = hashlib.sha256(f"{tenant}\n{key}".encode()).hexdigest()  # one tenant's key is not another's
+    return f"{PREFIX}:idempotency:{digest}"
 
 
 def job_previews(task_id: str) -> str:
@@ -72,10 +73,10 @@ def job_previews(task_id: str) -> str:
     return f"{PREFIX}:previews:{task_id}"
 
 
-def asset(asset_id: str) -> str:
-    """String with ASSET_TTL_S: an asset's metadata (JSON, see storage.assets). The id is the sha256 of
-    the bytes, so identical bytes are one asset, stored once."""
-    return f"{PREFIX}:asset:{asset_id}"
+def asset(tenant: str, asset_id: str) -> str:
+    """String with ASSET_TTL_S: a tenant's asset's metadata (JSON, see storage.assets). The id is the
+    sha256 of the bytes, so identical bytes are one asset of that tenant, stored once."""
+    return f"{PREFIX}:asset:{tenant}:{asset_id}"
 
 
 OBJECT_EXPIRY = f"{PREFIX}:objects:expiry"

@@ -6,13 +6,20 @@ Invalid values stop the process before it touches Redis or ComfyUI.
 
 from __future__ import annotations
 
+import difflib
+import os
+import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
+from dotenv import dotenv_values
 from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from comfyjobs.errors import ConfigError
+from comfyjobs.tenancy import Principal, parse_keys
 
 
 class Settings(BaseSettings):
@@ -82,7 +89,32 @@ class Settings(BaseSettings):
     sse_heartbeat_s: Annotated[float, Field(gt=0, le=300)] = 15.0
     api_keys: SecretStr | None = Field(
         default=None,
-        description="Comma-separated keys; set, every route but /health, /ready and the docs needs one.",
+        description="Comma-separated `tenant:key` pairs (a bare key: tenant `default`); set, every route "
+        "but /health, /ready, the docs and signed links needs one. A tenant sees only its own tasks.",
+    )
+    admin_api_keys: SecretStr | None = Field(
+        default=None, description="As API_KEYS; an admin key sees every tenant's tasks."
+    )
+    max_body_bytes: Annotated[int, Field(ge=1024)] = Field(
+        default=1024 * 1024, description="Largest request body (but POST /assets); larger answers 413."
+    )
+    max_upload_bytes: Annotated[int, Field(ge=1024)] | None = Field(
+        default=None, description="Largest POST /assets body; default: INPUT_MAX_BYTES + 1 MiB."
+    )
+    api_body_timeout_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=30.0, description="Longest wait for the next piece of a request body; then 408."
+    )
+    api_header_timeout_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=10.0, description="Time for a request's headers, and for a new connection's first request."
+    )
+    api_keep_alive_s: Annotated[int, Field(ge=1, le=3600)] = Field(
+        default=5, description="An idle keep-alive connection is closed after this."
+    )
+    api_max_connections: Annotated[int, Field(ge=1)] = Field(
+        default=2048, description="Open connections beyond this are answered 503 and closed."
+    )
+    api_max_header_bytes: Annotated[int, Field(ge=1024)] = Field(
+        default=16 * 1024, description="Largest request line plus headers; larger answers 400."
     )
 
     # --- ComfyUI -----------------------------------------------------------------------------------
@@ -126,6 +158,26 @@ class Settings(BaseSettings):
         UrlPolicy([item.strip() for item in value.split(",") if item.strip()])  # ValueError names the entry
         return value
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_usable(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return value and ""  # blank: as unset (`up` starts its own Redis; `api` and `worker` refuse)
+        problem = redis_url_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @model_validator(mode="after")
+    def _api_keys_name_a_key(self) -> Settings:
+        _ = self.principals  # every entry parses (tenant names, no repeats), or ValueError says which
+        # Set but blank (" , ", or a secret that never got filled in) would run the API open: refuse.
+        if self.api_keys is not None and not any(
+            entry.strip() for entry in self.api_keys.get_secret_value().split(",")
+        ):
+            raise ValueError("API_KEYS is set but names no key (leave it unset to run without keys)")
+        return self
+
     @model_validator(mode="after")
     def _storage_complete(self) -> Settings:
         if self.storage_backend == "s3" and not self.s3_bucket:
@@ -141,17 +193,28 @@ class Settings(BaseSettings):
 
     @property
     def accepted_api_keys(self) -> frozenset[str]:
-        if self.api_keys is None:
-            return frozenset()
-        return frozenset(k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip())
+        return frozenset(self.principals)
 
     @property
-    def output_dir(self) -> Path:
-        return self.data_dir / "outputs"
+    def principals(self) -> dict[str, Principal]:
+        """Every key (user and admin) → who it acts for; empty: no keys, an open service."""
+        found: dict[str, Principal] = {}
+        for setting, secret, admin in (
+            ("API_KEYS", self.api_keys, False),
+            ("ADMIN_API_KEYS", self.admin_api_keys, True),
+        ):
+            if secret is not None:
+                for key, principal in parse_keys(
+                    secret.get_secret_value(), admin=admin, setting=setting
+                ).items():
+                    if key in found:
+                        raise ValueError(f"{setting}: a key is also in API_KEYS")
+                    found[key] = principal
+        return found
 
     @property
     def objects_dir(self) -> Path:
-        """Root of the `local` storage backend (outputs/, assets/ under it)."""
+        """Root of the `local` storage backend (outputs/ and inputs/ under it)."""
         return self.data_dir
 
     @property
@@ -170,12 +233,135 @@ class Settings(BaseSettings):
     @classmethod
     def load(cls, **overrides: object) -> Settings:
         """Reads the environment and `.env`; a bad value becomes a ConfigError naming the variable."""
+        env_files = overrides.get("_env_file", cls.model_config.get("env_file"))
+        encoding = overrides.get("_env_file_encoding", cls.model_config.get("env_file_encoding"))
+        problems = unknown_names(
+            setting_names(), _env_file_paths(env_files), os.environ, encoding=encoding or None
+        )
         try:
-            return cls(**overrides)  # type: ignore[arg-type]
+            settings = cls(**overrides)  # type: ignore[arg-type]
         except ValidationError as exc:
-            problems = "; ".join(
+            problems += [
                 (f"{'.'.join(str(p) for p in err['loc']).upper()}: " if err["loc"] else "")
                 + str(err["msg"]).removeprefix("Value error, ")
                 for err in exc.errors()
-            )
-            raise ConfigError(f"invalid settings: {problems}") from exc
+            ]
+            raise ConfigError(f"invalid settings: {'; '.join(problems)}") from exc
+        if problems:
+            raise ConfigError(f"invalid settings: {'; '.join(problems)}")
+        return settings
+
+
+# --- Fail fast on names that are not settings ---------------------------------------------------------
+# A `.env` file is ours entirely: every key in it must be a setting. The environment holds everything
+# else too, so only names that look like ours are checked there: a near miss of a setting's name, or a
+# name under the prefix of one of our settings' groups (COMFYUI_, S3_, API_, REDIS_...). Prefixes that
+# other tools use as well are left to the near-miss rule: HF_ (huggingface_hub: HF_HOME), MAX_ (MAX_JOBS,
+# for extension builds), JOB_ (Jenkins: JOB_NAME; Kubernetes: JOB_COMPLETION_INDEX) and the generic
+# DATA_, MODEL_, LOG_, PUBLIC_. Names under another tool's own prefix are never checked: AWS_ is boto3's
+# (AWS_ENDPOINT_URL is as near to S3_ENDPOINT_URL as a typo, and means the same to boto3).
+SHARED_PREFIXES = frozenset({"HF", "MAX", "JOB", "DATA", "MODEL", "LOG", "PUBLIC"})
+FOREIGN_PREFIXES = frozenset({"AWS"})
+NEAR_MISS_RATIO = 0.85
+# Kubernetes gives every pod <SERVICE>_SERVICE_HOST, <SERVICE>_PORT=tcp://... and kin for each service
+# (a service named `redis` makes REDIS_PORT): never ours.
+_SERVICE_LINK = re.compile(r"_SERVICE_(HOST|PORT(_\w+)?)$|_PORT_\d+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?$")
+_SERVICE_LINK_PORT = re.compile(r"(tcp|udp|sctp)://", re.IGNORECASE)
+
+
+def setting_names() -> frozenset[str]:
+    """Every name a setting is read under, upper case (pydantic-settings ignores case)."""
+    names: set[str] = set()
+    for name, field in Settings.model_fields.items():
+        names.add(name.upper())
+        if isinstance(field.alias, str):
+            names.add(field.alias.upper())
+        choices = getattr(field.validation_alias, "choices", [field.validation_alias])  # AliasChoices
+        names.update(choice.upper() for choice in choices if isinstance(choice, str))
+    return frozenset(names)
+
+
+def redis_url_problem(url: str) -> str | None:
+    """Why redis-py and Celery could not use ``url``, or None; never quotes it (it may hold a password)."""
+    scheme, sep, _ = url.partition("://")
+    if not sep:
+        return "not a URL; expected redis://HOST:PORT/DB, rediss://HOST:PORT/DB or unix:///path/to/redis.sock"
+    if scheme not in ("redis", "rediss", "unix"):
+        return f"scheme {scheme[:20]!r} is not redis://, rediss:// or unix://"
+    parts = urlsplit(url)
+    if scheme == "unix":
+        if parts.hostname or not parts.path:
+            return "unix:// needs an absolute socket path, as in unix:///path/to/redis.sock"
+        return None
+    if not parts.hostname:
+        return f"{scheme}:// names no host"
+    try:
+        port = parts.port  # raises for a port that is not a number in 0-65535
+    except ValueError:
+        port = 0
+    if port == 0:
+        return "the port is not a number in 1-65535"
+    database = parts.path.strip("/")
+    if database and not database.isdigit():
+        return "the database (the URL's path) must be a number, as in /0"
+    return None
+
+
+def _env_file_paths(env_files: object) -> list[Path]:
+    if env_files is None:
+        return []
+    if isinstance(env_files, (str, os.PathLike)):
+        env_files = [env_files]
+    if not isinstance(env_files, Iterable):
+        return []
+    return [Path(f).expanduser() for f in env_files if isinstance(f, (str, os.PathLike))]
+
+
+def _looks_like_ours(name: str, known: frozenset[str], prefixes: frozenset[str]) -> bool:
+    prefix = name.partition("_")[0]
+    if prefix in prefixes:
+        return True
+    if prefix in FOREIGN_PREFIXES:
+        return False
+    return any(difflib.SequenceMatcher(None, name, k).ratio() >= NEAR_MISS_RATIO for k in known)
+
+
+def _is_service_link(name: str, value: str) -> bool:
+    if _SERVICE_LINK.search(name):
+        return True
+    return name.endswith("_PORT") and bool(_SERVICE_LINK_PORT.match(value))
+
+
+def unknown_names(
+    known: frozenset[str],
+    env_files: Iterable[Path],
+    environ: Mapping[str, str],
+    *,
+    encoding: object = None,
+) -> list[str]:
+    """One problem per name that is not a setting: every key of the `.env` files, and the environment's
+    names that look like ours. Each names the variable, where it came from and the closest setting."""
+    problems: list[str] = []
+
+    def refuse(name: str, where: str) -> None:
+        upper = name.upper()
+        group = sorted(k for k in known if k.partition("_")[0] == upper.partition("_")[0])
+        # Within the name's own group first: REDIS_HOST means REDIS_URL more likely than API_HOST.
+        guess = difflib.get_close_matches(upper, group, n=1) or difflib.get_close_matches(upper, known, n=1)
+        hint = f"; did you mean {guess[0]}?" if guess else " (.env.example lists every setting)"
+        problems.append(f"{name} ({where}): not a setting{hint}")
+
+    for path in env_files:
+        if path.is_file():  # not a FIFO, as pydantic-settings reads one: it can be read only once
+            keys = dotenv_values(path, encoding=encoding if isinstance(encoding, str) else None)
+            for key in keys:
+                if key.upper() not in known:
+                    refuse(key, f"in {path}")
+    prefixes = frozenset(n.partition("_")[0] for n in known if "_" in n) - SHARED_PREFIXES
+    for name in sorted(environ):
+        upper = name.upper()
+        if upper in known or _is_service_link(upper, environ[name]):
+            continue
+        if _looks_like_ours(upper, known, prefixes):
+            refuse(name, "in the environment")
+    return problems

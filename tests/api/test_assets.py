@@ -27,7 +27,7 @@ def test_upload_read_download_delete(client: TestClient) -> None:
     assert ASSET_ID.match(asset["id"])
     assert (asset["kind"], asset["content_type"], asset["size_bytes"]) == ("image", "image/png", len(data))
     assert (asset["width"], asset["height"], asset["filename"]) == (96, 64, "photo.png")
-    assert asset["url"].startswith(f"http://api.example:9000/inputs/{asset['id']}?expires=")
+    assert asset["url"].startswith(f"http://api.example:9000/inputs/default/{asset['id']}?expires=")
     assert asset["url_expires_at"] < asset["expires_at"]
 
     again = client.post("/assets", files={"file": ("copy.png", data, "application/octet-stream")}).json()
@@ -75,3 +75,15 @@ def test_refusals_name_the_reason(settings: Settings) -> None:
         assert missing.status_code == 422
         assert missing.json()["error"]["fields"][0]["field"] == "file"
         assert client.get("/assets/not-an-id").status_code == 404
+
+
+def test_files_that_could_run_as_pages_are_downloads(client: TestClient) -> None:
+    page = b"<html><script>alert(document.cookie)</script></html>"
+    asset = client.post("/assets", files={"file": ("x.html", page, "text/html")}).json()
+    served = client.get(_path(asset["url"]))
+    assert served.status_code == 200
+    assert served.headers["content-disposition"].startswith("attachment;")
+    assert served.headers["x-content-type-options"] == "nosniff"
+    assert served.headers["content-security-policy"] == "sandbox"
+    picture = client.post("/assets", files={"file": ("p.png", png(8, 8), "image/png")}).json()
+    assert client.get(_path(picture["url"])).headers["content-disposition"].startswith("inline;")

@@ -108,7 +108,7 @@ def test_outputs_go_through_the_bucket(fleet: Fleet, s3_endpoint: S3Endpoint, re
     assert Image.open(io.BytesIO(download.content)).size == (80, 48)
     keys = [o["Key"] for o in s3_endpoint.client().list_objects_v2(Bucket=fleet.bucket)["Contents"]]  # type: ignore[attr-defined]
     assert f"outputs/{task_id}/{output['filename']}" in keys
-    assert f"inputs/{asset['id']}" in keys
+    assert f"inputs/default/{asset['id']}" in keys
     # Nothing went through either machine's DATA_DIR.
     assert not (fleet.api_data / "outputs").exists() and not (fleet.worker_data / "outputs").exists()
 

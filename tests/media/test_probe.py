@@ -49,3 +49,19 @@ def test_kinds_fit_parameter_types() -> None:
         require_kind("file", "image")
     with pytest.raises(MediaError, match="expected a video, got an image file"):
         require_kind("image", "video")
+
+
+def test_a_broken_header_is_refused_not_crashed_on(tmp_path: Path) -> None:
+    (tmp_path / "cut.jpg").write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF")  # a JPEG that stops in its header
+    with pytest.raises(MediaError):
+        probe_file(tmp_path / "cut.jpg", max_pixels=10_000)
+
+
+def test_many_frames_count_as_many_pixels(tmp_path: Path) -> None:
+    from PIL import Image
+
+    frames = [Image.new("RGB", (50, 50), (i * 30, 0, 0)) for i in range(8)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    with pytest.raises(MediaError, match="8 frames of 50x50 are 20000 pixels"):
+        probe_file(tmp_path / "anim.gif", max_pixels=19_999)
+    assert probe_file(tmp_path / "anim.gif", max_pixels=20_000).kind == "image"

@@ -65,6 +65,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> FastAPI:
             max_pixels=settings.input_max_pixels,
             url_timeout_s=settings.input_url_timeout_s,
             url_policy=UrlPolicy(settings.url_allowlist),
+            hold_s=settings.job_ttl_s,
         )
         models: ModelCatalog = (
             DiskModels(settings.model_dir) if objects.backend == "local" else ReportedModels(client)

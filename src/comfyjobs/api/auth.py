@@ -1,4 +1,5 @@
-"""API keys: with API_KEYS set, a request needs one, as a bearer token or an X-API-Key header."""
+"""Who a request acts for: with API_KEYS (and ADMIN_API_KEYS) set, a request needs a key, as a bearer
+token or an X-API-Key header, and the key names its tenant (see comfyjobs.tenancy)."""
 
 from __future__ import annotations
 
@@ -9,22 +10,36 @@ from fastapi import Depends, Request
 
 from comfyjobs.api.services import Services, services
 from comfyjobs.errors import AuthenticationError
+from comfyjobs.tenancy import OPEN, Principal
 
 
-def _presented_key(request: Request) -> str | None:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+def presented_key(headers: Request) -> str | None:
+    scheme, _, token = headers.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
-    return request.headers.get("x-api-key")
+    return headers.headers.get("x-api-key")
 
 
-async def require_api_key(request: Request, svc: Annotated[Services, Depends(services)]) -> None:
-    accepted = svc.settings.accepted_api_keys
-    if not accepted:
-        return
-    presented = _presented_key(request)
+def principal_for(presented: str | None, principals: dict[str, Principal]) -> Principal:
+    """The key's principal; AuthenticationError for none or a wrong one. Every key is compared, each in
+    constant time, so timing tells nothing about which one nearly matched."""
+    if not principals:
+        return OPEN
     if presented is None:
         raise AuthenticationError("an API key is required: send `Authorization: Bearer KEY` or `X-API-Key`")
-    # Compare against every key in constant time, so timing tells nothing about which one nearly matched.
-    if not any(hmac.compare_digest(presented.encode(), key.encode()) for key in accepted):
+    found: Principal | None = None
+    for key, principal in principals.items():
+        if hmac.compare_digest(presented.encode(), key.encode()):
+            found = principal
+    if found is None:
         raise AuthenticationError("the API key is not valid")
+    return found
+
+
+async def current_principal(request: Request, svc: Annotated[Services, Depends(services)]) -> Principal:
+    return principal_for(presented_key(request), svc.settings.principals)
+
+
+# FastAPI runs a dependency once per request, so the router-level check and a route's parameter share it.
+require_api_key = current_principal
+Caller = Annotated[Principal, Depends(current_principal)]

@@ -23,6 +23,7 @@ from comfyjobs.errors import IdempotencyConflictError, QueueFullError, QueueUnav
 from comfyjobs.jobs.record import JobRecord
 from comfyjobs.manifests.params import resolve_params
 from comfyjobs.manifests.registry import Workflow
+from comfyjobs.tenancy import Principal
 from comfyjobs.worker.celery_app import enqueue_job
 
 log = logging.getLogger(__name__)
@@ -42,15 +43,23 @@ def request_hash(workflow: Workflow, request: BaseModel) -> str:
 
 
 async def submit(
-    svc: Services, workflow: Workflow, request: BaseModel, idempotency_key: str | None = None
+    svc: Services,
+    workflow: Workflow,
+    request: BaseModel,
+    caller: Principal,
+    idempotency_key: str | None = None,
 ) -> Submitted:
     await require_available(svc.redis, workflow.id)
     folders = {p.choices_from for p in workflow.public_parameters if p.choices_from is not None}
     models = await svc.models.lists(folders)
     params = resolve_params(workflow, request, models.get)
-    media = await svc.media.resolve(workflow, params)
+    media = await svc.media.resolve(workflow, params, caller.tenant)
     record = JobRecord(
-        task_id=uuid.uuid4().hex, workflow_id=workflow.id, params=media.params, inputs=media.inputs
+        task_id=uuid.uuid4().hex,
+        workflow_id=workflow.id,
+        tenant=caller.tenant,
+        params=media.params,
+        inputs=media.inputs,
     )
     fingerprint = request_hash(workflow, request)
     admission = await svc.store.admit(
@@ -60,7 +69,7 @@ async def submit(
         idempotency_value=json.dumps({"task_id": record.task_id, "request": fingerprint}),
     )
     if admission.outcome == "duplicate":
-        return await _replay(svc, idempotency_key or "", admission.detail, fingerprint)
+        return await _replay(svc, idempotency_key or "", admission.detail, fingerprint, caller)
     if admission.outcome == "full":
         raise QueueFullError(
             f"the queue is full ({admission.detail} jobs waiting, MAX_QUEUE_DEPTH="
@@ -70,12 +79,12 @@ async def submit(
         await run_in_threadpool(enqueue_job, svc.celery, record.task_id, svc.settings.queue_name)
     except QueueUnavailableError:
         log.error("enqueue of %s failed; its record is removed", record.task_id)
-        await svc.store.delete(record.task_id, idempotency_key)
+        await svc.store.delete(record, idempotency_key)
         raise
     return Submitted(record=record, replayed=False)
 
 
-async def _replay(svc: Services, key: str, stored: str, fingerprint: str) -> Submitted:
+async def _replay(svc: Services, key: str, stored: str, fingerprint: str, caller: Principal) -> Submitted:
     first = json.loads(stored)
     if first["request"] != fingerprint:
         raise IdempotencyConflictError(
@@ -83,6 +92,7 @@ async def _replay(svc: Services, key: str, stored: str, fingerprint: str) -> Sub
             "use a new key for a new request"
         )
     record = await svc.store.get(first["task_id"])
-    if record is None:  # the key outlived its record (they share a TTL; only a manual delete does this)
+    # Gone: the key outlived its record (they share a TTL; only a manual delete does this).
+    if record is None or not caller.sees(record.tenant):
         raise IdempotencyConflictError(f"Idempotency-Key {key!r} refers to a task that no longer exists")
     return Submitted(record=record, replayed=True)

@@ -19,6 +19,7 @@ from comfyjobs.api.views import Links, TaskView
 from comfyjobs.errors import TaskNotFoundError
 from comfyjobs.jobs.record import TERMINAL_STATUSES, JobRecord, JobStatus
 from comfyjobs.jobs.store import AsyncJobStore, EventId, JobEvent, Preview, Snapshot
+from comfyjobs.tenancy import Principal
 
 EVENT_NAMES = {
     JobStatus.PENDING: "queued",
@@ -51,26 +52,32 @@ class TaskFeed:
         place = await self._store.place(record.task_id) if record.status == JobStatus.PENDING else None
         return TaskView.from_record(record, self._links, place, last_event_id)
 
-    async def _snapshot(self, task_id: str) -> Snapshot:
+    async def _snapshot(self, task_id: str, caller: Principal) -> Snapshot:
+        """Another tenant's task is not found, exactly as an unknown one."""
         snapshot = await self._store.snapshot(task_id)
-        if snapshot is None:
+        if snapshot is None or not caller.sees(snapshot.record.tenant):
             raise _not_found(task_id)
         return snapshot
 
     def _snapshot_view(self, snapshot: Snapshot) -> TaskView:
         return TaskView.from_record(snapshot.record, self._links, snapshot.place, snapshot.last_event_id)
 
-    async def current(self, task_id: str) -> TaskView:
-        return self._snapshot_view(await self._snapshot(task_id))
+    async def current(self, task_id: str, caller: Principal) -> TaskView:
+        return self._snapshot_view(await self._snapshot(task_id, caller))
 
     async def wait_for_change(
-        self, task_id: str, wait_s: float, since: EventId | None, position: int | None = None
+        self,
+        task_id: str,
+        caller: Principal,
+        wait_s: float,
+        since: EventId | None,
+        position: int | None = None,
     ) -> TaskView:
         """The view as soon as the task changes after ``since`` (default: now), or at ``wait_s``.
 
         Answers at once if the task is finished, changed after ``since``, or waits in the queue at
         another place than ``position``; while it waits, moving up in line counts as a change."""
-        snapshot = await self._snapshot(task_id)
+        snapshot = await self._snapshot(task_id, caller)
         record, last, place = snapshot.record, snapshot.last_event_id, snapshot.place
         changed = since is not None and last is not None and event_id_key(last) > event_id_key(since)
         moved = position is not None and place.position is not None and place.position != position
@@ -78,12 +85,14 @@ class TaskFeed:
             return self._snapshot_view(snapshot)
         departures = snapshot.last_departure if record.status == JobStatus.PENDING else None
         await self._store.wait_for_change(task_id, since or last or "0-0", wait_s, departures)
-        return await self.current(task_id)
+        return await self.current(task_id, caller)
 
-    async def open_stream(self, task_id: str, after: EventId | None) -> AsyncIterator[bytes] | None:
+    async def open_stream(
+        self, task_id: str, caller: Principal, after: EventId | None
+    ) -> AsyncIterator[bytes] | None:
         """The task's SSE stream; None when a client resumes after the final event (answer 204, which
         tells an EventSource to stop reconnecting). An unknown id raises, before any byte is sent."""
-        snapshot = await self._snapshot(task_id)
+        snapshot = await self._snapshot(task_id, caller)
         last = snapshot.last_event_id
         if (
             snapshot.record.is_terminal

@@ -71,6 +71,7 @@ class QueueView(BaseModel):
 class TaskView(BaseModel):
     task_id: str
     workflow_id: str
+    tenant: str | None = Field(default=None, description="whose task it is (the API key's tenant)")
     status: JobStatus
     progress: Progress
     params: dict[str, Any]

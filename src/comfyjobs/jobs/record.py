@@ -58,6 +58,7 @@ class InputRef(BaseModel):
 
     asset_id: str
     sha256: str
+    key: str  # the stored object
     content_type: str
     extension: str
 
@@ -85,6 +86,7 @@ class JobError(BaseModel):
 class JobRecord(BaseModel):
     task_id: str
     workflow_id: str
+    tenant: str | None = None  # who submitted it (see tenancy); None: before tenancy
     status: JobStatus = JobStatus.PENDING
     params: dict[str, Any] = Field(default_factory=dict)
     progress: Progress = Field(default_factory=Progress)

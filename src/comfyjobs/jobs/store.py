@@ -304,9 +304,10 @@ class AsyncJobStore:
         idempotency_value: str = "",
     ) -> Admission:
         """Creates the record and puts it in line, in one script: unless ``idempotency_key`` was used
-        before (then nothing is created), or ``max_waiting`` jobs already wait (0: no limit)."""
+        before by the record's tenant (then nothing is created), or ``max_waiting`` jobs already wait
+        (0: no limit)."""
         fields = encode_record(record)
-        idem = keys.idempotency(idempotency_key) if idempotency_key else ""
+        idem = keys.idempotency(record.tenant or "", idempotency_key) if idempotency_key else ""
         job_keys = [keys.job(record.task_id), keys.job_events(record.task_id), self._keys.waiting, idem]
         args: list[Any] = [
             record.task_id,
@@ -339,14 +340,15 @@ class AsyncJobStore:
         raw = await self._call(lambda: self._redis.hgetall(keys.job(task_id)))
         return decode_record(raw) if raw else None
 
-    async def delete(self, task_id: str, idempotency_key: str | None = None) -> None:
+    async def delete(self, record: JobRecord, idempotency_key: str | None = None) -> None:
         """Undoes ``admit`` (when the message could not be sent)."""
+        task_id = record.task_id
 
         async def run() -> None:
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.delete(keys.job(task_id), keys.job_events(task_id))
                 if idempotency_key:
-                    pipe.delete(keys.idempotency(idempotency_key))
+                    pipe.delete(keys.idempotency(record.tenant or "", idempotency_key))
                 pipe.zrem(self._keys.waiting, task_id)
                 await pipe.execute()
 

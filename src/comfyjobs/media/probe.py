@@ -82,6 +82,7 @@ def _check_pixels(width: int, height: int, max_pixels: int) -> None:
 
 
 def _probe_image(path: Path, max_pixels: int) -> Probed | None:
+    fmt = ""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -89,6 +90,13 @@ def _probe_image(path: Path, max_pixels: int) -> Probed | None:
                 fmt = img.format or ""
                 width, height = img.size
                 _check_pixels(width, height, max_pixels)
+                # ComfyUI's LoadImage stacks every frame: a small file of many large frames is a bomb too.
+                frames = int(getattr(img, "n_frames", 1))
+                if frames > 1 and frames * width * height > max_pixels:
+                    raise MediaError(
+                        f"{frames} frames of {width}x{height} are {frames * width * height} pixels, over "
+                        f"INPUT_MAX_PIXELS ({max_pixels})"
+                    )
                 img.load()  # decodes the (first) frame: a truncated or corrupt file fails here
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         if isinstance(exc, UnidentifiedImageError):

@@ -24,7 +24,7 @@ from comfyjobs.errors import (
     PayloadTooLargeError,
 )
 from comfyjobs.jobs.record import InputRef
-from comfyjobs.manifests.registry import Parameter, Workflow
+from comfyjobs.manifests.registry import Workflow
 from comfyjobs.media.fetch import UrlPolicy, fetch_url
 from comfyjobs.media.probe import require_kind
 from comfyjobs.storage.assets import ASSET_ID, Asset, AssetRecords, ingest_bytes
@@ -37,6 +37,7 @@ class MediaLimits:
     max_pixels: int
     url_timeout_s: float
     url_policy: UrlPolicy
+    hold_s: int  # an input is kept at least this long after a job takes it (JOB_TTL_S)
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,8 @@ class MediaResolver:
         self._objects = objects
         self._limits = limits
 
-    async def resolve(self, workflow: Workflow, params: Mapping[str, Any]) -> ResolvedMedia:
+    async def resolve(self, workflow: Workflow, params: Mapping[str, Any], tenant: str) -> ResolvedMedia:
+        """Media values → the tenant's assets (its own ids only; URL and data inputs become its assets)."""
         values = dict(params)
         inputs: dict[str, InputRef] = {}
         problems: list[FieldProblem] = []
@@ -83,7 +85,7 @@ class MediaResolver:
             if value is None:
                 continue
             try:
-                asset = await self._asset(param, str(value))
+                asset = await self._held(str(value), tenant)
                 require_kind(asset.kind, param.type)
             except (MediaError, AssetNotFoundError) as exc:
                 problems.append(FieldProblem(f"params.{param.name}", exc.message))
@@ -92,6 +94,7 @@ class MediaResolver:
             inputs[param.name] = InputRef(
                 asset_id=asset.id,
                 sha256=asset.sha256,
+                key=asset.key,
                 content_type=asset.content_type,
                 extension=asset.extension,
             )
@@ -99,11 +102,11 @@ class MediaResolver:
             raise InvalidParamsError(problems)
         return ResolvedMedia(params=values, inputs=inputs)
 
-    async def _asset(self, param: Parameter, value: str) -> Asset:
+    async def _asset(self, value: str, tenant: str) -> Asset:
         lowered = value[:8].lower()
         limits = self._limits
         if lowered.startswith("data:"):
-            data, _ = parse_data_url(value, limits.max_bytes)
+            data, _ = await run_in_threadpool(parse_data_url, value, limits.max_bytes)  # up to 64 MB
             filename = None
         elif lowered.startswith(("http://", "https://")):
             fetched = await run_in_threadpool(
@@ -115,13 +118,17 @@ class MediaResolver:
             )
             data, filename = fetched.data, fetched.filename
         elif ASSET_ID.match(value):
-            return await self._assets.touch(await self._assets.require(value))
+            return await self._assets.require(value, tenant)
         else:
             raise MediaError(
                 "expected an asset id (from POST /assets), an http(s):// URL or a data: URL, "
                 f"got {value[:40]!r}"
             )
         ingested = await run_in_threadpool(
-            ingest_bytes, self._objects, data, max_pixels=limits.max_pixels, filename=filename
+            ingest_bytes, self._objects, data, tenant=tenant, max_pixels=limits.max_pixels, filename=filename
         )
-        return await self._assets.record(ingested)
+        return await self._assets.record(ingested, tenant)
+
+    async def _held(self, value: str, tenant: str) -> Asset:
+        """The asset, kept at least as long as the job that uses it."""
+        return await self._assets.touch(await self._asset(value, tenant), self._limits.hold_s)

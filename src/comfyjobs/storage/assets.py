@@ -29,6 +29,7 @@ ASSET_ID = re.compile(r"^[0-9a-f]{64}$")
 class Asset(BaseModel):
     id: str  # the sha256 of the bytes, hex
     sha256: str
+    tenant: str
     kind: Kind
     content_type: str
     extension: str
@@ -41,7 +42,7 @@ class Asset(BaseModel):
 
     @property
     def key(self) -> str:
-        return input_key(self.sha256)
+        return input_key(self.tenant, self.sha256)
 
 
 class Ingested(BaseModel):
@@ -60,7 +61,9 @@ def _safe_filename(name: str | None) -> str | None:
     return base[:200] or None
 
 
-def ingest_file(store: ObjectStore, source: Path, *, max_pixels: int, filename: str | None) -> Ingested:
+def ingest_file(
+    store: ObjectStore, source: Path, *, tenant: str, max_pixels: int, filename: str | None
+) -> Ingested:
     """Blocking: hashes and probes ``source`` and stores it under its hash unless already there.
     ``source`` is consumed (moved or deleted)."""
     digest = hashlib.sha256()
@@ -72,7 +75,7 @@ def ingest_file(store: ObjectStore, source: Path, *, max_pixels: int, filename: 
     sha256 = digest.hexdigest()
     name = _safe_filename(filename)
     probed = probe_file(source, max_pixels=max_pixels, filename=name)
-    key = input_key(sha256)
+    key = input_key(tenant, sha256)
     if store.exists(key):
         source.unlink(missing_ok=True)
     else:
@@ -80,10 +83,15 @@ def ingest_file(store: ObjectStore, source: Path, *, max_pixels: int, filename: 
     return Ingested(sha256=sha256, size_bytes=size, probed=probed, filename=name)
 
 
-def ingest_bytes(store: ObjectStore, data: bytes, *, max_pixels: int, filename: str | None) -> Ingested:
+def ingest_bytes(
+    store: ObjectStore, data: bytes, *, tenant: str, max_pixels: int, filename: str | None
+) -> Ingested:
     with tempfile.NamedTemporaryFile(delete=False, prefix="comfyjobs-input-") as fh:
         fh.write(data)
-    return ingest_file(store, Path(fh.name), max_pixels=max_pixels, filename=filename)
+    try:
+        return ingest_file(store, Path(fh.name), tenant=tenant, max_pixels=max_pixels, filename=filename)
+    finally:
+        Path(fh.name).unlink(missing_ok=True)  # refused, or a store that copied rather than moved
 
 
 def spool(stream: BinaryIO, max_bytes: int) -> Path:
@@ -114,14 +122,15 @@ class AssetRecords:
         self._redis = client
         self.ttl_s = ttl_s
 
-    async def record(self, ingested: Ingested) -> Asset:
+    async def record(self, ingested: Ingested, tenant: str) -> Asset:
         """Records the asset (or renews it: same bytes, same asset) for another ASSET_TTL_S."""
         now = datetime.now(UTC)
-        existing = await self.get(ingested.sha256)
+        existing = await self.get(ingested.sha256, tenant)
         probed = ingested.probed
         asset = Asset(
             id=ingested.sha256,
             sha256=ingested.sha256,
+            tenant=tenant,
             kind=probed.kind,
             content_type=probed.content_type,
             extension=probed.extension,
@@ -136,44 +145,48 @@ class AssetRecords:
         return asset
 
     async def _save(self, asset: Asset) -> None:
+        ttl_s = max(1, int((asset.expires_at - datetime.now(UTC)).total_seconds()))
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.set(keys.asset(asset.id), asset.model_dump_json(), ex=self.ttl_s)
+                pipe.set(keys.asset(asset.tenant, asset.id), asset.model_dump_json(), ex=ttl_s)
                 # GT: a later expiry only; the object outlives its record by nothing.
                 pipe.zadd(keys.OBJECT_EXPIRY, {asset.key: asset.expires_at.timestamp()}, gt=True)
                 await pipe.execute()
         except redis.RedisError as exc:
             raise _translate(exc) from exc
 
-    async def get(self, asset_id: str) -> Asset | None:
+    async def get(self, asset_id: str, tenant: str) -> Asset | None:
         if not ASSET_ID.match(asset_id):
             return None
         try:
-            raw = await self._redis.get(keys.asset(asset_id))
+            raw = await self._redis.get(keys.asset(tenant, asset_id))
         except redis.RedisError as exc:
             raise _translate(exc) from exc
         return Asset.model_validate_json(raw) if raw else None
 
-    async def require(self, asset_id: str) -> Asset:
-        asset = await self.get(asset_id)
+    async def require(self, asset_id: str, tenant: str) -> Asset:
+        """The tenant's asset; another tenant's answers as an unknown one does."""
+        asset = await self.get(asset_id, tenant)
         if asset is None:
             raise AssetNotFoundError(
                 f"no asset {asset_id[:80]!r} (unknown, deleted, or expired after ASSET_TTL_S)"
             )
         return asset
 
-    async def touch(self, asset: Asset) -> Asset:
-        """A job uses it: it stays for another ASSET_TTL_S."""
-        renewed = asset.model_copy(update={"expires_at": datetime.now(UTC) + timedelta(seconds=self.ttl_s)})
+    async def touch(self, asset: Asset, hold_s: int = 0) -> Asset:
+        """A job uses it: it stays for another ASSET_TTL_S, and at least ``hold_s`` (the job's own
+        lifetime: a job waiting in the queue must find its input when a worker takes it)."""
+        ttl_s = max(self.ttl_s, hold_s)
+        renewed = asset.model_copy(update={"expires_at": datetime.now(UTC) + timedelta(seconds=ttl_s)})
         await self._save(renewed)
         return renewed
 
-    async def forget(self, asset_id: str) -> None:
+    async def forget(self, asset: Asset) -> None:
         """Removes the record and schedules the object for deletion now (DELETE /assets/{id})."""
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.delete(keys.asset(asset_id))
-                pipe.zadd(keys.OBJECT_EXPIRY, {input_key(asset_id): time.time()})
+                pipe.delete(keys.asset(asset.tenant, asset.id))
+                pipe.zadd(keys.OBJECT_EXPIRY, {asset.key: time.time()})
                 await pipe.execute()
         except redis.RedisError as exc:
             raise _translate(exc) from exc

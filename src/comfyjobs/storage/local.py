@@ -82,7 +82,8 @@ class LocalObjectStore:
             return
         except OSError:
             pass
-        self._place(key, source)
+        self._place(key, source)  # another file system: copied, then the source removed as a move would
+        source.unlink(missing_ok=True)
 
     def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
         self._place(key, data)

@@ -2,19 +2,20 @@
 
 Two backends: ``local`` (files under DATA_DIR; links are signed API URLs) and ``s3`` (any S3-compatible
 bucket; links are presigned GETs). Keys are "/"-separated: ``outputs/<task_id>/<file>`` for a job's
-outputs, ``inputs/<sha256>`` for input files (content-addressed: identical bytes are stored once).
+outputs, ``inputs/<tenant>/<sha256>`` for input files (content-addressed: identical bytes are stored once per
+tenant).
 Every method blocks (disk or network): call them off the event loop, except ``link``, which only signs.
 """
 
 from __future__ import annotations
 
 import mimetypes
-from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO, Protocol
+from urllib.parse import quote
 
 from comfyjobs.settings import Settings
 
@@ -42,6 +43,21 @@ def content_type_for(filename: str) -> str:
     return guessed or "application/octet-stream"
 
 
+def shown_inline(content_type: str) -> bool:
+    """Pictures, video, audio and plain text open in the browser; anything else (HTML, SVG, scripts, a
+    file of unknown kind) is served as a download, so a link can never run script on our origin."""
+    if content_type in ("image/svg+xml", "text/html", "application/xhtml+xml"):
+        return False
+    return content_type.split("/", 1)[0] in ("image", "video", "audio") or content_type == "text/plain"
+
+
+def content_disposition(content_type: str, filename: str) -> str:
+    """The header value, with an ASCII fallback name and the real one (RFC 6266's filename*)."""
+    kind = "inline" if shown_inline(content_type) else "attachment"
+    fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in filename) or "file"
+    return f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
 def output_key(task_id: str, filename: str) -> str:
     return f"{OUTPUTS_PREFIX}{task_id}/{filename}"
 
@@ -50,8 +66,9 @@ def output_prefix(task_id: str) -> str:
     return f"{OUTPUTS_PREFIX}{task_id}/"
 
 
-def input_key(sha256: str) -> str:
-    return f"{INPUTS_PREFIX}{sha256}"
+def input_key(tenant: str, sha256: str) -> str:
+    """Per tenant: a tenant's assets are its own (deleting one never takes another tenant's file)."""
+    return f"{INPUTS_PREFIX}{tenant}/{sha256}"
 
 
 @dataclass(frozen=True)
@@ -78,11 +95,6 @@ class ObjectStore(Protocol):
 
     def link(self, key: str, *, content_type: str, filename: str, ttl_s: int) -> Link:
         """A URL anyone holding it can GET until it expires (no API key needed)."""
-
-
-def iter_chunks(fh: BinaryIO, size: int = 1 << 20) -> Iterator[bytes]:
-    while chunk := fh.read(size):
-        yield chunk
 
 
 def open_object_store(settings: Settings) -> ObjectStore:

@@ -18,7 +18,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from comfyjobs.errors import ConfigError, ObjectNotFoundError, StorageError
 from comfyjobs.settings import Settings
-from comfyjobs.storage.objects import Link
+from comfyjobs.storage.objects import Link, content_disposition
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -153,14 +153,13 @@ class S3ObjectStore:
         return len(keys)
 
     def link(self, key: str, *, content_type: str, filename: str, ttl_s: int) -> Link:
-        safe_name = filename.replace('"', "").replace("\\", "")
         url = self._s3.generate_presigned_url(
             "get_object",
             Params={
                 "Bucket": self.bucket,
                 "Key": self._key(key),
                 "ResponseContentType": content_type,
-                "ResponseContentDisposition": f'inline; filename="{safe_name}"',
+                "ResponseContentDisposition": content_disposition(content_type, filename),
             },
             ExpiresIn=ttl_s,
         )

@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import os
 import secrets
+import tempfile
 import time
 from pathlib import Path
 from urllib.parse import urlencode
@@ -65,10 +66,16 @@ def _load_or_make_key(path: Path) -> bytes:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
     key = secrets.token_urlsafe(32).encode()
-    try:  # O_EXCL: two processes starting together agree on the first key written
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_bytes().strip()
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(key)
+    # Written whole under another name, then linked into place: a reader never sees a half-written key,
+    # and of two processes starting together the first link wins and both use its key.
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(key)
+        try:
+            os.link(tmp_name, path)
+        except FileExistsError:
+            return path.read_bytes().strip()
+    finally:
+        Path(tmp_name).unlink(missing_ok=True)
     return key

@@ -16,7 +16,7 @@ from typing import Any
 from comfyjobs.comfy.client import ComfyClient
 from comfyjobs.errors import MediaError, ObjectNotFoundError
 from comfyjobs.jobs.record import InputRef
-from comfyjobs.storage.objects import ObjectStore, input_key
+from comfyjobs.storage.objects import ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ class StagedInputs:
         staged = dict(params)
         for name, ref in inputs.items():
             try:
-                with self._store.open(input_key(ref.sha256)) as data:
+                with self._store.open(ref.key) as data:
                     staged[name] = self._client.upload_input(
                         ref.upload_name, data, ref.content_type, SUBFOLDER
                     )

@@ -19,7 +19,9 @@ from comfyjobs.errors import (
     ComfyJobsError,
     ComfyUnavailableError,
     JobTimeoutError,
+    ObjectNotFoundError,
     QueueUnavailableError,
+    StorageError,
 )
 from comfyjobs.jobs.record import InputRef, JobError, JobStatus, Progress, utc_now
 from comfyjobs.jobs.store import JobStore
@@ -206,8 +208,12 @@ def _run_leased(
             return
         if isinstance(exc, ComfyHungError):
             ctx.comfy.kill()  # the worker's ComfyUI supervisor starts a fresh one
-        if isinstance(exc, ComfyUnavailableError) and attempt < ctx.settings.max_attempts:
-            # Not the job's fault: ComfyUI crashed or hung under it. Back in line for another go.
+        passing = isinstance(exc, ComfyUnavailableError) or (
+            isinstance(exc, StorageError) and not isinstance(exc, ObjectNotFoundError)
+        )
+        if passing and attempt < ctx.settings.max_attempts:
+            # Not the job's fault: ComfyUI crashed or hung under it, or the object store was away.
+            # Back in line for another go.
             requeued = ctx.store.update(
                 task_id,
                 expect=mine,

@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Response, UploadFile
 from starlette.concurrency import run_in_threadpool
 
+from comfyjobs.api.auth import Caller
 from comfyjobs.api.services import Services, services
 from comfyjobs.api.views import AssetView
 from comfyjobs.errors import FieldProblem, InvalidParamsError, MediaError
@@ -29,6 +30,7 @@ router = APIRouter(tags=["assets"])
 async def upload_asset(
     file: Annotated[UploadFile, File(description="The file: an image, mask, video, audio or any file.")],
     svc: Annotated[Services, Depends(services)],
+    caller: Caller,
 ) -> AssetView:
     """Upload an input file; use the returned `id` as the value of a media parameter."""
     settings = svc.settings
@@ -38,25 +40,32 @@ async def upload_asset(
         await file.close()
     try:
         ingested = await run_in_threadpool(
-            ingest_file, svc.objects, spooled, max_pixels=settings.input_max_pixels, filename=file.filename
+            ingest_file,
+            svc.objects,
+            spooled,
+            tenant=caller.tenant,
+            max_pixels=settings.input_max_pixels,
+            filename=file.filename,
         )
     except MediaError as exc:
         raise InvalidParamsError([FieldProblem("file", exc.message)]) from None
     finally:
         spooled.unlink(missing_ok=True)
-    return AssetView.from_asset(await svc.assets.record(ingested), svc.links)
+    return AssetView.from_asset(await svc.assets.record(ingested, caller.tenant), svc.links)
 
 
 @router.get("/assets/{asset_id}", response_model=AssetView)
-async def get_asset(asset_id: str, svc: Annotated[Services, Depends(services)]) -> AssetView:
+async def get_asset(asset_id: str, svc: Annotated[Services, Depends(services)], caller: Caller) -> AssetView:
     """The asset with a fresh download `url` (valid for URL_TTL_S)."""
-    return AssetView.from_asset(await svc.assets.require(asset_id), svc.links)
+    return AssetView.from_asset(await svc.assets.require(asset_id, caller.tenant), svc.links)
 
 
 @router.delete("/assets/{asset_id}", status_code=204, response_class=Response)
-async def delete_asset(asset_id: str, svc: Annotated[Services, Depends(services)]) -> Response:
+async def delete_asset(
+    asset_id: str, svc: Annotated[Services, Depends(services)], caller: Caller
+) -> Response:
     """Deletes the asset and its stored file (jobs still waiting to use it will fail, saying so)."""
-    asset = await svc.assets.require(asset_id)
-    await svc.assets.forget(asset.id)
+    asset = await svc.assets.require(asset_id, caller.tenant)
+    await svc.assets.forget(asset)
     await run_in_threadpool(svc.objects.delete, asset.key)
     return Response(status_code=204)

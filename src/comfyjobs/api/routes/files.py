@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from comfyjobs.api.services import Services, services
 from comfyjobs.errors import ObjectNotFoundError
 from comfyjobs.storage.local import LocalObjectStore
-from comfyjobs.storage.objects import input_key, output_key
+from comfyjobs.storage.objects import content_disposition, input_key, output_key
 
 router = APIRouter(tags=["files"])
 
@@ -33,7 +33,13 @@ async def _serve(
         raise ObjectNotFoundError("files are served from the bucket: read the task or asset for its URL")
     store.verify(key, expires=expires, content_type=ctype, sig=sig)
     path = await run_in_threadpool(store.file, key)
-    return FileResponse(path, media_type=ctype, filename=filename, content_disposition_type="inline")
+    headers = {
+        "Content-Disposition": content_disposition(ctype or "application/octet-stream", filename),
+        # Whatever a file holds, it never runs as a page of this origin.
+        "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": "sandbox",
+    }
+    return FileResponse(path, media_type=ctype, headers=headers)
 
 
 @router.get("/outputs/{task_id}/{filename}", response_class=FileResponse)
@@ -49,8 +55,9 @@ async def get_output(
     return await _serve(svc, output_key(task_id, filename), filename, expires, content_type, sig)
 
 
-@router.get("/inputs/{sha256}", response_class=FileResponse)
+@router.get("/inputs/{tenant}/{sha256}", response_class=FileResponse)
 async def get_input(
+    tenant: str,
     sha256: str,
     svc: Annotated[Services, Depends(services)],
     expires: Expires = None,
@@ -58,4 +65,4 @@ async def get_input(
     sig: Sig = None,
 ) -> FileResponse:
     """An asset's file, through the signed `url` an asset read gave."""
-    return await _serve(svc, input_key(sha256), sha256[:16], expires, content_type, sig)
+    return await _serve(svc, input_key(tenant, sha256), sha256[:16], expires, content_type, sig)

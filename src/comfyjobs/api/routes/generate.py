@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from comfyjobs.api.auth import Caller
 from comfyjobs.api.services import Services, services
 from comfyjobs.api.submit import Submitted, submit
 from comfyjobs.api.views import Accepted
@@ -59,10 +60,11 @@ async def generate(
     body: GenerateRequest,
     response: Response,
     svc: Annotated[Services, Depends(services)],
+    caller: Caller,
     idempotency_key: IdempotencyKey = None,
 ) -> Accepted:
     """Queue a job. The parameters of each workflow are listed at `GET /workflows/{id}` and, typed, under
     `POST /workflows/{id}` in these docs."""
     workflow = svc.registry.workflow(body.workflow_id)
     params = validate_params(workflow, body.params)
-    return accepted(svc, response, await submit(svc, workflow, params, idempotency_key))
+    return accepted(svc, response, await submit(svc, workflow, params, caller, idempotency_key))

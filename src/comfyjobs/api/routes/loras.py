@@ -13,7 +13,7 @@ router = APIRouter(tags=["workflows"])
 
 @router.get("/loras")
 async def list_loras(svc: Annotated[Services, Depends(services)]) -> list[dict[str, Any]]:
-    installed = set((await svc.models.lists(["loras"]))["loras"])
+    installed = set((await svc.models.lists(["loras"])).get("loras", []))  # none reported yet: none
     return [
         {"name": name, "installed": name in installed, **spec.model_dump()}
         for name, spec in sorted(svc.registry.loras.items())

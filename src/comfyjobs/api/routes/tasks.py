@@ -12,22 +12,33 @@ from fastapi import APIRouter, Depends, Header, Query, Response
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from comfyjobs.api.auth import Caller
 from comfyjobs.api.services import Services, services
 from comfyjobs.api.task_feed import EVENT_ID_PATTERN
 from comfyjobs.api.views import TaskView
 from comfyjobs.errors import TaskFinishedError, TaskNotFoundError, TaskRunningError
-from comfyjobs.jobs.record import JobError, JobStatus, utc_now
+from comfyjobs.jobs.record import JobError, JobRecord, JobStatus, utc_now
 from comfyjobs.storage.objects import output_prefix
+from comfyjobs.tenancy import Principal
 
 router = APIRouter(tags=["jobs"])
 
 LONG_POLL_MAX_S = 120.0
 
 
+async def _owned(svc: Services, task_id: str, caller: Principal) -> JobRecord:
+    """The caller's task; another tenant's answers exactly as an unknown one."""
+    record = await svc.store.get(task_id)
+    if record is None or not caller.sees(record.tenant):
+        raise TaskNotFoundError(f"no task {task_id!r} (unknown, or expired after JOB_TTL_S)")
+    return record
+
+
 @router.get("/tasks/{task_id}", response_model=TaskView)
 async def get_task(
     task_id: str,
     svc: Annotated[Services, Depends(services)],
+    caller: Caller,
     wait: Annotated[
         float | None,
         Query(
@@ -54,8 +65,8 @@ async def get_task(
 ) -> TaskView:
     """The task as it stands. While it waits for a worker, `queue.position` is its place in line."""
     if wait is None:
-        return await svc.feed.current(task_id)
-    return await svc.feed.wait_for_change(task_id, wait, since, position)
+        return await svc.feed.current(task_id, caller)
+    return await svc.feed.wait_for_change(task_id, caller, wait, since, position)
 
 
 @router.delete(
@@ -63,12 +74,10 @@ async def get_task(
     response_model=TaskView,
     responses={409: {"description": "The task already finished (`task_finished`)."}},
 )
-async def cancel_task(task_id: str, svc: Annotated[Services, Depends(services)]) -> TaskView:
+async def cancel_task(task_id: str, svc: Annotated[Services, Depends(services)], caller: Caller) -> TaskView:
     """Cancel: a queued job never runs; a running one is interrupted in ComfyUI by its worker, which
     then takes the next job. The task is CANCELLED at once."""
-    record = await svc.store.get(task_id)
-    if record is None:
-        raise TaskNotFoundError(f"no task {task_id!r} (unknown, or expired after JOB_TTL_S)")
+    record = await _owned(svc, task_id, caller)
     cancelled = not record.is_terminal and await svc.store.update(
         task_id,
         status=JobStatus.CANCELLED,
@@ -79,7 +88,7 @@ async def cancel_task(task_id: str, svc: Annotated[Services, Depends(services)])
         finished = await svc.store.get(task_id)
         status = finished.status if finished else record.status
         raise TaskFinishedError(f"task {task_id!r} already finished ({status}); nothing to cancel")
-    return await svc.feed.current(task_id)
+    return await svc.feed.current(task_id, caller)
 
 
 @router.get(
@@ -101,13 +110,14 @@ async def cancel_task(task_id: str, svc: Annotated[Services, Depends(services)])
 async def task_events(
     task_id: str,
     svc: Annotated[Services, Depends(services)],
+    caller: Caller,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", pattern=EVENT_ID_PATTERN)] = None,
     after: Annotated[
         str | None,
         Query(pattern=EVENT_ID_PATTERN, description="As the Last-Event-ID header, where it cannot be set."),
     ] = None,
 ) -> Response:
-    stream = await svc.feed.open_stream(task_id, last_event_id or after)
+    stream = await svc.feed.open_stream(task_id, caller, last_event_id or after)
     if stream is None:
         return Response(status_code=204)
     return StreamingResponse(
@@ -123,12 +133,12 @@ async def task_events(
     response_class=Response,
     responses={409: {"description": "The task has not finished yet (`task_running`)."}},
 )
-async def delete_outputs(task_id: str, svc: Annotated[Services, Depends(services)]) -> Response:
+async def delete_outputs(
+    task_id: str, svc: Annotated[Services, Depends(services)], caller: Caller
+) -> Response:
     """Deletes a finished task's output files now, rather than after OUTPUT_TTL_S. The task stays
     readable, with no outputs and `outputs_deleted: true`."""
-    record = await svc.store.get(task_id)
-    if record is None:
-        raise TaskNotFoundError(f"no task {task_id!r} (unknown, or expired after JOB_TTL_S)")
+    record = await _owned(svc, task_id, caller)
     if not record.is_terminal:
         raise TaskRunningError(f"task {task_id!r} has not finished ({record.status}); cancel it first")
     await svc.store.mark_outputs_deleted(task_id)

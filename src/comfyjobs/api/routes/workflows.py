@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel
 
+from comfyjobs.api.auth import Caller
 from comfyjobs.api.availability import workflow_availability
 from comfyjobs.api.routes.generate import ACCEPT_RESPONSES, IdempotencyKey, accepted
 from comfyjobs.api.services import Services, services
@@ -68,9 +69,10 @@ def _add_typed_route(router: APIRouter, workflow: Workflow) -> None:
         params: BaseModel,
         response: Response,
         svc: Annotated[Services, Depends(services)],
+        caller: Caller,
         idempotency_key: IdempotencyKey = None,
     ) -> Accepted:
-        return accepted(svc, response, await submit(svc, workflow, params, idempotency_key))
+        return accepted(svc, response, await submit(svc, workflow, params, caller, idempotency_key))
 
     # FastAPI reads the body type from the signature: give this copy the workflow's own model.
     run_workflow.__annotations__["params"] = model
