@@ -13,6 +13,7 @@ from fastapi import Depends, FastAPI
 from comfyjobs import __version__
 from comfyjobs.api.auth import require_api_key
 from comfyjobs.api.errors import install_error_handlers
+from comfyjobs.api.limits import install_limits
 from comfyjobs.api.model_catalog import DiskModels, ModelCatalog, ReportedModels
 from comfyjobs.api.routes import assets, files, generate, health, loras, tasks, workflows
 from comfyjobs.api.routes.tasks import LONG_POLL_MAX_S
@@ -120,4 +121,5 @@ def create_app(settings: Settings, registry: Registry | None = None) -> FastAPI:
     app.include_router(files.router)
     app.include_router(loras.router, dependencies=keyed)
     app.include_router(health.router)
+    install_limits(app, settings)  # keys and body limits before any byte of a body is read
     return app

@@ -8,16 +8,10 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from comfyjobs.api.limits import presented_key
 from comfyjobs.api.services import Services, services
 from comfyjobs.errors import AuthenticationError
 from comfyjobs.tenancy import OPEN, Principal
-
-
-def presented_key(headers: Request) -> str | None:
-    scheme, _, token = headers.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
-    return headers.headers.get("x-api-key")
 
 
 def principal_for(presented: str | None, principals: dict[str, Principal]) -> Principal:
@@ -37,7 +31,7 @@ def principal_for(presented: str | None, principals: dict[str, Principal]) -> Pr
 
 
 async def current_principal(request: Request, svc: Annotated[Services, Depends(services)]) -> Principal:
-    return principal_for(presented_key(request), svc.settings.principals)
+    return principal_for(presented_key(request.headers), svc.settings.principals)
 
 
 # FastAPI runs a dependency once per request, so the router-level check and a route's parameter share it.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -69,7 +70,35 @@ def error_response(exc: ComfyJobsError) -> JSONResponse:
         headers = {"Retry-After": str(QUEUE_FULL_RETRY_AFTER_S)}
     elif isinstance(exc, AuthenticationError):
         headers = {"WWW-Authenticate": "Bearer"}
-    return JSONResponse({"error": exc.to_dict()}, status_code=status_for(exc), headers=headers)
+    return JSONResponse({"error": bounded(exc.to_dict())}, status_code=status_for(exc), headers=headers)
+
+
+# A refusal quotes what it refuses, but never whole: an unknown 1 MB parameter name, an unknown workflow
+# id or a model name must not come back at full size, once in `message` and again in `fields`.
+EXCERPT_CHARS = 200
+MESSAGE_CHARS = 2000
+FIELDS_SHOWN = 50
+
+
+def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def bounded(error: dict[str, Any]) -> dict[str, Any]:
+    """The error body with every string cut to an excerpt and at most FIELDS_SHOWN field problems."""
+    out = {
+        k: excerpt(v, MESSAGE_CHARS if k == "message" else EXCERPT_CHARS) if isinstance(v, str) else v
+        for k, v in error.items()
+    }
+    fields = error.get("fields")
+    if isinstance(fields, list):
+        out["fields"] = [
+            {k: excerpt(v) if isinstance(v, str) else v for k, v in problem.items()}
+            for problem in fields[:FIELDS_SHOWN]
+        ]
+        if len(fields) > FIELDS_SHOWN:
+            out["fields_omitted"] = len(fields) - FIELDS_SHOWN
+    return out
 
 
 QUEUE_FULL_RETRY_AFTER_S = 10  # a guess clients may improve on: the queue drains at the workers' pace

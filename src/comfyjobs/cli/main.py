@@ -168,9 +168,10 @@ def _run(args: argparse.Namespace) -> int:
         import uvicorn
 
         from comfyjobs.api.app import create_app
+        from comfyjobs.api.serve import uvicorn_options
 
         app = create_app(settings)
-        uvicorn.run(app, host=settings.api_host, port=settings.api_port)
+        uvicorn.run(app, **uvicorn_options(settings))
         return exit_codes.OK
     if args.command == "worker":
         if args.gpus is not None:

@@ -1,0 +1,172 @@
+"""How uvicorn serves the API: connection-level limits, all in ``uvicorn_options`` (the `api` command's).
+
+Guards file descriptors and memory against connections that cost nothing to open and never finish:
+measured without it, 21,000 idle connections exhausted the API's file descriptors.
+
+What uvicorn (0.54, h11) bounds by its own options:
+
+- ``h11_max_incomplete_event_size`` = API_MAX_HEADER_BYTES: request line plus headers; over it, 400 and
+  close. Only the h11 implementation has this cap (httptools, uvicorn's default when installed, has none),
+  so the API runs on h11.
+- ``timeout_keep_alive`` = API_KEEP_ALIVE_S: a keep-alive connection idle *between* requests is closed.
+  uvicorn arms it only after a response; a fresh connection, or one sending its headers slowly, is never
+  timed out by uvicorn.
+- ``limit_concurrency`` = API_MAX_CONNECTIONS + 1: a request arriving while that many connections are
+  open, or request tasks running (including ones whose client has gone), is answered 503 (plain text).
+  uvicorn counts the asking connection itself, hence the +1. It still accepts and keeps every connection:
+  alone it bounds work, not file descriptors.
+
+What this module adds, in a subclass of uvicorn's h11 protocol (``Config(http=...)`` takes a class):
+
+- **Header timeout** (API_HEADER_TIMEOUT_S): from a connection's opening, and from the first byte of each
+  later request, the request line and headers must be complete within it, however slowly they trickle
+  (slowloris); else the connection is closed (with a 408 if part of a request had arrived).
+- **Connection cap** (API_MAX_CONNECTIONS): a connection that would make more than that many open is
+  answered 503 and closed as soon as it is accepted, releasing its descriptor at once. The cap is kept
+  below the open-file limit (RLIMIT_NOFILE) less FD_RESERVE, so the cap, not the kernel, refuses first.
+
+Not bounded here: the kernel's accept queue (uvicorn's ``backlog``, 2048) and a body that trickles a byte
+per API_BODY_TIMEOUT_S (each gap is bounded, see ``comfyjobs.api.limits``, not the total time; the
+connection cap bounds how many such clients there can be). TLS is left to a proxy in front.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import resource
+import time
+from typing import Any
+
+import h11
+from uvicorn.config import Config
+from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.server import ServerState
+
+from comfyjobs.settings import Settings
+
+log = logging.getLogger(__name__)
+
+FD_RESERVE = 128  # descriptors kept for Redis connections, spooled uploads, served files, logs
+REFUSAL_LOG_INTERVAL_S = 10.0
+
+_TOO_MANY = json.dumps(
+    {"error": {"code": "too_many_connections", "message": "the API has as many connections as it serves"}}
+).encode()
+TOO_MANY_CONNECTIONS = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n"
+    b"connection: close\r\ncontent-length: " + str(len(_TOO_MANY)).encode() + b"\r\n\r\n" + _TOO_MANY
+)
+HEADERS_TIMED_OUT = b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for ``uvicorn.run`` / ``uvicorn.Config``: address, protocol and limits."""
+    max_connections = connection_cap(settings.api_max_connections)
+    return {
+        "host": settings.api_host,
+        "port": settings.api_port,
+        "http": guarded_protocol(settings.api_header_timeout_s, max_connections),
+        "h11_max_incomplete_event_size": settings.api_max_header_bytes,
+        "timeout_keep_alive": settings.api_keep_alive_s,
+        "limit_concurrency": max_connections + 1,
+    }
+
+
+def connection_cap(requested: int) -> int:
+    """API_MAX_CONNECTIONS, lowered to what the open-file limit leaves (with a warning)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or requested <= soft - FD_RESERVE:
+        return requested
+    usable = max(1, soft - FD_RESERVE)
+    log.warning(
+        "API_MAX_CONNECTIONS=%d is more than the open-file limit (%d) less %d in reserve allows: using %d "
+        "(raise `ulimit -n` for more)",
+        requested,
+        soft,
+        FD_RESERVE,
+        usable,
+    )
+    return usable
+
+
+def guarded_protocol(header_timeout_s: float, max_connections: int) -> type[GuardedH11Protocol]:
+    """uvicorn's h11 protocol with this header timeout and connection cap."""
+
+    class Configured(GuardedH11Protocol):
+        HEADER_TIMEOUT_S = header_timeout_s
+        MAX_CONNECTIONS = max_connections
+
+    return Configured
+
+
+class GuardedH11Protocol(H11Protocol):
+    HEADER_TIMEOUT_S = 10.0
+    MAX_CONNECTIONS = 2048
+
+    _refused = 0  # connections refused since the last log line (shared: one server per process)
+    _refusal_logged_at = 0.0
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self._header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.MAX_CONNECTIONS:
+            self._note_refusal()
+            transport.write(TOO_MANY_CONNECTIONS)
+            transport.close()
+            return
+        self._arm_header_timer()  # the first request must start (and its headers end) in time
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+            self._cancel_header_timer()  # headers complete (or closing): the body has its own timeout
+        elif self._header_timer is None:
+            self._arm_header_timer()  # the first bytes of a request: its headers are now on the clock
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_header_timer()
+        super().connection_lost(exc)
+
+    def _arm_header_timer(self) -> None:
+        self._header_timer = self.loop.call_later(self.HEADER_TIMEOUT_S, self._headers_timed_out)
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_timed_out(self) -> None:
+        self._header_timer = None
+        if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+            return
+        partial, _ = self.conn.trailing_data
+        if partial:
+            self.transport.write(HEADERS_TIMED_OUT)
+        with contextlib.suppress(h11.LocalProtocolError):  # as uvicorn's keep-alive timeout does
+            self.conn.send(h11.ConnectionClosed())
+        self.transport.close()
+
+    @classmethod
+    def _note_refusal(cls) -> None:
+        GuardedH11Protocol._refused += 1
+        now = time.monotonic()
+        if now - GuardedH11Protocol._refusal_logged_at >= REFUSAL_LOG_INTERVAL_S:
+            log.warning(
+                "refused %d connection(s): API_MAX_CONNECTIONS (%d) are open",
+                GuardedH11Protocol._refused,
+                cls.MAX_CONNECTIONS,
+            )
+            GuardedH11Protocol._refused = 0
+            GuardedH11Protocol._refusal_logged_at = now
