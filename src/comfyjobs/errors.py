@@ -97,6 +97,22 @@ class QueueFullError(ComfyJobsError):
     code = "queue_full"
 
 
+class TenantQueueFullError(QueueFullError):
+    """The tenant already has TENANT_MAX_QUEUED jobs waiting (429 with Retry-After)."""
+
+    code = "tenant_queue_full"
+
+
+class RateLimitedError(ComfyJobsError):
+    """The tenant sent more than TENANT_RATE_PER_S requests (429 with Retry-After)."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class IdempotencyConflictError(ComfyJobsError):
     """The Idempotency-Key was used before for a different request."""
 

@@ -35,6 +35,18 @@ def queue_waiting(queue: str) -> str:
     return f"{PREFIX}:queue:{queue}:waiting"
 
 
+def queue_waiting_by_tenant(queue: str) -> str:
+    """Sorted set, all scores 0: ``<tenant JSON>|<task id>`` for each job waiting on ``queue``, kept by the
+    same Lua calls as the waiting set; ZLEXCOUNT over a tenant's prefix is its waiting jobs
+    (TENANT_MAX_QUEUED) in O(log n)."""
+    return f"{PREFIX}:queue:{queue}:waiting-by-tenant"
+
+
+def rate_bucket(tenant: str) -> str:
+    """Hash with a TTL: a tenant's token bucket (TENANT_RATE_PER_S), shared by every API process."""
+    return f"{PREFIX}:rate:{tenant}"
+
+
 def queue_running(queue: str) -> str:
     """Sorted set: the ids of jobs a worker took (STARTED or PROGRESS), scored by start time; the
     reconciler looks here for jobs whose worker was lost."""

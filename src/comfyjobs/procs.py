@@ -42,22 +42,35 @@ def spawn(
     env: Mapping[str, str] | None = None,
     stdout: int | IO[Any] | None = None,
     stderr: int | IO[Any] | None = None,
+    stdin_bytes: bytes | None = None,
 ) -> subprocess.Popen[bytes]:
     """Starts ``argv`` as the leader of a new process group, killed by the kernel if we die.
 
     PR_SET_PDEATHSIG fires when the *thread* that forked exits, so spawn only from threads that live as
     long as the child should (the main thread, or a supervisor thread that outlives its children).
+
+    ``stdin_bytes``: written to the child's stdin, which is then closed (else stdin is /dev/null). For a
+    secret the child reads at start (a config), since its command line is readable by every user. At
+    most 4 KiB (a pipe holds at least one page), so the write never waits for the child.
     """
-    return subprocess.Popen(
+    if stdin_bytes is not None and len(stdin_bytes) > 4096:
+        raise ValueError("stdin_bytes: at most 4 KiB")
+    proc = subprocess.Popen(
         list(argv),
         cwd=cwd,
         env=dict(env) if env is not None else None,
-        stdin=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL if stdin_bytes is None else subprocess.PIPE,
         stdout=stdout,
         stderr=stderr,
         start_new_session=True,
         preexec_fn=_die_with(os.getpid()),
     )
+    if proc.stdin is not None:
+        with contextlib.suppress(BrokenPipeError):  # it died at once: its exit says why, not this
+            proc.stdin.write(stdin_bytes or b"")
+        with contextlib.suppress(BrokenPipeError):
+            proc.stdin.close()
+    return proc
 
 
 def signal_group(proc: subprocess.Popen[Any], sig: int) -> None:

@@ -35,6 +35,15 @@ class Settings(BaseSettings):
     queue_name: str = "comfyjobs"
     max_queue_depth: Annotated[int, Field(ge=0)] = 1000
     max_attempts: Annotated[int, Field(ge=1)] = 3
+    tenant_max_queued: Annotated[int, Field(ge=0)] = Field(
+        default=0, description="Most jobs one tenant may have waiting (429 tenant_queue_full); 0: no limit."
+    )
+    tenant_rate_per_s: Annotated[float, Field(ge=0)] = Field(
+        default=0.0, description="Requests per second per tenant, shared by every API process; 0: no limit."
+    )
+    tenant_rate_burst: Annotated[int, Field(ge=1)] | None = Field(
+        default=None, description="Requests a tenant may send at once; default: two seconds' worth."
+    )
     job_lease_s: Annotated[float, Field(ge=1)] = 30.0
     reconcile_interval_s: Annotated[float, Field(gt=0)] = 10.0
 

@@ -1,9 +1,11 @@
-"""Runs several child processes in the foreground and stops them in a chosen order.
+"""Runs several child processes in the foreground, restarts the ones that exit, stops them in order.
 
 Used by `comfyjobs up` (Redis, workers, API) and `comfyjobs worker --gpus` (one worker per GPU). Waiting
-is event-driven: one thread per child blocks in wait(); a child that exits on its own is restarted (with
-back-off), and one that keeps dying wakes the supervisor, which then stops everything. SIGINT/SIGTERM
-wake it the same way.
+is event-driven: one thread per child blocks in wait(). A child that exits on its own has what is left of
+its process group killed and is restarted after its own back-off (``comfyjobs.backoff.Backoff``); the
+other children are not touched. Only a child whose back-off gives up (one that nothing works without,
+see cli/up.py) wakes the supervisor, which then stops everything. SIGINT/SIGTERM/SIGHUP wake it the
+same way.
 """
 
 from __future__ import annotations
@@ -12,19 +14,14 @@ import logging
 import signal
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 
 from comfyjobs import procs
+from comfyjobs.backoff import Backoff
 
 log = logging.getLogger(__name__)
-
-
-RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0)
-MAX_RESTARTS = 5  # within RESTART_WINDOW_S; beyond, the child is broken, not unlucky: stop everything
-RESTART_WINDOW_S = 120.0
 
 
 @dataclass
@@ -32,9 +29,22 @@ class Child:
     name: str
     spawn: Callable[[], subprocess.Popen[bytes]]
     stop_timeout_s: float
-    restart: bool = True
+    backoff: Backoff = field(default_factory=Backoff)
+    # Why the rest is useless without this child: said when its back-off gives up.
+    needed_because: str = ""
+    # The child's own account of its last exit (e.g. Redis's last log line), for the give-up message.
+    last_words: Callable[[], str] | None = field(default=None, repr=False)
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
-    restarted_at: list[float] = field(default_factory=list, repr=False)
+    gave_up_because: str = ""
+
+
+def describe_exit(code: int | None) -> str:
+    if code is not None and code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
 
 
 class Supervisor:
@@ -43,7 +53,7 @@ class Supervisor:
         self._wake = threading.Event()
         self._stop_requested = threading.Event()
         self._lock = threading.Lock()  # a restart and stop_all never race over a child's process
-        self.exited: Child | None = None
+        self.exited: Child | None = None  # the child given up on, if any
 
     def add(
         self,
@@ -51,22 +61,38 @@ class Supervisor:
         argv: Sequence[str],
         env: Mapping[str, str],
         stop_timeout_s: float,
-        restart: bool = True,
+        backoff: Backoff | None = None,
+        needed_because: str = "",
     ) -> Child:
-        return self.add_process(name, lambda: procs.spawn(argv, env=env), stop_timeout_s, restart)
+        return self.add_process(
+            name, lambda: procs.spawn(argv, env=env), stop_timeout_s, backoff, needed_because
+        )
 
     def add_process(
         self,
         name: str,
         spawn: Callable[[], subprocess.Popen[bytes]],
         stop_timeout_s: float,
-        restart: bool = True,
+        backoff: Backoff | None = None,
+        needed_because: str = "",
+        last_words: Callable[[], str] | None = None,
     ) -> Child:
-        child = Child(name=name, spawn=spawn, stop_timeout_s=stop_timeout_s, restart=restart)
+        """Starts a child (from this thread: PR_SET_PDEATHSIG is per spawning thread). ``backoff``
+        decides its restarts (default: for ever); one that gives up stops everything, saying
+        ``needed_because``."""
+        child = Child(
+            name=name,
+            spawn=spawn,
+            stop_timeout_s=stop_timeout_s,
+            backoff=backoff or Backoff(),
+            needed_because=needed_because,
+            last_words=last_words,
+        )
         child.proc = spawn()
+        child.backoff.started()
         log.info("started %s (pid %d)", name, child.proc.pid)
-        threading.Thread(target=self._watch, args=(child,), name=f"watch-{name}", daemon=True).start()
         self.children.append(child)
+        threading.Thread(target=self._watch, args=(child,), name=f"watch-{name}", daemon=True).start()
         return child
 
     def install_signal_handlers(self) -> None:
@@ -80,7 +106,7 @@ class Supervisor:
             signal.signal(sig, request_stop)
 
     def wait(self) -> bool:
-        """Blocks until a stop is requested (True) or a child dies too often to restart (False)."""
+        """Blocks until a stop is requested (True) or a child was given up on (False, see ``exited``)."""
         self._wake.wait()
         return self._stop_requested.is_set()
 
@@ -106,30 +132,59 @@ class Supervisor:
                 log.info("stopped %s (exit code %s)", child.name, code)
 
     def _watch(self, child: Child) -> None:
+        """Runs for as long as the child may be restarted, and spawns its restarts: this thread outlives
+        every process it starts."""
+        proc = child.proc
+        why = ""
         while True:
-            assert child.proc is not None
-            code = child.proc.wait()
-            if self._stop_requested.is_set():
+            if proc is not None:
+                code = proc.wait()
+                if self._stop_requested.is_set():
+                    break
+                with self._lock:
+                    if self._stop_requested.is_set():
+                        break
+                    # Whatever it started and left behind (its group) goes with it, before a restart.
+                    procs.stop_group(proc, child.stop_timeout_s, signal.SIGKILL)
+                    child.proc = None
+                why = describe_exit(code)
+            delay_s = child.backoff.next_delay()
+            if delay_s is None:
+                self._give_up(child, why)
                 break
-            now = time.monotonic()
-            child.restarted_at = [t for t in child.restarted_at if now - t < RESTART_WINDOW_S]
-            if not child.restart or len(child.restarted_at) >= MAX_RESTARTS:
-                log.error("%s exited with code %s and is not restarted again; stopping", child.name, code)
-                self.exited = self.exited or child
-                break
-            delay_s = RESTART_BACKOFF_S[min(len(child.restarted_at), len(RESTART_BACKOFF_S) - 1)]
-            log.error("%s exited unexpectedly with code %s; restarting in %.0f s", child.name, code, delay_s)
+            log.error("%s %s; restarting it in %g s", child.name, why, delay_s)
             if self._stop_requested.wait(delay_s):
                 break
             with self._lock:
                 if self._stop_requested.is_set():
                     break
-                child.restarted_at.append(now)
                 try:
-                    child.proc = child.spawn()
-                except Exception:
-                    log.exception("could not restart %s", child.name)
-                    self.exited = self.exited or child
-                    break
-            log.info("restarted %s (pid %d)", child.name, child.proc.pid)
+                    proc = child.spawn()
+                except Exception as exc:  # e.g. its data dir unwritable: a failed start, backed off too
+                    proc = None
+                    why = f"could not be started ({type(exc).__name__}: {exc})"
+                    continue
+                child.proc = proc
+                child.backoff.started()
+            log.info("restarted %s (pid %d)", child.name, proc.pid)
+
+    def _give_up(self, child: Child, why: str) -> None:
+        words = ""
+        if child.last_words is not None:
+            try:
+                words = child.last_words()
+            except Exception as exc:  # the message must still come out
+                words = f"(its output could not be read: {exc})"
+        backoff = child.backoff
+        child.gave_up_because = (
+            f"it failed {backoff.failures} times in a row, each within {backoff.stable_s:g} s of its start; "
+            f"last it {why}" + (f": {words}" if words else "")
+        )
+        log.error(
+            "giving up on %s: %s. %sStopping everything.",
+            child.name,
+            child.gave_up_because,
+            f"{child.needed_because}. " if child.needed_because else "",
+        )
+        self.exited = self.exited or child
         self._wake.set()

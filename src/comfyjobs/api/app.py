@@ -15,6 +15,7 @@ from comfyjobs.api.auth import require_api_key
 from comfyjobs.api.errors import install_error_handlers
 from comfyjobs.api.limits import install_limits
 from comfyjobs.api.model_catalog import DiskModels, ModelCatalog, ReportedModels
+from comfyjobs.api.quotas import RateLimiter
 from comfyjobs.api.routes import assets, files, generate, health, loras, tasks, workflows
 from comfyjobs.api.routes.tasks import LONG_POLL_MAX_S
 from comfyjobs.api.services import Services
@@ -83,6 +84,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> FastAPI:
             assets=assets,
             media=MediaResolver(assets, objects, limits),
             models=models,
+            rate=RateLimiter(client, settings.tenant_rate_per_s, settings.tenant_rate_burst),
         )
         reconciler = Reconciler(client, store, celery, settings.queue_name, settings.reconcile_interval_s)
         sweeper = RetentionSweeper(client, objects, settings.retention_interval_s)

@@ -31,7 +31,10 @@ def principal_for(presented: str | None, principals: dict[str, Principal]) -> Pr
 
 
 async def current_principal(request: Request, svc: Annotated[Services, Depends(services)]) -> Principal:
-    return principal_for(presented_key(request.headers), svc.settings.principals)
+    """Who the request acts for; each request takes one of that tenant's tokens (TENANT_RATE_PER_S)."""
+    principal = principal_for(presented_key(request.headers), svc.settings.principals)
+    await svc.rate.take(principal.tenant)
+    return principal
 
 
 # FastAPI runs a dependency once per request, so the router-level check and a route's parameter share it.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -23,6 +24,7 @@ from comfyjobs.errors import (
     PayloadTooLargeError,
     QueueFullError,
     QueueUnavailableError,
+    RateLimitedError,
     StorageError,
     TaskFinishedError,
     TaskNotFoundError,
@@ -42,6 +44,7 @@ HTTP_STATUS: dict[type[ComfyJobsError], int] = {
     TaskFinishedError: 409,
     IdempotencyConflictError: 409,
     QueueFullError: 429,
+    RateLimitedError: 429,
     TaskRunningError: 409,
     AssetNotFoundError: 404,
     ObjectNotFoundError: 404,
@@ -68,6 +71,8 @@ def error_response(exc: ComfyJobsError) -> JSONResponse:
         headers = {"Retry-After": "5"}
     elif isinstance(exc, QueueFullError):
         headers = {"Retry-After": str(QUEUE_FULL_RETRY_AFTER_S)}
+    elif isinstance(exc, RateLimitedError):
+        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
     elif isinstance(exc, AuthenticationError):
         headers = {"WWW-Authenticate": "Bearer"}
     return JSONResponse({"error": bounded(exc.to_dict())}, status_code=status_for(exc), headers=headers)

@@ -9,6 +9,7 @@ from celery import Celery
 from fastapi import Request
 
 from comfyjobs.api.model_catalog import ModelCatalog
+from comfyjobs.api.quotas import RateLimiter
 from comfyjobs.api.task_feed import TaskFeed
 from comfyjobs.api.views import Links
 from comfyjobs.jobs.store import AsyncJobStore
@@ -32,6 +33,7 @@ class Services:
     assets: AssetRecords
     media: MediaResolver
     models: ModelCatalog
+    rate: RateLimiter
 
 
 def services(request: Request) -> Services:

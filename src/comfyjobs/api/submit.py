@@ -19,7 +19,12 @@ from starlette.concurrency import run_in_threadpool
 
 from comfyjobs.api.availability import require_available
 from comfyjobs.api.services import Services
-from comfyjobs.errors import IdempotencyConflictError, QueueFullError, QueueUnavailableError
+from comfyjobs.errors import (
+    IdempotencyConflictError,
+    QueueFullError,
+    QueueUnavailableError,
+    TenantQueueFullError,
+)
 from comfyjobs.jobs.record import JobRecord
 from comfyjobs.manifests.params import resolve_params
 from comfyjobs.manifests.registry import Workflow
@@ -65,11 +70,17 @@ async def submit(
     admission = await svc.store.admit(
         record,
         max_waiting=svc.settings.max_queue_depth,
+        max_waiting_per_tenant=svc.settings.tenant_max_queued,
         idempotency_key=idempotency_key,
         idempotency_value=json.dumps({"task_id": record.task_id, "request": fingerprint}),
     )
     if admission.outcome == "duplicate":
         return await _replay(svc, idempotency_key or "", admission.detail, fingerprint, caller)
+    if admission.outcome == "tenant_full":
+        raise TenantQueueFullError(
+            f"tenant {caller.tenant!r} already has {admission.detail} jobs waiting (TENANT_MAX_QUEUED="
+            f"{svc.settings.tenant_max_queued}); try again when some have started"
+        )
     if admission.outcome == "full":
         raise QueueFullError(
             f"the queue is full ({admission.detail} jobs waiting, MAX_QUEUE_DEPTH="

@@ -1,9 +1,19 @@
 """`comfyjobs up` and `comfyjobs worker --gpus`: everything in the foreground, stopped in order.
 
-Every child that exits on its own is restarted (Redis, a worker, the API), with back-off; one that keeps
-dying stops everything (exit code 6). Stop order for `up`: the API first (no new jobs are accepted), then
-the workers (each finishes its current job and stops its ComfyUI), then Redis last (the workers write
-their results to it until the end).
+A child that exits on its own is restarted after a back-off (``comfyjobs.backoff``: waits of 1, 2, 5, 10,
+30 s, none above RESTART_BACKOFF_MAX_S, starting again from 1 s once it has stayed up a minute), and
+nothing else is touched. The rule per component, by what its loss costs the rest:
+
+- **API**: stateless; restarted for ever. The workers, their ComfyUIs and Redis go on meanwhile.
+- **A worker** (and with it its ComfyUI): restarted for ever; the other workers keep serving, and the
+  reconciler puts its job back in line.
+- **Redis** (the private one, without REDIS_URL): restarted, but after 5 failures in a row, each within a
+  minute of its start (its port taken, its data dir unwritable, a damaged append-only file), `up` gives
+  up: nothing works without it. It says so in one log line naming Redis and its last
+  error, stops everything and exits 6.
+
+Stop order for `up`: the API first (no new jobs are accepted), then the workers (each finishes its
+current job and stops its ComfyUI), then Redis last (the workers write their results to it until the end).
 """
 
 from __future__ import annotations
@@ -13,15 +23,26 @@ import os
 import subprocess
 import sys
 
+from comfyjobs.backoff import DEFAULT_DELAYS_S, Backoff, capped
 from comfyjobs.cli import exit_codes
 from comfyjobs.errors import ConfigError
 from comfyjobs.manifests.loader import load_registry
-from comfyjobs.redis_server import RedisServer
+from comfyjobs.redis_server import RedisServer, redact_url
 from comfyjobs.settings import Settings
 from comfyjobs.supervisor import Supervisor
 from comfyjobs.worker.celery_app import longest_job_s
 
 log = logging.getLogger(__name__)
+
+REDIS_GIVE_UP_AFTER = 5
+REDIS_NEEDED_BECAUSE = "Nothing works without Redis (the queue and every job record are in it)"
+
+
+def backoff(settings: Settings, give_up_after: int | None = None) -> Backoff:
+    """The one restart policy of `up`, per child; ``give_up_after`` only for one nothing works without."""
+    # RESTART_BACKOFF_MAX_S: read with a default until the setting exists in every checkout.
+    cap_s = float(getattr(settings, "restart_backoff_max_s", DEFAULT_DELAYS_S[-1]))
+    return Backoff(capped(DEFAULT_DELAYS_S, cap_s), give_up_after=give_up_after)
 
 
 def detect_gpus() -> list[int]:
@@ -69,7 +90,7 @@ def add_workers(sup: Supervisor, settings: Settings, env: dict[str, str], gpus: 
     for gpu in gpus if gpus else [None]:
         args = ("worker", "--gpu", str(gpu)) if gpu is not None else ("worker", "--cpu")
         name = f"worker-gpu{gpu}" if gpu is not None else "worker-cpu"
-        sup.add(name, _cli(*args), env, stop_timeout_s)
+        sup.add(name, _cli(*args), env, stop_timeout_s, backoff(settings))
 
 
 def run_workers(settings: Settings, gpus: list[int]) -> int:
@@ -88,24 +109,37 @@ def run_up(settings: Settings, *, cpu: bool) -> int:
     sup = Supervisor()
     sup.install_signal_handlers()
     try:
-        if settings.redis_url is None:
+        if not settings.redis_url:  # unset or blank
             redis = RedisServer(port=settings.embedded_redis_port, data_dir=data_dir / "redis")
             # Supervised like the rest: killed, it is restarted on the same port and reloads its
             # append-only file; the API and the workers reconnect by themselves.
-            sup.add_process("redis", redis.spawn, redis.stop_timeout_s)
-            redis.wait_ready()
-            env["REDIS_URL"] = redis.url
-            log.info(
-                "redis-server (pid %s) on %s, append-only in %s", redis.pid, redis.url, data_dir / "redis"
+            sup.add_process(
+                "redis",
+                redis.spawn,
+                redis.stop_timeout_s,
+                backoff(settings, give_up_after=REDIS_GIVE_UP_AFTER),
+                REDIS_NEEDED_BECAUSE,
+                last_words=redis.last_words,
             )
+            redis.wait_ready()
+            env["REDIS_URL"] = redis.url  # with its password: the children's environment is theirs alone
+            log.info(
+                "redis-server (pid %s) on %s, append-only in %s (password in %s)",
+                redis.pid,
+                redact_url(redis.url),
+                data_dir / "redis",
+                data_dir / "redis" / "password",
+            )
+        else:
+            log.info("using the Redis at %s", redact_url(settings.redis_url))
         add_workers(sup, settings, env, None if cpu else detect_gpus())
-        sup.add("api", _cli("api", "--host", host, "--port", str(port)), env, 30.0)
+        sup.add("api", _cli("api", "--host", host, "--port", str(port)), env, 30.0, backoff(settings))
         log.info("comfyjobs is starting on http://%s:%d (Ctrl-C stops everything)", host, port)
         requested = sup.wait()
     finally:
         # Redis last: the workers write their results to it until they stop.
         sup.stop_all(order=["api", "worker"])
     if not requested and sup.exited is not None:
-        log.error("%s kept exiting; everything was stopped", sup.exited.name)
+        log.error("stopped: gave up on %s (%s)", sup.exited.name, sup.exited.gave_up_because)
         return exit_codes.CHILD_DIED
     return exit_codes.OK

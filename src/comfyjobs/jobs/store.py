@@ -34,7 +34,8 @@ from comfyjobs.jobs.record import (
 DEPARTURES_MAXLEN = 1000  # readers only need "someone left since I looked", not the history
 PREVIEW_TTL_S = 3600  # the latest preview of a job outlives its run by at most this
 
-# KEYS[1] job hash, [2] job events stream, [3] queue waiting set, [4] queue departures, [5] running set
+# KEYS[1] job hash, [2] job events stream, [3] queue waiting set, [4] queue departures, [5] running set,
+# [6] waiting-by-tenant set
 # ARGV[1] task id, [2] fields the record must hold (JSON object of encoded values) or "", [3] now (score),
 # then field, value, field, value, ...
 _UPDATE_UNLESS_TERMINAL = (
@@ -57,13 +58,16 @@ local changes = {}
 for i = 4, #ARGV, 2 do changes[ARGV[i]] = ARGV[i + 1] end
 redis.call('XADD', KEYS[2], '*', 'changes', cjson.encode(changes))
 local new = changes['status']
+local by_tenant = (redis.call('HGET', KEYS[1], 'tenant') or 'null') .. '|' .. ARGV[1]
 if new == $PENDING then
   redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+  redis.call('ZADD', KEYS[6], 0, by_tenant)
   redis.call('ZREM', KEYS[5], ARGV[1])
 elseif new then
   if redis.call('ZREM', KEYS[3], ARGV[1]) == 1 then
     redis.call('XADD', KEYS[4], 'MAXLEN', '~', $DEPARTURES_MAXLEN, '*', 'task_id', ARGV[1])
   end
+  redis.call('ZREM', KEYS[6], by_tenant)
   if new == $STARTED or new == $PROGRESS then
     redis.call('ZADD', KEYS[5], 'NX', ARGV[3], ARGV[1])
   elseif is_terminal(new) then
@@ -175,13 +179,24 @@ class _Keys:
         self.departures = keys.queue_departures(queue)
         self.running = keys.queue_running(queue)
 
+        self.by_tenant = keys.queue_waiting_by_tenant(queue)
+
     def update(self, task_id: str) -> list[str]:
-        return [keys.job(task_id), keys.job_events(task_id), self.waiting, self.departures, self.running]
+        return [
+            keys.job(task_id),
+            keys.job_events(task_id),
+            self.waiting,
+            self.departures,
+            self.running,
+            self.by_tenant,
+        ]
 
 
-# KEYS[1] job hash, KEYS[2] job events stream, KEYS[3] queue waiting set, KEYS[4] idempotency key or ""
+# KEYS[1] job hash, KEYS[2] job events stream, KEYS[3] queue waiting set, KEYS[4] idempotency key or "",
+# KEYS[5] waiting-by-tenant set
 # ARGV[1] task id, [2] ttl_s, [3] score, [4] max waiting (0: no limit), [5] idempotency value,
-# [6] the creation event's JSON, then field, value, ...
+# [6] the creation event's JSON, [7] the tenant (JSON), [8] max waiting per tenant (0: no limit),
+# then field, value, ...
 _ADMIT = """
 if KEYS[4] ~= '' then
   local existing = redis.call('GET', KEYS[4])
@@ -189,7 +204,12 @@ if KEYS[4] ~= '' then
 end
 local waiting = redis.call('ZCARD', KEYS[3])
 if tonumber(ARGV[4]) > 0 and waiting >= tonumber(ARGV[4]) then return {'full', tostring(waiting)} end
-redis.call('HSET', KEYS[1], unpack(ARGV, 7))
+if tonumber(ARGV[8]) > 0 then
+  local mine = redis.call('ZLEXCOUNT', KEYS[5], '[' .. ARGV[7] .. '|', '[' .. ARGV[7] .. '|\255')
+  if mine >= tonumber(ARGV[8]) then return {'tenant_full', tostring(mine)} end
+end
+redis.call('ZADD', KEYS[5], 0, ARGV[7] .. '|' .. ARGV[1])
+redis.call('HSET', KEYS[1], unpack(ARGV, 9))
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('XADD', KEYS[2], '*', 'changes', ARGV[6])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
@@ -211,7 +231,7 @@ class Admission:
     """What became of a new job: created, refused because the queue is full, or an earlier job with
     the same idempotency key (``existing`` is what was stored with that key)."""
 
-    outcome: str  # "created" | "full" | "duplicate"
+    outcome: str  # "created" | "full" | "tenant_full" | "duplicate"
     detail: str = ""
 
 
@@ -300,6 +320,7 @@ class AsyncJobStore:
         record: JobRecord,
         *,
         max_waiting: int = 0,
+        max_waiting_per_tenant: int = 0,
         idempotency_key: str | None = None,
         idempotency_value: str = "",
     ) -> Admission:
@@ -308,7 +329,13 @@ class AsyncJobStore:
         (0: no limit)."""
         fields = encode_record(record)
         idem = keys.idempotency(record.tenant or "", idempotency_key) if idempotency_key else ""
-        job_keys = [keys.job(record.task_id), keys.job_events(record.task_id), self._keys.waiting, idem]
+        job_keys = [
+            keys.job(record.task_id),
+            keys.job_events(record.task_id),
+            self._keys.waiting,
+            idem,
+            self._keys.by_tenant,
+        ]
         args: list[Any] = [
             record.task_id,
             self._ttl_s,
@@ -316,6 +343,8 @@ class AsyncJobStore:
             max_waiting,
             idempotency_value,
             json.dumps(fields),
+            fields["tenant"],
+            max_waiting_per_tenant,
         ]
         for name, value in fields.items():
             args += [name, value]
@@ -350,6 +379,7 @@ class AsyncJobStore:
                 if idempotency_key:
                     pipe.delete(keys.idempotency(record.tenant or "", idempotency_key))
                 pipe.zrem(self._keys.waiting, task_id)
+                pipe.zrem(self._keys.by_tenant, f"{json.dumps(record.tenant)}|{task_id}")
                 await pipe.execute()
 
         await self._call(run)
