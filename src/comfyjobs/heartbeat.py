@@ -1,7 +1,8 @@
 """Worker heartbeats: each worker says every few seconds that it is alive and whether its ComfyUI is ready.
 
-The API's `/ready` reads these keys instead of asking Celery (a broadcast `inspect` blocks for seconds).
-A key expires three intervals after the last beat, so a killed worker drops out by itself.
+All beats live in one hash (``keys.WORKERS``), read whole in O(workers): `/ready`, availability and the
+model lists never SCAN the keyspace, nor ask Celery (a broadcast `inspect` blocks for seconds). A beat
+counts for three intervals after it was written, so a killed worker drops out by itself.
 """
 
 from __future__ import annotations
@@ -9,8 +10,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
 
 import redis
 import redis.asyncio as aioredis
@@ -19,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 from comfyjobs import keys
 from comfyjobs.comfy.doctor import WorkflowAvailability
 from comfyjobs.errors import QueueUnavailableError
+from comfyjobs.jobs.record import utc_now
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +38,11 @@ class WorkerBeat(BaseModel):
     workflows: dict[str, WorkflowAvailability] = {}
     # Model files per folder the manifests choose from (`choices_from`), for an API without this disk.
     models: dict[str, list[str]] = {}
+    expires_at: datetime | None = None  # three intervals after seen_at: gone by then unless beaten again
 
 
 class Heartbeat:
-    """A thread that writes the worker's beat until ``stop()``; stop() deletes the key at once."""
+    """A thread that writes the worker's beat until ``stop()``; stop() removes it at once."""
 
     def __init__(self, client: redis.Redis, interval_s: float, make_beat: Callable[[], WorkerBeat]) -> None:
         self._redis = client
@@ -47,7 +50,7 @@ class Heartbeat:
         self._make_beat = make_beat
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
-        self._key: str | None = None
+        self._worker_id: str | None = None
 
     def start(self) -> None:
         self.beat()
@@ -55,21 +58,21 @@ class Heartbeat:
 
     def beat(self) -> None:
         beat = self._make_beat()
-        self._key = keys.worker(beat.worker_id)
+        beat = beat.model_copy(update={"expires_at": beat.seen_at + timedelta(seconds=self._interval_s * 3)})
+        self._worker_id = beat.worker_id
         try:
-            ttl_ms = int(self._interval_s * 3 * 1000)
-            self._redis.set(self._key, beat.model_dump_json(), px=ttl_ms)
+            self._redis.hset(keys.WORKERS, beat.worker_id, beat.model_dump_json())
         except redis.RedisError as exc:  # Redis restarting: the next beat will tell
             log.warning("heartbeat not written: %s", exc)
 
     def stop(self) -> None:
-        """Stops beating and deletes the key; safe to call whether or not start() ran."""
+        """Stops beating and removes the beat; safe to call whether or not start() ran."""
         self._stopping.set()
         if self._thread.is_alive():
             self._thread.join()
-        if self._key is not None:
+        if self._worker_id is not None:
             with contextlib.suppress(redis.RedisError):
-                self._redis.delete(self._key)
+                self._redis.hdel(keys.WORKERS, self._worker_id)
 
     def _run(self) -> None:
         # A timer, not a poll: nothing to wait on but the clock.
@@ -77,18 +80,33 @@ class Heartbeat:
             self.beat()
 
 
+def fresh_beats(
+    raw: Mapping[bytes | str, bytes | str], now: datetime | None = None
+) -> tuple[list[WorkerBeat], list[str]]:
+    """The live workers' beats in ``HGETALL keys.WORKERS``, and the ids of those that stopped beating."""
+    now = now or utc_now()
+    beats, stale = [], []
+    for field, value in raw.items():
+        worker_id = field.decode() if isinstance(field, bytes) else field
+        try:
+            beat = WorkerBeat.model_validate_json(value)
+        except ValidationError:  # a worker of another version: not counted, not fatal
+            log.warning("ignoring an unreadable heartbeat of %s", worker_id)
+            continue
+        if beat.expires_at is None or beat.expires_at <= now:
+            stale.append(worker_id)
+        else:
+            beats.append(beat)
+    return sorted(beats, key=lambda b: b.worker_id), stale
+
+
 async def live_workers(client: aioredis.Redis) -> list[WorkerBeat]:
-    """Redis errors become QueueUnavailableError (503 with Retry-After on a request path)."""
-    beats = []
+    """One read of one hash: O(workers), whatever else Redis holds. A killed worker's beat is dropped
+    once it is three intervals old. Redis errors become QueueUnavailableError (503 on a request path)."""
     try:
-        async for key in client.scan_iter(match=keys.WORKER_PATTERN, count=100):
-            raw = await client.get(key)
-            if not raw:
-                continue  # expired between SCAN and GET
-            try:
-                beats.append(WorkerBeat.model_validate_json(raw))
-            except ValidationError:  # a worker of another version: not counted, not fatal
-                log.warning("ignoring an unreadable heartbeat at %s", key)
+        beats, stale = fresh_beats(await client.hgetall(keys.WORKERS))
+        if stale:
+            await client.hdel(keys.WORKERS, *stale)
     except redis.RedisError as exc:
         raise QueueUnavailableError(f"Redis is unavailable: {exc}") from exc
-    return sorted(beats, key=lambda b: b.worker_id)
+    return beats

@@ -12,12 +12,9 @@ def job(task_id: str) -> str:
     return f"{PREFIX}:job:{task_id}"
 
 
-def worker(worker_id: str) -> str:
-    """String with a TTL: a worker's heartbeat (JSON), refreshed every WORKER_HEARTBEAT_S."""
-    return f"{PREFIX}:worker:{worker_id}"
-
-
-WORKER_PATTERN = f"{PREFIX}:worker:*"
+WORKERS = f"{PREFIX}:workers"
+"""Hash: worker id → its latest heartbeat (JSON, with the time it stops counting); read whole, in
+O(workers), by /ready, workflow availability and the model lists."""
 
 
 def job_events(task_id: str) -> str:

@@ -35,7 +35,7 @@ PASSWORD_FILE = "password"
 # What a password may hold: URL-safe as it stands in a redis:// URL, and a bare word in redis.conf.
 _PASSWORD_RE = re.compile(r"[A-Za-z0-9_~.-]{16,512}")
 # "12345:M 29 Nov 2026 11:24:35.950 # " before each line Redis logs.
-_LOG_PREFIX_RE = re.compile(r"^\d+:[A-Z] \d+ \w+ \d+ [\d:.]+ [.*#-] ")
+_LOG_PREFIX_RE = re.compile(r"^\d+:[A-Z] \d+ \w+ \d+ [\d:.]+ ([.*#-]) ")
 READER_JOIN_S = 5.0
 
 
@@ -183,6 +183,9 @@ class RedisServer:
         config = f"requirepass {self.password}\n".encode() if self.password else None
         self._changed.clear()
         self._ready = False
+        if self._reader is not None:
+            self._reader.join(READER_JOIN_S)  # the last run's output, read to its end before...
+        self._tail.clear()  # ...this run's, for wait_ready and last_words
         self._proc = procs.spawn(
             self.argv(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin_bytes=config
         )
@@ -205,14 +208,20 @@ class RedisServer:
             )
 
     def last_words(self) -> str:
-        """The last line the server logged (after it exited: why it did, e.g. "bind: Address already
-        in use"), without Redis's pid/time prefix."""
+        """Why the server exited, in its own words: the last warnings it logged (e.g. "Could not create
+        server TCP listening socket 127.0.0.1:6399: bind: Address already in use. Failed listening on
+        port 6399 (TCP), aborting."), without Redis's pid/time prefix or its advisory WARNINGs."""
         if self._reader is not None:
-            self._reader.join(READER_JOIN_S)  # the line may still be in the pipe
-        for line in reversed(self._tail):
-            if line.strip():
-                return _LOG_PREFIX_RE.sub("", line.strip())
-        return ""
+            self._reader.join(READER_JOIN_S)  # the lines may still be in the pipe
+        said = []
+        for line in self._tail:
+            match = _LOG_PREFIX_RE.match(line)
+            text = line[match.end() :].strip() if match else ""
+            if match and match.group(1) == "#" and text and not text.startswith("WARNING"):
+                said.append(text.removeprefix("Warning: "))
+        if not said:
+            said = [line.strip() for line in self._tail if line.strip()][-1:]
+        return " ".join(s if s.endswith(".") else f"{s}." for s in said[-2:])
 
     def stop(self) -> None:
         # SIGTERM: Redis flushes the append-only file before it exits.

@@ -172,7 +172,7 @@ class Supervisor:
         words = ""
         if child.last_words is not None:
             try:
-                words = child.last_words()
+                words = child.last_words().rstrip(".")
             except Exception as exc:  # the message must still come out
                 words = f"(its output could not be read: {exc})"
         backoff = child.backoff

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 import redis
@@ -19,8 +20,8 @@ from comfyjobs.settings import Settings
 def beats(redis_client: redis.Redis) -> Iterator[list[str]]:
     written: list[str] = []
     yield written
-    for key in written:
-        redis_client.delete(key)
+    for worker_id in written:
+        redis_client.hdel(keys.WORKERS, worker_id)
 
 
 def write_beat(
@@ -29,9 +30,10 @@ def write_beat(
     beat = WorkerBeat(
         worker_id=worker_id, device="gpu0", pid=1, comfyui_ready=True, comfyui_pid=2, comfyui_restarts=0,
         started_at=utc_now(), seen_at=utc_now(), workflows=workflows,
+        expires_at=utc_now() + timedelta(seconds=60),
     )  # fmt: skip
-    redis_client.set(keys.worker(worker_id), beat.model_dump_json(), ex=60)
-    beats.append(keys.worker(worker_id))
+    redis_client.hset(keys.WORKERS, worker_id, beat.model_dump_json())
+    beats.append(worker_id)
 
 
 MISSING = WorkflowAvailability(ready=False, missing_models=["checkpoints/sdxl.safetensors"])

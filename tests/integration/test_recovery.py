@@ -55,7 +55,7 @@ class Pool:
 
         def ready() -> bool:
             assert worker.poll() is None, f"worker exited; see {self.data_dir}"
-            raw = self.redis.get(keys.worker(worker_id))
+            raw = self.redis.hget(keys.WORKERS, worker_id)
             return bool(raw) and bool(json.loads(raw)["comfyui_ready"])  # type: ignore[arg-type]
 
         wait_for(ready, timeout_s=WORKER_READY_TIMEOUT_S, what=f"worker {worker_id}", interval_s=0.5)

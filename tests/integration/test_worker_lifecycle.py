@@ -20,8 +20,8 @@ Beat = dict[str, object]
 
 
 def beat_of(client: redis.Redis, worker_pid: int) -> Beat | None:
-    for key in client.scan_iter(match=keys.worker("*")):
-        beat = json.loads(client.get(key) or b"{}")
+    for raw in client.hvals(keys.WORKERS):
+        beat = json.loads(raw)
         if beat.get("pid") == worker_pid:
             return dict(beat)
     return None
