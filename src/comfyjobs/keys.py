@@ -91,3 +91,8 @@ def asset(tenant: str, asset_id: str) -> str:
 OBJECT_EXPIRY = f"{PREFIX}:objects:expiry"
 """Sorted set: object keys or key prefixes (ending in "/") in the object store, scored by the epoch second
 they expire; the retention sweep deletes what is due (O(due), never a listing of the bucket)."""
+
+
+CHANGES = f"{PREFIX}:changes"
+"""Pub/sub channel: the name of each stream that just got an entry (a task's events or previews, a queue's
+departures), published with the append; the API's one subscriber wakes the readers waiting on it."""

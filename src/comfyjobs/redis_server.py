@@ -203,8 +203,9 @@ class RedisServer:
     def wait_ready(self, timeout_s: float = 30.0) -> None:
         if not self._changed.wait(timeout_s) or not self._ready:
             self.stop()
+            said = self.last_words() or "no word from it"
             raise QueueUnavailableError(
-                f"redis-server did not start on port {self.port}:\n{''.join(self._tail)}"
+                f"redis-server did not start on port {self.port}: {said}\n{''.join(self._tail)}"
             )
 
     def last_words(self) -> str:

@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     queue_name: str = "comfyjobs"
     max_queue_depth: Annotated[int, Field(ge=0)] = 1000
     max_attempts: Annotated[int, Field(ge=1)] = 3
+    api_redis_connections: Annotated[int, Field(ge=2, le=10_000)] = Field(
+        default=64,
+        description="Redis connections one API process opens at most; past it requests wait their turn.",
+    )
     tenant_max_queued: Annotated[int, Field(ge=0)] = Field(
         default=0, description="Most jobs one tenant may have waiting (429 tenant_queue_full); 0: no limit."
     )

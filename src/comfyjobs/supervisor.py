@@ -76,10 +76,11 @@ class Supervisor:
         backoff: Backoff | None = None,
         needed_because: str = "",
         last_words: Callable[[], str] | None = None,
+        started: subprocess.Popen[bytes] | None = None,
     ) -> Child:
-        """Starts a child (from this thread: PR_SET_PDEATHSIG is per spawning thread). ``backoff``
-        decides its restarts (default: for ever); one that gives up stops everything, saying
-        ``needed_because``."""
+        """Starts a child (from this thread: PR_SET_PDEATHSIG is per spawning thread), or watches
+        ``started``, one the caller has started (with ``spawn``) and seen come up. ``backoff`` decides its
+        restarts (default: for ever); one that gives up stops everything, saying ``needed_because``."""
         child = Child(
             name=name,
             spawn=spawn,
@@ -88,9 +89,9 @@ class Supervisor:
             needed_because=needed_because,
             last_words=last_words,
         )
-        child.proc = spawn()
+        child.proc = started or spawn()
         child.backoff.started()
-        log.info("started %s (pid %d)", name, child.proc.pid)
+        log.info("%s %s (pid %d)", "watching" if started else "started", name, child.proc.pid)
         self.children.append(child)
         threading.Thread(target=self._watch, args=(child,), name=f"watch-{name}", daemon=True).start()
         return child

@@ -17,10 +17,10 @@ from comfyjobs.api.limits import install_limits
 from comfyjobs.api.model_catalog import DiskModels, ModelCatalog, ReportedModels
 from comfyjobs.api.quotas import RateLimiter
 from comfyjobs.api.routes import assets, files, generate, health, loras, tasks, workflows
-from comfyjobs.api.routes.tasks import LONG_POLL_MAX_S
 from comfyjobs.api.services import Services
 from comfyjobs.api.task_feed import TaskFeed
 from comfyjobs.api.views import Links
+from comfyjobs.jobs.changes import LISTEN_S, ChangeHub
 from comfyjobs.jobs.reconciler import Reconciler
 from comfyjobs.jobs.store import AsyncJobStore
 from comfyjobs.manifests.loader import load_registry
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 RECONCILER_STOP_TIMEOUT_S = 15.0
 REDIS_TIMEOUT_S = 5.0  # a hung Redis fails a request with 503 rather than holding it
-REDIS_WAIT_MARGIN_S = 10.0  # a blocked XREAD answers at its deadline; the socket may wait this much more
+REDIS_WAIT_MARGIN_S = 10.0  # a subscriber's read ends at its deadline; the socket may wait this much more
 
 
 def create_app(settings: Settings, registry: Registry | None = None) -> FastAPI:
@@ -48,17 +48,24 @@ def create_app(settings: Settings, registry: Registry | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        client = aioredis.Redis.from_url(
+        # A bounded pool: past API_REDIS_CONNECTIONS a request waits (up to REDIS_TIMEOUT_S) for a
+        # connection instead of failing. Streams and long polls hold none while they wait (ChangeHub).
+        pool = aioredis.BlockingConnectionPool.from_url(
             redis_url,
+            max_connections=settings.api_redis_connections,
+            timeout=REDIS_TIMEOUT_S,
             health_check_interval=30,
             socket_timeout=REDIS_TIMEOUT_S,
             socket_connect_timeout=REDIS_TIMEOUT_S,
         )
-        longest_block_s = max(LONG_POLL_MAX_S, settings.sse_heartbeat_s)
-        waiting_client = aioredis.Redis.from_url(
-            redis_url, health_check_interval=30, socket_timeout=longest_block_s + REDIS_WAIT_MARGIN_S
+        client = aioredis.Redis(connection_pool=pool)
+        # The change subscriber's connection: its reads last up to LISTEN_S.
+        subscriber = aioredis.Redis.from_url(
+            redis_url, health_check_interval=30, socket_timeout=LISTEN_S + REDIS_WAIT_MARGIN_S
         )
-        store = AsyncJobStore(client, settings.job_ttl_s, settings.queue_name, waiting_client)
+        hub = ChangeHub(subscriber)
+        hub.start()
+        store = AsyncJobStore(client, settings.job_ttl_s, settings.queue_name, hub)
         celery = make_celery(settings, registry)
         links = Links(objects, settings.url_ttl_s)
         assets = AssetRecords(client, settings.asset_ttl_s)
@@ -104,8 +111,10 @@ def create_app(settings: Settings, registry: Registry | None = None) -> FastAPI:
                     await asyncio.wait_for(task, RECONCILER_STOP_TIMEOUT_S)
                 except TimeoutError:
                     log.warning("%s did not stop in time; cancelled", task.get_name())
-            await waiting_client.aclose()
+            await hub.stop()
+            await subscriber.aclose()
             await client.aclose()
+            await pool.aclose()
 
     app = FastAPI(
         title="comfyjobs",

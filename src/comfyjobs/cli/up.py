@@ -111,7 +111,10 @@ def run_up(settings: Settings, *, cpu: bool) -> int:
     try:
         if not settings.redis_url:  # unset or blank
             redis = RedisServer(port=settings.embedded_redis_port, data_dir=data_dir / "redis")
-            # Supervised like the rest: killed, it is restarted on the same port and reloads its
+            # Not starting at all (its port taken...) ends `up` at once (exit 5), with Redis's own words.
+            first = redis.spawn()
+            redis.wait_ready()
+            # Then supervised like the rest: killed, it is restarted on the same port and reloads its
             # append-only file; the API and the workers reconnect by themselves.
             sup.add_process(
                 "redis",
@@ -120,8 +123,8 @@ def run_up(settings: Settings, *, cpu: bool) -> int:
                 backoff(settings, give_up_after=REDIS_GIVE_UP_AFTER),
                 REDIS_NEEDED_BECAUSE,
                 last_words=redis.last_words,
+                started=first,
             )
-            redis.wait_ready()
             env["REDIS_URL"] = redis.url  # with its password: the children's environment is theirs alone
             log.info(
                 "redis-server (pid %s) on %s, append-only in %s (password in %s)",
@@ -140,6 +143,6 @@ def run_up(settings: Settings, *, cpu: bool) -> int:
         # Redis last: the workers write their results to it until they stop.
         sup.stop_all(order=["api", "worker"])
     if not requested and sup.exited is not None:
-        log.error("stopped: gave up on %s (%s)", sup.exited.name, sup.exited.gave_up_because)
+        log.error("everything stopped: %s could not be kept running (see above)", sup.exited.name)
         return exit_codes.CHILD_DIED
     return exit_codes.OK

@@ -9,6 +9,8 @@ Redis errors become QueueUnavailableError here.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -21,6 +23,7 @@ import redis.asyncio as aioredis
 
 from comfyjobs import keys
 from comfyjobs.errors import QueueUnavailableError
+from comfyjobs.jobs.changes import ChangeHub
 from comfyjobs.jobs.record import (
     TERMINAL_STATUSES,
     JobRecord,
@@ -57,6 +60,7 @@ redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 local changes = {}
 for i = 4, #ARGV, 2 do changes[ARGV[i]] = ARGV[i + 1] end
 redis.call('XADD', KEYS[2], '*', 'changes', cjson.encode(changes))
+redis.call('PUBLISH', $CHANGES, KEYS[2])
 local new = changes['status']
 local by_tenant = (redis.call('HGET', KEYS[1], 'tenant') or 'null') .. '|' .. ARGV[1]
 if new == $PENDING then
@@ -66,6 +70,7 @@ if new == $PENDING then
 elseif new then
   if redis.call('ZREM', KEYS[3], ARGV[1]) == 1 then
     redis.call('XADD', KEYS[4], 'MAXLEN', '~', $DEPARTURES_MAXLEN, '*', 'task_id', ARGV[1])
+    redis.call('PUBLISH', $CHANGES, KEYS[4])
   end
   redis.call('ZREM', KEYS[6], by_tenant)
   if new == $STARTED or new == $PROGRESS then
@@ -82,6 +87,7 @@ return 1
     .replace("$STARTED", json.dumps(json.dumps(JobStatus.STARTED.value)))
     .replace("$PROGRESS", json.dumps(json.dumps(JobStatus.PROGRESS.value)))
     .replace("$DEPARTURES_MAXLEN", str(DEPARTURES_MAXLEN))
+    .replace("$CHANGES", json.dumps(keys.CHANGES))
 )
 
 # KEYS[1] lease; ARGV[1] owner, ARGV[2] ttl in ms (renew) — only the owner may renew or release.
@@ -136,6 +142,10 @@ class Change:
     events: list[JobEvent] = field(default_factory=list)
     departed: EventId | None = None
     preview: Preview | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not self.events and self.departed is None and self.preview is None
 
 
 @contextmanager
@@ -213,10 +223,11 @@ redis.call('HSET', KEYS[1], unpack(ARGV, 9))
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('XADD', KEYS[2], '*', 'changes', ARGV[6])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
+redis.call('PUBLISH', $CHANGES, KEYS[2])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
 if KEYS[4] ~= '' then redis.call('SET', KEYS[4], ARGV[5], 'EX', ARGV[2]) end
 return {'created', ''}
-"""
+""".replace("$CHANGES", json.dumps(keys.CHANGES))
 
 
 _SET_IF_EXISTS = """
@@ -284,6 +295,7 @@ class JobStore:
         with _translated(), self._redis.pipeline(transaction=True) as pipe:
             pipe.xadd(key, {"jpeg": jpeg}, maxlen=1, approximate=False)
             pipe.expire(key, PREVIEW_TTL_S)
+            pipe.publish(keys.CHANGES, key)
             pipe.execute()
 
     def forget_waiting(self, task_id: str) -> None:
@@ -296,13 +308,9 @@ class AsyncJobStore:
     """The same operations for the API's event loop (redis.asyncio: no blocking call on the loop), and
     the reads behind the events stream and the long poll."""
 
-    def __init__(
-        self, client: aioredis.Redis, ttl_s: int, queue: str, waiting_client: aioredis.Redis | None = None
-    ) -> None:
+    def __init__(self, client: aioredis.Redis, ttl_s: int, queue: str, hub: ChangeHub | None = None) -> None:
         self._redis = client
-        # Blocking reads (XREAD BLOCK) need a connection whose socket timeout outlasts the block;
-        # the main client keeps a short one so a hung Redis fails ordinary requests fast.
-        self._waiting_redis = waiting_client or client
+        self._hub = hub  # what waits for changes (wait_for_change); readers that never wait need none
         self._ttl_s = ttl_s
         self._keys = _Keys(queue)
         self._update = client.register_script(_UPDATE_UNLESS_TERMINAL)
@@ -450,18 +458,27 @@ class AsyncJobStore:
         departures_after: EventId | None = None,
         previews_after: EventId | None = None,
     ) -> Change:
-        """Blocks (in Redis, not here) until the task has events after ``after`` or, when
-        ``departures_after`` is given, some job left the queue since then, or, when ``previews_after``
-        is given, a new preview frame came; or until ``timeout_s``."""
+        """Waits until the task has events after ``after`` or, when ``departures_after`` is given, some
+        job left the queue since then, or, when ``previews_after`` is given, a new preview frame came; or
+        until ``timeout_s``. The wait is on the API's one change subscriber (see jobs.changes), not on a
+        Redis connection: the streams are read without blocking before and after it."""
         streams = {keys.job_events(task_id): after}
         if departures_after is not None:
             streams[self._keys.departures] = departures_after
         if previews_after is not None:
             streams[keys.job_previews(task_id)] = previews_after
-        block_ms = max(1, int(timeout_s * 1000))
-        replies: Any = await self._call(
-            lambda: self._waiting_redis.xread(streams, block=block_ms)  # type: ignore[arg-type]
-        )
+        if self._hub is None:
+            raise RuntimeError("this store has no change hub to wait on")
+        with self._hub.watch(streams) as woken:
+            change = await self._read(task_id, streams)  # registered first: nothing slips between
+            if change.empty:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(woken.wait(), timeout_s)
+                    change = await self._read(task_id, streams)
+        return change
+
+    async def _read(self, task_id: str, streams: dict[str, EventId]) -> Change:
+        replies: Any = await self._call(lambda: self._redis.xread(streams))  # type: ignore[arg-type]
         change = Change()
         for stream, entries in replies or []:
             name = _text(stream)

@@ -1,0 +1,99 @@
+"""One subscriber per API process, fanning out in-process: how a thousand SSE streams and long polls wait
+for their tasks without holding a Redis connection each.
+
+Every append to a stream a reader may wait on (a task's events, a queue's departures, a task's previews)
+is followed, in the same Lua call or pipeline, by ``PUBLISH keys.CHANGES <stream key>``. The hub holds one
+pub/sub connection and wakes the waiters of that stream. The streams stay the source of truth: a waiter
+registers, then reads them (without blocking), and only then sleeps; a notification lost while the
+subscriber reconnects costs a waiter nothing but its timeout (every waiter is woken on reconnection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable, Iterator
+
+import redis
+import redis.asyncio as aioredis
+
+from comfyjobs import keys
+
+log = logging.getLogger(__name__)
+
+LISTEN_S = 30.0  # one read of the subscription lasts at most this (the connection is checked between)
+RECONNECT_S = 1.0
+
+
+class ChangeHub:
+    def __init__(self, client: aioredis.Redis) -> None:
+        """``client``: its socket timeout must outlast LISTEN_S."""
+        self._client = client
+        self._waiters: dict[str, set[asyncio.Event]] = {}
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.subscribed = asyncio.Event()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="change-hub")
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._wake_all()
+
+    @contextlib.contextmanager
+    def watch(self, streams: Iterable[str]) -> Iterator[asyncio.Event]:
+        """An event set when any of ``streams`` gets an entry (or the hub reconnects) from now on."""
+        woken = asyncio.Event()
+        names = list(streams)
+        for name in names:
+            self._waiters.setdefault(name, set()).add(woken)
+        try:
+            yield woken
+        finally:
+            for name in names:
+                waiting = self._waiters.get(name)
+                if waiting is not None:
+                    waiting.discard(woken)
+                    if not waiting:
+                        del self._waiters[name]
+
+    @property
+    def waiting(self) -> int:
+        return sum(len(w) for w in self._waiters.values())
+
+    def _wake(self, stream: str) -> None:
+        for woken in self._waiters.get(stream, ()):
+            woken.set()
+
+    def _wake_all(self) -> None:
+        for waiting in self._waiters.values():
+            for woken in waiting:
+                woken.set()
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(keys.CHANGES)
+                self.subscribed.set()
+                self._wake_all()  # whatever happened while nobody listened: look again
+                while not self._stopping.is_set():
+                    message = await pubsub.get_message(timeout=LISTEN_S)
+                    if message is not None:
+                        data = message["data"]
+                        self._wake(data.decode() if isinstance(data, bytes) else str(data))
+            except (redis.RedisError, OSError) as exc:
+                self.subscribed.clear()
+                log.warning("change subscriber lost Redis (%s); reconnecting", exc)
+                self._wake_all()
+                with contextlib.suppress(TimeoutError):  # a back-off: nothing to wait on but the clock
+                    await asyncio.wait_for(self._stopping.wait(), RECONNECT_S)
+            finally:
+                with contextlib.suppress(redis.RedisError, OSError):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]

@@ -1,0 +1,66 @@
+"""A thousand events streams on one API process share one Redis subscriber: they hold no connection each,
+/health answers meanwhile, and one change of the task reaches every stream."""
+
+from __future__ import annotations
+
+import asyncio
+from urllib.parse import urlsplit
+
+import httpx
+import redis
+
+from comfyjobs.jobs.record import JobStatus
+from tests.api.conftest import LiveApi
+
+STREAMS = 1000
+
+
+def api_connections(redis_client: redis.Redis) -> int:
+    """Redis connections of this test process's API (ours are named apart: see below)."""
+    return sum(1 for c in redis_client.client_list() if c.get("name") != "test-observer")
+
+
+async def open_stream(
+    host: str, port: int, task_id: str
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(f"GET /tasks/{task_id}/events HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    await writer.drain()
+    return reader, writer
+
+
+async def read_until(reader: asyncio.StreamReader, marker: bytes) -> None:
+    seen = b""
+    while marker not in seen:
+        chunk = await reader.read(65536)
+        assert chunk, f"the stream closed before {marker!r}"
+        seen += chunk
+
+
+def test_a_thousand_streams_share_one_subscriber(live_api: LiveApi, redis_client: redis.Redis) -> None:
+    redis_client.client_setname("test-observer")
+
+    with httpx.Client(base_url=live_api.url, timeout=30) as api:
+        task_id = api.post("/generate", json={"workflow_id": "tiny", "params": {}}).json()["task_id"]
+    split = urlsplit(live_api.url)
+    host, port = split.hostname or "127.0.0.1", split.port or 80
+    before = api_connections(redis_client)
+
+    async def run() -> tuple[int, int]:
+        streams = await asyncio.gather(*(open_stream(host, port, task_id) for _ in range(STREAMS)))
+        await asyncio.gather(*(read_until(r, b"event: queued") for r, _ in streams))
+        during = api_connections(redis_client)
+        async with httpx.AsyncClient(base_url=live_api.url, timeout=30) as client:
+            health = (await client.get("/health")).status_code
+        # One change, seen by every stream through the one subscriber.
+        live_api.store.update(task_id, status=JobStatus.STARTED)
+        await asyncio.gather(*(read_until(r, b"event: started") for r, _ in streams))
+        for _, writer in streams:
+            writer.close()
+        return during, health
+
+    during, health = asyncio.run(run())
+    print(f"{STREAMS} streams: API Redis connections {before} before, {during} while all were open")
+    assert health == 200
+    # Every stream is waiting, yet the API holds a pool's worth of connections at most, not one each.
+    assert during - before <= live_api.settings.api_redis_connections + 1, (before, during)
