@@ -138,6 +138,11 @@ class Settings(BaseSettings):
     comfyui_start_timeout_s: Annotated[float, Field(gt=0)] = 180.0
     comfyui_stop_timeout_s: Annotated[float, Field(gt=0)] = 15.0
     comfyui_hang_timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    restart_backoff_max_s: Annotated[float, Field(gt=0)] = Field(
+        default=30.0,
+        description="Longest wait before `comfyjobs up` restarts a crashed API, worker or Redis (and a "
+        "worker its ComfyUI): waits grow 1, 2, 5, 10, 30 s, none above this.",
+    )
     comfyui_preview_method: Literal["none", "auto", "latent2rgb", "taesd"] = Field(
         default="none",
         description="ComfyUI's --preview-method: anything but `none` sends in-progress frames as "

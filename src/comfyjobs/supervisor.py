@@ -151,7 +151,7 @@ class Supervisor:
                 why = describe_exit(code)
             delay_s = child.backoff.next_delay()
             if delay_s is None:
-                self._give_up(child, why)
+                self._give_up(child, why, exited=proc is not None)
                 break
             log.error("%s %s; restarting it in %g s", child.name, why, delay_s)
             if self._stop_requested.wait(delay_s):
@@ -169,9 +169,9 @@ class Supervisor:
                 child.backoff.started()
             log.info("restarted %s (pid %d)", child.name, proc.pid)
 
-    def _give_up(self, child: Child, why: str) -> None:
+    def _give_up(self, child: Child, why: str, *, exited: bool) -> None:
         words = ""
-        if child.last_words is not None:
+        if exited and child.last_words is not None:  # its words are about its last run
             try:
                 words = child.last_words().rstrip(".")
             except Exception as exc:  # the message must still come out

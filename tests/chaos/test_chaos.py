@@ -24,6 +24,7 @@ import redis
 
 from comfyjobs import keys
 from comfyjobs.jobs.store import decode_events
+from comfyjobs.redis_server import PASSWORD_FILE, load_or_create_password
 from tests.conftest import REPO
 from tests.integration.conftest import COMFYUI_DIR, WORKER_READY_TIMEOUT_S
 from tests.support import free_port, wait_for
@@ -139,8 +140,10 @@ def test_chaos(model_dir: Path, tmp_path: Path) -> None:
     up = subprocess.Popen(
         [sys.executable, "-m", "comfyjobs", *argv], env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT
     )
+    # The embedded Redis's password: made here first, and `up` keeps the one it finds.
+    password = load_or_create_password(data_dir / "redis" / PASSWORD_FILE)
     svc = Service(up, httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=30),
-                  f"redis://127.0.0.1:{redis_port}/0", data_dir)  # fmt: skip
+                  f"redis://:{password}@127.0.0.1:{redis_port}/0", data_dir)  # fmt: skip
     started = time.monotonic()
     kills: Counter[str] = Counter()
     try:

@@ -1,21 +1,28 @@
-"""`comfyjobs up`: a private Redis, a CPU worker and the API from one command; SIGINT stops all of it."""
+"""`comfyjobs up`: a private Redis (with a password), a CPU worker and the API from one command; a child
+that dies is restarted alone; SIGINT stops all of it."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import httpx
 import psutil
+import pytest
 
 from tests.conftest import REPO
 from tests.integration.conftest import COMFYUI_DIR, WORKER_READY_TIMEOUT_S
 from tests.support import JobEvents, free_port, wait_for
 
+API_KILLS = 7  # more than `up` used to take before it stopped everything (5 restarts in 120 s)
 
+
+@pytest.mark.timeout(600)  # the API's restarts wait RESTART_BACKOFF_MAX_S at most (30 s if unknown)
 def test_up_serves_and_stops_cleanly(model_dir: Path, tmp_path: Path) -> None:
     redis_port, api_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
@@ -26,6 +33,7 @@ def test_up_serves_and_stops_cleanly(model_dir: Path, tmp_path: Path) -> None:
         COMFYUI_DIR=str(COMFYUI_DIR),
         MANIFEST_DIR=str(REPO / "manifests"),
         WORKFLOW_DIR=str(REPO / "workflows"),
+        RESTART_BACKOFF_MAX_S="0.5",
     )
     data_dir = tmp_path / "data"
     log = (tmp_path / "up.log").open("wb")
@@ -48,7 +56,17 @@ def test_up_serves_and_stops_cleanly(model_dir: Path, tmp_path: Path) -> None:
         names = " ".join(" ".join(c.cmdline()) for c in children)
         assert "redis-server" in names and "worker --cpu" in names and "main.py" in names and " api " in names
 
-        events = JobEvents(f"redis://127.0.0.1:{redis_port}/0")
+        # The private Redis wants the password `up` made and keeps (0600) in its data dir.
+        password_file = data_dir / "redis" / "password"
+        assert stat.S_IMODE(password_file.stat().st_mode) == 0o600
+        password = password_file.read_text().strip()
+        redis_url = f"redis://:{password}@127.0.0.1:{redis_port}/0"
+        with socket.create_connection(("127.0.0.1", redis_port), timeout=10) as sock:
+            sock.sendall(b"KEYS *\r\n")
+            assert sock.recv(100).startswith(b"-NOAUTH")
+        assert all(password not in " ".join(c.cmdline()) for c in children)
+
+        events = JobEvents(redis_url)
         task_id = api.post("/generate", json={"workflow_id": "tiny", "params": {"color": 5}}).json()[
             "task_id"
         ]
@@ -67,12 +85,24 @@ def test_up_serves_and_stops_cleanly(model_dir: Path, tmp_path: Path) -> None:
         kill_child(up, "redis-server")
         wait_for(ready, timeout_s=WORKER_READY_TIMEOUT_S, what="ready again after Redis", interval_s=0.5)
         assert api.get(f"/tasks/{task_id}").json()["status"] == "SUCCESS"  # survived the restart
-        run_tiny(api, redis_port)
+        run_tiny(api, redis_url)
 
         # A worker killed outright is restarted too (with a new ComfyUI), and serves.
         kill_child(up, "worker --cpu")
         wait_for(ready, timeout_s=WORKER_READY_TIMEOUT_S, what="a new worker", interval_s=0.5)
-        run_tiny(api, redis_port)
+        run_tiny(api, redis_url)
+
+        # An API that keeps crashing is restarted as often as it takes, and nothing else is touched:
+        # the same Redis, worker and ComfyUI serve the job once it answers again.
+        others = {needle: child_pid(up, needle) for needle in ("redis-server", "worker --cpu", "main.py")}
+        for _ in range(API_KILLS):
+            kill_child(up, " api ")
+        wait_for(ready, timeout_s=WORKER_READY_TIMEOUT_S, what="the API again", interval_s=0.5)
+        run_tiny(api, redis_url)
+        assert {needle: child_pid(up, needle) for needle in others} == others
+        output = (tmp_path / "up.log").read_text()
+        assert output.count("api was killed by SIGKILL; restarting it") == API_KILLS
+        assert password not in output  # `up` logs the URL with the password masked
 
         children = psutil.Process(up.pid).children(recursive=True)
         up.send_signal(signal.SIGINT)
@@ -106,8 +136,15 @@ def kill_child(up: subprocess.Popen[bytes], needle: str) -> None:
     wait_for(replaced, timeout_s=60, what=f"a new {needle}")
 
 
-def run_tiny(api: httpx.Client, redis_port: int) -> None:
-    events = JobEvents(f"redis://127.0.0.1:{redis_port}/0")
+def child_pid(up: subprocess.Popen[bytes], needle: str) -> int:
+    (pid,) = [
+        c.pid for c in psutil.Process(up.pid).children(recursive=True) if needle in " ".join(c.cmdline())
+    ]
+    return pid
+
+
+def run_tiny(api: httpx.Client, redis_url: str) -> None:
+    events = JobEvents(redis_url)
     try:
         task_id = api.post("/generate", json={"workflow_id": "tiny", "params": {"color": 9}}).json()[
             "task_id"

@@ -40,9 +40,7 @@ REDIS_NEEDED_BECAUSE = "Nothing works without Redis (the queue and every job rec
 
 def backoff(settings: Settings, give_up_after: int | None = None) -> Backoff:
     """The one restart policy of `up`, per child; ``give_up_after`` only for one nothing works without."""
-    # RESTART_BACKOFF_MAX_S: read with a default until the setting exists in every checkout.
-    cap_s = float(getattr(settings, "restart_backoff_max_s", DEFAULT_DELAYS_S[-1]))
-    return Backoff(capped(DEFAULT_DELAYS_S, cap_s), give_up_after=give_up_after)
+    return Backoff(capped(DEFAULT_DELAYS_S, settings.restart_backoff_max_s), give_up_after=give_up_after)
 
 
 def detect_gpus() -> list[int]:

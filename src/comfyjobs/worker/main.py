@@ -25,6 +25,7 @@ from types import FrameType
 import redis
 from celery import signals as celery_signals
 
+from comfyjobs.backoff import DEFAULT_DELAYS_S, Backoff, capped
 from comfyjobs.comfy.client import ComfyClient
 from comfyjobs.comfy.process import ComfyInstance, ComfyProcess, default_python
 from comfyjobs.heartbeat import Heartbeat, WorkerBeat
@@ -43,8 +44,6 @@ from comfyjobs.worker.runner import WorkerContext
 
 log = logging.getLogger(__name__)
 
-RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
-
 
 def device_name(gpu: int | None) -> str:
     return "cpu" if gpu is None else f"gpu{gpu}"
@@ -54,9 +53,10 @@ class ComfySupervisor:
     """Restarts ComfyUI when it exits on its own. Runs in a thread that lives as long as the worker, which
     is also the thread that spawns the restarted process (PR_SET_PDEATHSIG is per spawning thread)."""
 
-    def __init__(self, comfy: ComfyProcess, on_restart: Callable[[], None]) -> None:
+    def __init__(self, comfy: ComfyProcess, on_restart: Callable[[], None], backoff: Backoff) -> None:
         self._comfy = comfy
         self._on_restart = on_restart
+        self._backoff = backoff  # never gives up: a worker without its ComfyUI keeps trying
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="comfyui-supervisor", daemon=True)
 
@@ -71,23 +71,22 @@ class ComfySupervisor:
             self._thread.join(timeout_s)
 
     def _run(self) -> None:
-        failures = 0
+        self._backoff.started()
         while True:
             self._comfy.wait_exit()
             if self._stopping.is_set():
                 return
-            delay = RESTART_BACKOFF_S[min(failures, len(RESTART_BACKOFF_S) - 1)]
+            delay = self._backoff.next_delay() or 0.0
             log.error("ComfyUI exited unexpectedly; restarting in %.0f s.\n%s", delay, self._comfy.log_tail())
             if self._stopping.wait(delay):
                 return
             try:
                 self._comfy.start()
+                self._backoff.started()
                 self._comfy.wait_ready()
-                failures = 0
                 log.info("ComfyUI restarted (pid %s)", self._comfy.pid)
                 self._on_restart()
             except Exception as exc:  # this thread must outlive any one failed restart
-                failures += 1
                 log.error("ComfyUI restart failed: %s", exc)
 
 
@@ -146,7 +145,11 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
             models={folder: list_model_folder(settings.model_dir, folder) for folder in model_folders},
         ),
     )
-    supervisor = ComfySupervisor(comfy, on_restart=availability.invalidate)
+    supervisor = ComfySupervisor(
+        comfy,
+        on_restart=availability.invalidate,
+        backoff=Backoff(capped(DEFAULT_DELAYS_S, settings.restart_backoff_max_s)),
+    )
     # Until Celery installs its own handlers, a SIGTERM unwinds through the `finally` below (stopping
     # ComfyUI) instead of killing the process where it stands.
     signal.signal(signal.SIGTERM, _exit_on_signal)
