@@ -28,6 +28,12 @@ What this module adds, in a subclass of uvicorn's h11 protocol (``Config(http=..
 Not bounded here: the kernel's accept queue (uvicorn's ``backlog``, 2048) and a body that trickles a byte
 per API_BODY_TIMEOUT_S (each gap is bounded, see ``comfyjobs.api.limits``, not the total time; the
 connection cap bounds how many such clients there can be). TLS is left to a proxy in front.
+
+**Several processes** (``comfyjobs api --workers N``, ``serve``): uvicorn's supervisor binds the socket and
+spawns N workers that accept on it, each with its own event loop, Redis pool and change subscriber (every
+limit above is per process). It pickles its Config into each worker, so the app is given as a factory's
+import string (``app_from_env``, which builds it from the environment as ``Settings.load()`` reads it) and
+the protocol as a class's (``WorkerH11Protocol``, given its limits by that factory).
 """
 
 from __future__ import annotations
@@ -36,18 +42,27 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import resource
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h11
+import uvicorn
 from uvicorn.config import Config
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.server import ServerState
 
+from comfyjobs.errors import ConfigError
 from comfyjobs.settings import Settings
 
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
 log = logging.getLogger(__name__)
+
+APP_FACTORY = "comfyjobs.api.serve:app_from_env"
+WORKER_PROTOCOL = "comfyjobs.api.serve:WorkerH11Protocol"
 
 FD_RESERVE = 128  # descriptors kept for Redis connections, spooled uploads, served files, logs
 REFUSAL_LOG_INTERVAL_S = 10.0
@@ -73,6 +88,35 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "timeout_keep_alive": settings.api_keep_alive_s,
         "limit_concurrency": max_connections + 1,
     }
+
+
+def serve(settings: Settings, workers: int = 1) -> None:
+    """Serves the API until stopped: in this process, or in ``workers`` processes sharing its socket."""
+    from comfyjobs.api.app import create_app
+
+    if workers < 1:
+        raise ConfigError(f"--workers must be 1 or more, not {workers}")
+    app = create_app(settings)  # bad manifests or no REDIS_URL fail here, once, before the bind
+    options = uvicorn_options(settings)
+    if workers == 1:
+        uvicorn.run(app, workers=1, **options)  # workers=1: uvicorn would read WEB_CONCURRENCY instead
+        return
+    # Each worker loads its settings from the environment: the host and port given as flags go there too.
+    os.environ.update(API_HOST=settings.api_host, API_PORT=str(settings.api_port))
+    uvicorn.run(APP_FACTORY, factory=True, workers=workers, **(options | {"http": WORKER_PROTOCOL}))
+
+
+def app_from_env() -> FastAPI:
+    """uvicorn's app factory in each worker of ``serve(settings, workers > 1)``: settings from the
+    environment, logging as the `comfyjobs` command sets it, and ``WorkerH11Protocol``'s limits (uvicorn
+    loads the app before it accepts a connection)."""
+    from comfyjobs.api.app import create_app
+
+    settings = Settings.load()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    WorkerH11Protocol.HEADER_TIMEOUT_S = settings.api_header_timeout_s
+    WorkerH11Protocol.MAX_CONNECTIONS = connection_cap(settings.api_max_connections)
+    return create_app(settings)
 
 
 def connection_cap(requested: int) -> int:
@@ -170,3 +214,7 @@ class GuardedH11Protocol(H11Protocol):
             )
             GuardedH11Protocol._refused = 0
             GuardedH11Protocol._refusal_logged_at = now
+
+
+class WorkerH11Protocol(GuardedH11Protocol):
+    """The protocol of ``serve``'s worker processes, by import string; ``app_from_env`` sets its limits."""

@@ -36,6 +36,7 @@ class Services:
     rate: RateLimiter
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
+    """Async, so FastAPI calls it on the loop rather than in a thread for every request."""
     svc: Services = request.app.state.services
     return svc

@@ -37,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     api = sub.add_parser("api", help="run the HTTP API")
     api.add_argument("--host", help="bind address (default: API_HOST)")
     api.add_argument("--port", type=int, help="port (default: API_PORT)")
+    api.add_argument(
+        "--workers", type=int, default=1, metavar="N", help="API processes sharing the port (default: 1)"
+    )
 
     worker = sub.add_parser("worker", help="run a worker and its ComfyUI")
     where = worker.add_mutually_exclusive_group(required=True)
@@ -165,13 +168,9 @@ def _run(args: argparse.Namespace) -> int:
         )
         return exit_codes.OK
     if args.command == "api":
-        import uvicorn
+        from comfyjobs.api.serve import serve
 
-        from comfyjobs.api.app import create_app
-        from comfyjobs.api.serve import uvicorn_options
-
-        app = create_app(settings)
-        uvicorn.run(app, **uvicorn_options(settings))
+        serve(settings, workers=args.workers)
         return exit_codes.OK
     if args.command == "worker":
         if args.gpus is not None:
