@@ -13,6 +13,7 @@ from comfyjobs.jobs.record import JobStatus
 from tests.api.conftest import LiveApi
 
 STREAMS = 1000
+BATCH = 100
 
 
 def api_connections(redis_client: redis.Redis) -> int:
@@ -47,8 +48,11 @@ def test_a_thousand_streams_share_one_subscriber(live_api: LiveApi, redis_client
     before = api_connections(redis_client)
 
     async def run() -> tuple[int, int]:
-        streams = await asyncio.gather(*(open_stream(host, port, task_id) for _ in range(STREAMS)))
-        await asyncio.gather(*(read_until(r, b"event: queued") for r, _ in streams))
+        streams = []
+        for _ in range(0, STREAMS, BATCH):  # clients arrive in waves, not all in one instant
+            wave = await asyncio.gather(*(open_stream(host, port, task_id) for _ in range(BATCH)))
+            await asyncio.gather(*(read_until(r, b"event: queued") for r, _ in wave))
+            streams += wave
         during = api_connections(redis_client)
         async with httpx.AsyncClient(base_url=live_api.url, timeout=30) as client:
             health = (await client.get("/health")).status_code

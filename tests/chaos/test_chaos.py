@@ -135,13 +135,14 @@ def test_chaos(model_dir: Path, tmp_path: Path) -> None:
         JOB_LEASE_S="3", RECONCILE_INTERVAL_S="1", WORKER_HEARTBEAT_S="1", MAX_ATTEMPTS="10",
         COMFYUI_HANG_TIMEOUT_S="10", LOG_LEVEL="INFO",
     )  # fmt: skip
+    # The embedded Redis's password: made here first, and `up` keeps the one it finds.
+    (data_dir / "redis").mkdir(mode=0o700, parents=True, exist_ok=True)
+    password = load_or_create_password(data_dir / "redis" / PASSWORD_FILE)
     log = (tmp_path / "up.log").open("wb")
     argv = ["up", "--cpu", "--port", str(api_port), "--data-dir", str(data_dir)]
     up = subprocess.Popen(
         [sys.executable, "-m", "comfyjobs", *argv], env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT
     )
-    # The embedded Redis's password: made here first, and `up` keeps the one it finds.
-    password = load_or_create_password(data_dir / "redis" / PASSWORD_FILE)
     svc = Service(up, httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=30),
                   f"redis://:{password}@127.0.0.1:{redis_port}/0", data_dir)  # fmt: skip
     started = time.monotonic()

@@ -212,13 +212,13 @@ def test_comfyui_killed_or_hung_mid_job_is_restarted_and_the_job_retried(
     events.wait_until(crashed, sampling, timeout_s=240, what="sampler step")
     (comfyui,) = comfyui_processes(worker)
     comfyui.kill()
-    assert events.wait_terminal(crashed, 300) == "SUCCESS"
+    assert events.wait_terminal(crashed, 300) == "SUCCESS", httpx.get(f"{pool.url}/tasks/{crashed}").json()
 
     hung = submit(pool, prompt="a frozen fox", steps=25, width=128, height=128)
     events.wait_until(hung, sampling, timeout_s=240, what="sampler step")
     (comfyui,) = comfyui_processes(worker)
     comfyui.suspend()  # SIGSTOP: still there, answering nothing
-    assert events.wait_terminal(hung, 300) == "SUCCESS"
+    assert events.wait_terminal(hung, 300) == "SUCCESS", httpx.get(f"{pool.url}/tasks/{hung}").json()
     comfyui.wait(30)  # the worker killed the silent one (and started another)
 
     for task_id, cause in ((crashed, "comfyui_unavailable"), (hung, "comfyui_hung")):

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi.sse import format_sse_event
 
 from comfyjobs.api.views import Links, TaskView
-from comfyjobs.errors import TaskNotFoundError
+from comfyjobs.errors import QueueUnavailableError, TaskNotFoundError
 from comfyjobs.jobs.record import TERMINAL_STATUSES, JobRecord, JobStatus
 from comfyjobs.jobs.store import AsyncJobStore, EventId, JobEvent, Preview, Snapshot
 from comfyjobs.tenancy import Principal
+
+log = logging.getLogger(__name__)
 
 EVENT_NAMES = {
     JobStatus.PENDING: "queued",
@@ -101,7 +104,16 @@ class TaskFeed:
             and event_id_key(after) >= event_id_key(last)
         ):
             return None
-        return self._stream(task_id, after)
+        return self._ended_cleanly(self._stream(task_id, after), task_id)
+
+    async def _ended_cleanly(self, stream: AsyncIterator[bytes], task_id: str) -> AsyncIterator[bytes]:
+        """Once the response has started, a Redis outage can only end the stream: the client reconnects
+        with Last-Event-ID and misses nothing (the events are in Redis)."""
+        try:
+            async for chunk in stream:
+                yield chunk
+        except QueueUnavailableError as exc:
+            log.warning("events stream of %s ended: %s", task_id, exc)
 
     async def _stream(self, task_id: str, after: EventId | None) -> AsyncIterator[bytes]:
         # Views are rebuilt by replaying the events from the first (the whole record), so each event

@@ -28,6 +28,7 @@ from comfyjobs.manifests.schema import MODEL_FOLDERS
 log = logging.getLogger(__name__)
 
 READY_MARKER = "To see the GUI go to:"
+GUARD_NODES_DIR = Path(__file__).resolve().parent / "comfyui_nodes"
 LOG_TAIL_LINES = 40
 
 
@@ -79,6 +80,8 @@ class ComfyInstance:
             (self.model_dir / folder).mkdir(parents=True, exist_ok=True)
         lines = ["comfyjobs:", f"  base_path: {self.model_dir.resolve()}", "  is_default: true"]
         lines += [f"  {folder}: {folder}/" for folder in MODEL_FOLDERS]
+        # Our one custom node package: the Host/Origin guard (comfyui_nodes/comfyjobs_guard).
+        lines += ["comfyjobs_nodes:", f"  custom_nodes: {GUARD_NODES_DIR}"]
         (self.instance_dir / "extra_model_paths.yaml").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
     def argv(self) -> list[str]:
@@ -103,6 +106,7 @@ class ComfyInstance:
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
         env["PYTHONUNBUFFERED"] = "1"
+        env["COMFYJOBS_COMFYUI_PORT"] = str(self.port)  # what the guard lets through (see GUARD_NODES_DIR)
         if self.gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = str(self.gpu)
         return env
