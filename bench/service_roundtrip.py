@@ -4,7 +4,7 @@ Starts its own Redis, one CPU worker and the API (like `comfyjobs up`), then mea
   - tiny: submit → SUCCESS seen on the job's event channel, one job at a time (latency), and a burst
     submitted back to back (throughput);
   - smoke txt2img: 256x256, 6 steps, on the smoke checkpoint;
-  - media: POST /assets of a 512x512 PNG, POST /generate with the same picture as a data: URL (decoded,
+  - media: POST /assets of a 512x512 PNG, POST /generate with a 256x256 picture as a data: URL (decoded,
     hashed and stored before the 202), and `upscale` (x2, model-free) from an uploaded asset, submit →
     SUCCESS (input staged into ComfyUI, output stored).
 
@@ -94,7 +94,8 @@ def media(api: httpx.Client, watcher: Watcher, submit: Callable[..., tuple[str, 
         uploads.append((time.perf_counter() - started) * 1000)
         asset = resp.json()["id"]
 
-        data_url = "data:image/png;base64," + base64.b64encode(noise_png(512, seed=10_000 + i)).decode()
+        # 256x256 inline: a data: URL rides in a JSON body, within MAX_BODY_BYTES (1 MiB by default).
+        data_url = "data:image/png;base64," + base64.b64encode(noise_png(256, seed=10_000 + i)).decode()
         started = time.perf_counter()
         task_id, _ = submit("upscale", image=data_url, scale_by=0.5)
         inline.append((time.perf_counter() - started) * 1000)
@@ -108,7 +109,7 @@ def media(api: httpx.Client, watcher: Watcher, submit: Callable[..., tuple[str, 
     print(
         f"media, 512x512 PNG (~{len(noise_png(512, 0)) // 1024} KB), n={runs}: "
         f"POST /assets median {statistics.median(uploads):.1f} ms; "
-        f"POST /generate with a data: URL median {statistics.median(inline):.1f} ms; "
+        f"POST /generate with a 256x256 data: URL median {statistics.median(inline):.1f} ms; "
         f"upscale x2 round trip median {statistics.median(upscales):.1f} ms, "
         f"p95 {percentile(upscales, 0.95):.1f} ms"
     )
