@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -128,3 +130,24 @@ def without_links(task: dict[str, Any]) -> dict[str, Any]:
     moves with the clock), so two reads of the same task differ there and only there."""
     outputs = [{k: v for k, v in o.items() if k not in ("url", "url_expires_at")} for o in task["outputs"]]
     return {**task, "outputs": outputs}
+
+
+@contextmanager
+def served(app: Any, port: int | None = None) -> Iterator[str]:
+    """``app`` served by a real uvicorn on a free port (streams need a real server, not TestClient), in a
+    thread; yields its base URL and stops it afterwards."""
+    import uvicorn  # the tests that serve import it; the others need not
+
+    port = port or free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=5
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: server.started, timeout_s=30, what="uvicorn to start")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -10,14 +9,13 @@ from pathlib import Path
 
 import pytest
 import redis
-import uvicorn
 from fastapi.testclient import TestClient
 
 from comfyjobs.api.app import create_app
 from comfyjobs.jobs.store import JobStore
 from comfyjobs.settings import Settings
 from tests.conftest import REPO
-from tests.support import free_port, wait_for
+from tests.support import served
 
 
 @pytest.fixture
@@ -54,17 +52,7 @@ class LiveApi:
 @pytest.fixture
 def live_api(settings: Settings, redis_client: redis.Redis) -> Iterator[LiveApi]:
     settings = settings.model_copy(update={"sse_heartbeat_s": 0.2})
-    port = free_port()
-    config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=5
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: server.started, timeout_s=30, what="uvicorn to start")
-        store = JobStore(redis_client, settings.job_ttl_s, settings.queue_name)
-        yield LiveApi(url=f"http://127.0.0.1:{port}", settings=settings, store=store)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    with served(create_app(settings)) as url:
+        yield LiveApi(
+            url=url, settings=settings, store=JobStore(redis_client, settings.job_ttl_s, settings.queue_name)
+        )

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import redis
-import uvicorn
 
 from comfyjobs.api.app import create_app
 from comfyjobs.jobs.store import JobStore
@@ -19,7 +17,7 @@ from comfyjobs.settings import Settings
 from tests.api.conftest import LiveApi, live_api, settings  # noqa: F401 - fixtures, re-used
 from tests.api.test_availability import beats  # noqa: F401 - fixture, re-used
 from tests.conftest import REPO
-from tests.support import free_port, wait_for
+from tests.support import free_port, served
 
 
 @dataclass
@@ -60,17 +58,8 @@ def serve(base: Settings, redis_client: redis.Redis, public_host: str = "127.0.0
     """Like the `live_api` fixture, but the API's links (PUBLIC_URL) point at this very server, so the
     clients can download what it serves; ``public_host`` may name it differently ("localhost")."""
     port = free_port()
-    served = base.model_copy(update={"sse_heartbeat_s": 0.2, "public_url": f"http://{public_host}:{port}"})
-    config = uvicorn.Config(
-        create_app(served), host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=5
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: server.started, timeout_s=30, what="uvicorn to start")
-        store = JobStore(redis_client, served.job_ttl_s, served.queue_name)
-        yield LiveApi(url=f"http://127.0.0.1:{port}", settings=served, store=store)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    linked = base.model_copy(update={"sse_heartbeat_s": 0.2, "public_url": f"http://{public_host}:{port}"})
+    with served(create_app(linked), port) as url:
+        yield LiveApi(
+            url=url, settings=linked, store=JobStore(redis_client, linked.job_ttl_s, linked.queue_name)
+        )

@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import math
-import threading
 import time
 import uuid
 from collections import Counter
@@ -35,7 +34,6 @@ import pytest
 import redis
 import requests
 import schemathesis
-import uvicorn
 from hypothesis import HealthCheck, Phase, Verbosity
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
@@ -51,7 +49,7 @@ from comfyjobs.manifests.loader import load_registry
 from comfyjobs.settings import Settings
 from tests.conftest import REPO
 from tests.media_files import png
-from tests.support import free_port, wait_for
+from tests.support import served
 
 TARGET_CASES = 1000  # requests with generated ids, over every operation and both generation modes
 MODES = (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE)
@@ -123,19 +121,10 @@ def fuzz_api(redis_url: str, redis_client: redis.Redis, tmp_path: Path) -> Itera
 
     heartbeat = Heartbeat(redis_client, interval_s=30, make_beat=stand_in_beat)  # as a worker beats
     heartbeat.start()
-    port = free_port()
-    config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=5
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
     try:
-        wait_for(lambda: server.started, timeout_s=30, what="uvicorn to start")
-        yield FuzzApi(url=f"http://127.0.0.1:{port}", settings=settings)
+        with served(create_app(settings)) as url:
+            yield FuzzApi(url=url, settings=settings)
     finally:
-        server.should_exit = True
-        thread.join(timeout=30)
         heartbeat.stop()
         redis_client.delete(settings.queue_name)
 
