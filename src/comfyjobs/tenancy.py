@@ -7,8 +7,11 @@ tenant with an admin's view.
 
 from __future__ import annotations
 
+import hmac
 import re
 from dataclasses import dataclass
+
+from comfyjobs.errors import AuthenticationError
 
 DEFAULT_TENANT = "default"
 TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -30,6 +33,26 @@ class Principal:
 
 
 OPEN = Principal(tenant=DEFAULT_TENANT, admin=True)  # no API_KEYS: one open service, as before
+
+KEY_REQUIRED = "an API key is required: send `Authorization: Bearer KEY` or `X-API-Key`"
+KEY_INVALID = "the API key is not valid"
+
+
+def principal_for(presented: str | None, principals: dict[str, Principal]) -> Principal:
+    """The key's principal (OPEN when no keys are configured); AuthenticationError for none or a wrong
+    one. Every key is compared, each in constant time, so timing tells nothing about which one nearly
+    matched."""
+    if not principals:
+        return OPEN
+    if presented is None:
+        raise AuthenticationError(KEY_REQUIRED)
+    found: Principal | None = None
+    for key, principal in principals.items():
+        if hmac.compare_digest(presented.encode(), key.encode()):
+            found = principal
+    if found is None:
+        raise AuthenticationError(KEY_INVALID)
+    return found
 
 
 def parse_keys(text: str, *, admin: bool, setting: str) -> dict[str, Principal]:

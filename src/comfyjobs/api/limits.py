@@ -29,7 +29,6 @@ see ``comfyjobs.api.serve``.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 from collections.abc import Mapping
 
@@ -41,6 +40,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from comfyjobs.api.errors import error_response
 from comfyjobs.errors import AuthenticationError, PayloadTooLargeError
 from comfyjobs.settings import Settings
+from comfyjobs.tenancy import OPEN, Principal, principal_for
 
 log = logging.getLogger(__name__)
 
@@ -65,18 +65,11 @@ def presented_key(headers: Mapping[str, str]) -> str | None:
 
 def key_problem(presented: str | None, accepted: frozenset[str]) -> str | None:
     """Why ``presented`` does not open a keyed route, or None if it does (or no keys are configured)."""
-    if not accepted:
-        return None
-    if presented is None:
-        return "an API key is required: send `Authorization: Bearer KEY` or `X-API-Key`"
-    # Every key is compared, each in constant time, so timing tells nothing about which one nearly matched.
-    matches = [hmac.compare_digest(presented.encode(), key.encode()) for key in accepted]
-    return None if any(matches) else "the API key is not valid"
-
-
-def accepted_keys(settings: Settings) -> frozenset[str]:
-    """Every key that opens a keyed route: the same set the route dependency (api.auth) accepts."""
-    return settings.accepted_api_keys
+    try:
+        principal_for(presented, dict.fromkeys(accepted, OPEN))
+    except AuthenticationError as exc:
+        return exc.message
+    return None
 
 
 def upload_cap(settings: Settings) -> int:
@@ -97,7 +90,7 @@ def install_limits(app: FastAPI, settings: Settings) -> None:
         docs.append(app.swagger_ui_oauth2_redirect_url)
     app.add_middleware(
         RequestLimits,
-        accepted_keys=accepted_keys(settings),
+        principals=settings.principals,  # parsed once here, not per request
         keyless_paths=KEYLESS_PATHS | {path for path in docs if path},
         body_cap=settings.max_body_bytes,
         upload_cap=upload_cap(settings),
@@ -113,14 +106,14 @@ class RequestLimits:
         self,
         app: ASGIApp,
         *,
-        accepted_keys: frozenset[str],
+        principals: dict[str, Principal],
         keyless_paths: frozenset[str],
         body_cap: int,
         upload_cap: int,
         body_timeout_s: float,
     ) -> None:
         self.app = app
-        self.accepted_keys = accepted_keys
+        self.principals = principals
         self.keyless_paths = keyless_paths
         self.body_cap = body_cap
         self.upload_cap = upload_cap
@@ -136,11 +129,13 @@ class RequestLimits:
         length = _content_length(headers)
         announces_body = bool(length) or "transfer-encoding" in headers
 
-        if self.accepted_keys and not self._keyless(method, path):
-            problem = key_problem(presented_key(headers), self.accepted_keys)
-            if problem is not None:
-                await _reply(send, error_response(AuthenticationError(problem)), close=announces_body)
+        if not self._keyless(method, path):
+            try:
+                principal = principal_for(presented_key(headers), self.principals)
+            except AuthenticationError as exc:
+                await _reply(send, error_response(exc), close=announces_body)
                 return
+            scope.setdefault("state", {})["principal"] = principal  # request.state.principal (api.auth)
 
         if (method, path) == UPLOAD_ROUTE:
             cap, cap_name = self.upload_cap, "MAX_UPLOAD_BYTES"
