@@ -55,8 +55,7 @@ async def submit(
     idempotency_key: str | None = None,
 ) -> Submitted:
     await require_available(svc.redis, workflow.id)
-    folders = {p.choices_from for p in workflow.public_parameters if p.choices_from is not None}
-    models = await svc.models.lists(folders)
+    models = await svc.models.lists(workflow.model_folders)
     params = resolve_params(workflow, request, models.get)
     media = await svc.media.resolve(workflow, params, caller.tenant)
     record = JobRecord(

@@ -94,6 +94,11 @@ class Workflow:
         return [p for p in self.parameters.values() if not p.fixed]
 
     @property
+    def model_folders(self) -> set[str]:
+        """The model folders its parameters choose from (`choices_from`)."""
+        return {p.choices_from for p in self.public_parameters if p.choices_from is not None}
+
+    @property
     def media_parameters(self) -> list[Parameter]:
         return [p for p in self.parameters.values() if p.is_media and not p.fixed]
 
@@ -102,6 +107,10 @@ class Workflow:
 class Registry:
     workflows: Mapping[str, Workflow]
     loras: Mapping[str, LoraSpec]
+
+    @property
+    def model_folders(self) -> set[str]:
+        return {folder for w in self.workflows.values() for folder in w.model_folders}
 
     def workflow(self, workflow_id: str) -> Workflow:
         try:

@@ -123,9 +123,7 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
         stop_timeout_s=settings.comfyui_stop_timeout_s,
     )
     started_at = utc_now()
-    model_folders = sorted(
-        {p.choices_from for w in registry.workflows.values() for p in w.parameters.values() if p.choices_from}
-    )
+    model_folders = sorted(registry.model_folders)
     client = ComfyClient(comfy.base_url)
     control = ComfyClient(comfy.base_url)
     availability = AvailabilityMonitor(registry, client)

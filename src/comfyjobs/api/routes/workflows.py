@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Response
@@ -28,10 +27,6 @@ def describe(workflow: Workflow, models: ModelLists) -> dict[str, Any]:
     return {"id": workflow.id, "description": workflow.description, "parameters": params}
 
 
-def _folders(workflows: Iterable[Workflow]) -> set[str]:
-    return {p.choices_from for w in workflows for p in w.public_parameters if p.choices_from is not None}
-
-
 def build_router(registry: Registry) -> APIRouter:
     router = APIRouter(tags=["workflows"])
 
@@ -40,7 +35,7 @@ def build_router(registry: Registry) -> APIRouter:
         """Every public workflow with its parameters (model choices as currently installed) and its
         `availability` on the running workers (null while no worker has checked it)."""
 
-        models = await svc.models.lists(_folders(svc.registry.workflows.values()))
+        models = await svc.models.lists(svc.registry.model_folders)
         described = [describe(w, models) for w in svc.registry.workflows.values()]
         availability = await workflow_availability(svc.redis)
         for item in described:
@@ -51,7 +46,7 @@ def build_router(registry: Registry) -> APIRouter:
     @router.get("/workflows/{workflow_id}")
     async def get_workflow(workflow_id: str, svc: Annotated[Services, Depends(services)]) -> dict[str, Any]:
         workflow = svc.registry.workflow(workflow_id)
-        described = describe(workflow, await svc.models.lists(_folders([workflow])))
+        described = describe(workflow, await svc.models.lists(workflow.model_folders))
         found = (await workflow_availability(svc.redis)).get(workflow_id)
         described["availability"] = found.model_dump() if found else None
         described["request_schema"] = workflow.request_model.model_json_schema()
