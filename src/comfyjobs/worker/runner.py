@@ -208,7 +208,7 @@ def _run_leased(
             return
         if isinstance(exc, ComfyHungError):
             ctx.comfy.kill()  # the worker's ComfyUI supervisor starts a fresh one
-        passing = isinstance(exc, ComfyUnavailableError) or (
+        passing = isinstance(exc, ComfyUnavailableError | QueueUnavailableError) or (
             isinstance(exc, StorageError) and not isinstance(exc, ObjectNotFoundError)
         )
         if passing and attempt < ctx.settings.max_attempts:
