@@ -6,8 +6,8 @@ import redis
 from fastapi.testclient import TestClient
 
 from comfyjobs import keys
+from comfyjobs.jobs.delivery import RUN_JOB_TASK
 from comfyjobs.settings import Settings
-from comfyjobs.worker.celery_app import RUN_JOB_TASK
 
 
 def queued_task_ids(redis_client: redis.Redis, settings: Settings) -> list[str]:

@@ -1,4 +1,4 @@
-"""Tenants see, download, cancel and replay only their own tasks and assets; admins see every task."""
+"""Tenants see, download, cancel and replay only their own tasks and assets; admins see every tenant's."""
 
 from __future__ import annotations
 
@@ -109,3 +109,24 @@ def test_assets_are_their_tenants_own(api: TestClient) -> None:
     still = api.get(f"/assets/{alice['id']}", headers=ALICE)
     assert still.status_code == 200
     assert api.get(_local(still.json()["url"])).content == data  # deleting bob's left alice's file
+
+
+def test_admins_see_and_delete_any_tenants_assets(api: TestClient) -> None:
+    data = png(24, 24, "teal")
+    alice = api.post("/assets", files={"file": ("a.png", data, "image/png")}, headers=ALICE).json()
+    assert alice["tenant"] == "alice"
+
+    seen = api.get(f"/assets/{alice['id']}", headers=OPS)
+    assert seen.status_code == 200
+    assert seen.json()["tenant"] == "alice"
+    assert api.get(_local(seen.json()["url"])).content == data
+    # The admin's own copy of the same bytes comes first.
+    own = api.post("/assets", files={"file": ("o.png", data, "image/png")}, headers=OPS).json()
+    assert api.get(f"/assets/{own['id']}", headers=OPS).json()["tenant"] == "ops"
+    assert api.delete(f"/assets/{own['id']}", headers=OPS).status_code == 204
+    assert api.get(f"/assets/{own['id']}", headers=OPS).json()["tenant"] == "alice"
+
+    assert api.delete(f"/assets/{alice['id']}", headers=OPS).status_code == 204
+    assert api.get(f"/assets/{alice['id']}", headers=ALICE).status_code == 404
+    assert api.get(f"/assets/{alice['id']}", headers=OPS).status_code == 404
+    assert api.get(f"/assets/{'0' * 64}", headers=OPS).status_code == 404

@@ -21,9 +21,9 @@ import pytest
 import redis
 
 from comfyjobs import keys
+from comfyjobs.jobs.delivery import longest_job_s, make_celery, visibility_timeout_s
 from comfyjobs.manifests.loader import load_registry
 from comfyjobs.settings import Settings
-from comfyjobs.worker.celery_app import longest_job_s, make_celery, visibility_timeout_s
 from tests.conftest import REPO
 from tests.integration.conftest import WORKER_READY_TIMEOUT_S, service_env, start, stop
 from tests.integration.test_cancel import sampling

@@ -13,12 +13,12 @@ import redis
 import redis.asyncio as aioredis
 
 from comfyjobs import keys
+from comfyjobs.jobs.delivery import JobMessages, make_celery
 from comfyjobs.jobs.reconciler import Reconciled, Reconciler
 from comfyjobs.jobs.record import JobRecord, JobStatus, utc_now
 from comfyjobs.jobs.store import AsyncJobStore, JobStore
 from comfyjobs.manifests.loader import load_registry
 from comfyjobs.settings import Settings
-from comfyjobs.worker.celery_app import enqueue_job, make_celery
 from tests.conftest import REPO
 
 T = TypeVar("T")
@@ -28,21 +28,28 @@ def queued(redis_client: redis.Redis, queue: str) -> list[str]:
     return [json.loads(m)["headers"]["id"] for m in redis_client.lrange(queue, 0, -1)]
 
 
+def lose_message(redis_client: redis.Redis, queue: str, task_id: str) -> None:
+    """As Redis losing its last second of writes, or a worker dying with the message, would."""
+    for raw in redis_client.lrange(queue, 0, -1):
+        if json.loads(raw)["headers"]["id"] == task_id:
+            assert redis_client.lrem(queue, 1, raw) == 1
+
+
 class Fixture:
     def __init__(self, redis_url: str) -> None:
         self.queue = f"reconcile-{uuid.uuid4().hex[:8]}"
         self.settings = Settings.load(redis_url=redis_url, queue_name=self.queue)
         self.registry = load_registry(REPO / "manifests", REPO / "workflows")
-        self.celery = make_celery(self.settings, self.registry)
+        self.messages = JobMessages(make_celery(self.settings, self.registry), self.queue)
         self.sync = JobStore(redis.Redis.from_url(redis_url), 3600, self.queue)
         self.redis_url = redis_url
 
     def run(self, work: Callable[[AsyncJobStore, Reconciler], Awaitable[T]]) -> T:
         async def main() -> T:
             client = aioredis.Redis.from_url(self.redis_url)
-            store = AsyncJobStore(client, 3600, self.queue)
+            store = AsyncJobStore(client, 3600, self.queue, self.messages)
             try:
-                return await work(store, Reconciler(client, store, self.celery, self.queue, interval_s=1))
+                return await work(store, Reconciler(client, store, self.queue, interval_s=1))
             finally:
                 await client.aclose()
 
@@ -58,6 +65,7 @@ def test_a_running_job_without_lease_goes_back_in_line(redis_url: str, redis_cli
     alive = JobRecord(task_id="alive-" + uuid.uuid4().hex, workflow_id="tiny")
     for record in (lost, alive):
         fx.admit(record)
+        lose_message(redis_client, fx.queue, record.task_id)  # delivered: off the list
         assert fx.sync.update(record.task_id, status=JobStatus.STARTED, worker="w-gone", attempts=1)
     assert fx.sync.acquire_lease(alive.task_id, "w-alive", ttl_s=60)  # its worker still renews it
 
@@ -83,7 +91,8 @@ def test_a_waiting_job_whose_message_is_gone_is_sent_again(redis_url: str, redis
     fresh = JobRecord(task_id="fresh-" + uuid.uuid4().hex, workflow_id="tiny")  # within the grace period
     for record in (lost, sent, fresh):
         fx.admit(record)
-    enqueue_job(fx.celery, sent.task_id, fx.queue)
+    lose_message(redis_client, fx.queue, lost.task_id)
+    lose_message(redis_client, fx.queue, fresh.task_id)
 
     found: Reconciled = fx.run(lambda _, rec: rec.reconcile_once())
 
@@ -100,7 +109,6 @@ def test_a_delivered_message_counts_only_while_a_worker_holds_the_job(
     orphaned = JobRecord(task_id="orphaned-" + uuid.uuid4().hex, workflow_id="tiny", created_at=long_ago)
     for record in (held, orphaned):
         fx.admit(record)
-        enqueue_job(fx.celery, record.task_id, fx.queue)
     # Both delivered (taken off the queue, as a worker's transport does); only one worker is alive and
     # has taken its job's lease (while it waits for its ComfyUI, say). The other worker died.
     while redis_client.rpop(fx.queue) is not None:

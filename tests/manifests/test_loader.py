@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 
 from comfyjobs.errors import InvalidParamsError, ManifestError
+from comfyjobs.jobs.delivery import longest_job_s, visibility_timeout_s
 from comfyjobs.manifests.params import validate_params
 from comfyjobs.manifests.patching import build_graph
 from comfyjobs.manifests.registry import Target
 from comfyjobs.settings import Settings
-from comfyjobs.worker.celery_app import longest_job_s, visibility_timeout_s
 
 from .helpers import (
     BASE_FILE,

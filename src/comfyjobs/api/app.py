@@ -21,6 +21,7 @@ from comfyjobs.api.services import Services
 from comfyjobs.api.task_feed import TaskFeed
 from comfyjobs.api.views import Links
 from comfyjobs.jobs.changes import LISTEN_S, ChangeHub
+from comfyjobs.jobs.delivery import JobMessages, make_celery
 from comfyjobs.jobs.reconciler import Reconciler
 from comfyjobs.jobs.store import AsyncJobStore
 from comfyjobs.manifests.loader import load_registry
@@ -31,7 +32,7 @@ from comfyjobs.settings import Settings
 from comfyjobs.storage.assets import AssetRecords
 from comfyjobs.storage.objects import ObjectStore, open_object_store
 from comfyjobs.storage.retention import RetentionSweeper
-from comfyjobs.worker.celery_app import make_celery
+from comfyjobs.tenancy import DEFAULT_TENANT
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +66,11 @@ def create_app(settings: Settings, registry: Registry | None = None) -> FastAPI:
         )
         hub = ChangeHub(subscriber)
         hub.start()
-        store = AsyncJobStore(client, settings.job_ttl_s, settings.queue_name, hub)
-        celery = make_celery(settings, registry)
+        messages = JobMessages(make_celery(settings, registry), settings.queue_name)
+        store = AsyncJobStore(client, settings.job_ttl_s, settings.queue_name, messages, hub)
         links = Links(objects, settings.url_ttl_s)
-        assets = AssetRecords(client, settings.asset_ttl_s)
+        tenants = {DEFAULT_TENANT, *(p.tenant for p in settings.principals.values())}
+        assets = AssetRecords(client, settings.asset_ttl_s, tenants)
         limits = MediaLimits(
             max_bytes=settings.input_max_bytes,
             max_pixels=settings.input_max_pixels,
@@ -85,7 +87,6 @@ def create_app(settings: Settings, registry: Registry | None = None) -> FastAPI:
             redis=client,
             store=store,
             feed=TaskFeed(store, links, settings.sse_heartbeat_s),
-            celery=celery,
             objects=objects,
             links=links,
             assets=assets,
@@ -93,7 +94,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> FastAPI:
             models=models,
             rate=RateLimiter(client, settings.tenant_rate_per_s, settings.tenant_rate_burst),
         )
-        reconciler = Reconciler(client, store, celery, settings.queue_name, settings.reconcile_interval_s)
+        reconciler = Reconciler(client, store, settings.queue_name, settings.reconcile_interval_s)
         sweeper = RetentionSweeper(client, objects, settings.retention_interval_s)
         background = [
             asyncio.create_task(reconciler.run_forever(), name="reconciler"),

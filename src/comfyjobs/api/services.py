@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
-from celery import Celery
 from fastapi import Request
 
 from comfyjobs.api.model_catalog import ModelCatalog
@@ -27,7 +26,6 @@ class Services:
     redis: aioredis.Redis
     store: AsyncJobStore
     feed: TaskFeed
-    celery: Celery
     objects: ObjectStore
     links: Links
     assets: AssetRecords

@@ -1,9 +1,8 @@
 """Accepting a job: validate, resolve, record, enqueue. Shared by POST /generate and POST /workflows/{id}.
 
-Order matters: the record is written before the message is sent, so a worker never receives a task it
-cannot find; if sending fails the record is deleted and the client gets 503, so nothing is half-accepted.
-The record is admitted by one Redis script that also enforces MAX_QUEUE_DEPTH and the Idempotency-Key,
-so two concurrent requests cannot both slip past either check.
+The record, its place in line and its Celery message are written by one Redis script, which also enforces
+MAX_QUEUE_DEPTH, TENANT_MAX_QUEUED and the Idempotency-Key: nothing is ever half-accepted, and two
+concurrent requests cannot both slip past a check.
 """
 
 from __future__ import annotations
@@ -15,21 +14,18 @@ import uuid
 from dataclasses import dataclass
 
 from pydantic import BaseModel
-from starlette.concurrency import run_in_threadpool
 
 from comfyjobs.api.availability import require_available
 from comfyjobs.api.services import Services
 from comfyjobs.errors import (
     IdempotencyConflictError,
     QueueFullError,
-    QueueUnavailableError,
     TenantQueueFullError,
 )
 from comfyjobs.jobs.record import JobRecord
 from comfyjobs.manifests.params import resolve_params
 from comfyjobs.manifests.registry import Workflow
 from comfyjobs.tenancy import Principal
-from comfyjobs.worker.celery_app import enqueue_job
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +81,6 @@ async def submit(
             f"the queue is full ({admission.detail} jobs waiting, MAX_QUEUE_DEPTH="
             f"{svc.settings.max_queue_depth}); try again later"
         )
-    try:
-        await run_in_threadpool(enqueue_job, svc.celery, record.task_id, svc.settings.queue_name)
-    except QueueUnavailableError:
-        log.error("enqueue of %s failed; its record is removed", record.task_id)
-        await svc.store.delete(record, idempotency_key)
-        raise
     return Submitted(record=record, replayed=False)
 
 

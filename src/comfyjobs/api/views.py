@@ -46,6 +46,7 @@ class OutputView(BaseModel):
 class AssetView(BaseModel):
     id: str = Field(description="Use it as the value of a media parameter (image, mask, video, ...).")
     sha256: str
+    tenant: str = Field(description="whose asset it is (the API key's tenant)")
     kind: str = Field(description="image, video, audio or file, as the content decoded")
     content_type: str
     size_bytes: int

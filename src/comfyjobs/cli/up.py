@@ -26,11 +26,11 @@ import sys
 from comfyjobs.backoff import DEFAULT_DELAYS_S, Backoff, capped
 from comfyjobs.cli import exit_codes
 from comfyjobs.errors import ConfigError
+from comfyjobs.jobs.delivery import longest_job_s
 from comfyjobs.manifests.loader import load_registry
 from comfyjobs.redis_server import RedisServer, redact_url
 from comfyjobs.settings import Settings
 from comfyjobs.supervisor import Supervisor
-from comfyjobs.worker.celery_app import longest_job_s
 
 log = logging.getLogger(__name__)
 

@@ -26,14 +26,11 @@ from dataclasses import dataclass, field
 
 import redis
 import redis.asyncio as aioredis
-from celery import Celery
-from starlette.concurrency import run_in_threadpool
 
 from comfyjobs import keys
 from comfyjobs.errors import QueueUnavailableError
 from comfyjobs.jobs.record import JobError, JobStatus, Progress
 from comfyjobs.jobs.store import AsyncJobStore
-from comfyjobs.worker.celery_app import enqueue_job
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +46,11 @@ class Reconciler:
         self,
         client: aioredis.Redis,
         store: AsyncJobStore,
-        celery: Celery,
         queue: str,
         interval_s: float,
     ) -> None:
         self._redis = client
         self._store = store
-        self._celery = celery
         self._queue = queue
         self._interval_s = interval_s
         # A job waits at least this long before a missing message counts as lost: sending a message and
@@ -118,7 +113,7 @@ class Reconciler:
                 ),
             )
             if requeued:
-                await run_in_threadpool(enqueue_job, self._celery, task_id, self._queue)
+                await self._store.send(task_id)
                 found.lost_workers.append(task_id)
         stale = await self._store.waiting_ids(before=time.time() - self.message_grace_s)
         if stale:
@@ -128,7 +123,7 @@ class Reconciler:
                 # waiting for its ComfyUI); a message delivered to a worker that died since has neither.
                 if task_id in queued or await self._redis.exists(keys.job_lease(task_id)):
                     continue
-                await run_in_threadpool(enqueue_job, self._celery, task_id, self._queue)
+                await self._store.send(task_id)
                 found.lost_messages.append(task_id)
         return found
 

@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 from comfyjobs import keys
 from comfyjobs.errors import QueueUnavailableError
 from comfyjobs.jobs.changes import ChangeHub
+from comfyjobs.jobs.delivery import JobMessages
 from comfyjobs.jobs.record import (
     TERMINAL_STATUSES,
     JobRecord,
@@ -203,10 +204,10 @@ class _Keys:
 
 
 # KEYS[1] job hash, KEYS[2] job events stream, KEYS[3] queue waiting set, KEYS[4] idempotency key or "",
-# KEYS[5] waiting-by-tenant set
+# KEYS[5] waiting-by-tenant set, KEYS[6] the queue's Celery list
 # ARGV[1] task id, [2] ttl_s, [3] score, [4] max waiting (0: no limit), [5] idempotency value,
 # [6] the creation event's JSON, [7] the tenant (JSON), [8] max waiting per tenant (0: no limit),
-# then field, value, ...
+# [9] the job's Celery message, then field, value, ...
 _ADMIT = """
 if KEYS[4] ~= '' then
   local existing = redis.call('GET', KEYS[4])
@@ -219,13 +220,14 @@ if tonumber(ARGV[8]) > 0 then
   if mine >= tonumber(ARGV[8]) then return {'tenant_full', tostring(mine)} end
 end
 redis.call('ZADD', KEYS[5], 0, ARGV[7] .. '|' .. ARGV[1])
-redis.call('HSET', KEYS[1], unpack(ARGV, 9))
+redis.call('HSET', KEYS[1], unpack(ARGV, 10))
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('XADD', KEYS[2], '*', 'changes', ARGV[6])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 redis.call('PUBLISH', $CHANGES, KEYS[2])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
 if KEYS[4] ~= '' then redis.call('SET', KEYS[4], ARGV[5], 'EX', ARGV[2]) end
+redis.call('LPUSH', KEYS[6], ARGV[9])
 return {'created', ''}
 """.replace("$CHANGES", json.dumps(keys.CHANGES))
 
@@ -308,8 +310,16 @@ class AsyncJobStore:
     """The same operations for the API's event loop (redis.asyncio: no blocking call on the loop), and
     the reads behind the events stream and the long poll."""
 
-    def __init__(self, client: aioredis.Redis, ttl_s: int, queue: str, hub: ChangeHub | None = None) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        ttl_s: int,
+        queue: str,
+        messages: JobMessages,
+        hub: ChangeHub | None = None,
+    ) -> None:
         self._redis = client
+        self._messages = messages
         self._hub = hub  # what waits for changes (wait_for_change); readers that never wait need none
         self._ttl_s = ttl_s
         self._keys = _Keys(queue)
@@ -332,9 +342,9 @@ class AsyncJobStore:
         idempotency_key: str | None = None,
         idempotency_value: str = "",
     ) -> Admission:
-        """Creates the record and puts it in line, in one script: unless ``idempotency_key`` was used
-        before by the record's tenant (then nothing is created), or ``max_waiting`` jobs already wait
-        (0: no limit)."""
+        """Creates the record, puts it in line and sends its message, in one script: unless
+        ``idempotency_key`` was used before by the record's tenant (then nothing is created), or
+        ``max_waiting`` jobs already wait (0: no limit)."""
         fields = encode_record(record)
         idem = keys.idempotency(record.tenant or "", idempotency_key) if idempotency_key else ""
         job_keys = [
@@ -343,6 +353,7 @@ class AsyncJobStore:
             self._keys.waiting,
             idem,
             self._keys.by_tenant,
+            self._messages.list_key,
         ]
         args: list[Any] = [
             record.task_id,
@@ -353,11 +364,18 @@ class AsyncJobStore:
             json.dumps(fields),
             fields["tenant"],
             max_waiting_per_tenant,
+            self._messages.message(record.task_id),
         ]
         for name, value in fields.items():
             args += [name, value]
         outcome, detail = await self._call(lambda: self._admit(keys=job_keys, args=args))
         return Admission(outcome=_text(outcome), detail=_text(detail))
+
+    async def send(self, task_id: str) -> None:
+        """Sends the job's message again (the reconciler, for a job put back in line or whose message
+        was lost)."""
+        message = self._messages.message(task_id)
+        await self._call(lambda: self._redis.lpush(self._messages.list_key, message))
 
     async def running_ids(self) -> list[str]:
         return [_text(t) for t in await self._call(lambda: self._redis.zrange(self._keys.running, 0, -1))]
@@ -376,21 +394,6 @@ class AsyncJobStore:
     async def get(self, task_id: str) -> JobRecord | None:
         raw = await self._call(lambda: self._redis.hgetall(keys.job(task_id)))
         return decode_record(raw) if raw else None
-
-    async def delete(self, record: JobRecord, idempotency_key: str | None = None) -> None:
-        """Undoes ``admit`` (when the message could not be sent)."""
-        task_id = record.task_id
-
-        async def run() -> None:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.delete(keys.job(task_id), keys.job_events(task_id))
-                if idempotency_key:
-                    pipe.delete(keys.idempotency(record.tenant or "", idempotency_key))
-                pipe.zrem(self._keys.waiting, task_id)
-                pipe.zrem(self._keys.by_tenant, f"{json.dumps(record.tenant)}|{task_id}")
-                await pipe.execute()
-
-        await self._call(run)
 
     async def update(self, task_id: str, *, expect: Mapping[str, Any] | None = None, **fields: Any) -> bool:
         args = _update_args(task_id, expect, fields)

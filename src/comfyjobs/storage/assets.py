@@ -10,6 +10,7 @@ import hashlib
 import re
 import tempfile
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
@@ -22,6 +23,7 @@ from comfyjobs import keys
 from comfyjobs.errors import AssetNotFoundError, PayloadTooLargeError, QueueUnavailableError
 from comfyjobs.media.probe import Kind, Probed, probe_file
 from comfyjobs.storage.objects import ObjectStore, input_key
+from comfyjobs.tenancy import Principal
 
 ASSET_ID = re.compile(r"^[0-9a-f]{64}$")
 
@@ -118,9 +120,10 @@ def _translate(exc: redis.RedisError) -> QueueUnavailableError:
 class AssetRecords:
     """Asset metadata in Redis, for the API (asyncio)."""
 
-    def __init__(self, client: aioredis.Redis, ttl_s: int) -> None:
+    def __init__(self, client: aioredis.Redis, ttl_s: int, tenants: Iterable[str] = ()) -> None:
         self._redis = client
         self.ttl_s = ttl_s
+        self._tenants = sorted(set(tenants))  # every configured tenant: where an admin looks
 
     async def record(self, ingested: Ingested, tenant: str) -> Asset:
         """Records the asset (or renews it: same bytes, same asset) for another ASSET_TTL_S."""
@@ -172,6 +175,21 @@ class AssetRecords:
                 f"no asset {asset_id[:80]!r} (unknown, deleted, or expired after ASSET_TTL_S)"
             )
         return asset
+
+    async def visible(self, asset_id: str, caller: Principal) -> Asset:
+        """The asset as ``caller`` sees it: a tenant only its own; an admin its own tenant's, else the
+        first configured tenant's (by name) that holds these bytes."""
+        if not caller.admin or not ASSET_ID.match(asset_id):
+            return await self.require(asset_id, caller.tenant)
+        order = [caller.tenant, *(t for t in self._tenants if t != caller.tenant)]
+        try:
+            found = await self._redis.mget([keys.asset(tenant, asset_id) for tenant in order])
+        except redis.RedisError as exc:
+            raise _translate(exc) from exc
+        raw = next((value for value in found if value), None)
+        if raw is None:
+            return await self.require(asset_id, caller.tenant)  # says "no asset", as for anyone
+        return Asset.model_validate_json(raw)
 
     async def touch(self, asset: Asset, hold_s: int = 0) -> Asset:
         """A job uses it: it stays for another ASSET_TTL_S, and at least ``hold_s`` (the job's own

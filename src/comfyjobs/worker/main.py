@@ -29,6 +29,7 @@ from comfyjobs.backoff import DEFAULT_DELAYS_S, Backoff, capped
 from comfyjobs.comfy.client import ComfyClient
 from comfyjobs.comfy.process import ComfyInstance, ComfyProcess, default_python
 from comfyjobs.heartbeat import Heartbeat, WorkerBeat
+from comfyjobs.jobs.delivery import make_celery
 from comfyjobs.jobs.record import utc_now
 from comfyjobs.jobs.store import JobStore
 from comfyjobs.manifests.loader import load_registry
@@ -39,7 +40,6 @@ from comfyjobs.storage.outputs import OutputSaver
 from comfyjobs.storage.retention import ExpiryScheduler
 from comfyjobs.worker import tasks
 from comfyjobs.worker.availability import AvailabilityMonitor
-from comfyjobs.worker.celery_app import make_celery
 from comfyjobs.worker.runner import WorkerContext
 
 log = logging.getLogger(__name__)

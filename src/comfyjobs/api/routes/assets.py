@@ -56,8 +56,9 @@ async def upload_asset(
 
 @router.get("/assets/{asset_id}", response_model=AssetView)
 async def get_asset(asset_id: str, svc: Annotated[Services, Depends(services)], caller: Caller) -> AssetView:
-    """The asset with a fresh download `url` (valid for URL_TTL_S)."""
-    return AssetView.from_asset(await svc.assets.require(asset_id, caller.tenant), svc.links)
+    """The asset with a fresh download `url` (valid for URL_TTL_S). A tenant's key sees its own assets;
+    an admin key any tenant's."""
+    return AssetView.from_asset(await svc.assets.visible(asset_id, caller), svc.links)
 
 
 @router.delete("/assets/{asset_id}", status_code=204, response_class=Response)
@@ -65,7 +66,7 @@ async def delete_asset(
     asset_id: str, svc: Annotated[Services, Depends(services)], caller: Caller
 ) -> Response:
     """Deletes the asset and its stored file (jobs still waiting to use it will fail, saying so)."""
-    asset = await svc.assets.require(asset_id, caller.tenant)
+    asset = await svc.assets.visible(asset_id, caller)
     await svc.assets.forget(asset)
     await run_in_threadpool(svc.objects.delete, asset.key)
     return Response(status_code=204)
