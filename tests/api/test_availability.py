@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 from fastapi.testclient import TestClient
 
 from comfyjobs import keys
+from comfyjobs.api.availability import FleetView
 from comfyjobs.comfy.doctor import WorkflowAvailability
-from comfyjobs.heartbeat import WorkerBeat
+from comfyjobs.heartbeat import Heartbeat, WorkerBeat
 from comfyjobs.jobs.record import utc_now
 from comfyjobs.settings import Settings
 
@@ -74,3 +77,33 @@ def test_one_ready_worker_is_enough(client: TestClient, redis_client: redis.Redi
 def test_unknown_availability_does_not_block(client: TestClient) -> None:
     assert client.get("/workflows/tiny").json()["availability"] is None
     assert client.post("/workflows/tiny", json={}).status_code == 202
+
+
+def test_the_fleet_view_reads_redis_at_most_once_per_max_age(
+    redis_client: redis.Redis, redis_url: str
+) -> None:
+    redis_client.delete(keys.WORKERS)
+
+    async def views() -> tuple[list[str], list[str], list[str]]:
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            held, fresh = FleetView(client, max_age_s=3600), FleetView(client, max_age_s=0)
+            assert await held.beats() == [] and await fresh.beats() == []
+            Heartbeat(redis_client, interval_s=5, make_beat=lambda: _beat("w-new")).beat()
+            names = [b.worker_id for b in await held.beats()], [b.worker_id for b in await fresh.beats()]
+            return *names, [b.worker_id for b in await FleetView(client).beats()]
+        finally:
+            await client.aclose()
+
+    held, fresh, new_view = asyncio.run(views())
+    assert held == []  # read within its max age: the view it had
+    assert fresh == ["w-new"] and new_view == ["w-new"]
+    redis_client.delete(keys.WORKERS)
+
+
+def _beat(worker_id: str) -> WorkerBeat:
+    now = utc_now()
+    return WorkerBeat(
+        worker_id=worker_id, device="cpu", pid=1, comfyui_ready=True, comfyui_pid=None, comfyui_restarts=0,
+        started_at=now, seen_at=now,
+    )  # fmt: skip

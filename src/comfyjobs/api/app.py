@@ -12,6 +12,7 @@ from fastapi import Depends, FastAPI
 
 from comfyjobs import __version__
 from comfyjobs.api.auth import require_api_key
+from comfyjobs.api.availability import FleetView
 from comfyjobs.api.errors import install_error_handlers
 from comfyjobs.api.limits import install_limits
 from comfyjobs.api.model_catalog import DiskModels, ModelCatalog, ReportedModels
@@ -78,13 +79,15 @@ def create_app(settings: Settings, registry: Registry | None = None) -> FastAPI:
             url_policy=UrlPolicy(settings.url_allowlist),
             hold_s=settings.job_ttl_s,
         )
+        fleet = FleetView(client)
         models: ModelCatalog = (
-            DiskModels(settings.model_dir) if objects.backend == "local" else ReportedModels(client)
+            DiskModels(settings.model_dir) if objects.backend == "local" else ReportedModels(fleet)
         )
         app.state.services = Services(
             settings=settings,
             registry=registry,
             redis=client,
+            fleet=fleet,
             store=store,
             feed=TaskFeed(store, links, settings.sse_heartbeat_s),
             objects=objects,

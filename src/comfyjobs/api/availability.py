@@ -2,11 +2,34 @@
 
 from __future__ import annotations
 
+import time
+
 import redis.asyncio as aioredis
 from pydantic import BaseModel
 
 from comfyjobs.errors import WorkflowUnavailableError
-from comfyjobs.heartbeat import live_workers
+from comfyjobs.heartbeat import WorkerBeat, live_workers
+
+FLEET_MAX_AGE_S = 1.0  # heartbeats come every few seconds: a second-old view of them is as good as new
+
+
+class FleetView:
+    """The live workers' heartbeats for the submit path, read from Redis at most once per ``max_age_s``
+    by this API process (not once per request): what workers can run changes when they start, stop or
+    restart their ComfyUI, not from one request to the next."""
+
+    def __init__(self, client: aioredis.Redis, max_age_s: float = FLEET_MAX_AGE_S) -> None:
+        self._redis = client
+        self._max_age_s = max_age_s
+        self._read_at = float("-inf")
+        self._beats: list[WorkerBeat] = []
+
+    async def beats(self) -> list[WorkerBeat]:
+        now = time.monotonic()
+        if now - self._read_at >= self._max_age_s:
+            self._beats = await live_workers(self._redis)
+            self._read_at = time.monotonic()
+        return self._beats
 
 
 class Availability(BaseModel):
@@ -20,8 +43,12 @@ class Availability(BaseModel):
 
 async def workflow_availability(client: aioredis.Redis) -> dict[str, Availability]:
     """Per workflow id, what the live workers found; a workflow no worker has checked yet is absent."""
+    return availability_of(await live_workers(client))
+
+
+def availability_of(beats: list[WorkerBeat]) -> dict[str, Availability]:
     per_workflow: dict[str, list[tuple[bool, list[str], list[str], list[str]]]] = {}
-    for beat in await live_workers(client):
+    for beat in beats:
         for workflow_id, found in beat.workflows.items():
             per_workflow.setdefault(workflow_id, []).append(
                 (found.ready, found.missing_nodes, found.missing_models, found.problems)
@@ -43,10 +70,10 @@ async def workflow_availability(client: aioredis.Redis) -> dict[str, Availabilit
     return result
 
 
-async def require_available(client: aioredis.Redis, workflow_id: str) -> None:
+async def require_available(fleet: FleetView, workflow_id: str) -> None:
     """409 before queueing a job no running worker can run; unknown (no worker yet) is let through,
     since the job waits in the queue for a worker that may have what it needs."""
-    found = (await workflow_availability(client)).get(workflow_id)
+    found = availability_of(await fleet.beats()).get(workflow_id)
     if found is None or found.ready:
         return
     missing = {

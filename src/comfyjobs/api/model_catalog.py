@@ -10,9 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol
 
-import redis.asyncio as aioredis
-
-from comfyjobs.heartbeat import live_workers
+from comfyjobs.api.availability import FleetView
 from comfyjobs.storage.models import DiskModels, ModelLists
 
 
@@ -24,15 +22,15 @@ class ReportedModels:
     """The union of what the live workers have: a job may go to any of them, so a file any worker has
     is accepted (GET /workflows shows which workflows each can run)."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
-        self._redis = client
+    def __init__(self, fleet: FleetView) -> None:
+        self._fleet = fleet
 
     async def lists(self, folders: Iterable[str]) -> ModelLists:
         wanted = set(folders)
         if not wanted:
             return {}
         found: dict[str, set[str]] = {folder: set() for folder in wanted}
-        beats = await live_workers(self._redis)
+        beats = await self._fleet.beats()
         if not beats:
             return {}  # unknown until a worker reports: requests naming a model are let through to wait
         for beat in beats:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from fastapi import Request
 
+from comfyjobs.api.availability import FleetView
 from comfyjobs.api.model_catalog import ModelCatalog
 from comfyjobs.api.quotas import RateLimiter
 from comfyjobs.api.task_feed import TaskFeed
@@ -24,6 +25,7 @@ class Services:
     settings: Settings
     registry: Registry
     redis: aioredis.Redis
+    fleet: FleetView
     store: AsyncJobStore
     feed: TaskFeed
     objects: ObjectStore

@@ -50,7 +50,7 @@ async def submit(
     caller: Principal,
     idempotency_key: str | None = None,
 ) -> Submitted:
-    await require_available(svc.redis, workflow.id)
+    await require_available(svc.fleet, workflow.id)
     models = await svc.models.lists(workflow.model_folders)
     params = resolve_params(workflow, request, models.get)
     media = await svc.media.resolve(workflow, params, caller.tenant)
