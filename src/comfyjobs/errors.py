@@ -25,6 +25,21 @@ class ConfigError(ComfyJobsError):
     code = "config_invalid"
 
 
+class ApiV2Error(ComfyJobsError):
+    """A refusal of the Comfy API v2 (/api/v2), with the spec's code, HTTP status and ``details``."""
+
+    def __init__(
+        self, message: str, *, code: str, status: int, details: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "details": self.details}
+
+
 @dataclass(frozen=True)
 class ManifestProblem:
     file: str

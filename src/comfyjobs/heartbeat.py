@@ -38,6 +38,7 @@ class WorkerBeat(BaseModel):
     workflows: dict[str, WorkflowAvailability] = {}
     # Model files per folder the manifests choose from (`choices_from`), for an API without this disk.
     models: dict[str, list[str]] = {}
+    object_info: str | None = None  # digest of its ComfyUI's /object_info, published at keys.object_info
     expires_at: datetime | None = None  # three intervals after seen_at: gone by then unless beaten again
 
 

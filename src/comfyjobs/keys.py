@@ -39,6 +39,31 @@ def queue_waiting_by_tenant(queue: str) -> str:
     return f"{PREFIX}:queue:{queue}:waiting-by-tenant"
 
 
+def tenant_jobs(tenant: str) -> str:
+    """Sorted set: a tenant's task ids scored by acceptance time (epoch s), newest last; entries older than
+    JOB_TTL_S are trimmed by each admission. GET /api/v2/jobs pages through it, newest first."""
+    return f"{PREFIX}:tenant-jobs:{tenant}"
+
+
+def object_info(digest: str) -> str:
+    """String: a worker's ComfyUI /object_info (JSON), keyed by the sha256 of that JSON; a worker's heartbeat
+    names the digest it runs. Raw graphs (the v2 API) are validated against it before they are queued."""
+    return f"{PREFIX}:object-info:{digest}"
+
+
+def asset_by_blake3(tenant: str, blake3_hex: str) -> str:
+    """String with the asset's TTL: a tenant's asset id (its sha256) by the blake3 of its bytes (the v2 API's
+    content hash: HEAD /api/v2/assets/by-hash, POST /api/v2/assets/from-hash)."""
+    return f"{PREFIX}:asset-blake3:{tenant}:{blake3_hex}"
+
+
+def asset_by_name(tenant: str, filename: str) -> str:
+    """String with the asset's TTL: a tenant's asset id by the file name it was last uploaded under, so a raw
+    graph may name an upload as ComfyUI's own LoadImage would (the name is hashed into a bounded key)."""
+    digest = hashlib.sha256(filename.encode()).hexdigest()
+    return f"{PREFIX}:asset-name:{tenant}:{digest}"
+
+
 def rate_bucket(tenant: str) -> str:
     """Hash with a TTL: a tenant's token bucket (TENANT_RATE_PER_S), shared by every API process."""
     return f"{PREFIX}:rate:{tenant}"

@@ -92,6 +92,20 @@ class Settings(BaseSettings):
     )
     input_url_timeout_s: Annotated[float, Field(gt=0, le=600)] = 30.0
 
+    # --- Raw graphs (the Comfy API v2 at /api/v2) -----------------------------------------------------
+    raw_workflows: bool = Field(
+        default=True,
+        description="Accept API-format graphs as they are (POST /api/v2/jobs). A raw graph can use any node "
+        "class installed in the workers' ComfyUI, as ComfyUI itself allows; false refuses them all.",
+    )
+    raw_workflow_node_denylist: str = Field(
+        default="", description="Comma-separated node class names a raw graph may not use."
+    )
+    raw_workflow_node_allowlist: str = Field(
+        default="",
+        description="Comma-separated node class names: when set, a raw graph may use only these.",
+    )
+
     # --- API ---------------------------------------------------------------------------------------
     api_host: str = "127.0.0.1"
     api_port: Annotated[int, Field(ge=1, le=65535)] = 8000
@@ -234,6 +248,16 @@ class Settings(BaseSettings):
     def objects_dir(self) -> Path:
         """Root of the `local` storage backend (outputs/ and inputs/ under it)."""
         return self.data_dir
+
+    @property
+    def raw_node_denylist(self) -> frozenset[str]:
+        return frozenset(item.strip() for item in self.raw_workflow_node_denylist.split(",") if item.strip())
+
+    @property
+    def raw_node_allowlist(self) -> frozenset[str] | None:
+        """None: every installed class (less the denylist)."""
+        names = frozenset(i.strip() for i in self.raw_workflow_node_allowlist.split(",") if i.strip())
+        return names or None
 
     @property
     def url_allowlist(self) -> list[str]:

@@ -20,6 +20,10 @@ from comfyjobs.api.quotas import RateLimiter
 from comfyjobs.api.routes import assets, files, generate, health, loras, tasks, workflows
 from comfyjobs.api.services import Services
 from comfyjobs.api.task_feed import TaskFeed
+from comfyjobs.api.v2 import assets as v2_assets
+from comfyjobs.api.v2 import job_events as v2_job_events
+from comfyjobs.api.v2 import jobs as v2_jobs
+from comfyjobs.api.v2.graphs import GraphIntake, Policy
 from comfyjobs.api.views import Links
 from comfyjobs.jobs.changes import LISTEN_S, ChangeHub
 from comfyjobs.jobs.delivery import JobMessages, make_celery
@@ -96,6 +100,13 @@ def create_app(settings: Settings, registry: Registry | None = None) -> FastAPI:
             media=MediaResolver(assets, objects, limits),
             models=models,
             rate=RateLimiter(client, settings.tenant_rate_per_s, settings.tenant_rate_burst),
+            graphs=GraphIntake(
+                client,
+                fleet,
+                assets,
+                Policy(settings.raw_workflows, settings.raw_node_allowlist, settings.raw_node_denylist),
+                hold_s=settings.job_ttl_s,
+            ),
         )
         reconciler = Reconciler(client, store, settings.queue_name, settings.reconcile_interval_s)
         sweeper = RetentionSweeper(client, objects, settings.retention_interval_s)
@@ -136,5 +147,9 @@ def create_app(settings: Settings, registry: Registry | None = None) -> FastAPI:
     app.include_router(files.router)
     app.include_router(loras.router, dependencies=keyed)
     app.include_router(health.router)
+    # The Comfy API v2 (vendored spec: api/v2/openapi.yaml), on the same jobs, queue and assets.
+    app.include_router(v2_jobs.router, dependencies=keyed)
+    app.include_router(v2_job_events.router, dependencies=keyed)
+    app.include_router(v2_assets.router, dependencies=keyed)
     install_limits(app, settings)  # keys and body limits before any byte of a body is read
     return app

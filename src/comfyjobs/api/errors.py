@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from comfyjobs.errors import (
+    ApiV2Error,
     AssetNotFoundError,
     AuthenticationError,
     ComfyJobsError,
@@ -59,13 +60,36 @@ HTTP_STATUS: dict[type[ComfyJobsError], int] = {
 
 
 def status_for(exc: ComfyJobsError) -> int:
+    if isinstance(exc, ApiV2Error):
+        return exc.status
     for cls in type(exc).__mro__:
         if cls in HTTP_STATUS:
             return HTTP_STATUS[cls]
     return 500
 
 
-def error_response(exc: ComfyJobsError) -> JSONResponse:
+# The Comfy API v2 names some refusals its own way; the rest keep their code (its envelope is ours).
+V2_CODES: dict[type[ComfyJobsError], str] = {
+    TaskNotFoundError: "not_found",
+    AssetNotFoundError: "not_found",
+    ObjectNotFoundError: "not_found",
+    QueueFullError: "queue_full",
+    InvalidParamsError: "invalid_request",
+}
+
+
+def v2_error(exc: ComfyJobsError) -> ComfyJobsError:
+    """``exc`` as the v2 API reports it: the spec's code, and ``details`` (field problems, if any)."""
+    if isinstance(exc, ApiV2Error):
+        return exc
+    code = next((V2_CODES[cls] for cls in type(exc).__mro__ if cls in V2_CODES), exc.code)
+    extra = {k: v for k, v in bounded(exc.to_dict()).items() if k not in ("code", "message")}
+    return ApiV2Error(exc.message, code=code, status=status_for(exc), details=extra or None)
+
+
+def error_response(exc: ComfyJobsError, v2: bool = False) -> JSONResponse:
+    if v2:
+        return _v2_response(exc)
     headers = None
     if isinstance(exc, QueueUnavailableError | StorageError) and not isinstance(exc, ObjectNotFoundError):
         headers = {"Retry-After": "5"}
@@ -76,6 +100,18 @@ def error_response(exc: ComfyJobsError) -> JSONResponse:
     elif isinstance(exc, AuthenticationError):
         headers = {"WWW-Authenticate": "Bearer"}
     return JSONResponse({"error": bounded(exc.to_dict())}, status_code=status_for(exc), headers=headers)
+
+
+def _v2_response(exc: ComfyJobsError) -> JSONResponse:
+    plain = error_response(exc)  # the same status and headers (Retry-After, WWW-Authenticate)
+    error = v2_error(exc).to_dict()
+    error["message"] = excerpt(error["message"], MESSAGE_CHARS)
+    headers = {k: v for k, v in plain.headers.items() if k in ("retry-after", "www-authenticate")}
+    return JSONResponse({"error": error}, status_code=plain.status_code, headers=headers)
+
+
+def is_v2(request: Request) -> bool:
+    return request.url.path.startswith("/api/v2/")
 
 
 # A refusal quotes what it refuses, but never whole: an unknown 1 MB parameter name, an unknown workflow
@@ -126,10 +162,10 @@ def _field_name(loc: tuple[int | str, ...], typed_route: bool) -> str:
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ComfyJobsError)
-    async def _ours(_: Request, exc: ComfyJobsError) -> JSONResponse:
+    async def _ours(request: Request, exc: ComfyJobsError) -> JSONResponse:
         if status_for(exc) >= 500:
             log.error("%s: %s", exc.code, exc.message)
-        return error_response(exc)
+        return error_response(exc, is_v2(request))
 
     @app.exception_handler(RequestValidationError)
     async def _request_shape(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -144,7 +180,9 @@ def install_error_handlers(app: FastAPI) -> None:
             else:
                 reason = str(err.get("msg"))
             problems.setdefault(field, reason)
-        return error_response(InvalidParamsError([FieldProblem(f, r) for f, r in problems.items()]))
+        return error_response(
+            InvalidParamsError([FieldProblem(f, r) for f, r in problems.items()]), is_v2(request)
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -11,6 +11,7 @@ from comfyjobs.api.availability import FleetView
 from comfyjobs.api.model_catalog import ModelCatalog
 from comfyjobs.api.quotas import RateLimiter
 from comfyjobs.api.task_feed import TaskFeed
+from comfyjobs.api.v2.graphs import GraphIntake
 from comfyjobs.api.views import Links
 from comfyjobs.jobs.store import AsyncJobStore
 from comfyjobs.manifests.registry import Registry
@@ -34,6 +35,7 @@ class Services:
     media: MediaResolver
     models: ModelCatalog
     rate: RateLimiter
+    graphs: GraphIntake  # raw graphs (the v2 API): policy, assets, the workers' object_info
 
 
 async def services(request: Request) -> Services:

@@ -83,15 +83,21 @@ class JobError(BaseModel):
         return cls(type="internal_error", message=f"{type(exc).__name__}: {exc}")
 
 
+RAW_GRAPH = "(graph)"
+"""The workflow id of a job whose API-format graph was given as it is (the v2 API), not built from a
+manifest."""
+
+
 class JobRecord(BaseModel):
     task_id: str
-    workflow_id: str
+    workflow_id: str  # a manifest's workflow, or RAW_GRAPH
     tenant: str | None = None  # who submitted it (see tenancy); None: before tenancy
     status: JobStatus = JobStatus.PENDING
     params: dict[str, Any] = Field(default_factory=dict)
     progress: Progress = Field(default_factory=Progress)
     outputs: list[StoredOutput] = Field(default_factory=list)
-    inputs: dict[str, InputRef] = Field(default_factory=dict)  # media parameter → its file
+    inputs: dict[str, InputRef] = Field(default_factory=dict)  # media parameter (or "node.input") → its file
+    graph: dict[str, Any] | None = None  # RAW_GRAPH jobs: the API-format graph, run as it is
     outputs_expire_at: datetime | None = None  # OUTPUT_TTL_S after the end, or when deleted on request
     error: JobError | None = None
     worker: str | None = None

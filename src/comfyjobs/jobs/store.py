@@ -34,6 +34,7 @@ from comfyjobs.jobs.record import (
     encode_record,
     utc_now,
 )
+from comfyjobs.tenancy import DEFAULT_TENANT
 
 DEPARTURES_MAXLEN = 1000  # readers only need "someone left since I looked", not the history
 PREVIEW_TTL_S = 3600  # the latest preview of a job outlives its run by at most this
@@ -204,7 +205,7 @@ class _Keys:
 
 
 # KEYS[1] job hash, KEYS[2] job events stream, KEYS[3] queue waiting set, KEYS[4] idempotency key or "",
-# KEYS[5] waiting-by-tenant set, KEYS[6] the queue's Celery list
+# KEYS[5] waiting-by-tenant set, KEYS[6] the queue's Celery list, KEYS[7] the tenant's jobs
 # ARGV[1] task id, [2] ttl_s, [3] score, [4] max waiting (0: no limit), [5] idempotency value,
 # [6] the creation event's JSON, [7] the tenant (JSON), [8] max waiting per tenant (0: no limit),
 # [9] the job's Celery message, then field, value, ...
@@ -228,6 +229,9 @@ redis.call('PUBLISH', $CHANGES, KEYS[2])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
 if KEYS[4] ~= '' then redis.call('SET', KEYS[4], ARGV[5], 'EX', ARGV[2]) end
 redis.call('LPUSH', KEYS[6], ARGV[9])
+redis.call('ZADD', KEYS[7], ARGV[3], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', tonumber(ARGV[3]) - tonumber(ARGV[2]))
+redis.call('EXPIRE', KEYS[7], ARGV[2])
 return {'created', ''}
 """.replace("$CHANGES", json.dumps(keys.CHANGES))
 
@@ -354,6 +358,7 @@ class AsyncJobStore:
             idem,
             self._keys.by_tenant,
             self._messages.list_key,
+            keys.tenant_jobs(record.tenant or DEFAULT_TENANT),
         ]
         args: list[Any] = [
             record.task_id,
@@ -376,6 +381,26 @@ class AsyncJobStore:
         was lost)."""
         message = self._messages.message(task_id)
         await self._call(lambda: self._redis.lpush(self._messages.list_key, message))
+
+    async def tenant_job_ids(self, tenant: str, before: float | None, limit: int) -> list[tuple[str, float]]:
+        """A tenant's task ids with their acceptance time, newest first, accepted before ``before`` (epoch
+        s; None: the newest)."""
+        top: float | str = "+inf" if before is None else f"({before!r}"
+        found: Any = await self._call(
+            lambda: self._redis.zrevrangebyscore(
+                keys.tenant_jobs(tenant), top, "-inf", start=0, num=limit, withscores=True
+            )
+        )
+        return [(_text(task_id), float(score)) for task_id, score in found]
+
+    async def get_many(self, task_ids: list[str]) -> list[JobRecord | None]:
+        async def run() -> list[Any]:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for task_id in task_ids:
+                    pipe.hgetall(keys.job(task_id))
+                return await pipe.execute()
+
+        return [decode_record(raw) if raw else None for raw in await self._call(run)]
 
     async def running_ids(self) -> list[str]:
         return [_text(t) for t in await self._call(lambda: self._redis.zrange(self._keys.running, 0, -1))]

@@ -17,6 +17,7 @@ from typing import BinaryIO
 
 import redis
 import redis.asyncio as aioredis
+from blake3 import blake3
 from pydantic import BaseModel
 
 from comfyjobs import keys
@@ -31,6 +32,7 @@ ASSET_ID = re.compile(r"^[0-9a-f]{64}$")
 class Asset(BaseModel):
     id: str  # the sha256 of the bytes, hex
     sha256: str
+    blake3: str | None = None  # hex; the v2 API's content hash (None: recorded before it was kept)
     tenant: str
     kind: Kind
     content_type: str
@@ -51,6 +53,7 @@ class Ingested(BaseModel):
     """Bytes hashed, probed and stored; not yet recorded as an asset."""
 
     sha256: str
+    blake3: str
     size_bytes: int
     probed: Probed
     filename: str | None
@@ -68,11 +71,12 @@ def ingest_file(
 ) -> Ingested:
     """Blocking: hashes and probes ``source`` and stores it under its hash unless already there.
     ``source`` is consumed (moved or deleted)."""
-    digest = hashlib.sha256()
+    digest, content_hash = hashlib.sha256(), blake3()
     size = 0
     with source.open("rb") as fh:
         while chunk := fh.read(1 << 20):
             digest.update(chunk)
+            content_hash.update(chunk)
             size += len(chunk)
     sha256 = digest.hexdigest()
     name = _safe_filename(filename)
@@ -82,7 +86,9 @@ def ingest_file(
         source.unlink(missing_ok=True)
     else:
         store.put_file(key, source, probed.content_type)
-    return Ingested(sha256=sha256, size_bytes=size, probed=probed, filename=name)
+    return Ingested(
+        sha256=sha256, blake3=content_hash.hexdigest(), size_bytes=size, probed=probed, filename=name
+    )
 
 
 def ingest_bytes(
@@ -133,6 +139,7 @@ class AssetRecords:
         asset = Asset(
             id=ingested.sha256,
             sha256=ingested.sha256,
+            blake3=ingested.blake3,
             tenant=tenant,
             kind=probed.kind,
             content_type=probed.content_type,
@@ -152,6 +159,10 @@ class AssetRecords:
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.set(keys.asset(asset.tenant, asset.id), asset.model_dump_json(), ex=ttl_s)
+                if asset.blake3:
+                    pipe.set(keys.asset_by_blake3(asset.tenant, asset.blake3), asset.id, ex=ttl_s)
+                if asset.filename:
+                    pipe.set(keys.asset_by_name(asset.tenant, asset.filename), asset.id, ex=ttl_s)
                 # GT: a later expiry only; the object outlives its record by nothing.
                 pipe.zadd(keys.OBJECT_EXPIRY, {asset.key: asset.expires_at.timestamp()}, gt=True)
                 await pipe.execute()
@@ -166,6 +177,23 @@ class AssetRecords:
         except redis.RedisError as exc:
             raise _translate(exc) from exc
         return Asset.model_validate_json(raw) if raw else None
+
+    async def by_blake3(self, blake3_hex: str, tenant: str) -> Asset | None:
+        """The tenant's asset with these bytes, by their blake3 (hex), if it has one."""
+        return await self._by_index(keys.asset_by_blake3(tenant, blake3_hex), tenant)
+
+    async def by_filename(self, filename: str, tenant: str) -> Asset | None:
+        """The tenant's asset last uploaded under this file name, if any."""
+        return await self._by_index(keys.asset_by_name(tenant, filename), tenant)
+
+    async def _by_index(self, key: str, tenant: str) -> Asset | None:
+        try:
+            asset_id = await self._redis.get(key)
+        except redis.RedisError as exc:
+            raise _translate(exc) from exc
+        if asset_id is None:
+            return None
+        return await self.get(asset_id.decode() if isinstance(asset_id, bytes) else asset_id, tenant)
 
     async def require(self, asset_id: str, tenant: str) -> Asset:
         """The tenant's asset; another tenant's answers as an unknown one does."""
@@ -204,6 +232,8 @@ class AssetRecords:
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.delete(keys.asset(asset.tenant, asset.id))
+                if asset.blake3:
+                    pipe.delete(keys.asset_by_blake3(asset.tenant, asset.blake3))
                 pipe.zadd(keys.OBJECT_EXPIRY, {asset.key: time.time()})
                 await pipe.execute()
         except redis.RedisError as exc:

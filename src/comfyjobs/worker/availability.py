@@ -2,14 +2,21 @@
 
 Checked when ComfyUI becomes ready (also after a restart) and again every AVAILABILITY_REFRESH_S, since
 ComfyUI lists model folders anew on each `/object_info`: a model dropped in is noticed within that time.
+The `/object_info` itself is published in Redis under its digest (named by the heartbeat), so the API
+can check a raw graph (the v2 API) against what this worker's ComfyUI has before queueing it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import threading
 import time
 
+import redis
+
+from comfyjobs import keys
 from comfyjobs.comfy.client import ComfyClient
 from comfyjobs.comfy.doctor import WorkflowAvailability, check_registry
 from comfyjobs.errors import ComfyError
@@ -18,12 +25,15 @@ from comfyjobs.manifests.registry import Registry
 log = logging.getLogger(__name__)
 
 AVAILABILITY_REFRESH_S = 60.0
+OBJECT_INFO_TTL_S = 86400  # renewed at each check; a digest no worker has named for a day goes
 
 
 class AvailabilityMonitor:
-    def __init__(self, registry: Registry, client: ComfyClient) -> None:
+    def __init__(self, registry: Registry, client: ComfyClient, redis_client: redis.Redis) -> None:
         self._registry = registry
         self._client = client
+        self._redis = redis_client
+        self.object_info_digest: str | None = None
         self._lock = threading.Lock()
         self._checked_at = float("-inf")
         self._result: dict[str, WorkflowAvailability] = {}
@@ -34,6 +44,7 @@ class AvailabilityMonitor:
         except (ComfyError, ValueError) as exc:
             log.warning("could not check workflows against ComfyUI: %s", exc)
             return self._result
+        self._publish(object_info)
         result = check_registry(self._registry, object_info)
         for workflow_id, availability in result.items():
             if not availability.ready:
@@ -41,6 +52,20 @@ class AvailabilityMonitor:
         with self._lock:
             self._result, self._checked_at = result, time.monotonic()
         return result
+
+    def _publish(self, object_info: dict[str, object]) -> None:
+        text = json.dumps(object_info, sort_keys=True, separators=(",", ":"))
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        key = keys.object_info(digest)
+        try:
+            with self._redis.pipeline(transaction=False) as pipe:
+                pipe.set(key, text, ex=OBJECT_INFO_TTL_S, nx=True)
+                pipe.expire(key, OBJECT_INFO_TTL_S)
+                pipe.execute()
+        except redis.RedisError as exc:
+            log.warning("could not publish ComfyUI's object_info: %s", exc)
+            return
+        self.object_info_digest = digest
 
     def current(self, *, comfy_ready: bool) -> dict[str, WorkflowAvailability]:
         """The last result; re-checked first when it is older than AVAILABILITY_REFRESH_S."""

@@ -34,18 +34,29 @@ class StagedInputs:
         """``params`` with each media parameter's value replaced by its uploaded name."""
         staged = dict(params)
         for name, ref in inputs.items():
-            try:
-                with self._store.open(ref.key) as data:
-                    staged[name] = self._client.upload_input(
-                        ref.upload_name, data, ref.content_type, SUBFOLDER
-                    )
-            except ObjectNotFoundError:
-                raise MediaError(
-                    f"params.{name}: asset {ref.asset_id} is no longer stored (deleted, or expired "
-                    "after ASSET_TTL_S)"
-                ) from None
-            self._staged.append(ref.upload_name)
+            staged[name] = self._upload(f"params.{name}", ref)
         return staged
+
+    def stage_graph(self, graph: dict[str, Any], inputs: dict[str, InputRef]) -> dict[str, Any]:
+        """A raw graph (RAW_GRAPH jobs) with each ``"<node id>.<input>"`` of ``inputs`` set to its file's
+        uploaded name."""
+        staged = {node_id: dict(node) for node_id, node in graph.items()}
+        for where, ref in inputs.items():
+            node_id, _, name = where.rpartition(".")
+            node = staged[node_id]
+            node["inputs"] = {**node["inputs"], name: self._upload(where, ref)}
+        return staged
+
+    def _upload(self, name: str, ref: InputRef) -> str:
+        try:
+            with self._store.open(ref.key) as data:
+                uploaded = self._client.upload_input(ref.upload_name, data, ref.content_type, SUBFOLDER)
+        except ObjectNotFoundError:
+            raise MediaError(
+                f"{name}: asset {ref.asset_id} is no longer stored (deleted, or expired after ASSET_TTL_S)"
+            ) from None
+        self._staged.append(ref.upload_name)
+        return uploaded
 
     def __enter__(self) -> StagedInputs:
         return self

@@ -126,7 +126,7 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
     model_folders = sorted(registry.model_folders)
     client = ComfyClient(comfy.base_url)
     control = ComfyClient(comfy.base_url)
-    availability = AvailabilityMonitor(registry, client)
+    availability = AvailabilityMonitor(registry, client, redis_client)
     heartbeat = Heartbeat(
         redis_client,
         settings.worker_heartbeat_s,
@@ -141,6 +141,7 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
             seen_at=utc_now(),
             workflows=availability.current(comfy_ready=comfy.is_ready()),
             models={folder: list_model_folder(settings.model_dir, folder) for folder in model_folders},
+            object_info=availability.object_info_digest,
         ),
     )
     supervisor = ComfySupervisor(

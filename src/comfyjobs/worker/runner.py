@@ -23,7 +23,7 @@ from comfyjobs.errors import (
     QueueUnavailableError,
     StorageError,
 )
-from comfyjobs.jobs.record import InputRef, JobError, JobStatus, Progress, utc_now
+from comfyjobs.jobs.record import JobError, JobRecord, JobStatus, Progress, utc_now
 from comfyjobs.jobs.store import JobStore
 from comfyjobs.manifests.patching import build_graph
 from comfyjobs.manifests.registry import Registry
@@ -148,21 +148,14 @@ def execute_job(task_id: str, ctx: WorkerContext, guard: JobGuard) -> None:
         error = JobError(type="attempts_exhausted", message=message)
         _finish(ctx, task_id, {"attempts": record.attempts}, status=JobStatus.FAILURE, error=error)
         return
-    _run_leased(task_id, ctx, record.workflow_id, record.params, record.inputs, record.attempts, guard)
+    _run_leased(task_id, ctx, record, guard)
 
 
-def _run_leased(
-    task_id: str,
-    ctx: WorkerContext,
-    workflow_id: str,
-    params: dict[str, Any],
-    inputs: dict[str, InputRef],
-    before: int,
-    guard: JobGuard,
-) -> None:
+def _run_leased(task_id: str, ctx: WorkerContext, record: JobRecord, guard: JobGuard) -> None:
     if guard.stopped:  # cancelled, or the lease lost, while waiting for ComfyUI
         log.info("task %s: %s before it started; not running it", task_id, guard.stopped)
         return
+    before = record.attempts
     attempt = before + 1
     mine = {"attempts": attempt, "worker": ctx.worker_id}  # every later write: only while still ours
     started = ctx.store.update(
@@ -179,13 +172,17 @@ def _run_leased(
         return
     progress = ProgressWriter(ctx.store, task_id, mine)
     try:
-        workflow = ctx.registry.workflow(workflow_id)
+        workflow = None if record.graph is not None else ctx.registry.workflow(record.workflow_id)
         # The task already waited for ComfyUI before taking the job; only a crash since then is left.
         if not ctx.comfy.is_ready():
             raise ComfyUnavailableError("ComfyUI is not running on this worker")
-        time_limit_s = workflow.time_limit_s or ctx.settings.job_time_limit_s
+        time_limit_s = (workflow and workflow.time_limit_s) or ctx.settings.job_time_limit_s
         with StagedInputs(ctx.client, ctx.objects, ctx.comfy.instance.input_dir) as staged:
-            graph = build_graph(workflow, staged.stage(params, inputs), ctx.registry.loras)
+            if record.graph is not None:  # RAW_GRAPH: run as given (checked by the API when accepted)
+                graph = staged.stage_graph(record.graph, record.inputs)
+            else:
+                assert workflow is not None
+                graph = build_graph(workflow, staged.stage(record.params, record.inputs), ctx.registry.loras)
             try:
                 files = ctx.client.run(
                     graph,
