@@ -269,6 +269,6 @@ def check_graph(
         text = "the workflow has no output node (such as SaveImage), so ComfyUI would run nothing"
         checker.add(GRAPH, None, "no_outputs", text)
     # Without an output node every node is checked, so the refusal still carries per-node details.
-    for node_id in list(checker.nodes):
+    for node_id in checker.needed(outputs) if outputs else list(checker.nodes):
         checker.check_inputs(node_id)
     return checker.problems
