@@ -14,6 +14,7 @@ import redis
 from blake3 import blake3
 from fastapi.testclient import TestClient
 from httpx import Response
+from pydantic import SecretStr
 
 from comfyjobs import keys
 from comfyjobs.api.app import create_app
@@ -207,3 +208,16 @@ def test_assets_dedup_by_blake3_and_feed_a_graph(client: TestClient, worker: str
 def test_unknown_jobs_answer_not_found(client: TestClient) -> None:
     for resp in (client.get("/api/v2/jobs/nope"), client.post("/api/v2/jobs/nope/cancel")):
         assert (resp.status_code, checked(resp)["error"]["code"]) == (404, "not_found")
+
+
+def test_keys_and_tenants_hold_on_v2(settings: Settings, worker: str) -> None:
+    keyed = settings.model_copy(update={"api_keys": SecretStr("alice:k-alice,bob:k-bob")})
+    with TestClient(create_app(keyed)) as client:
+        refused = client.get("/api/v2/jobs/anything")
+        assert (refused.status_code, checked(refused)["error"]["code"]) == (401, "unauthorized")
+        alice = {"Authorization": "Bearer k-alice"}
+        job = checked(client.post("/api/v2/jobs", json={"workflow": graph()}, headers=alice))
+        assert client.get(job["urls"]["self"], headers=alice).status_code == 200
+        other = client.get(job["urls"]["self"], headers={"Authorization": "Bearer k-bob"})
+        assert (other.status_code, checked(other)["error"]["code"]) == (404, "not_found")
+        assert client.get("/api/v2/jobs", headers={"Authorization": "Bearer k-bob"}).json()["jobs"] == []

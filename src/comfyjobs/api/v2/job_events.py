@@ -56,18 +56,24 @@ class _Shown:
         self.outputs = 0
 
     def frames(self, job: Job) -> list[bytes]:
+        """A new status first (on connect too), then progress and new outputs; but a terminal status
+        last, after the outputs, since a client stops reading at it."""
         out = []
         data = dump(job)
+        status = (job.status, job.queue_position)
+        status_frame = None
+        if status != self.status:
+            self.status = status
+            status_frame = _frame("status", {"status": job.status, "queue_position": job.queue_position})
+        if status_frame is not None and job.status not in TERMINAL_V2:
+            out.append(status_frame)
         if data["progress"] is not None and data["progress"] != self.progress:
             self.progress = data["progress"]
             out.append(_frame("progress", data["progress"]))
-        for output in data["outputs"][self.outputs :]:
-            out.append(_frame("output", output))
+        out += [_frame("output", output) for output in data["outputs"][self.outputs :]]
         self.outputs = len(data["outputs"])
-        status = (job.status, job.queue_position)
-        if status != self.status:
-            self.status = status
-            out.append(_frame("status", {"status": job.status, "queue_position": job.queue_position}))
+        if status_frame is not None and job.status in TERMINAL_V2:
+            out.append(status_frame)
         return out
 
 
