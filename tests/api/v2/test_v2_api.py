@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -211,7 +212,8 @@ def test_unknown_jobs_answer_not_found(client: TestClient) -> None:
 
 
 def test_keys_and_tenants_hold_on_v2(settings: Settings, worker: str) -> None:
-    keyed = settings.model_copy(update={"api_keys": SecretStr("alice:k-alice,bob:k-bob")})
+    stranger = f"t{uuid.uuid4().hex[:12]}"  # a tenant with no jobs in this Redis yet
+    keyed = settings.model_copy(update={"api_keys": SecretStr(f"alice:k-alice,{stranger}:k-bob")})
     with TestClient(create_app(keyed)) as client:
         refused = client.get("/api/v2/jobs/anything")
         assert (refused.status_code, checked(refused)["error"]["code"]) == (401, "unauthorized")
