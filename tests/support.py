@@ -15,7 +15,10 @@ from typing import Any, TypeVar
 import redis
 
 from comfyjobs import keys
-from comfyjobs.jobs.store import decode_events
+from comfyjobs.jobs.delivery import JobMessages, make_celery
+from comfyjobs.jobs.store import JobStore, decode_events
+from comfyjobs.manifests.loader import load_registry
+from comfyjobs.settings import Settings
 
 T = TypeVar("T")
 
@@ -151,3 +154,10 @@ def served(app: Any, port: int | None = None) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def worker_store(client: redis.Redis, settings: Settings) -> JobStore:
+    """The store a worker of ``settings`` uses (its tickets included)."""
+    registry = load_registry(settings.manifest_dir, settings.workflow_dir)
+    messages = JobMessages(make_celery(settings, registry), settings.queue_name)
+    return JobStore(client, settings.job_ttl_s, settings.queue_name, messages)

@@ -27,9 +27,23 @@ def job_events(task_id: str) -> str:
 
 
 def queue_waiting(queue: str) -> str:
-    """Sorted set: the ids of jobs accepted on ``queue`` that no worker has taken yet, scored by
-    acceptance time; ZRANK is a job's place in line."""
+    """Sorted set: the ids of jobs accepted on ``queue`` that no worker has taken yet, scored by the time
+    they (last) entered the line: the queue's depth, and what the reconciler checks for lost tickets. The
+    order of taking is the lanes' (``queue_prefix``), not this."""
     return f"{PREFIX}:queue:{queue}:waiting"
+
+
+def queue_prefix(queue: str) -> str:
+    """Prefix of the keys of ``queue``'s one order (see jobs.queue), which its Lua scripts complete:
+    ``lane:<priority>:<tenant JSON>`` (sorted set: that tenant's waiting jobs at that priority, scored by
+    sequence), ``turns:<priority>`` (list: tenants with waiting jobs there, in turn order) and ``depths``
+    (hash: priority -> waiting jobs)."""
+    return f"{PREFIX}:queue:{queue}:"
+
+
+def queue_seq(queue: str) -> str:
+    """Counter: the sequence number of each job admitted to ``queue`` (its place within its lane)."""
+    return f"{PREFIX}:queue:{queue}:seq"
 
 
 def queue_waiting_by_tenant(queue: str) -> str:
@@ -75,10 +89,13 @@ def queue_running(queue: str) -> str:
     return f"{PREFIX}:queue:{queue}:running"
 
 
+LEASE_PREFIX = f"{PREFIX}:lease:"
+
+
 def job_lease(task_id: str) -> str:
     """String with a short TTL: the worker running the job, renewed while it runs. Gone while the record
     says running means the worker was lost: the reconciler puts the job back in line."""
-    return f"{PREFIX}:lease:{task_id}"
+    return f"{LEASE_PREFIX}{task_id}"
 
 
 def reconciler_leader(queue: str) -> str:

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     tenant_max_queued: Annotated[int, Field(ge=0)] = Field(
         default=0, description="Most jobs one tenant may have waiting (429 tenant_queue_full); 0: no limit."
     )
+    tenant_max_priority: Annotated[int, Field(ge=0, le=9)] = Field(
+        default=9, description="Highest job priority (0-9) a tenant's key may ask for; admin keys: any."
+    )
     tenant_rate_per_s: Annotated[float, Field(ge=0)] = Field(
         default=0.0, description="Requests per second per tenant, shared by every API process; 0: no limit."
     )

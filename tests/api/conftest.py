@@ -15,7 +15,7 @@ from comfyjobs.api.app import create_app
 from comfyjobs.jobs.store import JobStore
 from comfyjobs.settings import Settings
 from tests.conftest import REPO
-from tests.support import served
+from tests.support import served, worker_store
 
 
 @pytest.fixture
@@ -53,6 +53,4 @@ class LiveApi:
 def live_api(settings: Settings, redis_client: redis.Redis) -> Iterator[LiveApi]:
     settings = settings.model_copy(update={"sse_heartbeat_s": 0.2})
     with served(create_app(settings)) as url:
-        yield LiveApi(
-            url=url, settings=settings, store=JobStore(redis_client, settings.job_ttl_s, settings.queue_name)
-        )
+        yield LiveApi(url=url, settings=settings, store=worker_store(redis_client, settings))

@@ -6,13 +6,17 @@ import redis
 from fastapi.testclient import TestClient
 
 from comfyjobs import keys
-from comfyjobs.jobs.delivery import RUN_JOB_TASK
+from comfyjobs.jobs.delivery import TAKE_JOB_TASK
 from comfyjobs.settings import Settings
 
 
 def queued_task_ids(redis_client: redis.Redis, settings: Settings) -> list[str]:
-    messages = redis_client.lrange(settings.queue_name, 0, -1)
-    return [json.loads(m)["headers"]["id"] for m in messages]
+    """The jobs in line, in the order they came; each has its ticket in Celery's list."""
+    waiting = [t.decode() for t in redis_client.zrange(keys.queue_waiting(settings.queue_name), 0, -1)]
+    tickets = [json.loads(m) for m in redis_client.lrange(settings.queue_name, 0, -1)]
+    assert len(tickets) == len(waiting)
+    assert all(t["headers"]["task"] == TAKE_JOB_TASK for t in tickets)
+    return waiting
 
 
 def job_keys(redis_client: redis.Redis) -> set[bytes]:
@@ -36,7 +40,7 @@ def test_generate_records_and_enqueues(
     assert body["params"]["steps"] == 3
     assert body["params"]["lora"] is None
     message = json.loads(redis_client.lrange(settings.queue_name, 0, -1)[0])
-    assert message["headers"]["task"] == RUN_JOB_TASK
+    assert message["headers"]["task"] == TAKE_JOB_TASK
     assert queued_task_ids(redis_client, settings) == [task_id]
 
     task = client.get(f"/tasks/{task_id}").json()

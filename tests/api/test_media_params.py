@@ -14,9 +14,9 @@ import redis
 from fastapi.testclient import TestClient
 
 from comfyjobs.api.app import create_app
-from comfyjobs.jobs.store import JobStore
 from comfyjobs.settings import Settings
 from tests.media_files import mask_png, png
+from tests.support import worker_store
 
 IMG2IMG = {"workflow_id": "img2img", "params": {"prompt": "a fox"}}
 
@@ -74,7 +74,7 @@ def test_an_uploaded_asset_is_the_jobs_input(
     assert answer["http"] == 202, answer
     params = answer["params"]
     assert isinstance(params, dict) and params["image"] == asset["id"]
-    record = JobStore(redis_client, settings.job_ttl_s, settings.queue_name).get(str(answer["task_id"]))
+    record = worker_store(redis_client, settings).get(str(answer["task_id"]))
     assert record is not None
     ref = record.inputs["image"]
     assert (ref.asset_id, ref.sha256, ref.content_type) == (

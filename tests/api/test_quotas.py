@@ -16,8 +16,8 @@ from comfyjobs.api.app import create_app
 from comfyjobs.api.quotas import RateLimiter
 from comfyjobs.errors import RateLimitedError
 from comfyjobs.jobs.record import JobStatus
-from comfyjobs.jobs.store import JobStore
 from comfyjobs.settings import Settings
+from tests.support import worker_store
 
 ALICE = {"X-API-Key": "k-alice"}
 BOB = {"X-API-Key": "k-bob"}
@@ -40,7 +40,7 @@ def test_waiting_jobs_are_capped_per_tenant(settings: Settings, redis_client: re
         assert api.post("/generate", json=TINY, headers=BOB).status_code == 202  # bob has his own room
 
         # A job a worker takes leaves the tenant's count, and a cancelled one too.
-        store = JobStore(redis_client, settings.job_ttl_s, settings.queue_name)
+        store = worker_store(redis_client, settings)
         assert store.update(first, status=JobStatus.STARTED)
         assert api.post("/generate", json=TINY, headers=ALICE).status_code == 202
         assert api.post("/generate", json=TINY, headers=ALICE).status_code == 429

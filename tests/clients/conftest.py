@@ -12,12 +12,11 @@ from dataclasses import dataclass
 import redis
 
 from comfyjobs.api.app import create_app
-from comfyjobs.jobs.store import JobStore
 from comfyjobs.settings import Settings
 from tests.api.conftest import LiveApi, live_api, settings  # noqa: F401 - fixtures, re-used
 from tests.api.test_availability import beats  # noqa: F401 - fixture, re-used
 from tests.conftest import REPO
-from tests.support import free_port, served
+from tests.support import free_port, served, worker_store
 
 
 @dataclass
@@ -60,6 +59,4 @@ def serve(base: Settings, redis_client: redis.Redis, public_host: str = "127.0.0
     port = free_port()
     linked = base.model_copy(update={"sse_heartbeat_s": 0.2, "public_url": f"http://{public_host}:{port}"})
     with served(create_app(linked), port) as url:
-        yield LiveApi(
-            url=url, settings=linked, store=JobStore(redis_client, linked.job_ttl_s, linked.queue_name)
-        )
+        yield LiveApi(url=url, settings=linked, store=worker_store(redis_client, linked))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -24,15 +23,8 @@ from tests.conftest import REPO
 T = TypeVar("T")
 
 
-def queued(redis_client: redis.Redis, queue: str) -> list[str]:
-    return [json.loads(m)["headers"]["id"] for m in redis_client.lrange(queue, 0, -1)]
-
-
-def lose_message(redis_client: redis.Redis, queue: str, task_id: str) -> None:
-    """As Redis losing its last second of writes, or a worker dying with the message, would."""
-    for raw in redis_client.lrange(queue, 0, -1):
-        if json.loads(raw)["headers"]["id"] == task_id:
-            assert redis_client.lrem(queue, 1, raw) == 1
+def tickets(redis_client: redis.Redis, queue: str) -> int:
+    return int(redis_client.llen(queue))
 
 
 class Fixture:
@@ -41,7 +33,7 @@ class Fixture:
         self.settings = Settings.load(redis_url=redis_url, queue_name=self.queue)
         self.registry = load_registry(REPO / "manifests", REPO / "workflows")
         self.messages = JobMessages(make_celery(self.settings, self.registry), self.queue)
-        self.sync = JobStore(redis.Redis.from_url(redis_url), 3600, self.queue)
+        self.sync = JobStore(redis.Redis.from_url(redis_url), 3600, self.queue, self.messages)
         self.redis_url = redis_url
 
     def run(self, work: Callable[[AsyncJobStore, Reconciler], Awaitable[T]]) -> T:
@@ -63,11 +55,14 @@ def test_a_running_job_without_lease_goes_back_in_line(redis_url: str, redis_cli
     fx = Fixture(redis_url)
     lost = JobRecord(task_id="lost-" + uuid.uuid4().hex, workflow_id="tiny")
     alive = JobRecord(task_id="alive-" + uuid.uuid4().hex, workflow_id="tiny")
-    for record in (lost, alive):
+    behind = JobRecord(task_id="behind-" + uuid.uuid4().hex, workflow_id="tiny")
+    for record in (lost, alive, behind):
         fx.admit(record)
-        lose_message(redis_client, fx.queue, record.task_id)  # delivered: off the list
-        assert fx.sync.update(record.task_id, status=JobStatus.STARTED, worker="w-gone", attempts=1)
-    assert fx.sync.acquire_lease(alive.task_id, "w-alive", ttl_s=60)  # its worker still renews it
+    for worker in ("w-gone", "w-alive"):
+        task_id = fx.sync.claim(worker, lease_s=60)
+        assert fx.sync.update(str(task_id), status=JobStatus.STARTED, worker=worker, attempts=1)
+    redis_client.delete(fx.queue)  # the workers took their tickets
+    redis_client.delete(keys.job_lease(lost.task_id))  # w-gone died: its lease lapsed
 
     found: Reconciled = fx.run(lambda _, rec: rec.reconcile_once())
 
@@ -75,60 +70,45 @@ def test_a_running_job_without_lease_goes_back_in_line(redis_url: str, redis_cli
     back = fx.sync.get(lost.task_id)
     assert back is not None
     assert (back.status, back.worker, back.attempts) == (JobStatus.PENDING, None, 1)
-    assert queued(redis_client, fx.queue) == [lost.task_id]
-    place = fx.run(lambda store, _: store.place(lost.task_id))
-    assert place.position == 1
+    assert tickets(redis_client, fx.queue) == 1  # one ticket with it
+    # Back in its old place: ahead of the job that came after it.
+    assert fx.run(lambda store, _: store.place(lost.task_id)).position == 1
+    assert fx.run(lambda store, _: store.place(behind.task_id)).position == 2
     assert fx.sync.get(alive.task_id).status == JobStatus.STARTED  # type: ignore[union-attr]
-    # Nothing more to do the second time.
-    assert fx.run(lambda _, rec: rec.reconcile_once()).lost_workers == []
+    assert fx.run(lambda _, rec: rec.reconcile_once()).lost_workers == []  # nothing more to do
+    assert fx.sync.claim("w-next", lease_s=60) == lost.task_id
 
 
-def test_a_waiting_job_whose_message_is_gone_is_sent_again(redis_url: str, redis_client: redis.Redis) -> None:
+def test_lost_tickets_are_made_up_for_by_number(redis_url: str, redis_client: redis.Redis) -> None:
     fx = Fixture(redis_url)
     long_ago = utc_now() - timedelta(minutes=10)
-    lost = JobRecord(task_id="nomsg-" + uuid.uuid4().hex, workflow_id="tiny", created_at=long_ago)
-    sent = JobRecord(task_id="msg-" + uuid.uuid4().hex, workflow_id="tiny", created_at=long_ago)
+    old = [
+        JobRecord(task_id=f"old{i}-{uuid.uuid4().hex}", workflow_id="tiny", created_at=long_ago)
+        for i in (1, 2)
+    ]
     fresh = JobRecord(task_id="fresh-" + uuid.uuid4().hex, workflow_id="tiny")  # within the grace period
-    for record in (lost, sent, fresh):
+    for record in (*old, fresh):
         fx.admit(record)
-    lose_message(redis_client, fx.queue, lost.task_id)
-    lose_message(redis_client, fx.queue, fresh.task_id)
+    assert tickets(redis_client, fx.queue) == 3
+    redis_client.delete(fx.queue)  # lost: say, taken by workers that died before they took a job
 
-    found: Reconciled = fx.run(lambda _, rec: rec.reconcile_once())
+    assert fx.run(lambda _, rec: rec.reconcile_once()).lost_tickets == 2  # no more than jobs past the grace
+    assert fx.run(lambda _, rec: rec.reconcile_once()).lost_tickets == 1
+    assert fx.run(lambda _, rec: rec.reconcile_once()).lost_tickets == 0
+    assert tickets(redis_client, fx.queue) == 3
 
-    assert found.lost_messages == [lost.task_id]
-    assert sorted(queued(redis_client, fx.queue)) == sorted([sent.task_id, lost.task_id])
 
-
-def test_a_delivered_message_counts_only_while_a_worker_holds_the_job(
+def test_a_worker_whose_job_was_taken_back_cannot_write_to_it(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
     fx = Fixture(redis_url)
-    long_ago = utc_now() - timedelta(hours=1)
-    held = JobRecord(task_id="held-" + uuid.uuid4().hex, workflow_id="tiny", created_at=long_ago)
-    orphaned = JobRecord(task_id="orphaned-" + uuid.uuid4().hex, workflow_id="tiny", created_at=long_ago)
-    for record in (held, orphaned):
-        fx.admit(record)
-    # Both delivered (taken off the queue, as a worker's transport does); only one worker is alive and
-    # has taken its job's lease (while it waits for its ComfyUI, say). The other worker died.
-    while redis_client.rpop(fx.queue) is not None:
-        pass
-    assert fx.sync.acquire_lease(held.task_id, "w-alive", ttl_s=60)
-
-    found: Reconciled = fx.run(lambda _, rec: rec.reconcile_once())
-
-    assert found.lost_messages == [orphaned.task_id]
-    assert queued(redis_client, fx.queue) == [orphaned.task_id]
-    assert redis_client.exists(keys.job(held.task_id))
-
-
-def test_a_worker_whose_job_was_taken_back_cannot_write_to_it(redis_url: str) -> None:
-    fx = Fixture(redis_url)
     record = JobRecord(task_id="stale-" + uuid.uuid4().hex, workflow_id="tiny")
     fx.admit(record)
+    assert fx.sync.claim("w1", lease_s=60) == record.task_id
     assert fx.sync.update(
         record.task_id, expect={"attempts": 0}, status=JobStatus.STARTED, worker="w1", attempts=1
     )
+    redis_client.delete(keys.job_lease(record.task_id))
     # w1's lease lapsed (Redis was away, say): the reconciler takes the job back.
     assert fx.run(lambda _, rec: rec.reconcile_once()).lost_workers == [record.task_id]
 

@@ -18,10 +18,13 @@ from pydantic import BaseModel
 from comfyjobs.api.availability import require_available
 from comfyjobs.api.services import Services
 from comfyjobs.errors import (
+    FieldProblem,
     IdempotencyConflictError,
+    InvalidParamsError,
     QueueFullError,
     TenantQueueFullError,
 )
+from comfyjobs.jobs.queue import PRIORITY_DEFAULT
 from comfyjobs.jobs.record import JobRecord
 from comfyjobs.manifests.params import resolve_params
 from comfyjobs.manifests.registry import Workflow
@@ -49,7 +52,9 @@ async def submit(
     request: BaseModel,
     caller: Principal,
     idempotency_key: str | None = None,
+    priority: int = PRIORITY_DEFAULT,
 ) -> Submitted:
+    check_priority(svc, caller, priority)
     await require_available(svc.fleet, workflow.id)
     models = await svc.models.lists(workflow.model_folders)
     params = resolve_params(workflow, request, models.get)
@@ -60,6 +65,7 @@ async def submit(
         tenant=caller.tenant,
         params=media.params,
         inputs=media.inputs,
+        priority=priority,
     )
     fingerprint = request_hash(workflow, request)
     admission = await svc.store.admit(
@@ -82,6 +88,15 @@ async def submit(
             f"{svc.settings.max_queue_depth}); try again later"
         )
     return Submitted(record=record, replayed=False)
+
+
+def check_priority(svc: Services, caller: Principal, priority: int) -> None:
+    """TENANT_MAX_PRIORITY: the highest a tenant's key may ask for (admin keys: any)."""
+    cap = svc.settings.tenant_max_priority
+    if priority > cap and not caller.admin:
+        raise InvalidParamsError(
+            [FieldProblem("priority", f"at most {cap} for tenant {caller.tenant!r} (TENANT_MAX_PRIORITY)")]
+        )
 
 
 async def _replay(svc: Services, key: str, stored: str, fingerprint: str, caller: Principal) -> Submitted:

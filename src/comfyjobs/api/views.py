@@ -65,7 +65,9 @@ class AssetView(BaseModel):
 
 
 class QueueView(BaseModel):
-    position: int = Field(description="1 = the next job a worker takes")
+    position: int = Field(
+        description="1 = the next job a worker takes (counting higher priorities, and tenants' turns)"
+    )
     waiting: int = Field(description="jobs waiting on the queue in all")
 
 
@@ -74,6 +76,7 @@ class TaskView(BaseModel):
     workflow_id: str
     tenant: str | None = Field(default=None, description="whose task it is (the API key's tenant)")
     status: JobStatus
+    priority: int = Field(default=5, description="0-9, higher first")
     progress: Progress
     params: dict[str, Any]
     outputs: list[OutputView]
@@ -116,7 +119,7 @@ class TaskView(BaseModel):
             outputs_deleted=expired,
             queue=queue,
             last_event_id=last_event_id,
-            **record.model_dump(exclude={"outputs", "inputs"}),
+            **record.model_dump(exclude={"outputs", "inputs", "graph", "queue_seq"}),
         )
 
 
@@ -125,4 +128,5 @@ class Accepted(BaseModel):
     status: JobStatus
     workflow_id: str
     params: dict[str, Any]
+    priority: int
     status_url: str

@@ -271,14 +271,7 @@ class ComfyClient:
                 if on_submitted is not None:
                     on_submitted(prompt_id)
                 error = self._follow(
-                    ws,
-                    prompt_id,
-                    graph,
-                    on_event,
-                    time.monotonic() + timeout_s,
-                    is_alive,
-                    hang_timeout_s,
-                    should_stop,
+                    ws, prompt_id, graph, on_event, timeout_s, is_alive, hang_timeout_s, should_stop
                 )
             except BaseException:
                 # Timed out, lost the socket, or the caller's callback failed: don't leave the prompt
@@ -300,11 +293,15 @@ class ComfyClient:
         prompt_id: str,
         graph: Mapping[str, Any],
         on_event: EventCallback,
-        deadline: float,
+        timeout_s: float,
         is_alive: Callable[[], bool],
         hang_timeout_s: float | None,
         should_stop: Callable[[], bool],
     ) -> Exception | None:
+        # The time limit counts from the prompt's start: queued behind another (a worker keeps the next
+        # job queued in ComfyUI), it waits at most that one's limit first.
+        deadline = time.monotonic() + 2 * timeout_s
+
         def node_type(node_id: Any) -> str | None:
             node = graph.get(str(node_id)) if node_id is not None else None
             return node.get("class_type") if isinstance(node, Mapping) else None
@@ -334,7 +331,7 @@ class ComfyClient:
                 raise ComfyUnavailableError(f"ComfyUI's websocket broke during the job: {exc}") from exc
             last_traffic = time.monotonic()
             if isinstance(frame, bytes):
-                # Previews carry no prompt id; this ComfyUI runs our prompts only, one at a time.
+                # Previews carry no prompt id; ComfyUI sends them to the client of the prompt it runs.
                 preview = parse_preview(frame)
                 if preview is not None and prompt_started:
                     on_event(ComfyEvent("preview", image=preview[0], image_type=preview[1]))
@@ -353,6 +350,7 @@ class ComfyClient:
                 continue
             if kind == "execution_start":
                 prompt_started = True
+                deadline = time.monotonic() + timeout_s
                 on_event(ComfyEvent("started"))
             elif kind == "executing":
                 node = data.get("node")

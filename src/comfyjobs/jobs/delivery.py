@@ -1,15 +1,17 @@
-"""How a job reaches a worker: the Celery application (the workers consume with it) and the message that
-delivers a job, which the API writes itself, inside the Redis script that admits the job.
+"""How work reaches a worker: the Celery application (the workers consume with it) and its messages,
+*tickets*, which the API writes itself, inside the Redis script that puts a job in line.
 
-Celery only delivers task ids; the job record in Redis says what the task is and where it stands, so no
-result backend is configured. Late acks plus reject-on-worker-lost mean a job whose worker dies is
-delivered again instead of being dropped.
+A ticket names no job: it tells a worker "take the next job in line now" (``TAKE_JOB_TASK``), and the
+worker's take (jobs.queue ``CLAIM``) picks it by priority, tenants' turns and so on. So the order, the
+positions and the depth follow from one structure (jobs.queue), and Celery's list is only a count of
+wake-ups: nothing reads its messages. One ticket is sent per job put in line; a ticket lost (its worker
+died holding it) is made up for by the reconciler from the list's length alone; a ticket too many finds
+an empty line and costs nothing. No result backend: the job record says where a job stands.
 
-Sending: the message is what Celery's own ``send_task`` would push onto the queue's Redis list. Celery
-builds it once, at start, through a transport that keeps it instead of sending it (``JobMessages``); each
-job then gets a copy with its task id and a fresh delivery tag. So the record and its message are written by
-one script (never one without the other), without a kombu round trip per job, and Celery's format is still
-Celery's own code's, whatever its version.
+Sending: a ticket is what Celery's own ``send_task`` would push onto the queue's Redis list. Celery builds
+it once, at start, through a transport that keeps it instead of sending it (``JobMessages``); each ticket
+is a copy with a fresh id and delivery tag. So a job and its ticket are written by one script (never one
+without the other), with no kombu round trip per job, and the format is Celery's own, whatever its version.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from kombu.transport import memory
 from comfyjobs.manifests.registry import Registry
 from comfyjobs.settings import Settings
 
-RUN_JOB_TASK = "comfyjobs.run_job"
+TAKE_JOB_TASK = "comfyjobs.take_job"
+RUN_JOB_TASK = "comfyjobs.run_job"  # messages of earlier versions, one per job, naming it
+PIPELINE_DEPTH = 2  # tickets a worker takes at once: its ComfyUI has the next job queued while one runs
 
 
 def longest_job_s(settings: Settings, registry: Registry) -> float:
@@ -50,16 +54,15 @@ def make_celery(settings: Settings, registry: Registry) -> Celery:
         result_serializer="json",
         result_backend=None,
         task_ignore_result=True,
+        # Acked when done: a worker holds no more tickets than it has threads, so an idle worker is
+        # never left waiting while a busy one sits on a ticket. A ticket of a worker that died is made
+        # up for by the reconciler; the job it took goes back in line when its lease lapses.
         task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        # A task only raises when the job record cannot be read or written (Redis down for longer than
-        # the runner's retries). Celery then rejects the message without requeue; the job is not lost
-        # for that: its record still says PENDING or running, and the reconciler sends it again once
-        # its lease has lapsed.
-        task_acks_on_failure_or_timeout=False,
+        task_reject_on_worker_lost=False,
+        task_acks_on_failure_or_timeout=True,
         task_default_queue=settings.queue_name,
         worker_prefetch_multiplier=1,
-        worker_concurrency=1,
+        worker_concurrency=PIPELINE_DEPTH,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
         broker_connection_retry_on_startup=True,
@@ -87,15 +90,14 @@ def _kept_message(app: Celery, queue: str) -> tuple[str, dict[str, Any]]:
 
     connection = Connection(transport=KeepingTransport)  # type: ignore[no-untyped-call]
     with connection as conn, conn.Producer() as producer:
-        app.send_task(RUN_JOB_TASK, task_id=_TASK_ID, queue=queue, producer=producer)
+        app.send_task(TAKE_JOB_TASK, task_id=_TASK_ID, queue=queue, producer=producer)
     (sent,) = kept
     return sent
 
 
 class JobMessages:
-    """The Celery message that delivers one job: ``message(task_id)`` is the bytes to LPUSH onto ``list_key``
-    (what ``app.send_task(RUN_JOB_TASK, task_id=task_id, queue=queue)`` would have pushed). The task id
-    travels as the Celery task id only, so the message body is the same for every job."""
+    """Tickets: ``ticket()`` is the bytes to LPUSH onto ``list_key`` (what ``app.send_task(TAKE_JOB_TASK,
+    queue=queue)`` would have pushed)."""
 
     def __init__(self, app: Celery, queue: str) -> None:
         self.list_key, message = _kept_message(app, queue)
@@ -104,6 +106,9 @@ class JobMessages:
         if text.count(_TASK_ID) < 1 or text.count(_DELIVERY_TAG) != 1:
             raise RuntimeError("Celery's task message no longer carries the task id where expected")
         self._template = text
+
+    def ticket(self) -> str:
+        return self.message(f"ticket-{uuid.uuid4().hex}")
 
     def message(self, task_id: str) -> str:
         if not _SAFE_ID.fullmatch(task_id):  # it goes into JSON text as it is

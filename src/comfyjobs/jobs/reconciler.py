@@ -2,13 +2,13 @@
 
 Two ways a job can be stranded, neither announced by any event (that is why this looks periodically):
   - running, but its worker was lost (SIGKILL, out of memory, machine gone): its lease lapsed. The record
-    goes back to PENDING and a new message is sent; the next start counts as another attempt, and after
-    MAX_ATTEMPTS the worker ends it in FAILURE.
-  - waiting, but its message is gone: delivered to a worker that died before it started the job, or lost
-    with Redis (between writing the record and the message, or in the last second before a machine crash:
-    append-only, fsync every second). Jobs waiting longer than a grace period whose message is not in the
-    queue and that no live worker holds (by its lease) are sent again.
-A job sent twice runs once: a worker takes the job's lease before starting it, and a job already final
+    goes back to PENDING, back in its place in line, with a ticket; the next start counts as another
+    attempt, and after MAX_ATTEMPTS the worker ends it in FAILURE.
+  - waiting, but its ticket is gone: taken by a worker that died before it took a job, or lost with Redis
+    (in the last second before a machine crash: append-only, fsync every second). When jobs have waited
+    longer than a grace period and Celery's list holds fewer tickets than jobs wait, tickets are sent to
+    make up the difference (only their number matters: see jobs.delivery).
+A job runs once: a worker takes it out of line and takes its lease in one script, and a job already final
 is skipped.
 
 Runs in the API process (an asyncio task); with several APIs, the one holding the leader key does it.
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 import uuid
@@ -38,7 +37,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class Reconciled:
     lost_workers: list[str] = field(default_factory=list)  # running jobs put back in line
-    lost_messages: list[str] = field(default_factory=list)  # waiting jobs whose message was sent again
+    lost_tickets: int = 0  # tickets sent again: fewer in Celery's list than jobs waiting past the grace
 
 
 class Reconciler:
@@ -70,11 +69,11 @@ class Reconciler:
             try:
                 if await self._lead():
                     found = await self.reconcile_once()
-                    if found.lost_workers or found.lost_messages:
+                    if found.lost_workers or found.lost_tickets:
                         log.warning(
-                            "reconciler: re-queued jobs of lost workers %s; re-sent lost messages %s",
+                            "reconciler: re-queued jobs of lost workers %s; sent %d lost tickets again",
                             found.lost_workers,
-                            found.lost_messages,
+                            found.lost_tickets,
                         )
             except (QueueUnavailableError, redis.RedisError) as exc:
                 log.warning("reconciler: Redis unavailable (%s); next try in %.0f s", exc, self._interval_s)
@@ -112,28 +111,10 @@ class Reconciler:
                     type="worker_lost", message=f"worker {record.worker} was lost while running it"
                 ),
             )
-            if requeued:
-                await self._store.send(task_id)
+            if requeued:  # back in line, with a ticket (the update does both)
                 found.lost_workers.append(task_id)
         stale = await self._store.waiting_ids(before=time.time() - self.message_grace_s)
         if stale:
-            queued = await self._queued_ids()
-            for task_id in stale:
-                # A worker that received the message takes the lease before anything else (even before
-                # waiting for its ComfyUI); a message delivered to a worker that died since has neither.
-                if task_id in queued or await self._redis.exists(keys.job_lease(task_id)):
-                    continue
-                await self._store.send(task_id)
-                found.lost_messages.append(task_id)
+            # Tickets name no job: only their number matters (see jobs.delivery).
+            found.lost_tickets = await self._store.top_up_tickets(await self._store.waiting(), len(stale))
         return found
-
-    async def _queued_ids(self) -> set[str]:
-        """Task ids with a message waiting in the queue. (Delivered but unacknowledged messages are no
-        sign of life: Celery's Redis transport keeps them for a dead worker until the visibility timeout.)
-        """
-        return {_task_id(json.loads(raw)) for raw in await self._redis.lrange(self._queue, 0, -1)}
-
-
-def _task_id(message: dict[str, object]) -> str:
-    headers = message.get("headers")
-    return str(headers.get("id")) if isinstance(headers, dict) else ""

@@ -98,6 +98,8 @@ class JobRecord(BaseModel):
     outputs: list[StoredOutput] = Field(default_factory=list)
     inputs: dict[str, InputRef] = Field(default_factory=dict)  # media parameter (or "node.input") → its file
     graph: dict[str, Any] | None = None  # RAW_GRAPH jobs: the API-format graph, run as it is
+    priority: int = 5  # 0-9, higher first (jobs.queue)
+    queue_seq: int | None = None  # its place within its lane, taken at admission (jobs.queue)
     outputs_expire_at: datetime | None = None  # OUTPUT_TTL_S after the end, or when deleted on request
     error: JobError | None = None
     worker: str | None = None

@@ -23,10 +23,11 @@ import redis.asyncio as aioredis
 
 from comfyjobs import keys
 from comfyjobs.errors import QueueUnavailableError
+from comfyjobs.jobs import scripts
 from comfyjobs.jobs.changes import ChangeHub
 from comfyjobs.jobs.delivery import JobMessages
+from comfyjobs.jobs.queue import CLAIM, POSITION, lua
 from comfyjobs.jobs.record import (
-    TERMINAL_STATUSES,
     JobRecord,
     JobStatus,
     decode_record,
@@ -36,71 +37,7 @@ from comfyjobs.jobs.record import (
 )
 from comfyjobs.tenancy import DEFAULT_TENANT
 
-DEPARTURES_MAXLEN = 1000  # readers only need "someone left since I looked", not the history
 PREVIEW_TTL_S = 3600  # the latest preview of a job outlives its run by at most this
-
-# KEYS[1] job hash, [2] job events stream, [3] queue waiting set, [4] queue departures, [5] running set,
-# [6] waiting-by-tenant set
-# ARGV[1] task id, [2] fields the record must hold (JSON object of encoded values) or "", [3] now (score),
-# then field, value, field, value, ...
-_UPDATE_UNLESS_TERMINAL = (
-    """
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return -1 end
-local terminal = {$TERMINAL}
-local function is_terminal(s)
-  for _, t in ipairs(terminal) do if s == t then return true end end
-  return false
-end
-if is_terminal(status) then return 0 end
-if ARGV[2] ~= '' then
-  for name, value in pairs(cjson.decode(ARGV[2])) do
-    if redis.call('HGET', KEYS[1], name) ~= value then return 0 end
-  end
-end
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
-local changes = {}
-for i = 4, #ARGV, 2 do changes[ARGV[i]] = ARGV[i + 1] end
-redis.call('XADD', KEYS[2], '*', 'changes', cjson.encode(changes))
-redis.call('PUBLISH', $CHANGES, KEYS[2])
-local new = changes['status']
-local by_tenant = (redis.call('HGET', KEYS[1], 'tenant') or 'null') .. '|' .. ARGV[1]
-if new == $PENDING then
-  redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
-  redis.call('ZADD', KEYS[6], 0, by_tenant)
-  redis.call('ZREM', KEYS[5], ARGV[1])
-elseif new then
-  if redis.call('ZREM', KEYS[3], ARGV[1]) == 1 then
-    redis.call('XADD', KEYS[4], 'MAXLEN', '~', $DEPARTURES_MAXLEN, '*', 'task_id', ARGV[1])
-    redis.call('PUBLISH', $CHANGES, KEYS[4])
-  end
-  redis.call('ZREM', KEYS[6], by_tenant)
-  if new == $STARTED or new == $PROGRESS then
-    redis.call('ZADD', KEYS[5], 'NX', ARGV[3], ARGV[1])
-  elseif is_terminal(new) then
-    redis.call('ZREM', KEYS[5], ARGV[1])
-  end
-end
-return 1
-"""
-    # Status values are stored JSON-encoded ("\"SUCCESS\""), and written here as Lua string literals.
-    .replace("$TERMINAL", ", ".join(json.dumps(json.dumps(s.value)) for s in TERMINAL_STATUSES))
-    .replace("$PENDING", json.dumps(json.dumps(JobStatus.PENDING.value)))
-    .replace("$STARTED", json.dumps(json.dumps(JobStatus.STARTED.value)))
-    .replace("$PROGRESS", json.dumps(json.dumps(JobStatus.PROGRESS.value)))
-    .replace("$DEPARTURES_MAXLEN", str(DEPARTURES_MAXLEN))
-    .replace("$CHANGES", json.dumps(keys.CHANGES))
-)
-
-# KEYS[1] lease; ARGV[1] owner, ARGV[2] ttl in ms (renew) — only the owner may renew or release.
-_RENEW_LEASE = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-"""
-_RELEASE_LEASE = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-return redis.call('DEL', KEYS[1])
-"""
 
 T = TypeVar("T")
 
@@ -158,16 +95,19 @@ def _translated() -> Iterator[None]:
         raise QueueUnavailableError(f"Redis is unavailable: {exc}") from exc
 
 
-def _update_args(task_id: str, expect: Mapping[str, Any] | None, fields: dict[str, Any]) -> list[Any]:
+def _update_args(
+    task_id: str, expect: Mapping[str, Any] | None, fields: dict[str, Any], queue_keys: _Keys, ticket: str
+) -> list[Any]:
     expected = json.dumps(encode_fields(dict(expect))) if expect else ""
-    flat: list[Any] = [task_id, expected, time.time()]
+    flat: list[Any] = [task_id, expected, time.time(), queue_keys.prefix, ticket]
     for name, value in encode_fields(fields).items():
         flat += [name, value]
     return flat
 
 
-def _place(rank: Any, waiting: Any) -> QueuePlace:
-    return QueuePlace(position=None if rank is None else int(rank) + 1, waiting=int(waiting))
+def _place(found: Any) -> QueuePlace:
+    position, waiting = found
+    return QueuePlace(position=int(position) if position else None, waiting=int(waiting))
 
 
 def _text(value: Any) -> str:
@@ -186,7 +126,10 @@ def decode_events(entries: Any) -> list[JobEvent]:
 class _Keys:
     """The keys one store touches; a store serves one queue."""
 
-    def __init__(self, queue: str) -> None:
+    def __init__(self, queue: str, messages: JobMessages) -> None:
+        self.prefix = keys.queue_prefix(queue)
+        self.seq = keys.queue_seq(queue)
+        self.tickets = messages.list_key
         self.waiting = keys.queue_waiting(queue)
         self.departures = keys.queue_departures(queue)
         self.running = keys.queue_running(queue)
@@ -201,46 +144,8 @@ class _Keys:
             self.departures,
             self.running,
             self.by_tenant,
+            self.tickets,
         ]
-
-
-# KEYS[1] job hash, KEYS[2] job events stream, KEYS[3] queue waiting set, KEYS[4] idempotency key or "",
-# KEYS[5] waiting-by-tenant set, KEYS[6] the queue's Celery list, KEYS[7] the tenant's jobs
-# ARGV[1] task id, [2] ttl_s, [3] score, [4] max waiting (0: no limit), [5] idempotency value,
-# [6] the creation event's JSON, [7] the tenant (JSON), [8] max waiting per tenant (0: no limit),
-# [9] the job's Celery message, then field, value, ...
-_ADMIT = """
-if KEYS[4] ~= '' then
-  local existing = redis.call('GET', KEYS[4])
-  if existing then return {'duplicate', existing} end
-end
-local waiting = redis.call('ZCARD', KEYS[3])
-if tonumber(ARGV[4]) > 0 and waiting >= tonumber(ARGV[4]) then return {'full', tostring(waiting)} end
-if tonumber(ARGV[8]) > 0 then
-  local mine = redis.call('ZLEXCOUNT', KEYS[5], '[' .. ARGV[7] .. '|', '[' .. ARGV[7] .. '|\255')
-  if mine >= tonumber(ARGV[8]) then return {'tenant_full', tostring(mine)} end
-end
-redis.call('ZADD', KEYS[5], 0, ARGV[7] .. '|' .. ARGV[1])
-redis.call('HSET', KEYS[1], unpack(ARGV, 10))
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-redis.call('XADD', KEYS[2], '*', 'changes', ARGV[6])
-redis.call('EXPIRE', KEYS[2], ARGV[2])
-redis.call('PUBLISH', $CHANGES, KEYS[2])
-redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
-if KEYS[4] ~= '' then redis.call('SET', KEYS[4], ARGV[5], 'EX', ARGV[2]) end
-redis.call('LPUSH', KEYS[6], ARGV[9])
-redis.call('ZADD', KEYS[7], ARGV[3], ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', tonumber(ARGV[3]) - tonumber(ARGV[2]))
-redis.call('EXPIRE', KEYS[7], ARGV[2])
-return {'created', ''}
-""".replace("$CHANGES", json.dumps(keys.CHANGES))
-
-
-_SET_IF_EXISTS = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-return 1
-"""
 
 
 @dataclass(frozen=True)
@@ -252,16 +157,40 @@ class Admission:
     detail: str = ""
 
 
-class JobStore:
-    """Blocking store, for workers (which run one job at a time in a plain thread)."""
+def _ticket(messages: JobMessages, fields: Mapping[str, Any]) -> str:
+    """A ticket goes with a change that puts the job back in line (a worker must come and take it)."""
+    return messages.ticket() if fields.get("status") == JobStatus.PENDING else ""
 
-    def __init__(self, client: redis.Redis, ttl_s: int, queue: str) -> None:
+
+class JobStore:
+    """Blocking store, for workers (a plain thread per job)."""
+
+    def __init__(self, client: redis.Redis, ttl_s: int, queue: str, messages: JobMessages) -> None:
         self._redis = client
         self._ttl_s = ttl_s
-        self._keys = _Keys(queue)
-        self._update = client.register_script(_UPDATE_UNLESS_TERMINAL)
-        self._renew = client.register_script(_RENEW_LEASE)
-        self._release = client.register_script(_RELEASE_LEASE)
+        self._messages = messages
+        self._keys = _Keys(queue, messages)
+        self._update = client.register_script(scripts.UPDATE_UNLESS_TERMINAL)
+        self._claim = client.register_script(lua(CLAIM, scripts.DEPARTURES_MAXLEN))
+        self._acquire = client.register_script(scripts.ACQUIRE_LEASE)
+        self._renew = client.register_script(scripts.RENEW_LEASE)
+        self._release = client.register_script(scripts.RELEASE_LEASE)
+
+    def claim(self, owner: str, lease_s: float) -> str | None:
+        """Takes the next job in line (priority, then tenants in turn; see jobs.queue) with its lease in
+        ``owner``'s name; None when none waits."""
+        k = self._keys
+        args: list[str | int] = [
+            k.prefix, owner, int(lease_s * 1000), keys.LEASE_PREFIX, k.departures, k.waiting, k.by_tenant
+        ]  # fmt: skip
+        with _translated():
+            taken = self._claim(keys=[], args=args)
+        return _text(taken) if taken else None
+
+    def send_ticket(self) -> None:
+        """One more ticket: a worker that took one but cannot take a job now hands it on."""
+        with _translated():
+            self._redis.lpush(self._messages.list_key, self._messages.ticket())
 
     def get(self, task_id: str) -> JobRecord | None:
         with _translated():
@@ -272,7 +201,7 @@ class JobStore:
         """Applies ``fields`` unless the record is gone or terminal, or does not hold ``expect`` (e.g. the
         attempt and worker a writer started as: a worker whose job was taken back, or taken over by a
         later attempt, cannot write over it). True if applied."""
-        args = _update_args(task_id, expect, fields)
+        args = _update_args(task_id, expect, fields, self._keys, _ticket(self._messages, fields))
         with _translated():
             applied = self._update(keys=self._keys.update(task_id), args=args)
         return int(applied) == 1
@@ -284,8 +213,9 @@ class JobStore:
         return [event for _, entries in replies or [] for event in decode_events(entries)]
 
     def acquire_lease(self, task_id: str, owner: str, ttl_s: float) -> bool:
+        """True if ``owner`` holds the lease now (taken, or already its own from ``claim``)."""
         with _translated():
-            return bool(self._redis.set(keys.job_lease(task_id), owner, nx=True, px=int(ttl_s * 1000)))
+            return int(self._acquire(keys=[keys.job_lease(task_id)], args=[owner, int(ttl_s * 1000)])) == 1
 
     def renew_lease(self, task_id: str, owner: str, ttl_s: float) -> bool:
         with _translated():
@@ -326,10 +256,11 @@ class AsyncJobStore:
         self._messages = messages
         self._hub = hub  # what waits for changes (wait_for_change); readers that never wait need none
         self._ttl_s = ttl_s
-        self._keys = _Keys(queue)
-        self._update = client.register_script(_UPDATE_UNLESS_TERMINAL)
-        self._admit = client.register_script(_ADMIT)
-        self._set_if_exists = client.register_script(_SET_IF_EXISTS)
+        self._keys = _Keys(queue, messages)
+        self._update = client.register_script(scripts.UPDATE_UNLESS_TERMINAL)
+        self._admit = client.register_script(scripts.ADMIT)
+        self._position = client.register_script(lua(POSITION, scripts.DEPARTURES_MAXLEN))
+        self._set_if_exists = client.register_script(scripts.SET_IF_EXISTS)
 
     async def _call(self, make: Callable[[], Awaitable[T]]) -> T:
         try:
@@ -359,6 +290,7 @@ class AsyncJobStore:
             self._keys.by_tenant,
             self._messages.list_key,
             keys.tenant_jobs(record.tenant or DEFAULT_TENANT),
+            self._keys.seq,
         ]
         args: list[Any] = [
             record.task_id,
@@ -369,18 +301,25 @@ class AsyncJobStore:
             json.dumps(fields),
             fields["tenant"],
             max_waiting_per_tenant,
-            self._messages.message(record.task_id),
+            self._messages.ticket(),
+            self._keys.prefix,
+            record.priority,
         ]
         for name, value in fields.items():
             args += [name, value]
         outcome, detail = await self._call(lambda: self._admit(keys=job_keys, args=args))
         return Admission(outcome=_text(outcome), detail=_text(detail))
 
-    async def send(self, task_id: str) -> None:
-        """Sends the job's message again (the reconciler, for a job put back in line or whose message
-        was lost)."""
-        message = self._messages.message(task_id)
-        await self._call(lambda: self._redis.lpush(self._messages.list_key, message))
+    async def top_up_tickets(self, waiting: int, most: int) -> int:
+        """Tickets sent so that at least ``waiting`` are in Celery's list (at most ``most`` more): after
+        a ticket was lost (a worker died holding it, Redis lost its last second). Returns how many. A
+        ticket too many costs a worker one look at an empty line."""
+        queued = int(await self._call(lambda: self._redis.llen(self._messages.list_key)))
+        missing = min(max(0, waiting - queued), most)
+        if missing:
+            tickets = [self._messages.ticket() for _ in range(missing)]
+            await self._call(lambda: self._redis.lpush(self._messages.list_key, *tickets))
+        return missing
 
     async def tenant_job_ids(self, tenant: str, before: float | None, limit: int) -> list[tuple[str, float]]:
         """A tenant's task ids with their acceptance time, newest first, accepted before ``before`` (epoch
@@ -421,7 +360,7 @@ class AsyncJobStore:
         return decode_record(raw) if raw else None
 
     async def update(self, task_id: str, *, expect: Mapping[str, Any] | None = None, **fields: Any) -> bool:
-        args = _update_args(task_id, expect, fields)
+        args = _update_args(task_id, expect, fields, self._keys, _ticket(self._messages, fields))
         applied = await self._call(lambda: self._update(keys=self._keys.update(task_id), args=args))
         return int(applied) == 1
 
@@ -439,29 +378,27 @@ class AsyncJobStore:
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.hgetall(keys.job(task_id))
                 pipe.xrevrange(keys.job_events(task_id), count=1)
-                pipe.zrank(self._keys.waiting, task_id)
-                pipe.zcard(self._keys.waiting)
+                await self._position(keys=[], args=self._position_args(task_id), client=pipe)
                 pipe.xrevrange(self._keys.departures, count=1)
                 return await pipe.execute()
 
-        raw, last, rank, waiting, departed = await self._call(run)
+        raw, last, found, departed = await self._call(run)
         if not raw:
             return None
         return Snapshot(
             record=decode_record(raw),
             last_event_id=_text(last[0][0]) if last else None,
-            place=_place(rank, waiting),
+            place=_place(found),
             last_departure=_text(departed[0][0]) if departed else "0-0",
         )
 
-    async def place(self, task_id: str) -> QueuePlace:
-        async def run() -> list[Any]:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.zrank(self._keys.waiting, task_id)
-                pipe.zcard(self._keys.waiting)
-                return await pipe.execute()
+    def _position_args(self, task_id: str) -> list[str]:
+        return [self._keys.prefix, task_id, keys.job(task_id), self._keys.waiting]
 
-        return _place(*await self._call(run))
+    async def place(self, task_id: str) -> QueuePlace:
+        """Its place in line, counting priorities and the tenants' turns (jobs.queue): no scan."""
+        args = self._position_args(task_id)
+        return _place(await self._call(lambda: self._position(keys=[], args=args)))
 
     async def events(self, task_id: str) -> list[JobEvent]:
         """All the task's events, in order."""

@@ -29,7 +29,7 @@ from comfyjobs.backoff import DEFAULT_DELAYS_S, Backoff, capped
 from comfyjobs.comfy.client import ComfyClient
 from comfyjobs.comfy.process import ComfyInstance, ComfyProcess, default_python
 from comfyjobs.heartbeat import Heartbeat, WorkerBeat
-from comfyjobs.jobs.delivery import make_celery
+from comfyjobs.jobs.delivery import PIPELINE_DEPTH, JobMessages, make_celery
 from comfyjobs.jobs.record import utc_now
 from comfyjobs.jobs.store import JobStore
 from comfyjobs.manifests.loader import load_registry
@@ -159,14 +159,24 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
         log.info("ComfyUI ready on %s after %.1f s", comfy.base_url, time.monotonic() - t0)
         availability.refresh()
         supervisor.start()
+        app = make_celery(settings, registry)
+        messages = JobMessages(app, settings.queue_name)
+        local = threading.local()
+
+        def thread_client() -> ComfyClient:
+            made: ComfyClient | None = getattr(local, "client", None)
+            if made is None:
+                made = local.client = ComfyClient(comfy.base_url)
+            return made
+
         tasks.bind_context(
             WorkerContext(
                 settings=settings,
                 worker_id=worker_id,
                 registry=registry,
-                store=JobStore(redis_client, settings.job_ttl_s, settings.queue_name),
+                store=JobStore(redis_client, settings.job_ttl_s, settings.queue_name, messages),
                 comfy=comfy,
-                client=client,
+                thread_client=thread_client,
                 objects=objects,
                 outputs=OutputSaver(
                     objects,
@@ -177,14 +187,13 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
                 control=control,
             )
         )
-        app = make_celery(settings, registry)
         tasks.register(app)
         # Announce readiness only once the consumer is up, so `/ready` means "jobs are being taken".
         celery_signals.worker_ready.connect(lambda **_: heartbeat.start(), weak=False)
         worker = app.Worker(
             hostname=worker_id,
-            pool="solo",
-            concurrency=1,
+            pool="threads",  # PIPELINE_DEPTH jobs: one runs in ComfyUI while the next waits queued there
+            concurrency=PIPELINE_DEPTH,
             queues=[settings.queue_name],
             loglevel=settings.log_level,
             without_gossip=True,

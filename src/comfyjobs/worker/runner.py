@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -44,11 +45,12 @@ class WorkerContext:
     registry: Registry
     store: JobStore
     comfy: ComfyProcess
-    client: ComfyClient
+    # This thread's ComfyUI client: a worker runs PIPELINE_DEPTH jobs' threads at once (one executing
+    # in ComfyUI, the next queued there), each with its own HTTP session and websocket.
+    thread_client: Callable[[], ComfyClient]
     objects: ObjectStore
     outputs: OutputSaver
-    # A second client for the job guard's thread (cancelling a prompt while `client` waits on it):
-    # one HTTP session per thread, made once per worker rather than once per job.
+    # For the job guards' threads (cancelling a prompt while a job's client waits on it).
     control: ComfyClient
 
 
@@ -114,13 +116,32 @@ FINISH_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0)
 
 
 class RequeueJobError(Exception):
-    """The job is back to PENDING in its record; the task hands its message back to the queue."""
+    """The job is back to PENDING in its record (and in line, with a ticket for it)."""
+
+
+def take_next(ctx: WorkerContext) -> str | None:
+    """One ticket: once this worker's ComfyUI is ready, take the next job in line (jobs.queue) and run
+    it. Returns the task id run, or None when the line was empty (or the ticket was handed on because
+    ComfyUI is not up: another worker, or this one later, takes the job)."""
+    if not ctx.comfy.wait_until_ready(ctx.settings.comfyui_start_timeout_s):
+        ctx.store.send_ticket()
+        return None
+    task_id = ctx.store.claim(ctx.worker_id, ctx.settings.job_lease_s)
+    if task_id is None:
+        return None
+    guard = JobGuard(ctx.store, task_id, ctx.worker_id, ctx.settings.job_lease_s, ctx.control.cancel)
+    with guard:
+        try:
+            execute_job(task_id, ctx, guard)
+        except RequeueJobError as exc:
+            log.info("task %s is back in line: %s", task_id, exc)
+    return task_id
 
 
 def handle_delivery(task_id: str, ctx: WorkerContext) -> None:
-    """One delivery of a job's message. The lease comes first, before waiting for ComfyUI: from here on a
-    live worker visibly has the job, so the reconciler leaves it alone; a second delivery of a job some
-    live worker has is dropped here. Raises RequeueJobError to hand the message back."""
+    """A message of an earlier version, naming its job. The lease comes first, before waiting for
+    ComfyUI: from here on a live worker visibly has the job, so the reconciler leaves it alone; a second
+    delivery of a job some live worker has is dropped here. Raises RequeueJobError to hand it back."""
     guard = JobGuard(ctx.store, task_id, ctx.worker_id, ctx.settings.job_lease_s, ctx.control.cancel)
     if not guard.acquire():
         log.warning("task %s is with another worker; dropping this duplicate delivery", task_id)
@@ -177,14 +198,15 @@ def _run_leased(task_id: str, ctx: WorkerContext, record: JobRecord, guard: JobG
         if not ctx.comfy.is_ready():
             raise ComfyUnavailableError("ComfyUI is not running on this worker")
         time_limit_s = (workflow and workflow.time_limit_s) or ctx.settings.job_time_limit_s
-        with StagedInputs(ctx.client, ctx.objects, ctx.comfy.instance.input_dir) as staged:
+        client = ctx.thread_client()
+        with StagedInputs(client, ctx.objects, ctx.comfy.instance.input_dir) as staged:
             if record.graph is not None:  # RAW_GRAPH: run as given (checked by the API when accepted)
                 graph = staged.stage_graph(record.graph, record.inputs)
             else:
                 assert workflow is not None
                 graph = build_graph(workflow, staged.stage(record.params, record.inputs), ctx.registry.loras)
             try:
-                files = ctx.client.run(
+                files = client.run(
                     graph,
                     on_event=progress,
                     timeout_s=time_limit_s,
@@ -198,7 +220,7 @@ def _run_leased(task_id: str, ctx: WorkerContext, record: JobRecord, guard: JobG
         if guard.stopped:
             log.info("task %s: stopped (%s); its outputs are not kept", task_id, guard.stopped)
             return
-        outputs = ctx.outputs.save_all(task_id, files, ctx.client.download)
+        outputs = ctx.outputs.save_all(task_id, files, client.download)
     except Exception as exc:
         if guard.stopped:
             log.info("task %s: stopped (%s): %s", task_id, guard.stopped, exc)

@@ -1,7 +1,5 @@
-"""The Celery task: take the job's id, run the job with this process's worker context. Nothing else.
-
-The id is the Celery task id of the message (see jobs.delivery); a message from before that carries it as
-the one argument."""
+"""The Celery tasks: a ticket takes the next job in line and runs it with this process's worker context
+(see jobs.delivery); a message of an earlier version names its job. Nothing else."""
 
 from __future__ import annotations
 
@@ -10,8 +8,8 @@ from typing import Any
 from celery import Celery, Task
 from celery.exceptions import Reject
 
-from comfyjobs.jobs.delivery import RUN_JOB_TASK
-from comfyjobs.worker.runner import RequeueJobError, WorkerContext, handle_delivery
+from comfyjobs.jobs.delivery import RUN_JOB_TASK, TAKE_JOB_TASK
+from comfyjobs.worker.runner import RequeueJobError, WorkerContext, handle_delivery, take_next
 
 _context: WorkerContext | None = None
 
@@ -22,9 +20,19 @@ def bind_context(context: WorkerContext) -> None:
     _context = context
 
 
-def run_job(task: Task[Any, Any], task_id: str | None = None) -> None:
+def _bound() -> WorkerContext:
     if _context is None:
         raise RuntimeError("the worker context is not bound; run tasks through `comfyjobs worker`")
+    return _context
+
+
+def take_job() -> None:
+    take_next(_bound())
+
+
+def run_job(task: Task[Any, Any], task_id: str | None = None) -> None:
+    _bound()
+    assert _context is not None
     try:
         handle_delivery(str(task_id or task.request.id), _context)
     except RequeueJobError as exc:
@@ -32,7 +40,8 @@ def run_job(task: Task[Any, Any], task_id: str | None = None) -> None:
 
 
 def register(app: Celery) -> None:
-    task = app.task(
+    app.task(name=TAKE_JOB_TASK, ignore_result=True)(take_job)
+    legacy = app.task(
         name=RUN_JOB_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True
     )
-    task(run_job)
+    legacy(run_job)

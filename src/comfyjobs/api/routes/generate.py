@@ -11,6 +11,7 @@ from comfyjobs.api.auth import Caller
 from comfyjobs.api.services import Services, services
 from comfyjobs.api.submit import Submitted, submit
 from comfyjobs.api.views import Accepted
+from comfyjobs.jobs.queue import PRIORITY_DEFAULT, Priority
 from comfyjobs.manifests.params import validate_params
 
 router = APIRouter(tags=["jobs"])
@@ -21,6 +22,7 @@ class GenerateRequest(BaseModel):
 
     workflow_id: str = Field(examples=["txt2img"])
     params: dict[str, Any] = Field(default_factory=dict, examples=[{"prompt": "a red fox", "steps": 20}])
+    priority: Priority = PRIORITY_DEFAULT
 
 
 IdempotencyKey = Annotated[
@@ -52,6 +54,7 @@ def accepted(svc: Services, response: Response, submitted: Submitted) -> Accepte
         status=record.status,
         workflow_id=record.workflow_id,
         params=record.params,
+        priority=record.priority,
     )
 
 
@@ -67,4 +70,5 @@ async def generate(
     `POST /workflows/{id}` in these docs."""
     workflow = svc.registry.workflow(body.workflow_id)
     params = validate_params(workflow, body.params)
-    return accepted(svc, response, await submit(svc, workflow, params, caller, idempotency_key))
+    submitted = await submit(svc, workflow, params, caller, idempotency_key, body.priority)
+    return accepted(svc, response, submitted)

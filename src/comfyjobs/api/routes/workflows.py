@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel
 
 from comfyjobs.api.auth import Caller
@@ -13,6 +13,7 @@ from comfyjobs.api.routes.generate import ACCEPT_RESPONSES, IdempotencyKey, acce
 from comfyjobs.api.services import Services, services
 from comfyjobs.api.submit import submit
 from comfyjobs.api.views import Accepted
+from comfyjobs.jobs.queue import PRIORITY_DEFAULT, Priority
 from comfyjobs.manifests.registry import Registry, Workflow
 from comfyjobs.storage.models import ModelLists
 
@@ -66,8 +67,10 @@ def _add_typed_route(router: APIRouter, workflow: Workflow) -> None:
         svc: Annotated[Services, Depends(services)],
         caller: Caller,
         idempotency_key: IdempotencyKey = None,
+        priority: Annotated[Priority, Query()] = PRIORITY_DEFAULT,
     ) -> Accepted:
-        return accepted(svc, response, await submit(svc, workflow, params, caller, idempotency_key))
+        submitted = await submit(svc, workflow, params, caller, idempotency_key, priority)
+        return accepted(svc, response, submitted)
 
     # FastAPI reads the body type from the signature: give this copy the workflow's own model.
     run_workflow.__annotations__["params"] = model

@@ -18,8 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from comfyjobs import keys
 from comfyjobs.api.auth import Caller
 from comfyjobs.api.services import Services, services
+from comfyjobs.api.submit import check_priority
 from comfyjobs.api.v2.views import Job, Output, dump, job_view, output_view, status_of
 from comfyjobs.errors import ApiV2Error, QueueFullError, TaskNotFoundError, TenantQueueFullError
+from comfyjobs.jobs.queue import PRIORITY_DEFAULT, Priority
 from comfyjobs.jobs.record import RAW_GRAPH, JobError, JobRecord, JobStatus, utc_now
 from comfyjobs.manifests.patching import build_graph
 from comfyjobs.tenancy import Principal
@@ -38,6 +40,7 @@ class JobRequest(BaseModel):
     workflow: dict[str, Any] = Field(description="API-format workflow graph, verbatim.")
     extra_data: ExtraData | None = None
     metadata: dict[str, str] | None = None
+    priority: Priority = PRIORITY_DEFAULT  # comfyjobs's own, beside the spec's fields
     webhook_url: Any = None  # reserved by the spec: refused when given
     inputs: Any = None  # reserved by the spec: refused when given
 
@@ -85,6 +88,7 @@ async def post_job(
             raise ApiV2Error(
                 f"{reserved!r} is reserved and not accepted yet", code="invalid_request", status=422
             )
+    check_priority(svc, caller, body.priority)
     inputs = await svc.graphs.accept(body.workflow, caller.tenant)
     record = JobRecord(
         task_id=uuid.uuid4().hex,
@@ -92,6 +96,7 @@ async def post_job(
         tenant=caller.tenant,
         graph=body.workflow,
         inputs=inputs,
+        priority=body.priority,
     )
     admission = await svc.store.admit(
         record,

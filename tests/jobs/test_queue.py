@@ -1,0 +1,108 @@
+"""The one queue against a real Redis: priorities, tenants taking turns, positions that match the order
+jobs are really taken in, and a job cancelled in line never taken."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import redis
+import redis.asyncio as aioredis
+
+from comfyjobs import keys
+from comfyjobs.jobs.delivery import JobMessages, make_celery
+from comfyjobs.jobs.record import JobRecord, JobStatus
+from comfyjobs.jobs.store import AsyncJobStore, JobStore
+from comfyjobs.manifests.loader import load_registry
+from comfyjobs.settings import Settings
+from tests.conftest import REPO
+
+T = TypeVar("T")
+
+
+class Line:
+    def __init__(self, redis_url: str) -> None:
+        self.queue = f"line-{uuid.uuid4().hex[:8]}"
+        settings = Settings.load(redis_url=redis_url, queue_name=self.queue)
+        registry = load_registry(REPO / "manifests", REPO / "workflows")
+        self.messages = JobMessages(make_celery(settings, registry), self.queue)
+        self.sync = JobStore(redis.Redis.from_url(redis_url), 3600, self.queue, self.messages)
+        self.redis_url = redis_url
+
+    def run(self, work: Callable[[AsyncJobStore], Awaitable[T]]) -> T:
+        async def main() -> T:
+            client = aioredis.Redis.from_url(self.redis_url)
+            try:
+                return await work(AsyncJobStore(client, 3600, self.queue, self.messages))
+            finally:
+                await client.aclose()
+
+        return asyncio.run(main())
+
+    def add(self, tenant: str, priority: int = 5) -> str:
+        record = JobRecord(task_id=f"{tenant}-{uuid.uuid4().hex[:12]}", workflow_id="tiny", tenant=tenant,
+                           priority=priority)  # fmt: skip
+        assert self.run(lambda store: store.admit(record)).outcome == "created"
+        return record.task_id
+
+    def positions(self, task_ids: list[str]) -> dict[str, int | None]:
+        async def read(store: AsyncJobStore) -> dict[str, int | None]:
+            return {t: (await store.place(t)).position for t in task_ids}
+
+        return self.run(read)
+
+    def take_all(self) -> list[str]:
+        taken = []
+        while (task_id := self.sync.claim("w1", lease_s=60)) is not None:
+            taken.append(task_id)
+        return taken
+
+
+def test_a_higher_priority_job_is_taken_first_and_counted_so(redis_url: str) -> None:
+    line = Line(redis_url)
+    low = [line.add("alice", priority=0) for _ in range(20)]
+    urgent = line.add("alice", priority=9)
+
+    assert line.positions([urgent, low[0], low[-1]]) == {urgent: 1, low[0]: 2, low[-1]: 21}
+    assert line.take_all() == [urgent, *low]  # FIFO within a priority
+
+
+def test_tenants_take_turns(redis_url: str) -> None:
+    line = Line(redis_url)
+    flood = [line.add("alice") for _ in range(10)]
+    single = line.add("bob")
+
+    assert line.positions([single])[single] == 2  # one job per taker ahead of it, not ten
+    taken = line.take_all()
+    assert taken[:3] == [flood[0], single, flood[1]]
+    assert taken[3:] == flood[2:]
+
+
+def test_positions_match_the_order_jobs_are_taken_in(redis_url: str) -> None:
+    line = Line(redis_url)
+    rng = random.Random(7)
+    jobs = [line.add(rng.choice(["a", "b", "c"]), priority=rng.choice([0, 5, 5, 9])) for _ in range(40)]
+    one = line.sync.claim("w0", lease_s=60)  # the turns have moved once
+    waiting = [t for t in jobs if t != one]
+
+    positions = line.positions(waiting)
+    taken = line.take_all()
+
+    assert sorted(positions.values()) == list(range(1, len(waiting) + 1))  # each place once
+    assert taken == sorted(waiting, key=lambda t: positions[t] or 0)
+    assert line.positions(waiting) == dict.fromkeys(waiting)  # none in line any more
+
+
+def test_a_job_cancelled_in_line_is_never_taken(redis_url: str) -> None:
+    line = Line(redis_url)
+    first, cancelled, last = line.add("alice"), line.add("bob"), line.add("alice")
+    assert line.sync.update(cancelled, status=JobStatus.CANCELLED)
+
+    assert line.positions([last])[last] == 2
+    assert line.take_all() == [first, last]
+    # The depths agree: nothing is counted that is not in a lane.
+    depths = redis.Redis.from_url(line.redis_url).hgetall(keys.queue_prefix(line.queue) + "depths")
+    assert {int(v) for v in depths.values()} <= {0}
