@@ -130,6 +130,9 @@ def task_panel(task: dict[str, Any], saved: list[Path]) -> Panel:
     table.add_row("status", status_text(task["status"]))
     if task.get("queue"):
         table.add_row("queue", f"position {task['queue']['position']} of {task['queue']['waiting']}")
+    for label, key in (("starts ~", "estimated_start_at"), ("done ~", "estimated_finish_at")):
+        if task.get(key):
+            table.add_row(label, core.eta_text(task[key]))
     if task["status"] not in core.TERMINAL and task["progress"]["max"]:
         p = task["progress"]
         table.add_row(
@@ -182,6 +185,8 @@ class LiveBar:
         if status == "PENDING":
             queue = task.get("queue")
             where = f" (position {queue['position']} of {queue['waiting']})" if queue else ""
+            if task.get("estimated_start_at"):
+                where += f", starts {core.eta_text(task['estimated_start_at'])}"
             self.progress.update(self.bar, description=f"queued{where}")
             return
         p = task["progress"]

@@ -36,6 +36,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -559,13 +560,26 @@ def _typed(text: str, spec: dict[str, Any] | None) -> Any:
     return text
 
 
+def eta_text(when: str, now: datetime | None = None) -> str:
+    """An estimate (ISO time from the API) as the client says it: "in ~12 s", "in ~3 min"."""
+    try:
+        at = datetime.fromisoformat(when)
+    except ValueError:
+        return when
+    seconds = max(0.0, (at - (now or datetime.now(UTC))).total_seconds())
+    return f"in ~{seconds:.0f} s" if seconds < 120 else f"in ~{seconds / 60:.0f} min"
+
+
 # --- command line --------------------------------------------------------------------------------------
 
 
 def _progress_line(task: dict[str, Any]) -> str:
     status = str(task["status"])
     if status == "PENDING" and task.get("queue"):
-        return f"{status}: position {task['queue']['position']} of {task['queue']['waiting']} in the queue"
+        line = f"{status}: position {task['queue']['position']} of {task['queue']['waiting']} in the queue"
+        if task.get("estimated_start_at"):
+            line += f", starts {eta_text(task['estimated_start_at'])}"
+        return line
     progress = task.get("progress") or {}
     if progress.get("max") and status not in TERMINAL:
         node = progress.get("node_type") or progress.get("node") or ""

@@ -41,6 +41,12 @@ def queue_prefix(queue: str) -> str:
     return f"{PREFIX}:queue:{queue}:"
 
 
+def run_times(queue: str) -> str:
+    """Hash: workflow id (and "*" for all) -> a moving average of its jobs' run time in seconds (JSON),
+    written by workers as jobs succeed; the API's ETAs read it whole (O(workflows))."""
+    return f"{PREFIX}:queue:{queue}:run-times"
+
+
 def queue_seq(queue: str) -> str:
     """Counter: the sequence number of each job admitted to ``queue`` (its place within its lane)."""
     return f"{PREFIX}:queue:{queue}:seq"

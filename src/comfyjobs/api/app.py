@@ -14,6 +14,7 @@ from comfyjobs import __version__
 from comfyjobs.api.auth import require_api_key
 from comfyjobs.api.availability import FleetView
 from comfyjobs.api.errors import install_error_handlers
+from comfyjobs.api.eta import Estimator
 from comfyjobs.api.limits import install_limits
 from comfyjobs.api.model_catalog import DiskModels, ModelCatalog, ReportedModels
 from comfyjobs.api.quotas import RateLimiter
@@ -93,7 +94,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> FastAPI:
             redis=client,
             fleet=fleet,
             store=store,
-            feed=TaskFeed(store, links, settings.sse_heartbeat_s),
+            feed=TaskFeed(store, links, settings.sse_heartbeat_s, Estimator(store, fleet)),
             objects=objects,
             links=links,
             assets=assets,

@@ -16,6 +16,7 @@ from typing import Any
 
 from fastapi.sse import format_sse_event
 
+from comfyjobs.api.eta import Estimator
 from comfyjobs.api.views import Links, TaskView
 from comfyjobs.errors import QueueUnavailableError, TaskNotFoundError
 from comfyjobs.jobs.record import TERMINAL_STATUSES, JobRecord, JobStatus
@@ -46,14 +47,16 @@ def _not_found(task_id: str) -> TaskNotFoundError:
 
 
 class TaskFeed:
-    def __init__(self, store: AsyncJobStore, links: Links, heartbeat_s: float) -> None:
+    def __init__(self, store: AsyncJobStore, links: Links, heartbeat_s: float, estimator: Estimator) -> None:
         self._store = store
+        self._estimator = estimator
         self._links = links
         self._heartbeat_s = heartbeat_s
 
     async def _view(self, record: JobRecord, last_event_id: EventId | None) -> TaskView:
         place = await self._store.place(record.task_id) if record.status == JobStatus.PENDING else None
-        return TaskView.from_record(record, self._links, place, last_event_id)
+        eta = (await self._estimator.model()).estimate(record, place)
+        return TaskView.from_record(record, self._links, place, last_event_id, eta)
 
     async def _snapshot(self, task_id: str, caller: Principal) -> Snapshot:
         """Another tenant's task is not found, exactly as an unknown one."""
@@ -62,11 +65,13 @@ class TaskFeed:
             raise _not_found(task_id)
         return snapshot
 
-    def _snapshot_view(self, snapshot: Snapshot) -> TaskView:
-        return TaskView.from_record(snapshot.record, self._links, snapshot.place, snapshot.last_event_id)
+    async def _snapshot_view(self, snapshot: Snapshot) -> TaskView:
+        record, place = snapshot.record, snapshot.place
+        eta = (await self._estimator.model()).estimate(record, place)
+        return TaskView.from_record(record, self._links, place, snapshot.last_event_id, eta)
 
     async def current(self, task_id: str, caller: Principal) -> TaskView:
-        return self._snapshot_view(await self._snapshot(task_id, caller))
+        return await self._snapshot_view(await self._snapshot(task_id, caller))
 
     async def wait_for_change(
         self,
@@ -85,7 +90,7 @@ class TaskFeed:
         changed = since is not None and last is not None and event_id_key(last) > event_id_key(since)
         moved = position is not None and place.position is not None and place.position != position
         if record.is_terminal or changed or moved or wait_s <= 0:
-            return self._snapshot_view(snapshot)
+            return await self._snapshot_view(snapshot)
         departures = snapshot.last_departure if record.status == JobStatus.PENDING else None
         await self._store.wait_for_change(task_id, since or last or "0-0", wait_s, departures)
         return await self.current(task_id, caller)

@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from comfyjobs.api.eta import Eta
 from comfyjobs.jobs.record import JobError, JobRecord, JobStatus, OutputKind, Progress, utc_now
 from comfyjobs.jobs.store import QueuePlace
 from comfyjobs.storage.assets import Asset
@@ -91,6 +92,12 @@ class TaskView(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     queue: QueueView | None = Field(default=None, description="while the job waits for a worker")
+    estimated_start_at: datetime | None = Field(
+        default=None, description="while it waits: when a worker should take it (recent run times)"
+    )
+    estimated_finish_at: datetime | None = Field(
+        default=None, description="while it waits or runs: when it should be done (its sampler's pace)"
+    )
     last_event_id: str | None = Field(
         default=None,
         description="id of the last event this view reflects: `since` for the long poll, "
@@ -104,6 +111,7 @@ class TaskView(BaseModel):
         links: Links,
         place: QueuePlace | None = None,
         last_event_id: str | None = None,
+        eta: Eta | None = None,
     ) -> TaskView:
         outputs = []
         expired = record.outputs_expire_at is not None and record.outputs_expire_at <= utc_now()
@@ -119,6 +127,8 @@ class TaskView(BaseModel):
             outputs_deleted=expired,
             queue=queue,
             last_event_id=last_event_id,
+            estimated_start_at=eta.start_at if eta and record.status == JobStatus.PENDING else None,
+            estimated_finish_at=eta.finish_at if eta else None,
             **record.model_dump(exclude={"outputs", "inputs", "graph", "queue_seq"}),
         )
 

@@ -133,6 +133,16 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 return redis.call('DEL', KEYS[1])
 """
 
+# KEYS[1] run times hash; ARGV[1] workflow id, [2] seconds, [3] weight of the new value
+RECORD_RUN_TIME = """
+for _, field in ipairs({ARGV[1], '*'}) do
+  local old = tonumber(redis.call('HGET', KEYS[1], field))
+  local new = tonumber(ARGV[2])
+  if old then new = old + tonumber(ARGV[3]) * (new - old) end
+  redis.call('HSET', KEYS[1], field, tostring(new))
+end
+"""
+
 SET_IF_EXISTS = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
@@ -143,6 +153,7 @@ __all__ = [
     "ACQUIRE_LEASE",
     "ADMIT",
     "DEPARTURES_MAXLEN",
+    "RECORD_RUN_TIME",
     "RELEASE_LEASE",
     "RENEW_LEASE",
     "SET_IF_EXISTS",

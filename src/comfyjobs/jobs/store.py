@@ -38,6 +38,7 @@ from comfyjobs.jobs.record import (
 from comfyjobs.tenancy import DEFAULT_TENANT
 
 PREVIEW_TTL_S = 3600  # the latest preview of a job outlives its run by at most this
+RUN_TIME_WEIGHT = 0.2  # of the newest run in the moving average of run times
 
 T = TypeVar("T")
 
@@ -127,6 +128,7 @@ class _Keys:
     """The keys one store touches; a store serves one queue."""
 
     def __init__(self, queue: str, messages: JobMessages) -> None:
+        self.queue = queue
         self.prefix = keys.queue_prefix(queue)
         self.seq = keys.queue_seq(queue)
         self.tickets = messages.list_key
@@ -173,6 +175,7 @@ class JobStore:
         self._update = client.register_script(scripts.UPDATE_UNLESS_TERMINAL)
         self._claim = client.register_script(lua(CLAIM, scripts.DEPARTURES_MAXLEN))
         self._acquire = client.register_script(scripts.ACQUIRE_LEASE)
+        self._record_run = client.register_script(scripts.RECORD_RUN_TIME)
         self._renew = client.register_script(scripts.RENEW_LEASE)
         self._release = client.register_script(scripts.RELEASE_LEASE)
 
@@ -186,6 +189,13 @@ class JobStore:
         with _translated():
             taken = self._claim(keys=[], args=args)
         return _text(taken) if taken else None
+
+    def record_run_time(self, workflow_id: str, seconds: float) -> None:
+        """Folds one successful run into the moving averages the ETAs use (best effort)."""
+        with _translated():
+            self._record_run(
+                keys=[keys.run_times(self._keys.queue)], args=[workflow_id, seconds, RUN_TIME_WEIGHT]
+            )
 
     def send_ticket(self) -> None:
         """One more ticket: a worker that took one but cannot take a job now hands it on."""
@@ -331,6 +341,11 @@ class AsyncJobStore:
             )
         )
         return [(_text(task_id), float(score)) for task_id, score in found]
+
+    async def run_times(self) -> dict[str, float]:
+        """Workflow id (and "*") -> its jobs' recent run time in seconds."""
+        raw = await self._call(lambda: self._redis.hgetall(keys.run_times(self._keys.queue)))
+        return {_text(k): float(v) for k, v in raw.items()}
 
     async def get_many(self, task_ids: list[str]) -> list[JobRecord | None]:
         async def run() -> list[Any]:

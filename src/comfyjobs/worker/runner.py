@@ -66,6 +66,7 @@ class ProgressWriter:
         self._expect = expect
         self._progress = Progress()
         self._preview_at = float("-inf")
+        self.started_at: float | None = None  # monotonic: when ComfyUI began executing the prompt
 
     @property
     def last(self) -> Progress:
@@ -94,6 +95,7 @@ class ProgressWriter:
             self._preview(event)
             return
         if event.kind == "started":
+            self.started_at = time.monotonic()
             self._store.update(self._task_id, expect=self._expect, status=JobStatus.PROGRESS)
             return
         if event.kind == "node":
@@ -263,6 +265,11 @@ def _run_leased(task_id: str, ctx: WorkerContext, record: JobRecord, guard: JobG
         progress=final,
     )
     log.info("task %s done: %d output(s)", task_id, len(outputs))
+    if progress.started_at is not None:
+        try:  # for the ETAs (see api.eta)
+            ctx.store.record_run_time(record.workflow_id, time.monotonic() - progress.started_at)
+        except QueueUnavailableError as exc:
+            log.warning("task %s: run time not recorded: %s", task_id, exc)
 
 
 def _finish(ctx: WorkerContext, task_id: str, expect: dict[str, Any], **fields: Any) -> None:

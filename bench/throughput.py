@@ -1,0 +1,401 @@
+"""comfyjobs against raw ComfyUI, side by side, on the same ComfyUI: what the service costs per job.
+
+Starts its own Redis, one CPU worker (which starts and manages its ComfyUI) and the API, like
+bench/service_roundtrip.py. "Raw" means talking to that same ComfyUI directly (POST /prompt, then its
+websocket's `executing` message with node None), always while no comfyjobs job runs, so both sides get
+the same process, caches and cores. One line per figure, with the issue's goal beside it (no assertions):
+
+  1. raw ComfyUI, workflow `tiny` (EmptyImage -> SaveImage): a burst of --jobs prompts (jobs/s) and
+     --sequential prompts one at a time (round trip median, p95);
+  2. comfyjobs burst: --jobs POST /workflows/tiny, done when each task's event stream in Redis says SUCCESS;
+     jobs/s and the ratio to raw (goal >= 0.85);
+  3. comfyjobs round trip, one at a time: POST -> `success` on GET /tasks/{id}/events; median, p95 and
+     the difference of the medians to raw (goal <= raw + 5 ms);
+  4. ComfyUI's idle time between consecutive prompts of each burst, from its own /history timestamps
+     (execution_start of the next minus execution_success of the previous, 1 ms resolution, clipped
+     at 0); median, p95 (goal: median <= 2 ms for comfyjobs);
+  5. smoke txt2img (256x256, 4 steps, smoke checkpoint), --txt2img jobs as a burst through comfyjobs and
+     the exact graph of such a job (GET /api/v2/jobs/{id}/workflow) raw; jobs/s and ratio (goal >= 0.99).
+     Every job has its own seed (tiny: its own colour), so ComfyUI's cache never skips the work.
+
+    COMFYUI_DIR=/path/to/ComfyUI .venv/bin/python bench/throughput.py [--jobs 200] [--sequential 30]
+                                                                      [--txt2img 6] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from itertools import pairwise
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import httpx
+import redis
+import websocket
+
+from comfyjobs import keys
+from comfyjobs.comfy.smoke_model import write_smoke_checkpoint
+from comfyjobs.jobs.store import decode_events
+from comfyjobs.redis_server import RedisServer
+
+REPO = Path(__file__).resolve().parent.parent
+COMFYUI_DIR = Path(os.environ.get("COMFYUI_DIR", REPO / "ComfyUI"))
+TERMINAL = ("SUCCESS", "FAILURE", "CANCELLED")
+TARGET_BURST_RATIO = 0.85
+TARGET_EXTRA_MS = 5.0
+TARGET_GAP_MS = 2.0
+TARGET_TXT2IMG_RATIO = 0.99
+TXT2IMG = {"prompt": "a fox", "steps": 4, "width": 256, "height": 256}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def spread(ms: list[float]) -> str:
+    return f"median {median(ms):.1f} ms, p95 {percentile(ms, 0.95):.1f} ms (n={len(ms)})"
+
+
+class Watcher:
+    """Blocks on the tasks' event streams (XREAD) and notes when each reaches a terminal status."""
+
+    def __init__(self, url: str) -> None:
+        self.client = redis.Redis.from_url(url)
+        self.done: dict[str, tuple[str, float]] = {}
+        self.cursors: dict[str, str] = {}
+
+    def wait(self, task_ids: set[str], timeout_s: float) -> float:
+        """Returns when the last of them finished (perf_counter); raises if any did not succeed."""
+        deadline = time.monotonic() + timeout_s
+        for task_id in task_ids:
+            self.cursors.setdefault(task_id, "0-0")
+        while not task_ids <= self.done.keys():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(task_ids - self.done.keys())} job(s) unfinished")
+            waiting = {keys.job_events(t): self.cursors[t] for t in task_ids - self.done.keys()}
+            replies: Any = self.client.xread(waiting, block=1000)  # type: ignore[arg-type]
+            for stream, entries in replies or []:
+                task_id = stream.decode().rsplit(":", 1)[-1]
+                for event in decode_events(entries):
+                    self.cursors[task_id] = event.id
+                    if (status := event.changes.get("status")) in TERMINAL:
+                        self.done[task_id] = (status, time.perf_counter())
+        failed = [t for t in task_ids if self.done[t][0] != "SUCCESS"]
+        if failed:
+            raise RuntimeError(f"{len(failed)} job(s) did not succeed, e.g. {failed[0]}")
+        return max(self.done[t][1] for t in task_ids)
+
+
+class RawComfy:
+    """A plain ComfyUI client: POST /prompt with our client id; one websocket thread notes completions."""
+
+    def __init__(self, port: int) -> None:
+        self.client_id = uuid.uuid4().hex
+        self.http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+        self.ws = websocket.create_connection(f"ws://127.0.0.1:{port}/ws?clientId={self.client_id}")
+        self.ws.settimeout(None)
+        self.done: dict[str, float] = {}
+        self.failed: set[str] = set()
+        self.changed = threading.Condition()
+        threading.Thread(target=self._read, daemon=True, name="raw-ws").start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                message = self.ws.recv()
+            except (websocket.WebSocketException, OSError):
+                return
+            if not message:
+                return  # closed
+            if not isinstance(message, str):
+                continue  # preview frames
+            parsed = json.loads(message)
+            data = parsed.get("data") or {}
+            with self.changed:
+                if parsed.get("type") == "execution_error":
+                    self.failed.add(data.get("prompt_id", ""))
+                elif parsed.get("type") == "executing" and data.get("node") is None and data.get("prompt_id"):
+                    self.done[data["prompt_id"]] = time.perf_counter()
+                    self.changed.notify_all()
+
+    def submit(self, graph: dict[str, Any]) -> str:
+        resp = self.http.post("/prompt", json={"prompt": graph, "client_id": self.client_id})
+        resp.raise_for_status()
+        return str(resp.json()["prompt_id"])
+
+    def wait(self, prompt_ids: set[str], timeout_s: float) -> float:
+        with self.changed:
+            if not self.changed.wait_for(lambda: prompt_ids <= self.done.keys(), timeout_s):
+                raise TimeoutError(f"{len(prompt_ids - self.done.keys())} prompt(s) unfinished")
+        if prompt_ids & self.failed:
+            raise RuntimeError(f"{len(prompt_ids & self.failed)} prompt(s) failed in ComfyUI")
+        return max(self.done[p] for p in prompt_ids)
+
+    def history(self) -> dict[str, Any]:
+        return dict(self.http.get("/history").raise_for_status().json())
+
+    def close(self) -> None:
+        self.ws.close()
+        self.http.close()
+
+
+@dataclass
+class Timeline:
+    """A burst as ComfyUI saw it, from its /history timestamps (ms since the epoch, 1 ms resolution)."""
+
+    gaps: list[float]  # idle ms between consecutive prompts (clipped at 0)
+    busy: float  # share of first start .. last end spent executing
+    run_ms: float  # median execution time of one prompt
+    lead_ms: float  # first POST -> first execution_start
+    tail_ms: float  # last execution_success -> the client saw the last one done
+
+    @classmethod
+    def of(cls, history: dict[str, Any], ids: set[str], started: float, ended: float) -> Timeline:
+        spans = []
+        for prompt_id in ids:
+            stamps = {name: data["timestamp"] for name, data in history[prompt_id]["status"]["messages"]}
+            spans.append((stamps["execution_start"], stamps["execution_success"]))
+        spans.sort()
+        wall_ms = (time.time() - time.perf_counter()) * 1000  # perf_counter -> epoch ms
+        return cls(
+            gaps=[float(max(0, start - end)) for (_, end), (start, _) in pairwise(spans)],
+            busy=sum(end - start for start, end in spans) / max(1, spans[-1][1] - spans[0][0]),
+            run_ms=median([float(end - start) for start, end in spans]),
+            lead_ms=spans[0][0] - (wall_ms + started * 1000),
+            tail_ms=wall_ms + ended * 1000 - spans[-1][1],
+        )
+
+    def line(self) -> str:
+        return (
+            f"idle between prompts median {median(self.gaps):.1f} ms, p95 {percentile(self.gaps, 0.95):.1f} "
+            f"ms, max {max(self.gaps, default=0):.0f} ms; busy {self.busy:.0%}; prompt runs "
+            f"{self.run_ms:.0f} ms; first started {self.lead_ms:.0f} ms after the first POST; last seen "
+            f"done {self.tail_ms:.0f} ms after it ended"
+        )
+
+
+def burst(pool: ThreadPoolExecutor, submit: Callable[[int], str], n: int) -> tuple[set[str], float]:
+    started = time.perf_counter()
+    return set(pool.map(submit, range(n))), started
+
+
+def sse_final(api: httpx.Client, task_id: str) -> float:
+    """Follows GET /tasks/{id}/events to the final event; returns when it arrived."""
+    with api.stream("GET", f"/tasks/{task_id}/events", timeout=120) as resp:
+        resp.raise_for_status()
+        for line in resp.iter_lines():
+            if line in ("event: failure", "event: cancelled"):
+                raise RuntimeError(f"task {task_id}: {line}")
+            if line == "event: success":
+                return time.perf_counter()
+    raise RuntimeError(f"task {task_id}: the stream ended without a final event")
+
+
+def start_service(tmp: Path, server: RedisServer, procs: list[subprocess.Popen[bytes]]) -> tuple[int, int]:
+    """Redis, then a CPU worker and the API (appended to ``procs`` as they start); their ports."""
+    models = tmp / "models"
+    write_smoke_checkpoint(COMFYUI_DIR, models / "checkpoints" / "smoke-sd15.safetensors")
+    server.start()
+    server.wait_ready()
+    api_port, comfy_port = free_port(), free_port()
+    env = dict(os.environ, REDIS_URL=server.url, DATA_DIR=str(tmp / "data"), MODEL_DIR=str(models),
+               COMFYUI_DIR=str(COMFYUI_DIR), MANIFEST_DIR=str(REPO / "manifests"),
+               WORKFLOW_DIR=str(REPO / "workflows"), COMFYUI_BASE_PORT=str(comfy_port),
+               API_PORT=str(api_port), LOG_LEVEL="WARNING")  # fmt: skip
+    for role, extra in (("worker", ["--cpu"]), ("api", [])):
+        with (tmp / f"{role}.log").open("wb") as log:
+            argv = [sys.executable, "-m", "comfyjobs", role, *extra]
+            procs.append(subprocess.Popen(argv, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT))
+    return api_port, comfy_port  # the CPU worker's ComfyUI listens on COMFYUI_BASE_PORT + 0
+
+
+def wait_ready(api: httpx.Client, procs: list[subprocess.Popen[bytes]], tmp: Path) -> float:
+    t0 = time.perf_counter()
+    while True:
+        try:
+            if api.get("/ready").status_code == 200:
+                return time.perf_counter() - t0
+        except httpx.TransportError:
+            pass
+        if any(p.poll() is not None for p in procs) or time.perf_counter() - t0 > 300:
+            raise RuntimeError(f"the service did not become ready; logs in {tmp}")
+        time.sleep(0.2)
+
+
+def measure(args: argparse.Namespace, api: httpx.Client, watcher: Watcher, raw: RawComfy) -> None:
+    tiny = json.loads((REPO / "workflows" / "tiny.json").read_text())
+
+    def raw_tiny(color: int) -> str:
+        graph = json.loads(json.dumps(tiny))
+        graph["1"]["inputs"]["color"] = color
+        return raw.submit(graph)
+
+    def ours(workflow_id: str, params: dict[str, Any]) -> str:
+        resp = api.post(f"/workflows/{workflow_id}", json=params)
+        resp.raise_for_status()
+        return str(resp.json()["task_id"])
+
+    # Warm-up, both ways (ComfyUI's first prompt imports node code; the API's first request warms its paths).
+    raw.wait({raw_tiny(16_000_000 + i) for i in range(3)}, 60)
+    watcher.wait({ours("tiny", {"color": 16_100_000 + i}) for i in range(3)}, 60)
+
+    # [1] and [3]: one at a time.
+    raw_seq, our_seq = [], []
+    for i in range(args.sequential):
+        started = time.perf_counter()
+        prompt_id = raw_tiny(200_000 + i)
+        raw_seq.append((raw.wait({prompt_id}, 60) - started) * 1000)
+    for i in range(args.sequential):
+        started = time.perf_counter()
+        task_id = ours("tiny", {"color": 300_000 + i})
+        our_seq.append((sse_final(api, task_id) - started) * 1000)
+        watcher.wait({task_id}, 60)  # finished in the store too, before the next one
+    print(f"[1] raw ComfyUI tiny round trip, one at a time: {spread(raw_seq)}", flush=True)
+    extra = median(our_seq) - median(raw_seq)
+    print(
+        f"[3] comfyjobs tiny round trip (POST -> SSE success): {spread(our_seq)}; median - raw "
+        f"{extra:+.1f} ms (goal <= +{TARGET_EXTRA_MS:.0f} ms)",
+        flush=True,
+    )
+
+    # [1], [2] and [4]: bursts.
+    with ThreadPoolExecutor(8) as pool:
+        ids, started = burst(pool, raw_tiny, args.jobs)
+        ended = raw.wait(ids, 600)
+        raw_rate = args.jobs / (ended - started)
+        raw_line = Timeline.of(raw.history(), ids, started, ended).line()
+        print(f"[1] raw ComfyUI tiny burst of {args.jobs}: {raw_rate:.1f} jobs/s", flush=True)
+
+        before = set(raw.history())
+        ids, started = burst(pool, lambda i: ours("tiny", {"color": 100_000 + i}), args.jobs)
+        ended = watcher.wait(ids, 600)
+        our_rate = args.jobs / (ended - started)
+        history = raw.history()
+        ours_seen = Timeline.of(history, set(history) - before, started, ended)
+        print(
+            f"[2] comfyjobs tiny burst of {args.jobs}: {our_rate:.1f} jobs/s, x{our_rate / raw_rate:.2f} "
+            f"of raw (goal >= x{TARGET_BURST_RATIO})",
+            flush=True,
+        )
+        print(
+            f"[4] ComfyUI, comfyjobs tiny burst: idle median {median(ours_seen.gaps):.1f} ms (goal <= "
+            f"{TARGET_GAP_MS:.0f} ms); {ours_seen.line()}\n[4] ComfyUI, raw tiny burst: {raw_line}",
+            flush=True,
+        )
+
+        # [5] txt2img: one job loads the checkpoint and gives us the exact graph comfyjobs runs.
+        first = ours("txt2img", {**TXT2IMG, "seed": 1})
+        watcher.wait({first}, 600)
+        graph = api.get(f"/api/v2/jobs/{first}/workflow").raise_for_status().json()["workflow"]
+        sampler = next(n for n in graph.values() if n["class_type"] == "KSampler")
+
+        def raw_txt2img(i: int) -> str:
+            sampler["inputs"]["seed"] = 1000 + i
+            return raw.submit(graph)  # serialised by the POST before the next changes the seed
+
+        started = time.perf_counter()
+        ids = {raw_txt2img(i) for i in range(args.txt2img)}
+        ended = raw.wait(ids, 1800)
+        raw_rate = args.txt2img / (ended - started)
+        raw_seen = Timeline.of(raw.history(), ids, started, ended)
+        before = set(raw.history())
+        ids, started = burst(pool, lambda i: ours("txt2img", {**TXT2IMG, "seed": 2000 + i}), args.txt2img)
+        ended = watcher.wait(ids, 1800)
+        our_rate = args.txt2img / (ended - started)
+        history = raw.history()
+        ours_seen = Timeline.of(history, set(history) - before, started, ended)
+    print(
+        f"[5] smoke txt2img 256x256, 4 steps, burst of {args.txt2img}: raw {raw_rate:.3f} jobs/s, comfyjobs "
+        f"{our_rate:.3f} jobs/s, x{our_rate / raw_rate:.3f} (goal >= x{TARGET_TXT2IMG_RATIO})\n"
+        f"[5] ComfyUI, comfyjobs txt2img burst: {ours_seen.line()}\n"
+        f"[5] ComfyUI, raw txt2img burst: {raw_seen.line()}",
+        flush=True,
+    )
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--jobs", type=int, default=200, help="tiny jobs per burst")
+    parser.add_argument("--sequential", type=int, default=30, help="tiny jobs one at a time")
+    parser.add_argument("--txt2img", type=int, default=6, help="smoke txt2img jobs per burst")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 40 / 10 / 2")
+    args = parser.parse_args()
+    if args.quick:
+        args.jobs, args.sequential, args.txt2img = 40, 10, 2
+    signal.signal(signal.SIGTERM, _interrupt)  # cleaned up as on Ctrl-C
+
+    began = time.perf_counter()
+    print(f"{os.cpu_count()} CPU(s), load average {os.getloadavg()[0]:.2f} at the start", flush=True)
+    tmp = Path(tempfile.mkdtemp(prefix="comfyjobs-throughput-"))
+    server = RedisServer(port=free_port(), data_dir=tmp / "redis")
+    procs: list[subprocess.Popen[bytes]] = []
+    raw: RawComfy | None = None
+    finished = False
+    try:
+        api_port, comfy_port = start_service(tmp, server, procs)
+        with httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=30) as api:
+            ready_s = wait_ready(api, procs, tmp)
+            print(f"service ready (worker + ComfyUI cold start) in {ready_s:.1f} s", flush=True)
+            raw = RawComfy(comfy_port)
+            measure(args, api, Watcher(server.url), raw)
+        print(f"load average {os.getloadavg()[0]:.2f} at the end; took {time.perf_counter() - began:.0f} s")
+        finished = True
+    finally:
+        if raw is not None:
+            raw.close()
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        server.stop()
+        if finished:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            print(f"logs kept in {tmp}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        raise SystemExit(main())
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        raise SystemExit(130) from None

@@ -1,0 +1,127 @@
+"""The one queue with a real worker and ComfyUI: a priority-9 job overtakes a line of priority-0 jobs, two
+tenants take turns, and a job the worker already queued in its ComfyUI (pipelined) never runs once
+cancelled."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.conftest import Service, start, stop
+from tests.integration.test_cancel import LONG, sampling
+from tests.integration.test_service import submit
+from tests.support import JobEvents, free_port, wait_for
+
+JOB_TIMEOUT_S = 240
+
+
+def started_at(api: httpx.Client, task_id: str) -> datetime:
+    return datetime.fromisoformat(api.get(f"/tasks/{task_id}").json()["started_at"])
+
+
+def tiny(api: httpx.Client, priority: int, headers: dict[str, str] | None = None) -> str:
+    resp = api.post("/workflows/tiny", params={"priority": priority}, json={"color": 3}, headers=headers)
+    assert resp.status_code == 202, resp.text
+    assert resp.json()["priority"] == priority
+    return str(resp.json()["task_id"])
+
+
+def taken(api: httpx.Client, task_id: str) -> bool:
+    return bool(api.get(f"/tasks/{task_id}").json()["status"] != "PENDING")
+
+
+def occupy(api: httpx.Client, events: JobEvents) -> str:
+    """A long job, sampling: the worker's ComfyUI is busy with it until it is cancelled."""
+    blocker = submit(api, "txt2img", **LONG)
+    events.wait_until(blocker, sampling, timeout_s=JOB_TIMEOUT_S, what="the blocker's sampler")
+    return blocker
+
+
+def test_a_priority_9_job_starts_before_a_line_of_priority_0_jobs(
+    service: Service, api: httpx.Client, events: JobEvents
+) -> None:
+    blocker = occupy(api, events)
+    low = [tiny(api, 0) for _ in range(20)]
+    # The worker's second thread took the first of them at once (queued in ComfyUI behind the blocker).
+    wait_for(
+        lambda: api.get(f"/tasks/{low[0]}").json()["status"] != "PENDING", timeout_s=30, what="pipelining"
+    )
+    urgent = tiny(api, 9)
+    assert api.get(f"/tasks/{urgent}").json()["queue"]["position"] == 1
+    assert api.get(f"/tasks/{low[1]}").json()["queue"]["position"] == 2
+
+    assert api.delete(f"/tasks/{blocker}").status_code == 200
+    for task_id in [urgent, *low]:
+        assert events.wait_terminal(task_id, JOB_TIMEOUT_S) == "SUCCESS"
+    assert all(started_at(api, urgent) < started_at(api, t) for t in low[1:])
+
+
+@pytest.fixture
+def tenanted_api(service: Service) -> Iterator[httpx.Client]:
+    """A second API process with keys, on the same Redis and queue (the API is stateless): its jobs go to
+    the same worker."""
+    port = free_port()
+    env = service.env | {"API_PORT": str(port), "API_KEYS": "alice:k-alice,bob:k-bob"}
+    proc = start(["api"], env, service.data_dir / "api-tenanted.log")
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+
+            def up() -> bool:
+                try:
+                    return client.get("/health").status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            wait_for(up, timeout_s=60, what="the second API")
+            yield client
+    finally:
+        stop(proc)
+
+
+def test_two_tenants_take_turns(tenanted_api: httpx.Client, api: httpx.Client, events: JobEvents) -> None:
+    alice, bob = {"X-API-Key": "k-alice"}, {"X-API-Key": "k-bob"}
+    blocker = occupy(api, events)
+    flood = [tiny(tenanted_api, 5, alice) for _ in range(6)]
+    wait_for(
+        lambda: api.get(f"/tasks/{flood[0]}").json()["status"] != "PENDING", timeout_s=30, what="pipelining"
+    )
+    single = tiny(tenanted_api, 5, bob)
+    position = tenanted_api.get(f"/tasks/{single}", headers=bob).json()["queue"]["position"]
+    assert position == 2  # alice's next, then bob's: not behind all of alice's
+
+    assert api.delete(f"/tasks/{blocker}").status_code == 200
+    for task_id in [*flood, single]:
+        assert events.wait_terminal(task_id, JOB_TIMEOUT_S) == "SUCCESS"
+    order = sorted([*flood, single], key=lambda t: started_at(api, t))
+    assert order.index(single) == 2
+
+
+def test_a_cancelled_job_queued_in_comfyui_never_runs(
+    service: Service, api: httpx.Client, events: JobEvents
+) -> None:
+    blocker = occupy(api, events)
+    ahead = submit(api, "tiny", color=9)
+    # Taken by the worker's second thread and submitted to ComfyUI, where it waits behind the blocker.
+    events.wait_until(ahead, lambda changes: any(c.get("status") == "STARTED" for c in changes),
+                      timeout_s=JOB_TIMEOUT_S, what="the queued-ahead job taken")  # fmt: skip
+    comfy = f"http://127.0.0.1:{service.env['COMFYUI_BASE_PORT']}"
+
+    def queued_in_comfyui() -> bool:
+        pending: list[Any] = httpx.get(f"{comfy}/queue", timeout=10).json()["queue_pending"]
+        return len(pending) == 1
+
+    wait_for(queued_in_comfyui, timeout_s=30, what="the prompt queued in ComfyUI")
+    assert api.delete(f"/tasks/{ahead}").json()["status"] == "CANCELLED"
+    wait_for(lambda: not queued_in_comfyui(), timeout_s=30, what="the prompt out of ComfyUI's queue")
+    assert api.delete(f"/tasks/{blocker}").status_code == 200
+
+    after = submit(api, "tiny", color=4)
+    assert events.wait_terminal(after, JOB_TIMEOUT_S) == "SUCCESS"
+    assert events.statuses(ahead) == ["PENDING", "STARTED", "CANCELLED"]
+    history = httpx.get(f"{comfy}/history", timeout=30).json()
+    colors = [entry["prompt"][2].get("1", {}).get("inputs", {}).get("color") for entry in history.values()]
+    assert 9 not in colors  # ComfyUI never executed it
