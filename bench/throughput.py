@@ -18,8 +18,15 @@ the same process, caches and cores. One line per figure, with the issue's goal b
      the exact graph of such a job (GET /api/v2/jobs/{id}/workflow) raw; jobs/s and ratio (goal >= 0.99).
      Every job has its own seed (tiny: its own colour), so ComfyUI's cache never skips the work.
 
+Each burst's line ([4], [5]) also gives ComfyUI's busy share, a prompt's execution time, how long after the
+first POST the first prompt started and after the last one ended the client saw it done, and the CPU
+seconds used meanwhile by comfyjobs' processes (API, worker, Redis) and by ComfyUI. On a 2-core machine
+anything else running skews all of it: compare the load averages printed at the start and the end.
+
     COMFYUI_DIR=/path/to/ComfyUI .venv/bin/python bench/throughput.py [--jobs 200] [--sequential 30]
                                                                       [--txt2img 6] [--quick]
+
+--quick is a smoke run (40 / 10 / 2).
 """
 
 from __future__ import annotations
@@ -39,13 +46,12 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import httpx
+import psutil
 import redis
 import websocket
 
@@ -151,9 +157,12 @@ class RawComfy:
         return str(resp.json()["prompt_id"])
 
     def wait(self, prompt_ids: set[str], timeout_s: float) -> float:
+        deadline = time.monotonic() + timeout_s
         with self.changed:
-            if not self.changed.wait_for(lambda: prompt_ids <= self.done.keys(), timeout_s):
-                raise TimeoutError(f"{len(prompt_ids - self.done.keys())} prompt(s) unfinished")
+            while not prompt_ids <= self.done.keys():
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{len(prompt_ids - self.done.keys())} prompt(s) unfinished")
+                self.changed.wait(0.5)  # in slices: a signal is handled within one
         if prompt_ids & self.failed:
             raise RuntimeError(f"{len(prompt_ids & self.failed)} prompt(s) failed in ComfyUI")
         return max(self.done[p] for p in prompt_ids)
@@ -166,44 +175,46 @@ class RawComfy:
         self.http.close()
 
 
-@dataclass
-class Timeline:
-    """A burst as ComfyUI saw it, from its /history timestamps (ms since the epoch, 1 ms resolution)."""
+class Bursts:
+    """Runs a burst and describes it: jobs/s, then ComfyUI's view of it (its /history timestamps, ms
+    since the epoch, 1 ms resolution) and the CPU that comfyjobs' own processes and ComfyUI used meanwhile."""
 
-    gaps: list[float]  # idle ms between consecutive prompts (clipped at 0)
-    busy: float  # share of first start .. last end spent executing
-    run_ms: float  # median execution time of one prompt
-    lead_ms: float  # first POST -> first execution_start
-    tail_ms: float  # last execution_success -> the client saw the last one done
+    def __init__(self, raw: RawComfy, pids: list[int]) -> None:
+        self.raw = raw
+        tree = [q for pid in pids for p in [psutil.Process(pid)] for q in [p, *p.children(recursive=True)]]
+        self.comfy = [p for p in tree if "main.py" in p.cmdline()]  # the worker's ComfyUI
+        self.service = [p for p in tree if p not in self.comfy]  # API, worker, Redis
 
-    @classmethod
-    def of(cls, history: dict[str, Any], ids: set[str], started: float, ended: float) -> Timeline:
+    def cpu_s(self) -> tuple[float, float]:
+        def total(procs: list[psutil.Process]) -> float:
+            return sum(t.user + t.system for t in (p.cpu_times() for p in procs))
+
+        return total(self.service), total(self.comfy)
+
+    def run(
+        self, submit: Callable[[int], str], n: int, wait: Callable[[set[str], float], float]
+    ) -> tuple[float, str]:
+        before, cpu0 = set(self.raw.history()), self.cpu_s()
+        with ThreadPoolExecutor(8) as pool:
+            started = time.perf_counter()
+            ended = wait(set(pool.map(submit, range(n))), 1800)
+        (service_s, comfy_s), history = self.cpu_s(), self.raw.history()
         spans = []
-        for prompt_id in ids:
+        for prompt_id in set(history) - before:
             stamps = {name: data["timestamp"] for name, data in history[prompt_id]["status"]["messages"]}
             spans.append((stamps["execution_start"], stamps["execution_success"]))
         spans.sort()
-        wall_ms = (time.time() - time.perf_counter()) * 1000  # perf_counter -> epoch ms
-        return cls(
-            gaps=[float(max(0, start - end)) for (_, end), (start, _) in pairwise(spans)],
-            busy=sum(end - start for start, end in spans) / max(1, spans[-1][1] - spans[0][0]),
-            run_ms=median([float(end - start) for start, end in spans]),
-            lead_ms=spans[0][0] - (wall_ms + started * 1000),
-            tail_ms=wall_ms + ended * 1000 - spans[-1][1],
+        gaps = [float(max(0, start - end)) for (_, end), (start, _) in pairwise(spans)]
+        busy = sum(end - start for start, end in spans) / max(1, spans[-1][1] - spans[0][0])
+        epoch_ms = (time.time() - time.perf_counter()) * 1000  # perf_counter -> ms since the epoch
+        lead, tail = spans[0][0] - epoch_ms - started * 1000, epoch_ms + ended * 1000 - spans[-1][1]
+        return n / (ended - started), (
+            f"ComfyUI idle between prompts median {median(gaps):.1f} ms, p95 {percentile(gaps, 0.95):.1f} "
+            f"ms, max {max(gaps, default=0):.0f} ms; busy {busy:.0%} of its span; a prompt runs "
+            f"{median([float(e - s) for s, e in spans]):.0f} ms; first started {lead:.0f} ms after the "
+            f"first POST, last seen done {tail:.0f} ms after it ended; CPU s over {ended - started:.1f} s: "
+            f"comfyjobs processes {service_s - cpu0[0]:.1f}, ComfyUI {comfy_s - cpu0[1]:.1f}"
         )
-
-    def line(self) -> str:
-        return (
-            f"idle between prompts median {median(self.gaps):.1f} ms, p95 {percentile(self.gaps, 0.95):.1f} "
-            f"ms, max {max(self.gaps, default=0):.0f} ms; busy {self.busy:.0%}; prompt runs "
-            f"{self.run_ms:.0f} ms; first started {self.lead_ms:.0f} ms after the first POST; last seen "
-            f"done {self.tail_ms:.0f} ms after it ended"
-        )
-
-
-def burst(pool: ThreadPoolExecutor, submit: Callable[[int], str], n: int) -> tuple[set[str], float]:
-    started = time.perf_counter()
-    return set(pool.map(submit, range(n))), started
 
 
 def sse_final(api: httpx.Client, task_id: str) -> float:
@@ -249,7 +260,9 @@ def wait_ready(api: httpx.Client, procs: list[subprocess.Popen[bytes]], tmp: Pat
         time.sleep(0.2)
 
 
-def measure(args: argparse.Namespace, api: httpx.Client, watcher: Watcher, raw: RawComfy) -> None:
+def measure(
+    args: argparse.Namespace, api: httpx.Client, watcher: Watcher, raw: RawComfy, bursts: Bursts
+) -> None:
     tiny = json.loads((REPO / "workflows" / "tiny.json").read_text())
 
     def raw_tiny(color: int) -> str:
@@ -285,63 +298,39 @@ def measure(args: argparse.Namespace, api: httpx.Client, watcher: Watcher, raw: 
         flush=True,
     )
 
-    # [1], [2] and [4]: bursts.
-    with ThreadPoolExecutor(8) as pool:
-        ids, started = burst(pool, raw_tiny, args.jobs)
-        ended = raw.wait(ids, 600)
-        raw_rate = args.jobs / (ended - started)
-        raw_line = Timeline.of(raw.history(), ids, started, ended).line()
-        print(f"[1] raw ComfyUI tiny burst of {args.jobs}: {raw_rate:.1f} jobs/s", flush=True)
-
-        before = set(raw.history())
-        ids, started = burst(pool, lambda i: ours("tiny", {"color": 100_000 + i}), args.jobs)
-        ended = watcher.wait(ids, 600)
-        our_rate = args.jobs / (ended - started)
-        history = raw.history()
-        ours_seen = Timeline.of(history, set(history) - before, started, ended)
-        print(
-            f"[2] comfyjobs tiny burst of {args.jobs}: {our_rate:.1f} jobs/s, x{our_rate / raw_rate:.2f} "
-            f"of raw (goal >= x{TARGET_BURST_RATIO})",
-            flush=True,
-        )
-        print(
-            f"[4] ComfyUI, comfyjobs tiny burst: idle median {median(ours_seen.gaps):.1f} ms (goal <= "
-            f"{TARGET_GAP_MS:.0f} ms); {ours_seen.line()}\n[4] ComfyUI, raw tiny burst: {raw_line}",
-            flush=True,
-        )
-
-        # [5] txt2img: one job loads the checkpoint and gives us the exact graph comfyjobs runs.
-        first = ours("txt2img", {**TXT2IMG, "seed": 1})
-        watcher.wait({first}, 600)
-        graph = api.get(f"/api/v2/jobs/{first}/workflow").raise_for_status().json()["workflow"]
-        sampler = next(n for n in graph.values() if n["class_type"] == "KSampler")
-
-        def raw_txt2img(i: int) -> str:
-            sampler["inputs"]["seed"] = 1000 + i
-            return raw.submit(graph)  # serialised by the POST before the next changes the seed
-
-        started = time.perf_counter()
-        ids = {raw_txt2img(i) for i in range(args.txt2img)}
-        ended = raw.wait(ids, 1800)
-        raw_rate = args.txt2img / (ended - started)
-        raw_seen = Timeline.of(raw.history(), ids, started, ended)
-        before = set(raw.history())
-        ids, started = burst(pool, lambda i: ours("txt2img", {**TXT2IMG, "seed": 2000 + i}), args.txt2img)
-        ended = watcher.wait(ids, 1800)
-        our_rate = args.txt2img / (ended - started)
-        history = raw.history()
-        ours_seen = Timeline.of(history, set(history) - before, started, ended)
+    # [1], [2] and [4]: bursts, raw first.
+    raw_rate, raw_line = bursts.run(raw_tiny, args.jobs, raw.wait)
+    our_rate, our_line = bursts.run(lambda i: ours("tiny", {"color": 100_000 + i}), args.jobs, watcher.wait)
     print(
-        f"[5] smoke txt2img 256x256, 4 steps, burst of {args.txt2img}: raw {raw_rate:.3f} jobs/s, comfyjobs "
-        f"{our_rate:.3f} jobs/s, x{our_rate / raw_rate:.3f} (goal >= x{TARGET_TXT2IMG_RATIO})\n"
-        f"[5] ComfyUI, comfyjobs txt2img burst: {ours_seen.line()}\n"
-        f"[5] ComfyUI, raw txt2img burst: {raw_seen.line()}",
+        f"[1] raw ComfyUI tiny burst of {args.jobs}: {raw_rate:.1f} jobs/s\n"
+        f"[2] comfyjobs tiny burst of {args.jobs}: {our_rate:.1f} jobs/s, x{our_rate / raw_rate:.2f} of raw "
+        f"(goal >= x{TARGET_BURST_RATIO})\n"
+        f"[4] comfyjobs tiny burst (goal: idle median <= {TARGET_GAP_MS:.0f} ms): {our_line}\n"
+        f"[4] raw tiny burst: {raw_line}",
         flush=True,
     )
 
+    # [5] txt2img: one job loads the checkpoint and gives us the exact graph comfyjobs runs.
+    first = ours("txt2img", {**TXT2IMG, "seed": 1})
+    watcher.wait({first}, 600)
+    graph = api.get(f"/api/v2/jobs/{first}/workflow").raise_for_status().json()["workflow"]
+    sampler_id = next(k for k, node in graph.items() if node["class_type"] == "KSampler")
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
+    def raw_txt2img(i: int) -> str:
+        copy = json.loads(json.dumps(graph))
+        copy[sampler_id]["inputs"]["seed"] = 1000 + i
+        return raw.submit(copy)
+
+    raw_rate, raw_line = bursts.run(raw_txt2img, args.txt2img, raw.wait)
+    our_rate, our_line = bursts.run(
+        lambda i: ours("txt2img", {**TXT2IMG, "seed": 2000 + i}), args.txt2img, watcher.wait
+    )
+    print(
+        f"[5] smoke txt2img 256x256, 4 steps, burst of {args.txt2img}: raw {raw_rate:.3f} jobs/s, comfyjobs "
+        f"{our_rate:.3f} jobs/s, x{our_rate / raw_rate:.3f} (goal >= x{TARGET_TXT2IMG_RATIO})\n"
+        f"[5] comfyjobs txt2img burst: {our_line}\n[5] raw txt2img burst: {raw_line}",
+        flush=True,
+    )
 
 
 def main() -> int:
@@ -355,7 +344,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.quick:
         args.jobs, args.sequential, args.txt2img = 40, 10, 2
-    signal.signal(signal.SIGTERM, _interrupt)  # cleaned up as on Ctrl-C
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # cleaned up as on Ctrl-C
 
     began = time.perf_counter()
     print(f"{os.cpu_count()} CPU(s), load average {os.getloadavg()[0]:.2f} at the start", flush=True)
@@ -370,7 +359,9 @@ def main() -> int:
             ready_s = wait_ready(api, procs, tmp)
             print(f"service ready (worker + ComfyUI cold start) in {ready_s:.1f} s", flush=True)
             raw = RawComfy(comfy_port)
-            measure(args, api, Watcher(server.url), raw)
+            assert server.pid is not None
+            bursts = Bursts(raw, [server.pid, *(p.pid for p in procs)])
+            measure(args, api, Watcher(server.url), raw, bursts)
         print(f"load average {os.getloadavg()[0]:.2f} at the end; took {time.perf_counter() - began:.0f} s")
         finished = True
     finally:
