@@ -39,6 +39,8 @@ class WorkerBeat(BaseModel):
     # Model files per folder the manifests choose from (`choices_from`), for an API without this disk.
     models: dict[str, list[str]] = {}
     object_info: str | None = None  # digest of its ComfyUI's /object_info, published at keys.object_info
+    loaded_models: list[str] = []  # what its ComfyUI has loaded, as its jobs tell (model affinity)
+    model_loads: int = 0  # jobs it ran that needed other models than the ones loaded
     expires_at: datetime | None = None  # three intervals after seen_at: gone by then unless beaten again
 
 

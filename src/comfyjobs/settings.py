@@ -51,6 +51,14 @@ class Settings(BaseSettings):
     tenant_rate_burst: Annotated[int, Field(ge=1)] | None = Field(
         default=None, description="Requests a tenant may send at once; default: two seconds' worth."
     )
+    affinity_max_skip: Annotated[int, Field(ge=0, le=100)] = Field(
+        default=4,
+        description="Model affinity: a worker may take a waiting job that uses the models its ComfyUI has "
+        "loaded ahead of this many others of the same priority (each overtaken job counts); 0: off.",
+    )
+    affinity_max_wait_s: Annotated[float, Field(ge=0)] = Field(
+        default=60.0, description="Model affinity: a job waiting this long is not overtaken any more."
+    )
     job_lease_s: Annotated[float, Field(ge=1)] = 30.0
     reconcile_interval_s: Annotated[float, Field(gt=0)] = 10.0
 

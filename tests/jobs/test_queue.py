@@ -7,6 +7,7 @@ import asyncio
 import random
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import TypeVar
 
 import redis
@@ -14,7 +15,8 @@ import redis.asyncio as aioredis
 
 from comfyjobs import keys
 from comfyjobs.jobs.delivery import JobMessages, make_celery
-from comfyjobs.jobs.record import JobRecord, JobStatus
+from comfyjobs.jobs.queue import Affinity
+from comfyjobs.jobs.record import JobRecord, JobStatus, utc_now
 from comfyjobs.jobs.store import AsyncJobStore, JobStore
 from comfyjobs.manifests.loader import load_registry
 from comfyjobs.settings import Settings
@@ -42,9 +44,11 @@ class Line:
 
         return asyncio.run(main())
 
-    def add(self, tenant: str, priority: int = 5) -> str:
-        record = JobRecord(task_id=f"{tenant}-{uuid.uuid4().hex[:12]}", workflow_id="tiny", tenant=tenant,
-                           priority=priority)  # fmt: skip
+    def add(self, tenant: str, priority: int = 5, models: tuple[str, ...] = (), age_s: float = 0) -> str:
+        record = JobRecord(
+            task_id=f"{tenant}-{uuid.uuid4().hex[:12]}", workflow_id="tiny", tenant=tenant, priority=priority,
+            models=list(models), created_at=utc_now() - timedelta(seconds=age_s),
+        )  # fmt: skip
         assert self.run(lambda store: store.admit(record)).outcome == "created"
         return record.task_id
 
@@ -106,3 +110,39 @@ def test_a_job_cancelled_in_line_is_never_taken(redis_url: str) -> None:
     # The depths agree: nothing is counted that is not in a lane.
     depths = redis.Redis.from_url(line.redis_url).hgetall(keys.queue_prefix(line.queue) + "depths")
     assert {int(v) for v in depths.values()} <= {0}
+
+
+def take(line: Line, loaded: str, max_skip: int = 4, max_wait_s: float = 600) -> str | None:
+    return line.sync.claim("w1", lease_s=60, affinity=Affinity(frozenset({loaded}), max_skip, max_wait_s))
+
+
+def test_a_worker_prefers_jobs_using_the_model_it_has_loaded(redis_url: str) -> None:
+    line = Line(redis_url)
+    a1 = line.add("alice", models=("a.safetensors",))
+    b1 = line.add("alice", models=("b.safetensors",))
+    a2 = line.add("alice", models=("a.safetensors",))
+    other = line.add("bob", models=("a.safetensors",))
+
+    assert take(line, "b.safetensors") == b1  # overtakes a1, and bob's head
+    assert line.sync.get(a1).skips == 1  # type: ignore[union-attr]
+    assert line.sync.get(other).skips == 1  # type: ignore[union-attr]
+    # Alice used her turn: bob's is next, then alice's in order.
+    assert [take(line, "a.safetensors") for _ in range(3)] == [other, a1, a2]
+
+
+def test_an_overtaken_job_runs_within_its_bound(redis_url: str) -> None:
+    line = Line(redis_url)
+    due = line.add("alice", models=("a.safetensors",))
+    affine = [line.add("alice", models=("b.safetensors",)) for _ in range(3)]
+
+    assert take(line, "b.safetensors", max_skip=1) == affine[0]
+    assert take(line, "b.safetensors", max_skip=1) == due  # overtaken once: no more
+    assert line.take_all() == affine[1:]
+
+
+def test_a_job_waiting_past_the_bound_is_not_overtaken(redis_url: str) -> None:
+    line = Line(redis_url)
+    old = line.add("alice", models=("a.safetensors",), age_s=120)
+    line.add("alice", models=("b.safetensors",))
+
+    assert take(line, "b.safetensors", max_wait_s=60) == old

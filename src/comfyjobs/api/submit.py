@@ -11,7 +11,9 @@ import hashlib
 import json
 import logging
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -24,10 +26,13 @@ from comfyjobs.errors import (
     QueueFullError,
     TenantQueueFullError,
 )
+from comfyjobs.graphs.models import models_of
 from comfyjobs.jobs.queue import PRIORITY_DEFAULT
 from comfyjobs.jobs.record import JobRecord
 from comfyjobs.manifests.params import resolve_params
+from comfyjobs.manifests.patching import build_graph
 from comfyjobs.manifests.registry import Workflow
+from comfyjobs.manifests.schema import LoraSpec
 from comfyjobs.tenancy import Principal
 
 log = logging.getLogger(__name__)
@@ -66,6 +71,7 @@ async def submit(
         params=media.params,
         inputs=media.inputs,
         priority=priority,
+        models=job_models(workflow, media.params, svc.registry.loras),
     )
     fingerprint = request_hash(workflow, request)
     admission = await svc.store.admit(
@@ -88,6 +94,14 @@ async def submit(
             f"{svc.settings.max_queue_depth}); try again later"
         )
     return Submitted(record=record, replayed=False)
+
+
+def job_models(workflow: Workflow, params: dict[str, Any], loras: Mapping[str, LoraSpec]) -> list[str]:
+    """The model files the job's graph loads (model affinity). A workflow that names none, fixed or by a
+    parameter, needs no graph built to know it."""
+    if not workflow.model_folders and not models_of(workflow.template):
+        return []
+    return models_of(build_graph(workflow, params, loras))
 
 
 def check_priority(svc: Services, caller: Principal, priority: int) -> None:

@@ -20,6 +20,7 @@ worker to take the best waiting job now; nothing reads Celery's list but its len
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Annotated
 
 from pydantic import Field
@@ -59,33 +60,79 @@ local function leave_queue(qp, id, tenant, p)
 end
 """
 
-# KEYS: none computed by the caller beyond the prefix (one Redis, not a cluster).
 # ARGV[1] queue prefix, [2] worker id (the lease's owner), [3] lease ttl in ms, [4] the lease key prefix,
-# [5] the departures stream, [6] the waiting set, [7] the waiting-by-tenant set
-# Returns the task id taken, or false when nothing waits.
+# [5] the departures stream, [6] the waiting set, [7] the waiting-by-tenant set, [8] the job key prefix,
+# [9] the models the worker's ComfyUI has loaded (JSON list), [10] AFFINITY_MAX_SKIP, [11]
+# AFFINITY_MAX_WAIT_S, [12] now (epoch s). Returns the task id taken, or false when nothing waits.
+#
+# Model affinity, within the highest priority that has waiting jobs: the job whose turn it is is taken
+# unless its models are not loaded on this worker while a job among the next AFFINITY_MAX_SKIP
+# candidates (the head of each tenant's lane in turn order, and the next jobs of the tenant whose turn
+# it is) uses only loaded models. Then that one is taken, and each job it overtook counts a skip; a job
+# with AFFINITY_MAX_SKIP skips, or waiting AFFINITY_MAX_WAIT_S, is not overtaken any more.
 CLAIM = (
     QUEUE_FUNCTIONS
     + """
 local qp = ARGV[1]
+local loaded = {}
+for _, m in ipairs(cjson.decode(ARGV[9])) do loaded[m] = true end
+local max_skip, max_wait, now = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
+local function affine(id)
+  local raw = redis.call('HGET', ARGV[8] .. id, 'models')
+  if not raw then return true end
+  for _, m in ipairs(cjson.decode(raw)) do if not loaded[m] then return false end end
+  return true
+end
+local function must_go(id)
+  local skips = tonumber(redis.call('HGET', ARGV[8] .. id, 'skips') or '0') or 0
+  local since = tonumber(redis.call('ZSCORE', ARGV[6], id) or now)
+  return skips >= max_skip or now - since >= max_wait
+end
+local function take(p, tenant, id)
+  local turns, lane = turns_key(qp, p), lane_key(qp, p, tenant)
+  redis.call('ZREM', lane, id)
+  redis.call('LREM', turns, 1, tenant)  -- its turn is used: to the back of the line of tenants
+  if redis.call('ZCARD', lane) > 0 then redis.call('RPUSH', turns, tenant) end
+  redis.call('HINCRBY', qp .. 'depths', p, -1)
+  redis.call('ZREM', ARGV[6], id)
+  redis.call('ZREM', ARGV[7], tenant .. '|' .. id)
+  redis.call('XADD', ARGV[5], 'MAXLEN', '~', $DEPARTURES_MAXLEN, '*', 'task_id', id)
+  redis.call('PUBLISH', $CHANGES, ARGV[5])
+  redis.call('SET', ARGV[4] .. id, ARGV[2], 'PX', ARGV[3])
+  return id
+end
 for p = $MAX, $MIN, -1 do
   local turns = turns_key(qp, p)
-  local tenant = redis.call('LMOVE', turns, turns, 'LEFT', 'RIGHT')
-  if tenant then
-    local lane = lane_key(qp, p, tenant)
-    local popped = redis.call('ZPOPMIN', lane)
-    if #popped == 0 then
-      redis.call('LREM', turns, 0, tenant)  -- an empty lane left behind: never, but do not stall on it
-    else
-      local id = popped[1]
-      if redis.call('ZCARD', lane) == 0 then redis.call('LREM', turns, 0, tenant) end
-      redis.call('HINCRBY', qp .. 'depths', p, -1)
-      redis.call('ZREM', ARGV[6], id)
-      redis.call('ZREM', ARGV[7], tenant .. '|' .. id)
-      redis.call('XADD', ARGV[5], 'MAXLEN', '~', $DEPARTURES_MAXLEN, '*', 'task_id', id)
-      redis.call('PUBLISH', $CHANGES, ARGV[5])
-      redis.call('SET', ARGV[4] .. id, ARGV[2], 'PX', ARGV[3])
-      return id
+  local tenants = redis.call('LRANGE', turns, 0, -1)
+  if #tenants > 0 then
+    local first = tenants[1]
+    local head = redis.call('ZRANGE', lane_key(qp, p, first), 0, max_skip)
+    if #head == 0 then
+      redis.call('LREM', turns, 0, first)  -- an empty lane left behind: never, but do not stall on it
+      return false
     end
+    local due = head[1]
+    if max_skip == 0 or next(loaded) == nil or affine(due) or must_go(due) then
+      return take(p, first, due)
+    end
+    -- Candidates in the order they would be taken: the next jobs of this tenant, the other tenants' heads.
+    local candidates = {}
+    for i = 2, #head do candidates[#candidates + 1] = {first, head[i]} end
+    for i = 2, #tenants do
+      local other = redis.call('ZRANGE', lane_key(qp, p, tenants[i]), 0, 0)
+      if #other > 0 then table.insert(candidates, i - 1, {tenants[i], other[1]}) end
+    end
+    local passed = {due}
+    for i = 1, math.min(#candidates, max_skip) do
+      local tenant, id = candidates[i][1], candidates[i][2]
+      if affine(id) then
+        for _, skipped in ipairs(passed) do redis.call('HINCRBY', ARGV[8] .. skipped, 'skips', 1) end
+        return take(p, tenant, id)
+      end
+      if must_go(id) then break end  -- it may not be overtaken either: go in order
+      passed[#passed + 1] = id
+    end
+    return take(p, first, due)
   end
 end
 return false
@@ -119,6 +166,16 @@ end
 return {ahead + 1, waiting}
 """
 )
+
+
+@dataclass(frozen=True)
+class Affinity:
+    """What a worker's take prefers: jobs whose models its ComfyUI has ``loaded`` (AFFINITY_MAX_SKIP,
+    AFFINITY_MAX_WAIT_S bound how far any job is overtaken; 0 skips: no preference)."""
+
+    loaded: frozenset[str] = frozenset()
+    max_skip: int = 0
+    max_wait_s: float = 0.0
 
 
 def lua(script: str, departures_maxlen: int) -> str:

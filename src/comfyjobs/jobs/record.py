@@ -100,6 +100,8 @@ class JobRecord(BaseModel):
     graph: dict[str, Any] | None = None  # RAW_GRAPH jobs: the API-format graph, run as it is
     priority: int = 5  # 0-9, higher first (jobs.queue)
     queue_seq: int | None = None  # its place within its lane, taken at admission (jobs.queue)
+    models: list[str] = Field(default_factory=list)  # model files its graph loads (model affinity)
+    skips: int = 0  # times a worker took another job ahead of it for model affinity (jobs.queue)
     outputs_expire_at: datetime | None = None  # OUTPUT_TTL_S after the end, or when deleted on request
     error: JobError | None = None
     worker: str | None = None

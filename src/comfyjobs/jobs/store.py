@@ -26,7 +26,7 @@ from comfyjobs.errors import QueueUnavailableError
 from comfyjobs.jobs import scripts
 from comfyjobs.jobs.changes import ChangeHub
 from comfyjobs.jobs.delivery import JobMessages
-from comfyjobs.jobs.queue import CLAIM, POSITION, lua
+from comfyjobs.jobs.queue import CLAIM, POSITION, Affinity, lua
 from comfyjobs.jobs.record import (
     JobRecord,
     JobStatus,
@@ -179,12 +179,13 @@ class JobStore:
         self._renew = client.register_script(scripts.RENEW_LEASE)
         self._release = client.register_script(scripts.RELEASE_LEASE)
 
-    def claim(self, owner: str, lease_s: float) -> str | None:
-        """Takes the next job in line (priority, then tenants in turn; see jobs.queue) with its lease in
-        ``owner``'s name; None when none waits."""
-        k = self._keys
-        args: list[str | int] = [
-            k.prefix, owner, int(lease_s * 1000), keys.LEASE_PREFIX, k.departures, k.waiting, k.by_tenant
+    def claim(self, owner: str, lease_s: float, affinity: Affinity | None = None) -> str | None:
+        """Takes the next job in line (priority, then tenants in turn, then model affinity; see
+        jobs.queue) with its lease in ``owner``'s name; None when none waits."""
+        k, a = self._keys, affinity or Affinity()
+        args: list[str | int | float] = [
+            k.prefix, owner, int(lease_s * 1000), keys.LEASE_PREFIX, k.departures, k.waiting, k.by_tenant,
+            keys.job(""), json.dumps(sorted(a.loaded)), a.max_skip, a.max_wait_s, time.time(),
         ]  # fmt: skip
         with _translated():
             taken = self._claim(keys=[], args=args)

@@ -40,7 +40,7 @@ from comfyjobs.storage.outputs import OutputSaver
 from comfyjobs.storage.retention import ExpiryScheduler
 from comfyjobs.worker import tasks
 from comfyjobs.worker.availability import AvailabilityMonitor
-from comfyjobs.worker.runner import WorkerContext
+from comfyjobs.worker.runner import LoadedModels, WorkerContext
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +127,7 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
     client = ComfyClient(comfy.base_url)
     control = ComfyClient(comfy.base_url)
     availability = AvailabilityMonitor(registry, client, redis_client)
+    models = LoadedModels()
     heartbeat = Heartbeat(
         redis_client,
         settings.worker_heartbeat_s,
@@ -142,11 +143,17 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
             workflows=availability.current(comfy_ready=comfy.is_ready()),
             models={folder: list_model_folder(settings.model_dir, folder) for folder in model_folders},
             object_info=availability.object_info_digest,
+            loaded_models=sorted(models.current()),
+            model_loads=models.loads,
         ),
     )
+    def restarted() -> None:
+        availability.invalidate()
+        models.forget()
+
     supervisor = ComfySupervisor(
         comfy,
-        on_restart=availability.invalidate,
+        on_restart=restarted,
         backoff=Backoff(capped(DEFAULT_DELAYS_S, settings.restart_backoff_max_s)),
     )
     # Until Celery installs its own handlers, a SIGTERM unwinds through the `finally` below (stopping
@@ -177,6 +184,7 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
                 store=JobStore(redis_client, settings.job_ttl_s, settings.queue_name, messages),
                 comfy=comfy,
                 thread_client=thread_client,
+                models=models,
                 objects=objects,
                 outputs=OutputSaver(
                     objects,

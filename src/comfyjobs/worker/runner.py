@@ -7,6 +7,7 @@ Everything here is a plain function of typed inputs; the Celery task only decode
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from comfyjobs.errors import (
     QueueUnavailableError,
     StorageError,
 )
+from comfyjobs.jobs.queue import Affinity
 from comfyjobs.jobs.record import JobError, JobRecord, JobStatus, Progress, utc_now
 from comfyjobs.jobs.store import JobStore
 from comfyjobs.manifests.patching import build_graph
@@ -52,6 +54,32 @@ class WorkerContext:
     outputs: OutputSaver
     # For the job guards' threads (cancelling a prompt while a job's client waits on it).
     control: ComfyClient
+    models: LoadedModels
+
+
+class LoadedModels:
+    """What this worker's ComfyUI has in memory, as far as jobs tell: the models of the last job that
+    loaded any (model affinity prefers jobs using them). ``loads`` counts the jobs that needed others."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._models: frozenset[str] = frozenset()
+        self.loads = 0
+
+    def current(self) -> frozenset[str]:
+        with self._lock:
+            return self._models
+
+    def use(self, models: list[str]) -> None:
+        with self._lock:
+            if models and not set(models) <= self._models:
+                self.loads += 1
+                self._models = frozenset(models)
+
+    def forget(self) -> None:
+        """ComfyUI restarted: nothing is loaded."""
+        with self._lock:
+            self._models = frozenset()
 
 
 PREVIEW_INTERVAL_S = 0.5  # about two preview frames a second reach the clients
@@ -128,7 +156,9 @@ def take_next(ctx: WorkerContext) -> str | None:
     if not ctx.comfy.wait_until_ready(ctx.settings.comfyui_start_timeout_s):
         ctx.store.send_ticket()
         return None
-    task_id = ctx.store.claim(ctx.worker_id, ctx.settings.job_lease_s)
+    settings = ctx.settings
+    affinity = Affinity(ctx.models.current(), settings.affinity_max_skip, settings.affinity_max_wait_s)
+    task_id = ctx.store.claim(ctx.worker_id, settings.job_lease_s, affinity)
     if task_id is None:
         return None
     guard = JobGuard(ctx.store, task_id, ctx.worker_id, ctx.settings.job_lease_s, ctx.control.cancel)
@@ -205,9 +235,10 @@ def _run_leased(task_id: str, ctx: WorkerContext, record: JobRecord, guard: JobG
             if record.graph is not None:  # RAW_GRAPH: run as given (checked by the API when accepted)
                 graph = staged.stage_graph(record.graph, record.inputs)
             else:
-                assert workflow is not None
+                assert workflow is not None  # not a raw graph: a manifest's
                 graph = build_graph(workflow, staged.stage(record.params, record.inputs), ctx.registry.loras)
             try:
+                ctx.models.use(record.models)
                 files = client.run(
                     graph,
                     on_event=progress,

@@ -21,6 +21,7 @@ from comfyjobs.api.services import Services, services
 from comfyjobs.api.submit import check_priority
 from comfyjobs.api.v2.views import Job, Output, dump, job_view, output_view, status_of
 from comfyjobs.errors import ApiV2Error, QueueFullError, TaskNotFoundError, TenantQueueFullError
+from comfyjobs.graphs.models import models_of
 from comfyjobs.jobs.queue import PRIORITY_DEFAULT, Priority
 from comfyjobs.jobs.record import RAW_GRAPH, JobError, JobRecord, JobStatus, utc_now
 from comfyjobs.manifests.patching import build_graph
@@ -97,6 +98,7 @@ async def post_job(
         graph=body.workflow,
         inputs=inputs,
         priority=body.priority,
+        models=models_of(body.workflow),
     )
     admission = await svc.store.admit(
         record,
