@@ -118,3 +118,19 @@ def test_a_worker_whose_job_was_taken_back_cannot_write_to_it(
     back = fx.sync.get(record.task_id)
     assert back is not None and back.status == JobStatus.PENDING
     assert fx.run(lambda store, _: store.place(record.task_id)).position == 1  # still in line
+
+
+def test_a_job_taken_by_a_worker_lost_before_it_started_goes_back(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    fx = Fixture(redis_url)
+    record = JobRecord(task_id="taken-" + uuid.uuid4().hex, workflow_id="tiny")
+    fx.admit(record)
+    assert fx.sync.claim("w-gone", lease_s=60) == record.task_id
+    redis_client.delete(fx.queue)  # its ticket went with the worker
+    redis_client.delete(keys.job_lease(record.task_id))  # killed before it wrote STARTED
+
+    assert fx.run(lambda _, rec: rec.reconcile_once()).lost_workers == [record.task_id]
+    assert fx.run(lambda store, _: store.place(record.task_id)).position == 1
+    assert tickets(redis_client, fx.queue) == 1
+    assert fx.sync.claim("w-next", lease_s=60) == record.task_id

@@ -63,7 +63,9 @@ end
 # ARGV[1] queue prefix, [2] worker id (the lease's owner), [3] lease ttl in ms, [4] the lease key prefix,
 # [5] the departures stream, [6] the waiting set, [7] the waiting-by-tenant set, [8] the job key prefix,
 # [9] the models the worker's ComfyUI has loaded (JSON list), [10] AFFINITY_MAX_SKIP, [11]
-# AFFINITY_MAX_WAIT_S, [12] now (epoch s). Returns the task id taken, or false when nothing waits.
+# AFFINITY_MAX_WAIT_S, [12] now (epoch s), [13] the running set (a job taken is watched for a lost worker
+# from here: the reconciler puts it back if its lease lapses before it starts).
+# Returns the task id taken, or false when nothing waits.
 #
 # Model affinity, within the highest priority that has waiting jobs: the job whose turn it is is taken
 # unless its models are not loaded on this worker while a job among the next AFFINITY_MAX_SKIP
@@ -99,6 +101,7 @@ local function take(p, tenant, id)
   redis.call('XADD', ARGV[5], 'MAXLEN', '~', $DEPARTURES_MAXLEN, '*', 'task_id', id)
   redis.call('PUBLISH', $CHANGES, ARGV[5])
   redis.call('SET', ARGV[4] .. id, ARGV[2], 'PX', ARGV[3])
+  redis.call('ZADD', ARGV[13], 'NX', now, id)
   return id
 end
 for p = $MAX, $MIN, -1 do

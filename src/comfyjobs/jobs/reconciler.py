@@ -98,6 +98,13 @@ class Reconciler:
             if await self._redis.exists(keys.job_lease(task_id)):
                 continue
             record = await self._store.get(task_id)
+            if record is not None and record.status == JobStatus.PENDING:
+                # Taken out of line by a worker that was lost before it started the job.
+                if await self._store.update(
+                    task_id, expect={"attempts": record.attempts}, status=JobStatus.PENDING
+                ):
+                    found.lost_workers.append(task_id)
+                continue
             if record is None or record.status not in (JobStatus.STARTED, JobStatus.PROGRESS):
                 await self._store.forget_running(task_id)
                 continue

@@ -185,7 +185,7 @@ class JobStore:
         k, a = self._keys, affinity or Affinity()
         args: list[str | int | float] = [
             k.prefix, owner, int(lease_s * 1000), keys.LEASE_PREFIX, k.departures, k.waiting, k.by_tenant,
-            keys.job(""), json.dumps(sorted(a.loaded)), a.max_skip, a.max_wait_s, time.time(),
+            keys.job(""), json.dumps(sorted(a.loaded)), a.max_skip, a.max_wait_s, time.time(), k.running,
         ]  # fmt: skip
         with _translated():
             taken = self._claim(keys=[], args=args)

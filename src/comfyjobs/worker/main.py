@@ -147,6 +147,7 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
             model_loads=models.loads,
         ),
     )
+
     def restarted() -> None:
         availability.invalidate()
         models.forget()
