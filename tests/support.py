@@ -16,7 +16,8 @@ import redis
 
 from comfyjobs import keys
 from comfyjobs.jobs.delivery import JobMessages, make_celery
-from comfyjobs.jobs.store import JobStore, decode_events
+from comfyjobs.jobs.store import decode_events
+from comfyjobs.jobs.worker_store import JobStore
 from comfyjobs.manifests.loader import load_registry
 from comfyjobs.settings import Settings
 

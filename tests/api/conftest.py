@@ -12,7 +12,7 @@ import redis
 from fastapi.testclient import TestClient
 
 from comfyjobs.api.app import create_app
-from comfyjobs.jobs.store import JobStore
+from comfyjobs.jobs.worker_store import JobStore
 from comfyjobs.settings import Settings
 from tests.conftest import REPO
 from tests.support import served, worker_store

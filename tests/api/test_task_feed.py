@@ -16,7 +16,7 @@ import redis
 
 from comfyjobs import keys
 from comfyjobs.jobs.record import JobStatus, Progress, StoredOutput, utc_now
-from comfyjobs.jobs.store import JobStore
+from comfyjobs.jobs.worker_store import JobStore
 from tests.api.conftest import LiveApi
 from tests.support import SseEvent, sse_events, without_links
 

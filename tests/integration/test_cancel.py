@@ -1,4 +1,4 @@
-"""Cancelling real jobs: a running prompt is interrupted in ComfyUI, a queued one never starts, and the
+"""Cancelling real jobs: a running prompt is interrupted in ComfyUI, a queued one never runs, and the
 worker takes the next job normally."""
 
 from __future__ import annotations
@@ -34,7 +34,9 @@ def test_cancel_running_and_queued_jobs(service: Service, api: httpx.Client, eve
     after = submit(api, "tiny", color=1)
     assert events.wait_terminal(after, 240) == "SUCCESS"
 
-    assert events.statuses(queued) == ["PENDING", "CANCELLED"]  # never started
+    # Never run: cancelled in line, or once the worker had queued it in ComfyUI behind the running one
+    # (a worker keeps the next job queued there), from where it was deleted.
+    assert events.statuses(queued) in (["PENDING", "CANCELLED"], ["PENDING", "STARTED", "CANCELLED"])
     assert events.statuses(running)[-1] == "CANCELLED"
     final = api.get(f"/tasks/{running}").json()
     assert final["outputs"] == []

@@ -17,7 +17,8 @@ from comfyjobs import keys
 from comfyjobs.jobs.delivery import JobMessages, make_celery
 from comfyjobs.jobs.queue import Affinity
 from comfyjobs.jobs.record import JobRecord, JobStatus, utc_now
-from comfyjobs.jobs.store import AsyncJobStore, JobStore
+from comfyjobs.jobs.store import AsyncJobStore
+from comfyjobs.jobs.worker_store import JobStore
 from comfyjobs.manifests.loader import load_registry
 from comfyjobs.settings import Settings
 from tests.conftest import REPO

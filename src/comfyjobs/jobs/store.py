@@ -1,4 +1,5 @@
-"""Reading and writing job records in Redis: a blocking store for workers, an asyncio one for the API.
+"""Reading and writing job records in Redis: the asyncio store of the API, and what it shares with the
+workers' blocking one (jobs.worker_store).
 
 Updates go through one Lua script that refuses to touch a record that is missing (expired) or already in
 a terminal state, so a late progress message can never turn SUCCESS back into PROGRESS. Every applied
@@ -26,7 +27,7 @@ from comfyjobs.errors import QueueUnavailableError
 from comfyjobs.jobs import scripts
 from comfyjobs.jobs.changes import ChangeHub
 from comfyjobs.jobs.delivery import JobMessages
-from comfyjobs.jobs.queue import CLAIM, POSITION, Affinity, lua
+from comfyjobs.jobs.queue import POSITION, lua
 from comfyjobs.jobs.record import (
     JobRecord,
     JobStatus,
@@ -89,15 +90,15 @@ class Change:
 
 
 @contextmanager
-def _translated() -> Iterator[None]:
+def translated() -> Iterator[None]:
     try:
         yield
     except redis.RedisError as exc:
         raise QueueUnavailableError(f"Redis is unavailable: {exc}") from exc
 
 
-def _update_args(
-    task_id: str, expect: Mapping[str, Any] | None, fields: dict[str, Any], queue_keys: _Keys, ticket: str
+def update_args(
+    task_id: str, expect: Mapping[str, Any] | None, fields: dict[str, Any], queue_keys: QueueKeys, ticket: str
 ) -> list[Any]:
     expected = json.dumps(encode_fields(dict(expect))) if expect else ""
     flat: list[Any] = [task_id, expected, time.time(), queue_keys.prefix, ticket]
@@ -111,7 +112,7 @@ def _place(found: Any) -> QueuePlace:
     return QueuePlace(position=int(position) if position else None, waiting=int(waiting))
 
 
-def _text(value: Any) -> str:
+def text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
@@ -120,11 +121,11 @@ def decode_events(entries: Any) -> list[JobEvent]:
     events = []
     for entry_id, fields in entries:
         raw = json.loads(fields[b"changes"])
-        events.append(JobEvent(id=_text(entry_id), changes={k: json.loads(v) for k, v in raw.items()}))
+        events.append(JobEvent(id=text(entry_id), changes={k: json.loads(v) for k, v in raw.items()}))
     return events
 
 
-class _Keys:
+class QueueKeys:
     """The keys one store touches; a store serves one queue."""
 
     def __init__(self, queue: str, messages: JobMessages) -> None:
@@ -159,96 +160,9 @@ class Admission:
     detail: str = ""
 
 
-def _ticket(messages: JobMessages, fields: Mapping[str, Any]) -> str:
+def ticket_for(messages: JobMessages, fields: Mapping[str, Any]) -> str:
     """A ticket goes with a change that puts the job back in line (a worker must come and take it)."""
     return messages.ticket() if fields.get("status") == JobStatus.PENDING else ""
-
-
-class JobStore:
-    """Blocking store, for workers (a plain thread per job)."""
-
-    def __init__(self, client: redis.Redis, ttl_s: int, queue: str, messages: JobMessages) -> None:
-        self._redis = client
-        self._ttl_s = ttl_s
-        self._messages = messages
-        self._keys = _Keys(queue, messages)
-        self._update = client.register_script(scripts.UPDATE_UNLESS_TERMINAL)
-        self._claim = client.register_script(lua(CLAIM, scripts.DEPARTURES_MAXLEN))
-        self._acquire = client.register_script(scripts.ACQUIRE_LEASE)
-        self._record_run = client.register_script(scripts.RECORD_RUN_TIME)
-        self._renew = client.register_script(scripts.RENEW_LEASE)
-        self._release = client.register_script(scripts.RELEASE_LEASE)
-
-    def claim(self, owner: str, lease_s: float, affinity: Affinity | None = None) -> str | None:
-        """Takes the next job in line (priority, then tenants in turn, then model affinity; see
-        jobs.queue) with its lease in ``owner``'s name; None when none waits."""
-        k, a = self._keys, affinity or Affinity()
-        args: list[str | int | float] = [
-            k.prefix, owner, int(lease_s * 1000), keys.LEASE_PREFIX, k.departures, k.waiting, k.by_tenant,
-            keys.job(""), json.dumps(sorted(a.loaded)), a.max_skip, a.max_wait_s, time.time(), k.running,
-        ]  # fmt: skip
-        with _translated():
-            taken = self._claim(keys=[], args=args)
-        return _text(taken) if taken else None
-
-    def record_run_time(self, workflow_id: str, seconds: float) -> None:
-        """Folds one successful run into the moving averages the ETAs use (best effort)."""
-        with _translated():
-            self._record_run(
-                keys=[keys.run_times(self._keys.queue)], args=[workflow_id, seconds, RUN_TIME_WEIGHT]
-            )
-
-    def send_ticket(self) -> None:
-        """One more ticket: a worker that took one but cannot take a job now hands it on."""
-        with _translated():
-            self._redis.lpush(self._messages.list_key, self._messages.ticket())
-
-    def get(self, task_id: str) -> JobRecord | None:
-        with _translated():
-            raw = self._redis.hgetall(keys.job(task_id))
-        return decode_record(raw) if raw else None
-
-    def update(self, task_id: str, *, expect: Mapping[str, Any] | None = None, **fields: Any) -> bool:
-        """Applies ``fields`` unless the record is gone or terminal, or does not hold ``expect`` (e.g. the
-        attempt and worker a writer started as: a worker whose job was taken back, or taken over by a
-        later attempt, cannot write over it). True if applied."""
-        args = _update_args(task_id, expect, fields, self._keys, _ticket(self._messages, fields))
-        with _translated():
-            applied = self._update(keys=self._keys.update(task_id), args=args)
-        return int(applied) == 1
-
-    def read_events(self, task_id: str, after: EventId, block_s: float) -> list[JobEvent]:
-        """The task's events after ``after``, waiting up to ``block_s`` (in Redis) for the first."""
-        with _translated():
-            replies: Any = self._redis.xread({keys.job_events(task_id): after}, block=int(block_s * 1000))
-        return [event for _, entries in replies or [] for event in decode_events(entries)]
-
-    def acquire_lease(self, task_id: str, owner: str, ttl_s: float) -> bool:
-        """True if ``owner`` holds the lease now (taken, or already its own from ``claim``)."""
-        with _translated():
-            return int(self._acquire(keys=[keys.job_lease(task_id)], args=[owner, int(ttl_s * 1000)])) == 1
-
-    def renew_lease(self, task_id: str, owner: str, ttl_s: float) -> bool:
-        with _translated():
-            return int(self._renew(keys=[keys.job_lease(task_id)], args=[owner, int(ttl_s * 1000)])) == 1
-
-    def release_lease(self, task_id: str, owner: str) -> None:
-        with _translated():
-            self._release(keys=[keys.job_lease(task_id)], args=[owner])
-
-    def publish_preview(self, task_id: str, jpeg: bytes) -> None:
-        """The job's latest preview frame: replaces the one before (the stream keeps one entry)."""
-        key = keys.job_previews(task_id)
-        with _translated(), self._redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(key, {"jpeg": jpeg}, maxlen=1, approximate=False)
-            pipe.expire(key, PREVIEW_TTL_S)
-            pipe.publish(keys.CHANGES, key)
-            pipe.execute()
-
-    def forget_waiting(self, task_id: str) -> None:
-        """Drops a task whose record is gone from the waiting set (a delivery of an expired job)."""
-        with _translated():
-            self._redis.zrem(self._keys.waiting, task_id)
 
 
 class AsyncJobStore:
@@ -267,7 +181,7 @@ class AsyncJobStore:
         self._messages = messages
         self._hub = hub  # what waits for changes (wait_for_change); readers that never wait need none
         self._ttl_s = ttl_s
-        self._keys = _Keys(queue, messages)
+        self._keys = QueueKeys(queue, messages)
         self._update = client.register_script(scripts.UPDATE_UNLESS_TERMINAL)
         self._admit = client.register_script(scripts.ADMIT)
         self._position = client.register_script(lua(POSITION, scripts.DEPARTURES_MAXLEN))
@@ -319,7 +233,7 @@ class AsyncJobStore:
         for name, value in fields.items():
             args += [name, value]
         outcome, detail = await self._call(lambda: self._admit(keys=job_keys, args=args))
-        return Admission(outcome=_text(outcome), detail=_text(detail))
+        return Admission(outcome=text(outcome), detail=text(detail))
 
     async def top_up_tickets(self, waiting: int, most: int) -> int:
         """Tickets sent so that at least ``waiting`` are in Celery's list (at most ``most`` more): after
@@ -341,12 +255,12 @@ class AsyncJobStore:
                 keys.tenant_jobs(tenant), top, "-inf", start=0, num=limit, withscores=True
             )
         )
-        return [(_text(task_id), float(score)) for task_id, score in found]
+        return [(text(task_id), float(score)) for task_id, score in found]
 
     async def run_times(self) -> dict[str, float]:
         """Workflow id (and "*") -> its jobs' recent run time in seconds."""
         raw = await self._call(lambda: self._redis.hgetall(keys.run_times(self._keys.queue)))
-        return {_text(k): float(v) for k, v in raw.items()}
+        return {text(k): float(v) for k, v in raw.items()}
 
     async def get_many(self, task_ids: list[str]) -> list[JobRecord | None]:
         async def run() -> list[Any]:
@@ -358,7 +272,7 @@ class AsyncJobStore:
         return [decode_record(raw) if raw else None for raw in await self._call(run)]
 
     async def running_ids(self) -> list[str]:
-        return [_text(t) for t in await self._call(lambda: self._redis.zrange(self._keys.running, 0, -1))]
+        return [text(t) for t in await self._call(lambda: self._redis.zrange(self._keys.running, 0, -1))]
 
     async def forget_running(self, task_id: str) -> None:
         await self._call(lambda: self._redis.zrem(self._keys.running, task_id))
@@ -366,7 +280,7 @@ class AsyncJobStore:
     async def waiting_ids(self, before: float) -> list[str]:
         """Jobs waiting since before ``before`` (epoch seconds)."""
         found = await self._call(lambda: self._redis.zrangebyscore(self._keys.waiting, "-inf", before))
-        return [_text(t) for t in found]
+        return [text(t) for t in found]
 
     async def waiting(self) -> int:
         return int(await self._call(lambda: self._redis.zcard(self._keys.waiting)))
@@ -376,7 +290,7 @@ class AsyncJobStore:
         return decode_record(raw) if raw else None
 
     async def update(self, task_id: str, *, expect: Mapping[str, Any] | None = None, **fields: Any) -> bool:
-        args = _update_args(task_id, expect, fields, self._keys, _ticket(self._messages, fields))
+        args = update_args(task_id, expect, fields, self._keys, ticket_for(self._messages, fields))
         applied = await self._call(lambda: self._update(keys=self._keys.update(task_id), args=args))
         return int(applied) == 1
 
@@ -403,9 +317,9 @@ class AsyncJobStore:
             return None
         return Snapshot(
             record=decode_record(raw),
-            last_event_id=_text(last[0][0]) if last else None,
+            last_event_id=text(last[0][0]) if last else None,
             place=_place(found),
-            last_departure=_text(departed[0][0]) if departed else "0-0",
+            last_departure=text(departed[0][0]) if departed else "0-0",
         )
 
     def _position_args(self, task_id: str) -> list[str]:
@@ -425,7 +339,7 @@ class AsyncJobStore:
 
     async def last_departure(self) -> EventId:
         entries = await self._call(lambda: self._redis.xrevrange(self._keys.departures, count=1))
-        return _text(entries[0][0]) if entries else "0-0"
+        return text(entries[0][0]) if entries else "0-0"
 
     async def latest_preview(self, task_id: str) -> Preview | None:
         entries = await self._call(lambda: self._redis.xrevrange(keys.job_previews(task_id), count=1))
@@ -462,9 +376,9 @@ class AsyncJobStore:
         replies: Any = await self._call(lambda: self._redis.xread(streams))  # type: ignore[arg-type]
         change = Change()
         for stream, entries in replies or []:
-            name = _text(stream)
+            name = text(stream)
             if name == self._keys.departures:
-                change.departed = _text(entries[-1][0])
+                change.departed = text(entries[-1][0])
             elif name == keys.job_previews(task_id):
                 change.preview = _preview(entries[-1])
             else:
@@ -474,4 +388,4 @@ class AsyncJobStore:
 
 def _preview(entry: Any) -> Preview:
     entry_id, fields = entry
-    return Preview(id=_text(entry_id), jpeg=bytes(fields[b"jpeg"]))
+    return Preview(id=text(entry_id), jpeg=bytes(fields[b"jpeg"]))

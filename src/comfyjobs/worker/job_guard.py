@@ -23,7 +23,7 @@ from types import TracebackType
 
 from comfyjobs.errors import QueueUnavailableError
 from comfyjobs.jobs.record import JobStatus
-from comfyjobs.jobs.store import JobStore
+from comfyjobs.jobs.worker_store import JobStore
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from comfyjobs.comfy.process import ComfyInstance, ComfyProcess, default_python
 from comfyjobs.heartbeat import Heartbeat, WorkerBeat
 from comfyjobs.jobs.delivery import PIPELINE_DEPTH, JobMessages, make_celery
 from comfyjobs.jobs.record import utc_now
-from comfyjobs.jobs.store import JobStore
+from comfyjobs.jobs.worker_store import JobStore
 from comfyjobs.manifests.loader import load_registry
 from comfyjobs.settings import Settings
 from comfyjobs.storage.models import list_model_folder

@@ -27,7 +27,7 @@ from comfyjobs.errors import (
 )
 from comfyjobs.jobs.queue import Affinity
 from comfyjobs.jobs.record import JobError, JobRecord, JobStatus, Progress, utc_now
-from comfyjobs.jobs.store import JobStore
+from comfyjobs.jobs.worker_store import JobStore
 from comfyjobs.manifests.patching import build_graph
 from comfyjobs.manifests.registry import Registry
 from comfyjobs.media.preview import as_jpeg

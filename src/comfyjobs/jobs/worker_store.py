@@ -1,0 +1,116 @@
+"""The blocking job store of the workers (a plain thread per job): take a job, update its record, hold its
+lease, publish its previews. It shares the scripts and keys of the API's store (jobs.store)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import redis
+
+from comfyjobs import keys
+from comfyjobs.jobs import scripts
+from comfyjobs.jobs.delivery import JobMessages
+from comfyjobs.jobs.queue import CLAIM, Affinity, lua
+from comfyjobs.jobs.record import JobRecord, decode_record
+from comfyjobs.jobs.store import (
+    PREVIEW_TTL_S,
+    RUN_TIME_WEIGHT,
+    EventId,
+    JobEvent,
+    QueueKeys,
+    decode_events,
+    text,
+    ticket_for,
+    translated,
+    update_args,
+)
+
+
+class JobStore:
+    """Blocking store, for workers (a plain thread per job)."""
+
+    def __init__(self, client: redis.Redis, ttl_s: int, queue: str, messages: JobMessages) -> None:
+        self._redis = client
+        self._ttl_s = ttl_s
+        self._messages = messages
+        self._keys = QueueKeys(queue, messages)
+        self._update = client.register_script(scripts.UPDATE_UNLESS_TERMINAL)
+        self._claim = client.register_script(lua(CLAIM, scripts.DEPARTURES_MAXLEN))
+        self._acquire = client.register_script(scripts.ACQUIRE_LEASE)
+        self._record_run = client.register_script(scripts.RECORD_RUN_TIME)
+        self._renew = client.register_script(scripts.RENEW_LEASE)
+        self._release = client.register_script(scripts.RELEASE_LEASE)
+
+    def claim(self, owner: str, lease_s: float, affinity: Affinity | None = None) -> str | None:
+        """Takes the next job in line (priority, then tenants in turn, then model affinity; see
+        jobs.queue) with its lease in ``owner``'s name; None when none waits."""
+        k, a = self._keys, affinity or Affinity()
+        args: list[str | int | float] = [
+            k.prefix, owner, int(lease_s * 1000), keys.LEASE_PREFIX, k.departures, k.waiting, k.by_tenant,
+            keys.job(""), json.dumps(sorted(a.loaded)), a.max_skip, a.max_wait_s, time.time(), k.running,
+        ]  # fmt: skip
+        with translated():
+            taken = self._claim(keys=[], args=args)
+        return text(taken) if taken else None
+
+    def record_run_time(self, workflow_id: str, seconds: float) -> None:
+        """Folds one successful run into the moving averages the ETAs use (best effort)."""
+        with translated():
+            self._record_run(
+                keys=[keys.run_times(self._keys.queue)], args=[workflow_id, seconds, RUN_TIME_WEIGHT]
+            )
+
+    def send_ticket(self) -> None:
+        """One more ticket: a worker that took one but cannot take a job now hands it on."""
+        with translated():
+            self._redis.lpush(self._messages.list_key, self._messages.ticket())
+
+    def get(self, task_id: str) -> JobRecord | None:
+        with translated():
+            raw = self._redis.hgetall(keys.job(task_id))
+        return decode_record(raw) if raw else None
+
+    def update(self, task_id: str, *, expect: Mapping[str, Any] | None = None, **fields: Any) -> bool:
+        """Applies ``fields`` unless the record is gone or terminal, or does not hold ``expect`` (e.g. the
+        attempt and worker a writer started as: a worker whose job was taken back, or taken over by a
+        later attempt, cannot write over it). True if applied."""
+        args = update_args(task_id, expect, fields, self._keys, ticket_for(self._messages, fields))
+        with translated():
+            applied = self._update(keys=self._keys.update(task_id), args=args)
+        return int(applied) == 1
+
+    def read_events(self, task_id: str, after: EventId, block_s: float) -> list[JobEvent]:
+        """The task's events after ``after``, waiting up to ``block_s`` (in Redis) for the first."""
+        with translated():
+            replies: Any = self._redis.xread({keys.job_events(task_id): after}, block=int(block_s * 1000))
+        return [event for _, entries in replies or [] for event in decode_events(entries)]
+
+    def acquire_lease(self, task_id: str, owner: str, ttl_s: float) -> bool:
+        """True if ``owner`` holds the lease now (taken, or already its own from ``claim``)."""
+        with translated():
+            return int(self._acquire(keys=[keys.job_lease(task_id)], args=[owner, int(ttl_s * 1000)])) == 1
+
+    def renew_lease(self, task_id: str, owner: str, ttl_s: float) -> bool:
+        with translated():
+            return int(self._renew(keys=[keys.job_lease(task_id)], args=[owner, int(ttl_s * 1000)])) == 1
+
+    def release_lease(self, task_id: str, owner: str) -> None:
+        with translated():
+            self._release(keys=[keys.job_lease(task_id)], args=[owner])
+
+    def publish_preview(self, task_id: str, jpeg: bytes) -> None:
+        """The job's latest preview frame: replaces the one before (the stream keeps one entry)."""
+        key = keys.job_previews(task_id)
+        with translated(), self._redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(key, {"jpeg": jpeg}, maxlen=1, approximate=False)
+            pipe.expire(key, PREVIEW_TTL_S)
+            pipe.publish(keys.CHANGES, key)
+            pipe.execute()
+
+    def forget_waiting(self, task_id: str) -> None:
+        """Drops a task whose record is gone from the waiting set (a delivery of an expired job)."""
+        with translated():
+            self._redis.zrem(self._keys.waiting, task_id)
