@@ -311,6 +311,8 @@ def measure(
     )
 
     # [5] txt2img: one job loads the checkpoint and gives us the exact graph comfyjobs runs.
+    if args.txt2img < 1:
+        return
     first = ours("txt2img", {**TXT2IMG, "seed": 1})
     watcher.wait({first}, 600)
     graph = api.get(f"/api/v2/jobs/{first}/workflow").raise_for_status().json()["workflow"]
@@ -339,7 +341,7 @@ def main() -> int:
     )
     parser.add_argument("--jobs", type=int, default=200, help="tiny jobs per burst")
     parser.add_argument("--sequential", type=int, default=30, help="tiny jobs one at a time")
-    parser.add_argument("--txt2img", type=int, default=6, help="smoke txt2img jobs per burst")
+    parser.add_argument("--txt2img", type=int, default=6, help="smoke txt2img jobs per burst (0: none)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 40 / 10 / 2")
     args = parser.parse_args()
     if args.quick:
