@@ -13,12 +13,15 @@ from comfyjobs.api.quotas import RateLimiter
 from comfyjobs.api.task_feed import TaskFeed
 from comfyjobs.api.v2.graphs import GraphIntake
 from comfyjobs.api.views import Links
+from comfyjobs.errors import TaskNotFoundError
+from comfyjobs.jobs.record import JobRecord
 from comfyjobs.jobs.store import AsyncJobStore
 from comfyjobs.manifests.registry import Registry
 from comfyjobs.media.resolve import MediaResolver
 from comfyjobs.settings import Settings
 from comfyjobs.storage.assets import AssetRecords
 from comfyjobs.storage.objects import ObjectStore
+from comfyjobs.tenancy import Principal
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,14 @@ class Services:
     models: ModelCatalog
     rate: RateLimiter
     graphs: GraphIntake  # raw graphs (the v2 API): policy, assets, the workers' object_info
+
+
+async def owned_task(svc: Services, task_id: str, caller: Principal) -> JobRecord:
+    """The caller's task (a v2 job too); another tenant's answers exactly as an unknown one."""
+    record = await svc.store.get(task_id)
+    if record is None or not caller.sees(record.tenant):
+        raise TaskNotFoundError(f"no task {task_id[:80]!r} (unknown, or expired after JOB_TTL_S)")
+    return record
 
 
 async def services(request: Request) -> Services:

@@ -29,6 +29,7 @@ from comfyjobs.errors import (
 from comfyjobs.graphs.models import models_of
 from comfyjobs.jobs.queue import PRIORITY_DEFAULT
 from comfyjobs.jobs.record import JobRecord
+from comfyjobs.jobs.store import Admission
 from comfyjobs.manifests.params import resolve_params
 from comfyjobs.manifests.patching import build_graph
 from comfyjobs.manifests.registry import Workflow
@@ -74,15 +75,25 @@ async def submit(
         models=job_models(workflow, media.params, svc.registry.loras),
     )
     fingerprint = request_hash(workflow, request)
+    value = json.dumps({"task_id": record.task_id, "request": fingerprint})
+    admission = await admit(svc, record, caller, idempotency_key, value)
+    if admission.outcome == "duplicate":
+        return await _replay(svc, idempotency_key or "", admission.detail, fingerprint, caller)
+    return Submitted(record=record, replayed=False)
+
+
+async def admit(
+    svc: Services, record: JobRecord, caller: Principal, idempotency_key: str | None, idempotency_value: str
+) -> Admission:
+    """Admits the record under the queue limits (429 past MAX_QUEUE_DEPTH or TENANT_MAX_QUEUED): created,
+    or a duplicate of an earlier request with the same Idempotency-Key (nothing created then)."""
     admission = await svc.store.admit(
         record,
         max_waiting=svc.settings.max_queue_depth,
         max_waiting_per_tenant=svc.settings.tenant_max_queued,
         idempotency_key=idempotency_key,
-        idempotency_value=json.dumps({"task_id": record.task_id, "request": fingerprint}),
+        idempotency_value=idempotency_value,
     )
-    if admission.outcome == "duplicate":
-        return await _replay(svc, idempotency_key or "", admission.detail, fingerprint, caller)
     if admission.outcome == "tenant_full":
         raise TenantQueueFullError(
             f"tenant {caller.tenant!r} already has {admission.detail} jobs waiting (TENANT_MAX_QUEUED="
@@ -93,7 +104,7 @@ async def submit(
             f"the queue is full ({admission.detail} jobs waiting, MAX_QUEUE_DEPTH="
             f"{svc.settings.max_queue_depth}); try again later"
         )
-    return Submitted(record=record, replayed=False)
+    return admission
 
 
 def job_models(workflow: Workflow, params: dict[str, Any], loras: Mapping[str, LoraSpec]) -> list[str]:

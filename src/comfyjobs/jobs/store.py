@@ -29,6 +29,7 @@ from comfyjobs.jobs.changes import ChangeHub
 from comfyjobs.jobs.delivery import JobMessages
 from comfyjobs.jobs.queue import POSITION, lua
 from comfyjobs.jobs.record import (
+    JobError,
     JobRecord,
     JobStatus,
     decode_record,
@@ -293,6 +294,16 @@ class AsyncJobStore:
         args = update_args(task_id, expect, fields, self._keys, ticket_for(self._messages, fields))
         applied = await self._call(lambda: self._update(keys=self._keys.update(task_id), args=args))
         return int(applied) == 1
+
+    async def cancel(self, task_id: str) -> bool:
+        """CANCELLED now, unless it already finished (False then). A queued job leaves the line; a running
+        one's worker sees the event and stops its prompt."""
+        return await self.update(
+            task_id,
+            status=JobStatus.CANCELLED,
+            finished_at=utc_now(),
+            error=JobError(type="cancelled", message="cancelled by request"),
+        )
 
     async def mark_outputs_deleted(self, task_id: str) -> bool:
         """Sets ``outputs_expire_at`` to now on a record, final or not (the outputs are gone: deleted on

@@ -13,25 +13,15 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from comfyjobs.api.auth import Caller
-from comfyjobs.api.services import Services, services
+from comfyjobs.api.services import Services, owned_task, services
 from comfyjobs.api.task_feed import EVENT_ID_PATTERN
 from comfyjobs.api.views import TaskView
-from comfyjobs.errors import TaskFinishedError, TaskNotFoundError, TaskRunningError
-from comfyjobs.jobs.record import JobError, JobRecord, JobStatus, utc_now
+from comfyjobs.errors import TaskFinishedError, TaskRunningError
 from comfyjobs.storage.objects import output_prefix
-from comfyjobs.tenancy import Principal
 
 router = APIRouter(tags=["jobs"])
 
 LONG_POLL_MAX_S = 120.0
-
-
-async def _owned(svc: Services, task_id: str, caller: Principal) -> JobRecord:
-    """The caller's task; another tenant's answers exactly as an unknown one."""
-    record = await svc.store.get(task_id)
-    if record is None or not caller.sees(record.tenant):
-        raise TaskNotFoundError(f"no task {task_id!r} (unknown, or expired after JOB_TTL_S)")
-    return record
 
 
 @router.get("/tasks/{task_id}", response_model=TaskView)
@@ -77,13 +67,8 @@ async def get_task(
 async def cancel_task(task_id: str, svc: Annotated[Services, Depends(services)], caller: Caller) -> TaskView:
     """Cancel: a queued job never runs; a running one is interrupted in ComfyUI by its worker, which
     then takes the next job. The task is CANCELLED at once."""
-    record = await _owned(svc, task_id, caller)
-    cancelled = not record.is_terminal and await svc.store.update(
-        task_id,
-        status=JobStatus.CANCELLED,
-        finished_at=utc_now(),
-        error=JobError(type="cancelled", message="cancelled by request"),
-    )
+    record = await owned_task(svc, task_id, caller)
+    cancelled = not record.is_terminal and await svc.store.cancel(task_id)
     if not cancelled:  # finished before, or in the meantime (the store refuses to touch a final state)
         finished = await svc.store.get(task_id)
         status = finished.status if finished else record.status
@@ -138,7 +123,7 @@ async def delete_outputs(
 ) -> Response:
     """Deletes a finished task's output files now, rather than after OUTPUT_TTL_S. The task stays
     readable, with no outputs and `outputs_deleted: true`."""
-    record = await _owned(svc, task_id, caller)
+    record = await owned_task(svc, task_id, caller)
     if not record.is_terminal:
         raise TaskRunningError(f"task {task_id!r} has not finished ({record.status}); cancel it first")
     await svc.store.mark_outputs_deleted(task_id)

@@ -22,8 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from comfyjobs import keys
 from comfyjobs.api.auth import Caller
-from comfyjobs.api.services import Services, services
-from comfyjobs.api.v2.jobs import owned_job
+from comfyjobs.api.services import Services, owned_task, services
 from comfyjobs.api.v2.views import Asset2, asset_view, dump, parse_output_id
 from comfyjobs.errors import (
     ApiV2Error,
@@ -161,7 +160,7 @@ async def _output(svc: Services, caller: Principal, asset_id: str) -> tuple[str,
         return None
     task_id, index = parsed
     try:
-        record = await owned_job(svc, task_id, caller)
+        record = await owned_task(svc, task_id, caller)
     except TaskNotFoundError:  # as any unknown asset
         raise AssetNotFoundError(f"no asset {asset_id[:80]!r}") from None
     if index >= len(record.outputs):
@@ -178,7 +177,7 @@ async def get_asset(
     found = await _output(svc, caller, asset_id)
     if found is not None:
         task_id, output = found
-        record = await owned_job(svc, task_id, caller)
+        record = await owned_task(svc, task_id, caller)
         view = Asset2(
             id=asset_id,
             hash=None,

@@ -20,8 +20,8 @@ from fastapi.responses import StreamingResponse
 from fastapi.sse import format_sse_event
 
 from comfyjobs.api.auth import Caller
-from comfyjobs.api.services import Services, services
-from comfyjobs.api.v2.jobs import job_of, owned_job
+from comfyjobs.api.services import Services, owned_task, services
+from comfyjobs.api.v2.jobs import job_of
 from comfyjobs.api.v2.views import TERMINAL_V2, Job, dump
 from comfyjobs.errors import QueueUnavailableError
 from comfyjobs.jobs.record import JobRecord, JobStatus
@@ -131,7 +131,7 @@ async def job_events(
     job_id: str, svc: Annotated[Services, Depends(services)], caller: Caller
 ) -> StreamingResponse:
     """Live events: `status`, `progress`, `preview`, `output`; ends after the terminal `status`."""
-    record = await owned_job(svc, job_id, caller)
+    record = await owned_task(svc, job_id, caller)
     return StreamingResponse(
         _ended_cleanly(_stream(svc, record), job_id),
         media_type="text/event-stream",

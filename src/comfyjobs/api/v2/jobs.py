@@ -17,15 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from comfyjobs import keys
 from comfyjobs.api.auth import Caller
-from comfyjobs.api.services import Services, services
-from comfyjobs.api.submit import check_priority
+from comfyjobs.api.services import Services, owned_task, services
+from comfyjobs.api.submit import admit, check_priority
 from comfyjobs.api.v2.views import Job, Output, dump, job_view, output_view, status_of
-from comfyjobs.errors import ApiV2Error, QueueFullError, TaskNotFoundError, TenantQueueFullError
+from comfyjobs.errors import ApiV2Error
 from comfyjobs.graphs.models import models_of
 from comfyjobs.jobs.queue import PRIORITY_DEFAULT, Priority
-from comfyjobs.jobs.record import RAW_GRAPH, JobError, JobRecord, JobStatus, utc_now
+from comfyjobs.jobs.record import RAW_GRAPH, JobRecord, JobStatus
 from comfyjobs.manifests.patching import build_graph
-from comfyjobs.tenancy import Principal
 
 router = APIRouter(prefix="/api/v2", tags=["Comfy API v2"])
 
@@ -44,17 +43,6 @@ class JobRequest(BaseModel):
     priority: Priority = PRIORITY_DEFAULT  # comfyjobs's own, beside the spec's fields
     webhook_url: Any = None  # reserved by the spec: refused when given
     inputs: Any = None  # reserved by the spec: refused when given
-
-
-def _not_found(task_id: str) -> TaskNotFoundError:
-    return TaskNotFoundError(f"no job {task_id[:80]!r} (unknown, or expired)")
-
-
-async def owned_job(svc: Services, task_id: str, caller: Principal) -> JobRecord:
-    record = await svc.store.get(task_id)
-    if record is None or not caller.sees(record.tenant):
-        raise _not_found(task_id)
-    return record
 
 
 async def job_of(svc: Services, record: JobRecord) -> Job:
@@ -100,26 +88,14 @@ async def post_job(
         priority=body.priority,
         models=models_of(body.workflow),
     )
-    admission = await svc.store.admit(
-        record,
-        max_waiting=svc.settings.max_queue_depth,
-        max_waiting_per_tenant=svc.settings.tenant_max_queued,
-        idempotency_key=f"v2:{idempotency_key}" if idempotency_key else None,
-        idempotency_value=json.dumps({"task_id": record.task_id}),
-    )
-    if admission.outcome == "duplicate":
+    key = f"v2:{idempotency_key}" if idempotency_key else None
+    admission = await admit(svc, record, caller, key, json.dumps({"task_id": record.task_id}))
+    if admission.outcome == "duplicate":  # the spec's keys are single use: no replay
         raise ApiV2Error(
             "this Idempotency-Key was used before; use a new key for a new job",
             code="idempotency_key_reuse",
             status=422,
         )
-    if admission.outcome == "tenant_full":
-        raise TenantQueueFullError(
-            f"{admission.detail} jobs of yours are waiting "
-            f"(TENANT_MAX_QUEUED={svc.settings.tenant_max_queued})"
-        )
-    if admission.outcome == "full":
-        raise QueueFullError(f"the queue is full ({admission.detail} jobs waiting)")
     response.headers["Location"] = f"/api/v2/jobs/{record.task_id}"
     return dump(await job_of(svc, record))
 
@@ -162,7 +138,7 @@ async def list_jobs(
 @router.get("/jobs/{job_id}", response_model=None)
 async def get_job(job_id: str, svc: Annotated[Services, Depends(services)], caller: Caller) -> dict[str, Any]:
     """The job as it stands; outputs appear as they are stored."""
-    return dump(await job_of(svc, await owned_job(svc, job_id, caller)))
+    return dump(await job_of(svc, await owned_task(svc, job_id, caller)))
 
 
 @router.get("/jobs/{job_id}/workflow", response_model=None)
@@ -170,7 +146,7 @@ async def get_job_workflow(
     job_id: str, svc: Annotated[Services, Depends(services)], caller: Caller
 ) -> dict[str, Any]:
     """The API-format graph the job runs (for a manifest job: the graph its parameters build)."""
-    record = await owned_job(svc, job_id, caller)
+    record = await owned_task(svc, job_id, caller)
     if record.graph is not None:
         return {"workflow": record.graph, "format": "api"}
     workflow = svc.registry.workflow(record.workflow_id)
@@ -183,13 +159,7 @@ async def cancel_job(
 ) -> dict[str, Any]:
     """Cancel (idempotent): a queued job never runs; a running one is `canceling` until its worker has
     stopped the prompt, then `canceled`. A finished job is returned as it is."""
-    record = await owned_job(svc, job_id, caller)
-    if not record.is_terminal:
-        await svc.store.update(
-            job_id,
-            status=JobStatus.CANCELLED,
-            finished_at=utc_now(),
-            error=JobError(type="canceled", message="canceled by request"),
-        )
-        record = await owned_job(svc, job_id, caller)
+    record = await owned_task(svc, job_id, caller)
+    if not record.is_terminal and await svc.store.cancel(job_id):
+        record = await owned_task(svc, job_id, caller)
     return dump(await job_of(svc, record))

@@ -20,6 +20,9 @@ from comfyjobs.storage.assets import Asset
 V2Status = Literal["queued", "running", "succeeded", "canceling", "canceled", "failed", "expired"]
 TERMINAL_V2: frozenset[str] = frozenset({"succeeded", "canceled", "failed", "expired"})
 
+# The v2 spec's spelling of a record's error type, where it has its own.
+ERROR_CODES = {"cancelled": "canceled"}
+
 STATUS: dict[JobStatus, V2Status] = {
     JobStatus.PENDING: "queued",
     JobStatus.STARTED: "running",
@@ -174,7 +177,10 @@ def job_view(
         error=None
         if error is None
         else JobError(
-            code=error.type, message=error.message, node_id=error.node_id, class_type=error.node_type
+            code=ERROR_CODES.get(error.type, error.type),
+            message=error.message,
+            node_id=error.node_id,
+            class_type=error.node_type,
         ),
         metrics={
             "queue_ms": _ms(record.created_at, record.started_at),
