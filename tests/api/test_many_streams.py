@@ -34,7 +34,7 @@ async def read_until(reader: asyncio.StreamReader, marker: bytes) -> None:
     seen = b""
     while marker not in seen:
         chunk = await reader.read(65536)
-        assert chunk, f"the stream closed before {marker!r}"
+        assert chunk, f"the stream closed before {marker!r}; it sent {seen[-600:]!r}"
         seen += chunk
 
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 import redis.asyncio as aioredis
 from pydantic import BaseModel
 
+from comfyjobs.api.refreshed import Refreshed
 from comfyjobs.errors import WorkflowUnavailableError
 from comfyjobs.heartbeat import WorkerBeat, live_workers
 
@@ -19,17 +18,10 @@ class FleetView:
     restart their ComfyUI, not from one request to the next."""
 
     def __init__(self, client: aioredis.Redis, max_age_s: float = FLEET_MAX_AGE_S) -> None:
-        self._redis = client
-        self._max_age_s = max_age_s
-        self._read_at = float("-inf")
-        self._beats: list[WorkerBeat] = []
+        self._beats = Refreshed(lambda: live_workers(client), max_age_s)
 
     async def beats(self) -> list[WorkerBeat]:
-        now = time.monotonic()
-        if now - self._read_at >= self._max_age_s:
-            self._beats = await live_workers(self._redis)
-            self._read_at = time.monotonic()
-        return self._beats
+        return await self._beats.get()
 
 
 class Availability(BaseModel):

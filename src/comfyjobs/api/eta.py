@@ -8,11 +8,11 @@ steps, else after its workflow's recent run time.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from comfyjobs.api.availability import FleetView
+from comfyjobs.api.refreshed import Refreshed
 from comfyjobs.jobs.record import JobRecord, JobStatus, utc_now
 from comfyjobs.jobs.store import AsyncJobStore, QueuePlace
 
@@ -56,12 +56,11 @@ class Estimator:
     def __init__(self, store: AsyncJobStore, fleet: FleetView) -> None:
         self._store = store
         self._fleet = fleet
-        self._model = EtaModel({}, 0)
-        self._read_at = float("-inf")
+        self._model = Refreshed(self._read, MAX_AGE_S)
+
+    async def _read(self) -> EtaModel:
+        ready = [b for b in await self._fleet.beats() if b.comfyui_ready]
+        return EtaModel(await self._store.run_times(), len(ready))
 
     async def model(self) -> EtaModel:
-        if time.monotonic() - self._read_at >= MAX_AGE_S:
-            ready = [b for b in await self._fleet.beats() if b.comfyui_ready]
-            self._model = EtaModel(await self._store.run_times(), len(ready))
-            self._read_at = time.monotonic()
-        return self._model
+        return await self._model.get()
