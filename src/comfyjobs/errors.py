@@ -149,6 +149,12 @@ class PayloadTooLargeError(MediaError):
     code = "payload_too_large"
 
 
+class HashMismatchError(ComfyJobsError):
+    """An upload's bytes are not the ones its client announced (``expected_hash``): nothing is stored."""
+
+    code = "hash_mismatch"
+
+
 class UrlSignatureError(ComfyJobsError):
     """A signed output or asset link is expired, tampered with, or unsigned (403)."""
 

@@ -21,7 +21,12 @@ from blake3 import blake3
 from pydantic import BaseModel
 
 from comfyjobs import keys
-from comfyjobs.errors import AssetNotFoundError, PayloadTooLargeError, QueueUnavailableError
+from comfyjobs.errors import (
+    AssetNotFoundError,
+    HashMismatchError,
+    PayloadTooLargeError,
+    QueueUnavailableError,
+)
 from comfyjobs.media.probe import Kind, Probed, probe_file
 from comfyjobs.storage.objects import ObjectStore, input_key
 from comfyjobs.tenancy import Principal
@@ -67,10 +72,17 @@ def _safe_filename(name: str | None) -> str | None:
 
 
 def ingest_file(
-    store: ObjectStore, source: Path, *, tenant: str, max_pixels: int, filename: str | None
+    store: ObjectStore,
+    source: Path,
+    *,
+    tenant: str,
+    max_pixels: int,
+    filename: str | None,
+    expected_blake3: str | None = None,
 ) -> Ingested:
     """Blocking: hashes and probes ``source`` and stores it under its hash unless already there.
-    ``source`` is consumed (moved or deleted)."""
+    ``source`` is consumed (moved or deleted). HashMismatchError, before anything is stored, when its
+    blake3 (hex) is not ``expected_blake3``."""
     digest, content_hash = hashlib.sha256(), blake3()
     size = 0
     with source.open("rb") as fh:
@@ -79,6 +91,8 @@ def ingest_file(
             content_hash.update(chunk)
             size += len(chunk)
     sha256 = digest.hexdigest()
+    if expected_blake3 is not None and content_hash.hexdigest() != expected_blake3:
+        raise HashMismatchError("the file's blake3 is not expected_hash; nothing was stored")
     name = _safe_filename(filename)
     probed = probe_file(source, max_pixels=max_pixels, filename=name)
     key = input_key(tenant, sha256)
@@ -133,6 +147,11 @@ class AssetRecords:
 
     async def record(self, ingested: Ingested, tenant: str) -> Asset:
         """Records the asset (or renews it: same bytes, same asset) for another ASSET_TTL_S."""
+        asset, _ = await self.record_new(ingested, tenant)
+        return asset
+
+    async def record_new(self, ingested: Ingested, tenant: str) -> tuple[Asset, bool]:
+        """``record``, and whether the tenant had no asset of these bytes before."""
         now = datetime.now(UTC)
         existing = await self.get(ingested.sha256, tenant)
         probed = ingested.probed
@@ -152,7 +171,7 @@ class AssetRecords:
             expires_at=now + timedelta(seconds=self.ttl_s),
         )
         await self._save(asset)
-        return asset
+        return asset, existing is None
 
     async def _save(self, asset: Asset) -> None:
         ttl_s = max(1, int((asset.expires_at - datetime.now(UTC)).total_seconds()))

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Annotated, Any
 
 import redis
-from blake3 import blake3
 from fastapi import APIRouter, Depends, File, Form, Header, Response, UploadFile
 from fastapi.responses import FileResponse, RedirectResponse
 from pydantic import BaseModel
@@ -31,7 +29,7 @@ from comfyjobs.errors import (
     QueueUnavailableError,
     TaskNotFoundError,
 )
-from comfyjobs.jobs.record import StoredOutput, utc_now
+from comfyjobs.jobs.record import JobRecord, StoredOutput, utc_now
 from comfyjobs.storage.assets import ingest_file, spool
 from comfyjobs.storage.local import LocalObjectStore
 from comfyjobs.storage.objects import output_key
@@ -45,14 +43,6 @@ BLAKE3_REF = re.compile(r"^blake3:([0-9a-f]{64})$")
 def _blake3_hex(value: str) -> str | None:
     found = BLAKE3_REF.match(value.strip().lower())
     return found.group(1) if found else None
-
-
-def _file_blake3(path: Path) -> str:
-    digest = blake3()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 async def _claim_key(svc: Services, tenant: str, key: str | None) -> None:
@@ -91,10 +81,6 @@ async def post_asset(
     finally:
         await file.close()
     try:
-        if expected is not None and await run_in_threadpool(_file_blake3, spooled) != expected:
-            raise ApiV2Error(
-                "the file's blake3 is not expected_hash; nothing was stored", code="hash_mismatch", status=409
-            )
         ingested = await run_in_threadpool(
             ingest_file,
             svc.objects,
@@ -102,18 +88,18 @@ async def post_asset(
             tenant=caller.tenant,
             max_pixels=settings.input_max_pixels,
             filename=file_path,
+            expected_blake3=expected,
         )
     except MediaError as exc:
         raise ApiV2Error(f"file: {exc.message}", code="invalid_request", status=422) from None
     finally:
         spooled.unlink(missing_ok=True)
-    known = await svc.assets.get(ingested.sha256, caller.tenant)
     await _claim_key(svc, caller.tenant, idempotency_key)
-    asset = await svc.assets.record(ingested, caller.tenant)
-    if known is not None:
+    asset, new = await svc.assets.record_new(ingested, caller.tenant)
+    if not new:
         response.status_code = 200
     url, url_expires_at = _content_link(svc, asset.id)
-    return dump(asset_view(asset, url, url_expires_at, created_new=known is None))
+    return dump(asset_view(asset, url, url_expires_at, created_new=new))
 
 
 class FromHash(BaseModel):
@@ -142,7 +128,7 @@ async def head_asset_by_hash(
     content_hash: str, svc: Annotated[Services, Depends(services)], caller: Caller
 ) -> Response:
     """200 when these bytes are here for this tenant (from-hash then succeeds), else 404; no body."""
-    hex_digest = _blake3_hex(content_hash.replace("%3A", ":").replace("%3a", ":"))
+    hex_digest = _blake3_hex(content_hash)
     asset = await svc.assets.by_blake3(hex_digest, caller.tenant) if hex_digest else None
     return Response(status_code=200 if asset is not None else 404)
 
@@ -154,7 +140,8 @@ def _content_link(svc: Services, asset_id: str) -> tuple[str, datetime]:
     return url, utc_now() + timedelta(seconds=svc.settings.url_ttl_s)
 
 
-async def _output(svc: Services, caller: Principal, asset_id: str) -> tuple[str, StoredOutput] | None:
+async def _output(svc: Services, caller: Principal, asset_id: str) -> tuple[JobRecord, StoredOutput] | None:
+    """The job and output behind an output's asset id; None for any other id."""
     parsed = parse_output_id(asset_id)
     if parsed is None:
         return None
@@ -165,7 +152,7 @@ async def _output(svc: Services, caller: Principal, asset_id: str) -> tuple[str,
         raise AssetNotFoundError(f"no asset {asset_id[:80]!r}") from None
     if index >= len(record.outputs):
         raise AssetNotFoundError(f"no asset {asset_id[:80]!r}")
-    return task_id, record.outputs[index]
+    return record, record.outputs[index]
 
 
 @router.get("/assets/{asset_id}", response_model=None)
@@ -176,8 +163,7 @@ async def get_asset(
     url, url_expires_at = _content_link(svc, asset_id)
     found = await _output(svc, caller, asset_id)
     if found is not None:
-        task_id, output = found
-        record = await owned_task(svc, task_id, caller)
+        record, output = found
         view = Asset2(
             id=asset_id,
             hash=None,
@@ -188,7 +174,7 @@ async def get_asset(
             url=url,
             url_expires_at=url_expires_at,
             expires_at=record.outputs_expire_at,
-            job_id=task_id,
+            job_id=record.task_id,
         )
         return dump(view)
     asset = await svc.assets.visible(asset_id, caller)
@@ -202,10 +188,11 @@ async def get_asset_content(
     """The bytes (Range supported: 206); with S3 storage, a 302 to a presigned URL."""
     found = await _output(svc, caller, asset_id)
     if found is not None:
+        record, output = found
         key, content_type, name = (
-            output_key(found[0], found[1].filename),
-            found[1].content_type,
-            found[1].filename,
+            output_key(record.task_id, output.filename),
+            output.content_type,
+            output.filename,
         )
     else:
         asset = await svc.assets.visible(asset_id, caller)
