@@ -85,14 +85,18 @@ async def _stream(svc: Services, record: JobRecord) -> AsyncIterator[bytes]:
     if snapshot is None:
         return
     record, cursor = snapshot.record, snapshot.last_event_id or "0-0"
+    state = record.model_dump(mode="json")  # kept current from the events: no re-read per change
     preview = await store.latest_preview(task_id)
     previews: EventId = preview.id if preview else "0-0"
+    changed = True
     while True:
-        job = await job_of(svc, record)
-        for frame in shown.frames(job):
-            yield frame
-        if job.status in TERMINAL_V2:
-            return
+        if changed:
+            record = JobRecord.model_validate(state)
+            job = await job_of(svc, record)
+            for frame in shown.frames(job):
+                yield frame
+            if job.status in TERMINAL_V2:
+                return
         if preview is not None:
             yield _preview(preview, record.progress.node)
             preview = None
@@ -100,18 +104,18 @@ async def _stream(svc: Services, record: JobRecord) -> AsyncIterator[bytes]:
         change = await store.wait_for_change(
             task_id, cursor, svc.settings.sse_heartbeat_s, departures if waiting else None, previews
         )
-        if change.events:
-            cursor = change.events[-1].id
+        for event in change.events:
+            state.update(event.changes)
+            cursor = event.id
         if change.departed is not None:
             departures = change.departed
         if change.preview is not None:
             previews, preview = change.preview.id, change.preview
+        changed = bool(change.events) or change.departed is not None  # a move in line is a change too
         if change.empty:
+            if not await store.exists(task_id):
+                return  # expired while we listened
             yield KEEPALIVE
-        fresh = await store.get(task_id)
-        if fresh is None:
-            return  # expired while we listened
-        record = fresh
 
 
 async def _ended_cleanly(stream: AsyncIterator[bytes], task_id: str) -> AsyncIterator[bytes]:
