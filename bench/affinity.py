@@ -32,7 +32,6 @@ import argparse
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,11 +43,11 @@ from typing import Any
 
 import httpx
 import redis
+from harness import Watcher, free_port, run, stop_all
 
 from comfyjobs import keys
 from comfyjobs.comfy.smoke_model import write_smoke_checkpoint
 from comfyjobs.jobs.record import decode_record
-from comfyjobs.jobs.store import decode_events
 from comfyjobs.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -56,16 +55,9 @@ COMFYUI_DIR = Path(os.environ.get("COMFYUI_DIR", REPO / "ComfyUI"))
 # A is the workflows' default checkpoint: the workers' check of txt2img wants it present (else a 409).
 CHECKPOINTS = ("smoke-sd15.safetensors", "smoke-b.safetensors")
 TXT2IMG = {"prompt": "a fox", "steps": 2, "width": 128, "height": 128}
-TERMINAL = ("SUCCESS", "FAILURE", "CANCELLED")
 WORKERS = 2
 HEARTBEAT_S = 1.0
 Procs = list[subprocess.Popen[bytes]]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -77,27 +69,6 @@ class Result:
     switches_by_worker: dict[str, list[str]]  # worker -> checkpoints of its jobs in start order
     max_skips: int
     total_skips: int
-
-
-def wait_done(client: redis.Redis, task_ids: list[str], timeout_s: float) -> float:
-    """Blocks on the jobs' event streams (XREAD) until all are terminal; returns when (perf_counter)."""
-    deadline, cursors = time.monotonic() + timeout_s, dict.fromkeys(task_ids, "0-0")
-    done: dict[str, tuple[str, float]] = {}
-    while len(done) < len(task_ids):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{len(task_ids) - len(done)} job(s) unfinished")
-        waiting = {keys.job_events(t): cursors[t] for t in task_ids if t not in done}
-        replies: Any = client.xread(waiting, block=1000)  # type: ignore[arg-type]
-        for stream, entries in replies or []:
-            task_id = stream.decode().rsplit(":", 1)[-1]
-            for event in decode_events(entries):
-                cursors[task_id] = event.id
-                if (status := event.changes.get("status")) in TERMINAL:
-                    done[task_id] = (status, time.perf_counter())
-    failed = [t for t in task_ids if done[t][0] != "SUCCESS"]
-    if failed:
-        raise RuntimeError(f"{len(failed)} job(s) did not succeed, e.g. {failed[0]}")
-    return max(at for _, at in done.values())
 
 
 def start_service(tmp: Path, models: Path, server: RedisServer, extra: dict[str, str], procs: Procs) -> int:
@@ -135,7 +106,8 @@ def wait_ready(api: httpx.Client, procs: Procs, tmp: Path) -> float:
     return time.perf_counter() - t0
 
 
-def burst(api: httpx.Client, client: redis.Redis, n: int) -> Result:
+def burst(api: httpx.Client, url: str, n: int) -> Result:
+    client = redis.Redis.from_url(url)
     started = time.perf_counter()
     ids = []
     for i in range(n):  # one after another: the queue holds them in this order, A, B, A, B, ...
@@ -144,7 +116,7 @@ def burst(api: httpx.Client, client: redis.Redis, n: int) -> Result:
         if resp.status_code != 202:
             raise RuntimeError(f"POST /workflows/txt2img: {resp.status_code} {resp.text}")
         ids.append(str(resp.json()["task_id"]))
-    ended = wait_done(client, ids, 1800)
+    ended = Watcher(url).wait_succeeded(set(ids), 1800)
     time.sleep(3 * HEARTBEAT_S)  # the workers' last beats carry their final model_loads
     workers = ready_workers(api)
     records = [decode_record(client.hgetall(keys.job(t))) for t in ids]
@@ -162,20 +134,6 @@ def burst(api: httpx.Client, client: redis.Redis, n: int) -> Result:
     )
 
 
-def stop_all(procs: Procs, server: RedisServer) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    procs.clear()
-    server.stop()
-
-
 def run_once(tmp: Path, models: Path, label: str, extra: dict[str, str], n: int) -> Result:
     """A fresh Redis, API and two workers; the burst; everything stopped again."""
     run_dir = tmp / label
@@ -188,7 +146,7 @@ def run_once(tmp: Path, models: Path, label: str, extra: dict[str, str], n: int)
         with httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=30) as api:
             ready_s = wait_ready(api, procs, run_dir)
             print(f"[{label}] service ready (2 workers + ComfyUIs, cold) in {ready_s:.1f} s", flush=True)
-            result = burst(api, redis.Redis.from_url(server.url), n)
+            result = burst(api, server.url, n)
     finally:
         stop_all(procs, server)
     runs = sorted(result.switches_by_worker.items())
@@ -243,8 +201,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        raise SystemExit(main())
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        raise SystemExit(130) from None
+    run(main)

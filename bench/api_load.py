@@ -51,6 +51,7 @@ from typing import Any, TypeVar
 
 import psutil
 import redis
+from harness import free_port, percentile
 
 from comfyjobs import keys, procs
 from comfyjobs.redis_server import RedisServer
@@ -67,17 +68,6 @@ TARGET_POST_P99_MS = 50.0
 TARGET_KEYS_RATIO = 1.2
 TARGET_HEALTH_P99_MS = 100.0
 TARGET_RSS_MB = 200.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
 # --- The processes: Redis and the API -------------------------------------------------------------------

@@ -18,8 +18,6 @@ import argparse
 import base64
 import io
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,51 +28,13 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import redis
+from harness import Watcher, free_port, percentile, run, stop_all
 from PIL import Image
 
-from comfyjobs import keys
 from comfyjobs.comfy.smoke_model import write_smoke_checkpoint
-from comfyjobs.jobs.store import decode_events
 from comfyjobs.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Watcher:
-    """Blocks on the tasks' event streams (XREAD) and notes when each reaches a terminal status."""
-
-    def __init__(self, url: str) -> None:
-        self.client = redis.Redis.from_url(url)
-        self.done: dict[str, tuple[str, float]] = {}
-        self.cursors: dict[str, str] = {}
-
-    def wait(self, task_ids: set[str], timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        for task_id in task_ids:
-            self.cursors.setdefault(task_id, "0-0")
-        while not task_ids <= self.done.keys():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{len(task_ids - self.done.keys())} job(s) unfinished")
-            waiting = {keys.job_events(t): self.cursors[t] for t in task_ids - self.done.keys()}
-            for stream, entries in self.client.xread(waiting, block=1000) or []:  # type: ignore[arg-type]
-                task_id = stream.decode().rsplit(":", 1)[-1]
-                for event in decode_events(entries):
-                    self.cursors[task_id] = event.id
-                    status = event.changes.get("status")
-                    if status in ("SUCCESS", "FAILURE", "CANCELLED"):
-                        self.done[task_id] = (status, time.perf_counter())
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def noise_png(size: int, seed: int) -> bytes:
@@ -205,13 +165,9 @@ def main() -> int:
         )
         media(api, watcher, submit, args.media_runs)
     finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            proc.wait(60)
-        server.stop()
+        stop_all(procs, server)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run(main)

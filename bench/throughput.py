@@ -36,7 +36,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -52,33 +51,19 @@ from typing import Any
 
 import httpx
 import psutil
-import redis
 import websocket
+from harness import Watcher, free_port, percentile, run, stop_all
 
-from comfyjobs import keys
 from comfyjobs.comfy.smoke_model import write_smoke_checkpoint
-from comfyjobs.jobs.store import decode_events
 from comfyjobs.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parent.parent
 COMFYUI_DIR = Path(os.environ.get("COMFYUI_DIR", REPO / "ComfyUI"))
-TERMINAL = ("SUCCESS", "FAILURE", "CANCELLED")
 TARGET_BURST_RATIO = 0.85
 TARGET_EXTRA_MS = 5.0
 TARGET_GAP_MS = 2.0
 TARGET_TXT2IMG_RATIO = 0.99
 TXT2IMG = {"prompt": "a fox", "steps": 4, "width": 256, "height": 256}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
 def median(values: list[float]) -> float:
@@ -87,36 +72,6 @@ def median(values: list[float]) -> float:
 
 def spread(ms: list[float]) -> str:
     return f"median {median(ms):.1f} ms, p95 {percentile(ms, 0.95):.1f} ms (n={len(ms)})"
-
-
-class Watcher:
-    """Blocks on the tasks' event streams (XREAD) and notes when each reaches a terminal status."""
-
-    def __init__(self, url: str) -> None:
-        self.client = redis.Redis.from_url(url)
-        self.done: dict[str, tuple[str, float]] = {}
-        self.cursors: dict[str, str] = {}
-
-    def wait(self, task_ids: set[str], timeout_s: float) -> float:
-        """Returns when the last of them finished (perf_counter); raises if any did not succeed."""
-        deadline = time.monotonic() + timeout_s
-        for task_id in task_ids:
-            self.cursors.setdefault(task_id, "0-0")
-        while not task_ids <= self.done.keys():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{len(task_ids - self.done.keys())} job(s) unfinished")
-            waiting = {keys.job_events(t): self.cursors[t] for t in task_ids - self.done.keys()}
-            replies: Any = self.client.xread(waiting, block=1000)  # type: ignore[arg-type]
-            for stream, entries in replies or []:
-                task_id = stream.decode().rsplit(":", 1)[-1]
-                for event in decode_events(entries):
-                    self.cursors[task_id] = event.id
-                    if (status := event.changes.get("status")) in TERMINAL:
-                        self.done[task_id] = (status, time.perf_counter())
-        failed = [t for t in task_ids if self.done[t][0] != "SUCCESS"]
-        if failed:
-            raise RuntimeError(f"{len(failed)} job(s) did not succeed, e.g. {failed[0]}")
-        return max(self.done[t][1] for t in task_ids)
 
 
 class RawComfy:
@@ -277,7 +232,7 @@ def measure(
 
     # Warm-up, both ways (ComfyUI's first prompt imports node code; the API's first request warms its paths).
     raw.wait({raw_tiny(16_000_000 + i) for i in range(3)}, 60)
-    watcher.wait({ours("tiny", {"color": 16_100_000 + i}) for i in range(3)}, 60)
+    watcher.wait_succeeded({ours("tiny", {"color": 16_100_000 + i}) for i in range(3)}, 60)
 
     # [1] and [3]: one at a time.
     raw_seq, our_seq = [], []
@@ -289,7 +244,7 @@ def measure(
         started = time.perf_counter()
         task_id = ours("tiny", {"color": 300_000 + i})
         our_seq.append((sse_final(api, task_id) - started) * 1000)
-        watcher.wait({task_id}, 60)  # finished in the store too, before the next one
+        watcher.wait_succeeded({task_id}, 60)  # finished in the store too, before the next one
     print(f"[1] raw ComfyUI tiny round trip, one at a time: {spread(raw_seq)}", flush=True)
     extra = median(our_seq) - median(raw_seq)
     print(
@@ -300,7 +255,9 @@ def measure(
 
     # [1], [2] and [4]: bursts, raw first.
     raw_rate, raw_line = bursts.run(raw_tiny, args.jobs, raw.wait)
-    our_rate, our_line = bursts.run(lambda i: ours("tiny", {"color": 100_000 + i}), args.jobs, watcher.wait)
+    our_rate, our_line = bursts.run(
+        lambda i: ours("tiny", {"color": 100_000 + i}), args.jobs, watcher.wait_succeeded
+    )
     print(
         f"[1] raw ComfyUI tiny burst of {args.jobs}: {raw_rate:.1f} jobs/s\n"
         f"[2] comfyjobs tiny burst of {args.jobs}: {our_rate:.1f} jobs/s, x{our_rate / raw_rate:.2f} of raw "
@@ -314,7 +271,7 @@ def measure(
     if args.txt2img < 1:
         return
     first = ours("txt2img", {**TXT2IMG, "seed": 1})
-    watcher.wait({first}, 600)
+    watcher.wait_succeeded({first}, 600)
     graph = api.get(f"/api/v2/jobs/{first}/workflow").raise_for_status().json()["workflow"]
     sampler_id = next(k for k, node in graph.items() if node["class_type"] == "KSampler")
 
@@ -325,7 +282,7 @@ def measure(
 
     raw_rate, raw_line = bursts.run(raw_txt2img, args.txt2img, raw.wait)
     our_rate, our_line = bursts.run(
-        lambda i: ours("txt2img", {**TXT2IMG, "seed": 2000 + i}), args.txt2img, watcher.wait
+        lambda i: ours("txt2img", {**TXT2IMG, "seed": 2000 + i}), args.txt2img, watcher.wait_succeeded
     )
     print(
         f"[5] smoke txt2img 256x256, 4 steps, burst of {args.txt2img}: raw {raw_rate:.3f} jobs/s, comfyjobs "
@@ -369,16 +326,7 @@ def main() -> int:
     finally:
         if raw is not None:
             raw.close()
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        server.stop()
+        stop_all(procs, server)
         if finished:
             shutil.rmtree(tmp, ignore_errors=True)
         else:
@@ -387,8 +335,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        raise SystemExit(main())
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        raise SystemExit(130) from None
+    run(main)

@@ -1,0 +1,89 @@
+"""What the benches share: free ports, percentiles, waiting for jobs on their event streams, stopping the
+processes a bench started, and a main that says "interrupted" on Ctrl-C. Imported by the bench scripts
+(run as `python bench/<name>.py`, so this folder is on the path)."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+from comfyjobs import keys
+from comfyjobs.jobs.store import decode_events
+from comfyjobs.redis_server import RedisServer
+
+TERMINAL = ("SUCCESS", "FAILURE", "CANCELLED")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+class Watcher:
+    """Blocks on the tasks' event streams (XREAD) and notes when each reaches a terminal status."""
+
+    def __init__(self, url: str) -> None:
+        self.client = redis.Redis.from_url(url)
+        self.done: dict[str, tuple[str, float]] = {}  # task id -> (final status, perf_counter)
+        self.cursors: dict[str, str] = {}
+
+    def wait(self, task_ids: set[str], timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        for task_id in task_ids:
+            self.cursors.setdefault(task_id, "0-0")
+        while not task_ids <= self.done.keys():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(task_ids - self.done.keys())} job(s) unfinished")
+            waiting = {keys.job_events(t): self.cursors[t] for t in task_ids - self.done.keys()}
+            replies: Any = self.client.xread(waiting, block=1000)  # type: ignore[arg-type]
+            for stream, entries in replies or []:
+                task_id = stream.decode().rsplit(":", 1)[-1]
+                for event in decode_events(entries):
+                    self.cursors[task_id] = event.id
+                    if (status := event.changes.get("status")) in TERMINAL:
+                        self.done[task_id] = (status, time.perf_counter())
+
+    def wait_succeeded(self, task_ids: set[str], timeout_s: float) -> float:
+        """Returns when the last of them finished (perf_counter); raises if any did not succeed."""
+        self.wait(task_ids, timeout_s)
+        failed = [t for t in task_ids if self.done[t][0] != "SUCCESS"]
+        if failed:
+            raise RuntimeError(f"{len(failed)} job(s) did not succeed, e.g. {failed[0]}")
+        return max(self.done[t][1] for t in task_ids)
+
+
+def stop_all(procs: list[subprocess.Popen[bytes]], server: RedisServer | None = None) -> None:
+    """SIGTERM to each, a kill after 60 s; then the Redis."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    procs.clear()
+    if server is not None:
+        server.stop()
+
+
+def run(main: Callable[[], int]) -> None:
+    try:
+        raise SystemExit(main())
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
