@@ -141,19 +141,30 @@ class Bursts:
         self.service = [p for p in tree if p not in self.comfy]  # API, worker, Redis
 
     def cpu_s(self) -> tuple[float, float]:
-        def total(procs: list[psutil.Process]) -> float:
-            return sum(t.user + t.system for t in (p.cpu_times() for p in procs))
+        return sum(self.by_role().values()), self._total(self.comfy)
 
-        return total(self.service), total(self.comfy)
+    @staticmethod
+    def _total(procs: list[psutil.Process]) -> float:
+        return sum(t.user + t.system for t in (p.cpu_times() for p in procs))
+
+    def by_role(self) -> dict[str, float]:
+        """CPU seconds so far of comfyjobs' own processes: the API, the worker and Redis."""
+        roles: dict[str, float] = {}
+        for proc in self.service:
+            line = " ".join(proc.cmdline())
+            role = next((r for r in ("api", "worker") if f"comfyjobs {r}" in line), "redis")
+            roles[role] = roles.get(role, 0.0) + self._total([proc])
+        return roles
 
     def run(
         self, submit: Callable[[int], str], n: int, wait: Callable[[set[str], float], float]
     ) -> tuple[float, str]:
-        before, cpu0 = set(self.raw.history()), self.cpu_s()
+        before, cpu0, roles0 = set(self.raw.history()), self.cpu_s(), self.by_role()
         with ThreadPoolExecutor(8) as pool:
             started = time.perf_counter()
             ended = wait(set(pool.map(submit, range(n))), 1800)
-        (service_s, comfy_s), history = self.cpu_s(), self.raw.history()
+        (service_s, comfy_s), history, roles = self.cpu_s(), self.raw.history(), self.by_role()
+        per_job = ", ".join(f"{r} {(roles[r] - roles0[r]) * 1000 / n:.1f}" for r in sorted(roles))
         spans = []
         for prompt_id in set(history) - before:
             stamps = {name: data["timestamp"] for name, data in history[prompt_id]["status"]["messages"]}
@@ -168,7 +179,7 @@ class Bursts:
             f"ms, max {max(gaps, default=0):.0f} ms; busy {busy:.0%} of its span; a prompt runs "
             f"{median([float(e - s) for s, e in spans]):.0f} ms; first started {lead:.0f} ms after the "
             f"first POST, last seen done {tail:.0f} ms after it ended; CPU s over {ended - started:.1f} s: "
-            f"comfyjobs processes {service_s - cpu0[0]:.1f}, ComfyUI {comfy_s - cpu0[1]:.1f}"
+            f"comfyjobs processes {service_s - cpu0[0]:.1f} (ms per job: {per_job}), ComfyUI {comfy_s - cpu0[1]:.1f}"
         )
 
 

@@ -1,10 +1,10 @@
 """ComfyUI's HTTP and websocket API, and nothing else of ComfyUI.
 
-One prompt runs as ComfyUI's websocket tells it: the socket is opened with our client id *before* the
-prompt is posted (a fast or cached run can finish before a late socket listens), progress and node events
-are passed on as they arrive, and the run is over at ``executing {node: null}`` for our prompt id, which
-ComfyUI sends after it has stored the history. Outputs are then read from ``/history`` (cached output
-nodes send no ``executed`` event). requests/websocket errors become ComfyUnavailableError here.
+One prompt runs as ComfyUI's websocket tells it (comfy.feed: one socket per ComfyUI, subscribed to with
+the prompt's id *before* the prompt is posted, so a fast or cached run is not missed): progress and node
+events are passed on as they arrive, outputs are taken from each output node's ``executed`` message, and
+the run is over at ``executing {node: null}`` for our prompt id. requests/websocket errors become
+ComfyUnavailableError here.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
 import requests
-import websocket
 
+from comfyjobs.comfy.feed import PromptFeed, Subscription
 from comfyjobs.errors import (
     ComfyExecutionError,
     ComfyHungError,
@@ -126,14 +126,22 @@ def parse_preview(frame: bytes) -> tuple[bytes, str] | None:
 
 
 class ComfyClient:
-    def __init__(self, base_url: str, *, request_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self, base_url: str, *, request_timeout_s: float = 30.0, feed: PromptFeed | None = None
+    ) -> None:
+        """``feed``: the websocket shared by every client of this ComfyUI in the process (a worker's job
+        threads); by default the client opens its own when it first runs a prompt."""
         self.base_url = base_url.rstrip("/")
         self.ws_url = "ws" + self.base_url[len("http") :] + "/ws"
         self.request_timeout_s = request_timeout_s
         self._http = requests.Session()
+        self._owns_feed = feed is None
+        self._feed = feed or PromptFeed(self.ws_url)
 
     def close(self) -> None:
         self._http.close()
+        if self._owns_feed:
+            self._feed.close()
 
     # --- plain requests ----------------------------------------------------------------------------
 
@@ -166,10 +174,6 @@ class ComfyClient:
         except requests.RequestException:
             return False
 
-    def history(self, prompt_id: str) -> dict[str, Any]:
-        entry = self._json(f"/history/{prompt_id}").get(prompt_id, {})
-        return dict(entry) if isinstance(entry, dict) else {}
-
     def interrupt(self, prompt_id: str | None = None) -> None:
         body = {"prompt_id": prompt_id} if prompt_id else {}
         self._request("POST", "/interrupt", json=body)
@@ -183,8 +187,12 @@ class ComfyClient:
         except ComfyUnavailableError as exc:
             log.warning("could not cancel prompt %s: %s", prompt_id, exc)
 
-    def submit(self, graph: Mapping[str, Any], client_id: str) -> str:
-        resp = self._request("POST", "/prompt", json={"prompt": graph, "client_id": client_id})
+    def submit(self, graph: Mapping[str, Any], prompt_id: str | None = None) -> str:
+        """Queues ``graph`` (under ``prompt_id`` when given); returns its prompt id."""
+        body: dict[str, Any] = {"prompt": graph, "client_id": self._feed.client_id}
+        if prompt_id is not None:
+            body["prompt_id"] = prompt_id
+        resp = self._request("POST", "/prompt", json=body)
         try:
             body = resp.json()
         except ValueError:
@@ -260,44 +268,37 @@ class ComfyClient:
         ``hang_timeout_s``: with no websocket traffic for this long, ComfyUI must answer /system_stats,
         or it counts as hung (ComfyHungError). ``should_stop`` is asked while waiting: a prompt cancelled
         before it ran is only deleted from ComfyUI's queue, and ComfyUI then says nothing more about it."""
-        client_id = uuid.uuid4().hex
-        try:
-            ws = websocket.create_connection(f"{self.ws_url}?clientId={client_id}", timeout=WS_RECV_TIMEOUT_S)
-        except (OSError, websocket.WebSocketException) as exc:
-            raise ComfyUnavailableError(f"cannot open ComfyUI's websocket: {exc}") from exc
-        try:
-            prompt_id = self.submit(graph, client_id)
+        prompt_id = uuid.uuid4().hex  # ours: the feed routes its messages from the first one on
+        with self._feed.subscribe(prompt_id) as messages:
+            self.submit(graph, prompt_id)
             try:
                 if on_submitted is not None:
                     on_submitted(prompt_id)
-                error = self._follow(
-                    ws, prompt_id, graph, on_event, timeout_s, is_alive, hang_timeout_s, should_stop
+                outputs, error = self._follow(
+                    messages, graph, on_event, timeout_s, is_alive, hang_timeout_s, should_stop
                 )
             except BaseException:
                 # Timed out, lost the socket, or the caller's callback failed: don't leave the prompt
                 # running in ComfyUI for the next job to queue behind.
                 self.cancel(prompt_id)
                 raise
-        finally:
-            ws.close()
-        entry = self.history(prompt_id)
-        if error is None and entry.get("status", {}).get("status_str") == "error":
-            error = ComfyExecutionError("ComfyUI reported an error for this prompt (see its log)")
         if error is not None:
             raise error
-        return collect_outputs(entry)
+        return collect_outputs({"outputs": outputs})
 
     def _follow(
         self,
-        ws: websocket.WebSocket,
-        prompt_id: str,
+        messages: Subscription,
         graph: Mapping[str, Any],
         on_event: EventCallback,
         timeout_s: float,
         is_alive: Callable[[], bool],
         hang_timeout_s: float | None,
         should_stop: Callable[[], bool],
-    ) -> Exception | None:
+    ) -> tuple[dict[str, Any], Exception | None]:
+        """The prompt's messages until ComfyUI is done with it: its outputs (each output node's
+        ``executed`` message, which ComfyUI also sends for nodes served from its cache, with what
+        ``/history`` would hold), and the error it ended with, if any."""
         # The time limit counts from the prompt's start: queued behind another (a worker keeps the next
         # job queued in ComfyUI), it waits at most that one's limit first.
         deadline = time.monotonic() + 2 * timeout_s
@@ -306,57 +307,46 @@ class ComfyClient:
             node = graph.get(str(node_id)) if node_id is not None else None
             return node.get("class_type") if isinstance(node, Mapping) else None
 
+        outputs: dict[str, Any] = {}
         error: Exception | None = None
         prompt_started = False
         last_traffic = time.monotonic()
         while True:
             if time.monotonic() > deadline:
                 raise JobTimeoutError("timed out")
-            if should_stop():  # asked between frames, and at least every WS_RECV_TIMEOUT_S
+            if should_stop():  # asked between messages, and at least every WS_RECV_TIMEOUT_S
                 raise ComfyInterruptedError("stopped from outside (cancelled)")
-            try:
-                frame = ws.recv()
-            except websocket.WebSocketTimeoutException:
+            message = messages.get(WS_RECV_TIMEOUT_S)
+            if message is None:
                 if not is_alive():
-                    raise ComfyUnavailableError("ComfyUI exited while running the job") from None
+                    raise ComfyUnavailableError("ComfyUI exited while running the job")
                 silent_s = time.monotonic() - last_traffic
                 # A long node sends nothing for a while, but the HTTP server still answers then.
                 if hang_timeout_s is not None and silent_s > hang_timeout_s and not self.answers():
                     raise ComfyHungError(
                         f"ComfyUI stopped answering: no websocket traffic for {silent_s:.0f} s "
                         "and /system_stats silent"
-                    ) from None
+                    )
                 continue
-            except (OSError, websocket.WebSocketException) as exc:
-                raise ComfyUnavailableError(f"ComfyUI's websocket broke during the job: {exc}") from exc
             last_traffic = time.monotonic()
-            if isinstance(frame, bytes):
-                # Previews carry no prompt id; ComfyUI sends them to the client of the prompt it runs.
-                preview = parse_preview(frame)
+            kind, data = message.kind, message.data
+            if kind == "binary":
+                # Previews carry no prompt id; the feed passes on those sent while our prompt runs.
+                preview = parse_preview(message.frame)
                 if preview is not None and prompt_started:
                     on_event(ComfyEvent("preview", image=preview[0], image_type=preview[1]))
-                continue
-            if not isinstance(frame, str):
-                continue
-            try:
-                message = json.loads(frame)
-            except ValueError:
-                log.warning("ignoring a websocket frame that is not JSON: %.200s", frame)
-                continue
-            if not isinstance(message, dict):
-                continue
-            kind, data = message.get("type"), message.get("data") or {}
-            if data.get("prompt_id") != prompt_id:
-                continue
-            if kind == "execution_start":
+            elif kind == "execution_start":
                 prompt_started = True
                 deadline = time.monotonic() + timeout_s
                 on_event(ComfyEvent("started"))
             elif kind == "executing":
                 node = data.get("node")
                 if node is None:
-                    return error  # ComfyUI is done with our prompt, success or not
+                    return outputs, error  # ComfyUI is done with our prompt, success or not
                 on_event(ComfyEvent("node", node_id=str(node), node_type=node_type(node)))
+            elif kind == "executed":
+                if data.get("node") is not None and isinstance(data.get("output"), dict):
+                    outputs[str(data["node"])] = data["output"]
             elif kind == "progress":
                 node = data.get("node")
                 on_event(

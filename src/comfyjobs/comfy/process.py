@@ -12,16 +12,18 @@ import collections
 import logging
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import requests
 
 from comfyjobs import procs
+from comfyjobs.comfy.client import OutputFile
 from comfyjobs.errors import ComfyStartError
 from comfyjobs.manifests.schema import MODEL_FOLDERS
 
@@ -72,6 +74,26 @@ class ComfyInstance:
     @property
     def log_path(self) -> Path:
         return self.instance_dir / "comfyui.log"
+
+    def copy_output(self, output: OutputFile, dest: Path) -> bool:
+        """Puts an output of this instance at ``dest`` straight from its folder (a hard link, or a copy
+        across file systems) instead of over HTTP. False if it is not a file of its output or temp
+        folder (a text output, or a name leading elsewhere): download it then."""
+        base = {"output": self.output_dir, "temp": self.temp_dir}.get(output.type)
+        parts = PurePosixPath(output.subfolder.replace("\\", "/"), output.filename).parts
+        if base is None or output.text is not None or any(p in ("..", "/") for p in parts):
+            return False
+        source = base.joinpath(*parts)
+        try:
+            os.link(source, dest)
+        except FileNotFoundError:
+            return False
+        except OSError:
+            try:
+                shutil.copyfile(source, dest)
+            except OSError:
+                return False
+        return True
 
     def prepare(self) -> None:
         for sub in ("output", "input", "temp", "user"):

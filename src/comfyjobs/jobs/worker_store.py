@@ -82,20 +82,26 @@ class JobStore:
             applied = self._update(keys=self._keys.update(task_id), args=args)
         return int(applied) == 1
 
-    def read_events(self, task_id: str, after: EventId, block_s: float) -> list[JobEvent]:
-        """The task's events after ``after``, waiting up to ``block_s`` (in Redis) for the first."""
+    def read_events_of(self, cursors: Mapping[str, EventId], block_s: float) -> dict[str, list[JobEvent]]:
+        """The events of each task after its cursor, waiting up to ``block_s`` (in Redis) for the first
+        of any; tasks with none are left out."""
+        streams: dict[Any, Any] = {keys.job_events(t): cursor for t, cursor in cursors.items()}
+        tasks = {keys.job_events(task_id): task_id for task_id in cursors}
         with translated():
-            replies: Any = self._redis.xread({keys.job_events(task_id): after}, block=int(block_s * 1000))
-        return [event for _, entries in replies or [] for event in decode_events(entries)]
+            replies: Any = self._redis.xread(streams, block=int(block_s * 1000))
+        return {tasks[text(stream)]: decode_events(entries) for stream, entries in replies or []}
 
     def acquire_lease(self, task_id: str, owner: str, ttl_s: float) -> bool:
         """True if ``owner`` holds the lease now (taken, or already its own from ``claim``)."""
         with translated():
             return int(self._acquire(keys=[keys.job_lease(task_id)], args=[owner, int(ttl_s * 1000)])) == 1
 
-    def renew_lease(self, task_id: str, owner: str, ttl_s: float) -> bool:
-        with translated():
-            return int(self._renew(keys=[keys.job_lease(task_id)], args=[owner, int(ttl_s * 1000)])) == 1
+    def renew_leases(self, task_ids: list[str], owner: str, ttl_s: float) -> list[bool]:
+        """Renews each lease ``owner`` still holds, in one round trip; whether it held each."""
+        with translated(), self._redis.pipeline(transaction=False) as pipe:
+            for task_id in task_ids:
+                self._renew(keys=[keys.job_lease(task_id)], args=[owner, int(ttl_s * 1000)], client=pipe)
+            return [int(held) == 1 for held in pipe.execute()]
 
     def release_lease(self, task_id: str, owner: str) -> None:
         with translated():

@@ -1,60 +1,63 @@
-"""What watches over a job while it runs on this worker: its lease, and its cancellation.
+"""What watches over the jobs a worker runs: their leases, and their cancellation.
 
-Lease: a key naming this worker, with a short TTL (JOB_LEASE_S), taken before the job starts and renewed
-while it runs. Taking it fails if another worker runs the same job (a duplicate delivery): the job runs
-once. If this worker dies the lease lapses and the API's reconciler puts the job back in line.
+Lease: a key naming this worker, with a short TTL (JOB_LEASE_S), taken before a job starts (by the take,
+or by ``JobGuard.acquire``) and renewed while it runs. Taking it fails if another worker runs the same job
+(a duplicate delivery): the job runs once. If this worker dies the lease lapses and the API's reconciler
+puts the job back in line.
 
 Cancellation: DELETE /tasks/{id} marks the record CANCELLED (a final state, so nothing the worker writes
-afterwards lands). The guard blocks on the job's event stream (the one the API's SSE reads) and, on that
-change, takes the prompt out of ComfyUI: removed from its queue and interrupted. ComfyUI reports the
-interruption, ``ComfyClient.run`` returns, and the worker takes its next job. A lease this worker lost
-(Redis was away longer than JOB_LEASE_S, and the job may be running elsewhere now) stops the prompt the
-same way.
+afterwards lands). The watcher blocks on the running jobs' event streams (the ones the API's SSE reads)
+and, on that change, takes the prompt out of ComfyUI: removed from its queue and interrupted. ComfyUI
+reports the interruption, ``ComfyClient.run`` returns, and the worker takes its next job. A lease this
+worker lost (Redis was away longer than JOB_LEASE_S, and the job may be running elsewhere now) stops the
+prompt the same way.
 
-One thread does both: each blocking read on the stream lasts until the next renewal is due.
+One thread per worker does both for all its jobs (``Guards``): one blocking read over every job's stream
+lasts until the next renewal is due, and the due leases are renewed together. A job's ``JobGuard`` is
+its handle: entered when the job starts, left when it ends (which releases the lease). A guard entered
+during a read is watched from the next one (at most a read's length later), from the start of its
+stream, so a cancellation in between is not missed.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from types import TracebackType
 
 from comfyjobs.errors import QueueUnavailableError
 from comfyjobs.jobs.record import JobStatus
+from comfyjobs.jobs.store import EventId
 from comfyjobs.jobs.worker_store import JobStore
 
 log = logging.getLogger(__name__)
 
-# Longest single read on the stream: below redis-py's default socket timeout (5 s), so a quiet stream is
+# Longest single read on the streams: below redis-py's default socket timeout (5 s), so a quiet stream is
 # not taken for a dead connection.
 MAX_BLOCK_S = 2.0
 
 
 class JobGuard:
-    def __init__(
-        self,
-        store: JobStore,
-        task_id: str,
-        worker_id: str,
-        lease_s: float,
-        cancel_prompt: Callable[[str], None],
-    ) -> None:
-        self._store = store
-        self._task_id = task_id
-        self._worker_id = worker_id
-        self._lease_s = lease_s
-        self._cancel_prompt = cancel_prompt
+    """One job's lease and cancellation, watched by its worker's ``Guards``."""
+
+    def __init__(self, guards: Guards, task_id: str) -> None:
+        self._guards = guards
+        self.task_id = task_id
+        self.cursor: EventId = "0-0"  # the watcher's place in the job's event stream
+        self.renewed_at = time.monotonic()  # the lease was just taken
         self._lock = threading.Lock()
         self._prompt_id: str | None = None
         self._stop_reason: str | None = None
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name=f"job-guard-{task_id}", daemon=True)
+        self.done = False
 
     def acquire(self) -> bool:
         """Takes the lease; False if another worker holds it (this delivery is a duplicate)."""
-        return self._store.acquire_lease(self._task_id, self._worker_id, self._lease_s)
+        g = self._guards
+        taken = g.store.acquire_lease(self.task_id, g.worker_id, g.lease_s)
+        self.renewed_at = time.monotonic()
+        return taken
 
     @property
     def cancelled(self) -> bool:
@@ -66,19 +69,18 @@ class JobGuard:
         return self._stop_reason
 
     def __enter__(self) -> JobGuard:
-        self._thread.start()
+        self._guards.watch(self)
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        # Not joined: the thread may sit in a blocking read for up to MAX_BLOCK_S, and the worker's next
-        # job should not wait for that. It checks `_done` after every read and then acts on nothing.
-        self._done.set()
+        self.done = True
+        self._guards.unwatch(self)
         try:
-            self._store.release_lease(self._task_id, self._worker_id)
+            self._guards.store.release_lease(self.task_id, self._guards.worker_id)
         except QueueUnavailableError as exc_:
-            log.warning("task %s: lease not released (it lapses by itself): %s", self._task_id, exc_)
+            log.warning("task %s: lease not released (it lapses by itself): %s", self.task_id, exc_)
 
     def submitted(self, prompt_id: str) -> None:
         """Called by the ComfyUI client once the prompt is queued there."""
@@ -86,33 +88,88 @@ class JobGuard:
             self._prompt_id = prompt_id
             stop_now = self._stop_reason is not None  # stopped before ComfyUI had the prompt
         if stop_now:
-            self._cancel_prompt(prompt_id)
+            self._guards.cancel_prompt(prompt_id)
 
-    def _watch(self) -> None:
-        cursor = "0-0"
-        block_s = min(MAX_BLOCK_S, self._lease_s / 3)
-        while not self._done.is_set():
-            try:
-                events = self._store.read_events(self._task_id, cursor, block_s)
-                if self._done.is_set():
-                    return  # the job ended (and its lease was released) while we read
-                if not self._store.renew_lease(self._task_id, self._worker_id, self._lease_s):
-                    self._stop("lease lost")
-                    return
-            except QueueUnavailableError as exc:
-                log.warning("task %s: cannot reach Redis to guard the job: %s", self._task_id, exc)
-                self._done.wait(block_s)  # Redis is restarting; try again shortly unless the job ended
-                continue
-            for event in events:
-                cursor = event.id
-                if event.changes.get("status") == JobStatus.CANCELLED:
-                    self._stop("cancelled")
-                    return
-
-    def _stop(self, reason: str) -> None:
-        log.info("task %s: %s; stopping its prompt in ComfyUI", self._task_id, reason)
+    def stop(self, reason: str) -> None:
+        if self.done:
+            return
+        log.info("task %s: %s; stopping its prompt in ComfyUI", self.task_id, reason)
         with self._lock:
             self._stop_reason = reason
             prompt_id = self._prompt_id
         if prompt_id is not None:
-            self._cancel_prompt(prompt_id)
+            self._guards.cancel_prompt(prompt_id)
+
+
+class Guards:
+    """The watcher: one thread, started and stopped with the worker."""
+
+    def __init__(
+        self, store: JobStore, worker_id: str, lease_s: float, cancel_prompt: Callable[[str], None]
+    ) -> None:
+        self.store = store
+        self.worker_id = worker_id
+        self.lease_s = lease_s
+        self.cancel_prompt = cancel_prompt
+        self._block_s = min(MAX_BLOCK_S, lease_s / 3)
+        self._changed = threading.Condition()
+        self._guards: dict[str, JobGuard] = {}
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="job-guards", daemon=True)
+
+    def guard(self, task_id: str) -> JobGuard:
+        return JobGuard(self, task_id)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        with self._changed:
+            self._changed.notify_all()
+
+    def join(self, timeout_s: float) -> None:
+        self._thread.join(timeout_s)
+
+    def watch(self, guard: JobGuard) -> None:
+        with self._changed:
+            self._guards[guard.task_id] = guard
+            self._changed.notify_all()
+
+    def unwatch(self, guard: JobGuard) -> None:
+        with self._changed:
+            if self._guards.get(guard.task_id) is guard:
+                del self._guards[guard.task_id]
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            with self._changed:
+                while not self._guards and not self._stopping.is_set():
+                    self._changed.wait()  # no job runs: nothing to read or renew
+                watched = list(self._guards.values())
+            if watched:
+                try:
+                    self._once(watched)
+                except QueueUnavailableError as exc:
+                    log.warning("cannot reach Redis to guard the jobs: %s", exc)
+                    self._stopping.wait(self._block_s)  # Redis is restarting; again shortly
+
+    def _once(self, watched: list[JobGuard]) -> None:
+        """One blocking read over the watched jobs' streams, then the renewals due."""
+        events = self.store.read_events_of({g.task_id: g.cursor for g in watched}, self._block_s)
+        by_task = {g.task_id: g for g in watched}
+        for task_id, entries in events.items():
+            guard = by_task[task_id]
+            for event in entries:
+                guard.cursor = event.id
+                if event.changes.get("status") == JobStatus.CANCELLED:
+                    guard.stop("cancelled")
+        now = time.monotonic()
+        due = [g for g in watched if not g.done and g.stopped is None and now - g.renewed_at >= self._block_s]
+        if not due:
+            return
+        renewed = self.store.renew_leases([g.task_id for g in due], self.worker_id, self.lease_s)
+        for guard, held in zip(due, renewed, strict=True):
+            guard.renewed_at = now
+            if not held:
+                guard.stop("lease lost")  # (a guard left meanwhile released its lease: no stop then)

@@ -27,6 +27,7 @@ from celery import signals as celery_signals
 
 from comfyjobs.backoff import DEFAULT_DELAYS_S, Backoff, capped
 from comfyjobs.comfy.client import ComfyClient
+from comfyjobs.comfy.feed import PromptFeed
 from comfyjobs.comfy.process import ComfyInstance, ComfyProcess, default_python
 from comfyjobs.heartbeat import Heartbeat, WorkerBeat
 from comfyjobs.jobs.delivery import PIPELINE_DEPTH, JobMessages, make_celery
@@ -40,6 +41,7 @@ from comfyjobs.storage.outputs import OutputSaver
 from comfyjobs.storage.retention import ExpiryScheduler
 from comfyjobs.worker import tasks
 from comfyjobs.worker.availability import AvailabilityMonitor
+from comfyjobs.worker.job_guard import Guards
 from comfyjobs.worker.runner import LoadedModels, WorkerContext
 
 log = logging.getLogger(__name__)
@@ -125,7 +127,9 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
     started_at = utc_now()
     model_folders = sorted(registry.model_folders)
     client = ComfyClient(comfy.base_url)
-    control = ComfyClient(comfy.base_url)
+    control = ComfyClient(comfy.base_url)  # the guards' (cancelling prompts the job threads wait on)
+    feed = PromptFeed(client.ws_url)  # one websocket for the job threads' prompts
+    guards: Guards | None = None
     availability = AvailabilityMonitor(registry, client, redis_client)
     models = LoadedModels()
     heartbeat = Heartbeat(
@@ -174,15 +178,19 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
         def thread_client() -> ComfyClient:
             made: ComfyClient | None = getattr(local, "client", None)
             if made is None:
-                made = local.client = ComfyClient(comfy.base_url)
+                made = local.client = ComfyClient(comfy.base_url, feed=feed)
             return made
+
+        store = JobStore(redis_client, settings.job_ttl_s, settings.queue_name, messages)
+        guards = Guards(store, worker_id, settings.job_lease_s, control.cancel)
+        guards.start()
 
         tasks.bind_context(
             WorkerContext(
                 settings=settings,
                 worker_id=worker_id,
                 registry=registry,
-                store=JobStore(redis_client, settings.job_ttl_s, settings.queue_name, messages),
+                store=store,
                 comfy=comfy,
                 thread_client=thread_client,
                 models=models,
@@ -193,7 +201,7 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
                     ExpiryScheduler(redis_client),
                     settings.output_ttl_s,
                 ),
-                control=control,
+                guards=guards,
             )
         )
         tasks.register(app)
@@ -213,9 +221,12 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
         return int(worker.exitcode or 0)
     finally:
         heartbeat.stop()
+        if guards is not None:
+            guards.stop()
         supervisor.stop()
         comfy.close()
         supervisor.join(settings.comfyui_stop_timeout_s)
         client.close()
         control.close()
+        feed.close()
         redis_client.close()

@@ -12,9 +12,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
-from comfyjobs.comfy.client import ComfyClient, ComfyEvent
+from comfyjobs.comfy.client import ComfyClient, ComfyEvent, OutputFile
 from comfyjobs.comfy.process import ComfyProcess
 from comfyjobs.errors import (
     ComfyHungError,
@@ -35,7 +36,7 @@ from comfyjobs.settings import Settings
 from comfyjobs.storage.objects import ObjectStore
 from comfyjobs.storage.outputs import OutputSaver
 from comfyjobs.worker.inputs import StagedInputs
-from comfyjobs.worker.job_guard import JobGuard
+from comfyjobs.worker.job_guard import Guards, JobGuard
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,7 @@ class WorkerContext:
     thread_client: Callable[[], ComfyClient]
     objects: ObjectStore
     outputs: OutputSaver
-    # For the job guards' threads (cancelling a prompt while a job's client waits on it).
-    control: ComfyClient
+    guards: Guards  # leases and cancellation of the jobs running here
     models: LoadedModels
 
 
@@ -123,8 +123,9 @@ class ProgressWriter:
             self._preview(event)
             return
         if event.kind == "started":
+            # Not written: ComfyUI's first node (or the outcome, for a run served from its cache)
+            # follows at once and carries the PROGRESS status with it.
             self.started_at = time.monotonic()
-            self._store.update(self._task_id, expect=self._expect, status=JobStatus.PROGRESS)
             return
         if event.kind == "node":
             # Steps done so far stay: a decode after the sampler is not "0 %" again.
@@ -161,8 +162,7 @@ def take_next(ctx: WorkerContext) -> str | None:
     task_id = ctx.store.claim(ctx.worker_id, settings.job_lease_s, affinity)
     if task_id is None:
         return None
-    guard = JobGuard(ctx.store, task_id, ctx.worker_id, ctx.settings.job_lease_s, ctx.control.cancel)
-    with guard:
+    with ctx.guards.guard(task_id) as guard:
         try:
             execute_job(task_id, ctx, guard)
         except RequeueJobError as exc:
@@ -174,7 +174,7 @@ def handle_delivery(task_id: str, ctx: WorkerContext) -> None:
     """A message of an earlier version, naming its job. The lease comes first, before waiting for
     ComfyUI: from here on a live worker visibly has the job, so the reconciler leaves it alone; a second
     delivery of a job some live worker has is dropped here. Raises RequeueJobError to hand it back."""
-    guard = JobGuard(ctx.store, task_id, ctx.worker_id, ctx.settings.job_lease_s, ctx.control.cancel)
+    guard = ctx.guards.guard(task_id)
     if not guard.acquire():
         log.warning("task %s is with another worker; dropping this duplicate delivery", task_id)
         return
@@ -253,7 +253,12 @@ def _run_leased(task_id: str, ctx: WorkerContext, record: JobRecord, guard: JobG
         if guard.stopped:
             log.info("task %s: stopped (%s); its outputs are not kept", task_id, guard.stopped)
             return
-        outputs = ctx.outputs.save_all(task_id, files, client.download)
+
+        def fetch(item: OutputFile, dest: Path) -> None:
+            if not ctx.comfy.instance.copy_output(item, dest):
+                client.download(item, dest)
+
+        outputs = ctx.outputs.save_all(task_id, files, fetch)
     except Exception as exc:
         if guard.stopped:
             log.info("task %s: stopped (%s): %s", task_id, guard.stopped, exc)

@@ -1,0 +1,157 @@
+"""One websocket to one ComfyUI, read by one thread, each message handed to the prompt it is about.
+
+ComfyUI sends a prompt's messages to the client id it was submitted with, and its status broadcasts to
+every socket. A worker runs several prompts at once on its ComfyUI (one executing, the next queued), so
+they share one client id and one socket here instead of a socket each per job: no handshake per job, and
+the socket is read all the time, so ComfyUI never waits on a socket nobody reads (its sends to a full
+socket would stall its message loop).
+
+A run subscribes with the prompt id it will submit under (ComfyUI takes the id we give it), *before*
+posting the prompt, so nothing of a fast run is missed. Messages go to the subscription of their
+``prompt_id``; binary frames (previews) carry none and go to the prompt ComfyUI is executing. A broken
+socket ends every subscription with ComfyUnavailableError; the next subscription connects again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import websocket
+
+from comfyjobs.errors import ComfyUnavailableError
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class Message:
+    """A JSON message (``kind`` and ``data``), or a binary frame (``kind`` "binary", ``frame``)."""
+
+    kind: str
+    data: dict[str, Any]
+    frame: bytes = b""
+
+
+_BROKEN = Message("broken", {})
+
+
+class Subscription:
+    """One prompt's messages, in the order ComfyUI sent them."""
+
+    def __init__(self, prompt_id: str) -> None:
+        self.prompt_id = prompt_id
+        self._messages: queue.SimpleQueue[Message] = queue.SimpleQueue()
+
+    def put(self, message: Message) -> None:
+        self._messages.put(message)
+
+    def get(self, timeout_s: float) -> Message | None:
+        """The next message; None if none came within ``timeout_s``. Raises ComfyUnavailableError once
+        the socket broke (ComfyUI exited or restarted)."""
+        try:
+            message = self._messages.get(timeout=timeout_s)
+        except queue.Empty:
+            return None
+        if message is _BROKEN:
+            self._messages.put(_BROKEN)  # every later read says so too
+            raise ComfyUnavailableError("ComfyUI's websocket broke during the job")
+        return message
+
+
+class PromptFeed:
+    def __init__(self, ws_url: str) -> None:
+        self.ws_url = ws_url
+        self.client_id = uuid.uuid4().hex
+        self._lock = threading.Lock()
+        self._socket: websocket.WebSocket | None = None
+        self._subscriptions: dict[str, Subscription] = {}
+        self._executing: str | None = None  # the prompt ComfyUI runs now: previews are its
+
+    @contextmanager
+    def subscribe(self, prompt_id: str) -> Iterator[Subscription]:
+        """Messages about ``prompt_id`` from now until the block ends (connects first if needed)."""
+        subscription = Subscription(prompt_id)
+        with self._lock:
+            if self._socket is None:
+                self._socket = self._connect()
+            self._subscriptions[prompt_id] = subscription
+        try:
+            yield subscription
+        finally:
+            with self._lock:
+                self._subscriptions.pop(prompt_id, None)
+
+    def close(self) -> None:
+        with self._lock:
+            sock, self._socket = self._socket, None
+        if sock is not None:
+            sock.close()  # the reader's recv fails and it ends
+
+    def _connect(self) -> websocket.WebSocket:
+        try:
+            sock = websocket.create_connection(
+                f"{self.ws_url}?clientId={self.client_id}", timeout=CONNECT_TIMEOUT_S
+            )
+        except (OSError, websocket.WebSocketException) as exc:
+            raise ComfyUnavailableError(f"cannot open ComfyUI's websocket: {exc}") from exc
+        sock.settimeout(None)  # the reader blocks until a frame or the socket's end
+        threading.Thread(target=self._read, args=(sock,), name="comfyui-feed", daemon=True).start()
+        return sock
+
+    def _read(self, sock: websocket.WebSocket) -> None:
+        try:
+            while True:
+                frame = sock.recv()
+                if isinstance(frame, bytes):
+                    self._route_binary(frame)
+                elif frame:
+                    self._route_text(frame)
+                else:
+                    break  # closed by ComfyUI
+        except (OSError, websocket.WebSocketException) as exc:
+            log.debug("ComfyUI's websocket ended: %s", exc)
+        with self._lock:
+            # Every subscription is this socket's unless a newer one was opened after close().
+            ours = self._socket is sock or self._socket is None
+            if self._socket is sock:
+                self._socket = None
+            ended = list(self._subscriptions.values()) if ours else []
+            self._executing = None if ours else self._executing
+        for subscription in ended:  # a fresh socket is not theirs: their prompts' news went with this one
+            subscription.put(_BROKEN)
+        sock.close()
+
+    def _route_text(self, frame: str) -> None:
+        try:
+            parsed = json.loads(frame)
+        except ValueError:
+            log.warning("ignoring a websocket frame that is not JSON: %.200s", frame)
+            return
+        if not isinstance(parsed, dict) or not isinstance(parsed.get("data"), dict):
+            return
+        kind, data = str(parsed.get("type")), parsed["data"]
+        prompt_id = data.get("prompt_id")
+        with self._lock:
+            if kind == "execution_start":
+                self._executing = prompt_id
+            elif kind == "executing" and data.get("node") is None and self._executing == prompt_id:
+                self._executing = None
+            subscription = self._subscriptions.get(prompt_id) if isinstance(prompt_id, str) else None
+        if subscription is not None:
+            subscription.put(Message(kind, data))
+
+    def _route_binary(self, frame: bytes) -> None:
+        with self._lock:
+            subscription = self._subscriptions.get(self._executing) if self._executing else None
+        if subscription is not None:
+            subscription.put(Message("binary", {}, frame))

@@ -1,0 +1,112 @@
+"""The worker's job guards against a real Redis: a cancelled job's prompt is stopped, a lost lease stops
+it too, a running job's lease is kept alive, and a finished job's lease is released."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from comfyjobs import keys
+from comfyjobs.jobs.record import JobRecord, JobStatus
+from comfyjobs.worker.job_guard import Guards
+from tests.jobs.test_reconciler import Fixture
+from tests.support import wait_for
+
+
+class Prompts:
+    """The guards' way to stop a prompt in ComfyUI, recorded."""
+
+    def __init__(self) -> None:
+        self.cancelled: list[str] = []
+        self.changed = threading.Event()
+
+    def cancel(self, prompt_id: str) -> None:
+        self.cancelled.append(prompt_id)
+        self.changed.set()
+
+
+@pytest.fixture
+def fx(redis_url: str) -> Fixture:
+    return Fixture(redis_url)
+
+
+@pytest.fixture
+def prompts() -> Prompts:
+    return Prompts()
+
+
+@pytest.fixture
+def guards(fx: Fixture, prompts: Prompts) -> Iterator[Guards]:
+    watcher = Guards(fx.sync, "w-test", lease_s=0.9, cancel_prompt=prompts.cancel)  # reads of 0.3 s
+    watcher.start()
+    yield watcher
+    watcher.stop()
+    watcher.join(5)
+
+
+def running_job(fx: Fixture) -> str:
+    record = JobRecord(task_id="guarded-" + uuid.uuid4().hex, workflow_id="tiny")
+    fx.admit(record)
+    task_id = fx.sync.claim("w-test", lease_s=0.9)
+    assert task_id == record.task_id
+    assert fx.sync.update(task_id, status=JobStatus.STARTED, worker="w-test", attempts=1)
+    return task_id
+
+
+def test_a_cancelled_job_has_its_prompt_stopped(fx: Fixture, guards: Guards, prompts: Prompts) -> None:
+    others = [running_job(fx) for _ in range(2)]  # one watcher reads every job's stream
+    task_id = running_job(fx)
+    with guards.guard(others[0]), guards.guard(task_id) as guard, guards.guard(others[1]):
+        guard.submitted("prompt-1")
+        assert fx.run(lambda store, _: store.cancel(task_id))
+        assert prompts.changed.wait(10)
+        assert prompts.cancelled == ["prompt-1"]
+        assert guard.cancelled and guard.stopped == "cancelled"
+
+
+def test_a_job_cancelled_before_its_prompt_was_queued_is_stopped_once_it_is(
+    fx: Fixture, guards: Guards, prompts: Prompts
+) -> None:
+    task_id = running_job(fx)
+    assert fx.run(lambda store, _: store.cancel(task_id))  # before the guard even started
+    with guards.guard(task_id) as guard:
+        wait_for(lambda: guard.stopped, timeout_s=10, what="the guard to see the cancellation")
+        assert prompts.cancelled == []
+        guard.submitted("prompt-2")
+        assert prompts.cancelled == ["prompt-2"]
+
+
+def test_a_lost_lease_stops_the_prompt(
+    fx: Fixture, guards: Guards, prompts: Prompts, redis_client: redis.Redis
+) -> None:
+    task_id = running_job(fx)
+    with guards.guard(task_id) as guard:
+        guard.submitted("prompt-3")
+        redis_client.set(keys.job_lease(task_id), "another-worker")  # taken back and given elsewhere
+        assert prompts.changed.wait(10)
+        assert (guard.stopped, prompts.cancelled) == ("lease lost", ["prompt-3"])
+
+
+def test_a_running_jobs_lease_is_renewed_and_released_at_the_end(
+    fx: Fixture, guards: Guards, prompts: Prompts, redis_client: redis.Redis
+) -> None:
+    task_id = running_job(fx)
+    lease = keys.job_lease(task_id)
+    with guards.guard(task_id) as guard:
+        seen = {"low": int(redis_client.pttl(lease))}
+
+        def renewed() -> bool:  # its time to live went up again: renewed, not left to lapse
+            ttl = int(redis_client.pttl(lease))
+            went_up, seen["low"] = ttl > seen["low"], ttl
+            return went_up
+
+        for _ in range(3):  # longer than the lease's own length, in all
+            wait_for(renewed, timeout_s=10, what="the lease to be renewed", interval_s=0.02)
+        assert redis_client.get(lease) == b"w-test"
+        assert guard.stopped is None
+    assert redis_client.exists(lease) == 0
+    assert prompts.cancelled == []
