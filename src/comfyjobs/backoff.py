@@ -1,4 +1,5 @@
-"""When to restart a process that exited on its own, and when to stop trying.
+"""When to restart a process that exited on its own, and when to stop trying (and the delay tables of
+everything else that tries again: ``capped``, ``exponential``).
 
 One policy for everything that restarts a crashed process: `comfyjobs up` (Redis, workers, the API) and a
 worker (its ComfyUI). Delays grow with each consecutive failure up to a cap; a process that then stays up
@@ -26,6 +27,11 @@ DEFAULT_STABLE_S = 60.0
 def capped(delays_s: Sequence[float], cap_s: float) -> tuple[float, ...]:
     """``delays_s`` with none above ``cap_s`` (a smaller cap gives shorter waits all along)."""
     return tuple(min(d, cap_s) for d in delays_s)
+
+
+def exponential(first_s: float, factor: float, count: int) -> tuple[float, ...]:
+    """``count`` delays: ``first_s``, then each ``factor`` times the one before (retries spread out)."""
+    return tuple(first_s * factor**i for i in range(count))
 
 
 class Backoff:

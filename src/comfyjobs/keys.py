@@ -144,3 +144,24 @@ they expire; the retention sweep deletes what is due (O(due), never a listing of
 CHANGES = f"{PREFIX}:changes"
 """Pub/sub channel: the name of each stream that just got an entry (a task's events or previews, a queue's
 departures), published with the append; the API's one subscriber wakes the readers waiting on it."""
+
+
+WEBHOOKS_DUE = f"{PREFIX}:webhooks:due"
+"""Sorted set: webhook delivery ids, scored by the epoch second their next attempt is due. A dispatcher
+takes the due ones by moving them a visibility timeout ahead (so a delivery whose API process died is
+taken again), and removes a delivery once it is done. Changes are announced on CHANGES under this name."""
+
+
+def webhook(delivery_id: str) -> str:
+    """Hash: one webhook delivery (its task, event type and time, the task as it was then, the body once
+    rendered, attempts so far). Deleted when delivered or given up."""
+    return f"{PREFIX}:webhook:{delivery_id}"
+
+
+WEBHOOK_PREFIX = webhook("")
+
+
+def metric(name: str) -> str:
+    """Hash: one metric's values, one field per set of label values (JSON array) — counters and histogram
+    buckets kept by the Lua scripts and the workers, so GET /metrics of any API process is the fleet's."""
+    return f"{PREFIX}:metric:{name}"

@@ -6,6 +6,7 @@ Invalid values stop the process before it touches Redis or ComfyUI.
 
 from __future__ import annotations
 
+import base64
 import difflib
 import os
 import re
@@ -103,6 +104,24 @@ class Settings(BaseSettings):
     )
     input_url_timeout_s: Annotated[float, Field(gt=0, le=600)] = 30.0
 
+    # --- Webhooks (Standard Webhooks: signed, at least once, durable in Redis) ----------------------
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="`whsec_` + base64 key that signs every delivery; unset, a `webhook_url` is refused.",
+    )
+    webhook_max_attempts: Annotated[int, Field(ge=1, le=30)] = 8
+    webhook_retry_base_s: Annotated[float, Field(gt=0)] = Field(
+        default=5.0,
+        description="Wait before the 2nd attempt; each later wait is 4 times the one before (5 s base, 8 "
+        "attempts: the last one about 7.6 hours after the first).",
+    )
+    webhook_timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
+    webhook_url_allowlist: str = Field(
+        default="",
+        description="As INPUT_URL_ALLOWLIST, for webhook targets: hosts or CIDRs they may reach although "
+        "not public.",
+    )
+
     # --- Raw graphs (the Comfy API v2 at /api/v2) -----------------------------------------------------
     raw_workflows: bool = Field(
         default=True,
@@ -193,7 +212,7 @@ class Settings(BaseSettings):
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         return upper
 
-    @field_validator("input_url_allowlist")
+    @field_validator("input_url_allowlist", "webhook_url_allowlist")
     @classmethod
     def _allowlist_parses(cls, value: str) -> str:
         from comfyjobs.media.fetch import UrlPolicy  # the one parser of these entries
@@ -273,6 +292,26 @@ class Settings(BaseSettings):
     @property
     def url_allowlist(self) -> list[str]:
         return [item.strip() for item in self.input_url_allowlist.split(",") if item.strip()]
+
+    @property
+    def webhook_allowlist(self) -> list[str]:
+        return [item.strip() for item in self.webhook_url_allowlist.split(",") if item.strip()]
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret_decodes(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        raw = value.get_secret_value()
+        if not raw.startswith("whsec_"):
+            raise ValueError("must start with whsec_ (then the key in base64)")
+        try:
+            key = base64.b64decode(raw.removeprefix("whsec_") + "==", validate=False)
+        except ValueError:
+            raise ValueError("the part after whsec_ is not base64") from None
+        if len(key) < 16:
+            raise ValueError("the key is too short: at least 16 bytes (24 base64 characters)")
+        return value
 
     @property
     def comfy_instances_dir(self) -> Path:

@@ -61,8 +61,9 @@ class Line:
 
     def take_all(self) -> list[str]:
         taken = []
-        while (task_id := self.sync.claim("w1", lease_s=60)) is not None:
-            taken.append(task_id)
+        while (claimed := self.sync.claim("w1", lease_s=60)) is not None:
+            assert claimed.record is not None and claimed.record.task_id == claimed.task_id
+            taken.append(claimed.task_id)
         return taken
 
 
@@ -91,7 +92,8 @@ def test_positions_match_the_order_jobs_are_taken_in(redis_url: str) -> None:
     rng = random.Random(7)
     jobs = [line.add(rng.choice(["a", "b", "c"]), priority=rng.choice([0, 5, 5, 9])) for _ in range(40)]
     one = line.sync.claim("w0", lease_s=60)  # the turns have moved once
-    waiting = [t for t in jobs if t != one]
+    assert one is not None
+    waiting = [t for t in jobs if t != one.task_id]
 
     positions = line.positions(waiting)
     taken = line.take_all()
@@ -114,7 +116,8 @@ def test_a_job_cancelled_in_line_is_never_taken(redis_url: str) -> None:
 
 
 def take(line: Line, loaded: str, max_skip: int = 4, max_wait_s: float = 600) -> str | None:
-    return line.sync.claim("w1", lease_s=60, affinity=Affinity(frozenset({loaded}), max_skip, max_wait_s))
+    claimed = line.sync.claim("w1", lease_s=60, affinity=Affinity(frozenset({loaded}), max_skip, max_wait_s))
+    return claimed.task_id if claimed else None
 
 
 def test_a_worker_prefers_jobs_using_the_model_it_has_loaded(redis_url: str) -> None:

@@ -51,7 +51,7 @@ def guards(fx: Fixture, prompts: Prompts) -> Iterator[Guards]:
 def running_job(fx: Fixture) -> str:
     record = JobRecord(task_id="guarded-" + uuid.uuid4().hex, workflow_id="tiny")
     fx.admit(record)
-    task_id = fx.sync.claim("w-test", lease_s=0.9)
+    task_id = fx.sync.claim("w-test", lease_s=0.9).task_id
     assert task_id == record.task_id
     assert fx.sync.update(task_id, status=JobStatus.STARTED, worker="w-test", attempts=1)
     return task_id

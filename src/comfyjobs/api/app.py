@@ -25,7 +25,8 @@ from comfyjobs.api.v2 import assets as v2_assets
 from comfyjobs.api.v2 import job_events as v2_job_events
 from comfyjobs.api.v2 import jobs as v2_jobs
 from comfyjobs.api.v2.graphs import GraphIntake, Policy
-from comfyjobs.api.views import Links
+from comfyjobs.api.views import Links, TaskView
+from comfyjobs.backoff import exponential
 from comfyjobs.jobs.changes import LISTEN_S, ChangeHub
 from comfyjobs.jobs.delivery import JobMessages, make_celery
 from comfyjobs.jobs.reconciler import Reconciler
@@ -39,6 +40,8 @@ from comfyjobs.storage.assets import AssetRecords
 from comfyjobs.storage.objects import ObjectStore, open_object_store
 from comfyjobs.storage.retention import RetentionSweeper
 from comfyjobs.tenancy import DEFAULT_TENANT
+from comfyjobs.webhooks.deliveries import Deliveries
+from comfyjobs.webhooks.dispatcher import WebhookDispatcher
 
 log = logging.getLogger(__name__)
 
@@ -108,20 +111,31 @@ def create_app(settings: Settings, registry: Registry | None = None) -> FastAPI:
                 Policy(settings.raw_workflows, settings.raw_node_allowlist, settings.raw_node_denylist),
                 hold_s=settings.job_ttl_s,
             ),
+            webhook_policy=UrlPolicy(settings.webhook_allowlist, setting="WEBHOOK_URL_ALLOWLIST"),
         )
         reconciler = Reconciler(client, store, settings.queue_name, settings.reconcile_interval_s)
         sweeper = RetentionSweeper(client, objects, settings.retention_interval_s)
-        background = [
-            asyncio.create_task(reconciler.run_forever(), name="reconciler"),
-            asyncio.create_task(sweeper.run_forever(), name="retention"),
-        ]
+        loops: list[Reconciler | RetentionSweeper | WebhookDispatcher] = [reconciler, sweeper]
+        if settings.webhook_secret is not None:
+            loops.append(
+                WebhookDispatcher(
+                    Deliveries(client),
+                    hub,
+                    lambda record: TaskView.from_record(record, links).model_dump(mode="json"),
+                    secret=settings.webhook_secret.get_secret_value(),
+                    policy=app.state.services.webhook_policy,
+                    delays_s=exponential(settings.webhook_retry_base_s, 4, settings.webhook_max_attempts - 1),
+                    timeout_s=settings.webhook_timeout_s,
+                )
+            )
+        background = [asyncio.create_task(loop.run_forever(), name=type(loop).__name__) for loop in loops]
         try:
             yield
         finally:
             # Background loops first: they must not start a Redis call on a client being closed. Each
             # ends its pass (Redis calls time out after REDIS_TIMEOUT_S); cancelled only if it does not.
-            reconciler.stop()
-            sweeper.stop()
+            for loop in loops:
+                loop.stop()
             for task in background:
                 try:
                     await asyncio.wait_for(task, RECONCILER_STOP_TIMEOUT_S)

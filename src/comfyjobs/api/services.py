@@ -17,6 +17,7 @@ from comfyjobs.errors import TaskNotFoundError
 from comfyjobs.jobs.record import JobRecord
 from comfyjobs.jobs.store import AsyncJobStore
 from comfyjobs.manifests.registry import Registry
+from comfyjobs.media.fetch import UrlPolicy
 from comfyjobs.media.resolve import MediaResolver
 from comfyjobs.settings import Settings
 from comfyjobs.storage.assets import AssetRecords
@@ -39,6 +40,7 @@ class Services:
     models: ModelCatalog
     rate: RateLimiter
     graphs: GraphIntake  # raw graphs (the v2 API): policy, assets, the workers' object_info
+    webhook_policy: UrlPolicy  # where webhook targets may be (WEBHOOK_URL_ALLOWLIST)
 
 
 async def owned_task(svc: Services, task_id: str, caller: Principal) -> JobRecord:

@@ -7,6 +7,7 @@ concurrent requests cannot both slip past a check.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -23,6 +24,7 @@ from comfyjobs.errors import (
     FieldProblem,
     IdempotencyConflictError,
     InvalidParamsError,
+    MediaError,
     QueueFullError,
     TenantQueueFullError,
 )
@@ -34,6 +36,7 @@ from comfyjobs.manifests.params import resolve_params
 from comfyjobs.manifests.patching import build_graph
 from comfyjobs.manifests.registry import Workflow
 from comfyjobs.manifests.schema import LoraSpec
+from comfyjobs.media.fetch import check_url
 from comfyjobs.tenancy import Principal
 
 log = logging.getLogger(__name__)
@@ -59,8 +62,10 @@ async def submit(
     caller: Principal,
     idempotency_key: str | None = None,
     priority: int = PRIORITY_DEFAULT,
+    webhook_url: str | None = None,
 ) -> Submitted:
     check_priority(svc, caller, priority)
+    await check_webhook_url(svc, webhook_url)
     await require_available(svc.fleet, workflow.id)
     models = await svc.models.lists(workflow.model_folders)
     params = resolve_params(workflow, request, models.get)
@@ -73,6 +78,7 @@ async def submit(
         inputs=media.inputs,
         priority=priority,
         models=job_models(workflow, media.params, svc.registry.loras),
+        webhook_url=webhook_url,
     )
     fingerprint = request_hash(workflow, request)
     value = json.dumps({"task_id": record.task_id, "request": fingerprint})
@@ -113,6 +119,20 @@ def job_models(workflow: Workflow, params: dict[str, Any], loras: Mapping[str, L
     if not workflow.model_folders and not models_of(workflow.template):
         return []
     return models_of(build_graph(workflow, params, loras))
+
+
+async def check_webhook_url(svc: Services, url: str | None) -> None:
+    """A webhook target: signable (WEBHOOK_SECRET is set) and allowed by the same SSRF guard as URL
+    inputs, with WEBHOOK_URL_ALLOWLIST (checked again at each delivery, to the address it connects to)."""
+    if url is None:
+        return
+    if svc.settings.webhook_secret is None:
+        problem = "webhooks are not enabled on this server (WEBHOOK_SECRET is not set)"
+        raise InvalidParamsError([FieldProblem("webhook_url", problem)])
+    try:
+        await asyncio.to_thread(check_url, url, svc.webhook_policy)  # resolves the host name
+    except MediaError as exc:
+        raise InvalidParamsError([FieldProblem("webhook_url", exc.message)]) from None
 
 
 def check_priority(svc: Services, caller: Principal, priority: int) -> None:

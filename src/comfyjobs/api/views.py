@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from comfyjobs.api.eta import Eta
-from comfyjobs.jobs.record import JobError, JobRecord, JobStatus, OutputKind, Progress, utc_now
+from comfyjobs.jobs.record import JobError, JobRecord, JobStatus, OutputKind, Progress, WebhookState, utc_now
 from comfyjobs.jobs.store import QueuePlace
 from comfyjobs.storage.assets import Asset
 from comfyjobs.storage.objects import ObjectStore, output_key
@@ -92,6 +92,10 @@ class TaskView(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     queue: QueueView | None = Field(default=None, description="while the job waits for a worker")
+    webhook_url: str | None = None
+    webhook: WebhookState | None = Field(
+        default=None, description="how its webhook deliveries went (with a webhook_url): all events together"
+    )
     estimated_start_at: datetime | None = Field(
         default=None, description="while it waits: when a worker should take it (recent run times)"
     )

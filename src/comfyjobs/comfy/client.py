@@ -32,7 +32,8 @@ from comfyjobs.errors import (
 
 log = logging.getLogger(__name__)
 
-WS_RECV_TIMEOUT_S = 5.0
+WS_RECV_TIMEOUT_S = 5.0  # this long without a message: is ComfyUI alive, and answering?
+QUIET_S = 0.25  # this long without a message while the prompt runs: a "quiet" event
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,9 @@ class OutputFile:
 
 @dataclass(frozen=True)
 class ComfyEvent:
-    kind: Literal["started", "node", "progress", "preview"]
+    """What ComfyUI said about a running prompt; "quiet": nothing for QUIET_S (once per silence)."""
+
+    kind: Literal["started", "node", "progress", "preview", "quiet"]
     node_id: str | None = None
     node_type: str | None = None
     value: int | None = None
@@ -310,14 +313,21 @@ class ComfyClient:
         outputs: dict[str, Any] = {}
         error: Exception | None = None
         prompt_started = False
-        last_traffic = time.monotonic()
+        last_traffic = last_check = time.monotonic()
+        quiet = False
         while True:
             if time.monotonic() > deadline:
                 raise JobTimeoutError("timed out")
-            if should_stop():  # asked between messages, and at least every WS_RECV_TIMEOUT_S
+            if should_stop():  # asked between messages, and at least every QUIET_S
                 raise ComfyInterruptedError("stopped from outside (cancelled)")
-            message = messages.get(WS_RECV_TIMEOUT_S)
+            message = messages.get(QUIET_S)
             if message is None:
+                if not quiet and prompt_started:
+                    quiet = True
+                    on_event(ComfyEvent("quiet"))
+                if time.monotonic() - last_check < WS_RECV_TIMEOUT_S:
+                    continue
+                last_check = time.monotonic()
                 if not is_alive():
                     raise ComfyUnavailableError("ComfyUI exited while running the job")
                 silent_s = time.monotonic() - last_traffic
@@ -328,7 +338,8 @@ class ComfyClient:
                         "and /system_stats silent"
                     )
                 continue
-            last_traffic = time.monotonic()
+            last_traffic = last_check = time.monotonic()
+            quiet = False
             kind, data = message.kind, message.data
             if kind == "binary":
                 # Previews carry no prompt id; the feed passes on those sent while our prompt runs.

@@ -102,7 +102,7 @@ local function take(p, tenant, id)
   redis.call('PUBLISH', $CHANGES, ARGV[5])
   redis.call('SET', ARGV[4] .. id, ARGV[2], 'PX', ARGV[3])
   redis.call('ZADD', ARGV[13], 'NX', now, id)
-  return id
+  return {id, redis.call('HGETALL', ARGV[8] .. id)}
 end
 for p = $MAX, $MIN, -1 do
   local turns = turns_key(qp, p)

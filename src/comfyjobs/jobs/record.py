@@ -88,6 +88,14 @@ RAW_GRAPH = "(graph)"
 manifest."""
 
 
+class WebhookState(BaseModel):
+    """How the task's webhook deliveries went, all its events together."""
+
+    attempts: int = 0  # POSTs made so far
+    last_status: int | None = None  # the receiver's HTTP status to the last one; None: no answer
+    delivered_at: datetime | None = None  # the last delivery the receiver took (2xx)
+
+
 class JobRecord(BaseModel):
     task_id: str
     workflow_id: str  # a manifest's workflow, or RAW_GRAPH
@@ -102,6 +110,8 @@ class JobRecord(BaseModel):
     queue_seq: int | None = None  # its place within its lane, taken at admission (jobs.queue)
     models: list[str] = Field(default_factory=list)  # model files its graph loads (model affinity)
     skips: int = 0  # times a worker took another job ahead of it for model affinity (jobs.queue)
+    webhook_url: str | None = None  # gets task.started / succeeded / failed / cancelled (webhooks)
+    webhook: WebhookState | None = None
     outputs_expire_at: datetime | None = None  # OUTPUT_TTL_S after the end, or when deleted on request
     error: JobError | None = None
     worker: str | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from comfyjobs import keys, metrics
 from comfyjobs.jobs.queue import QUEUE_FUNCTIONS, lua
 from comfyjobs.jobs.record import TERMINAL_STATUSES, JobStatus
 
@@ -18,6 +19,17 @@ def _statuses(script: str) -> str:
         .replace("$PENDING", json.dumps(json.dumps(JobStatus.PENDING.value)))
         .replace("$STARTED", json.dumps(json.dumps(JobStatus.STARTED.value)))
         .replace("$PROGRESS", json.dumps(json.dumps(JobStatus.PROGRESS.value)))
+        .replace("$SUCCESS", json.dumps(json.dumps(JobStatus.SUCCESS.value)))
+        .replace("$FAILURE", json.dumps(json.dumps(JobStatus.FAILURE.value)))
+        .replace("$CANCELLED", json.dumps(json.dumps(JobStatus.CANCELLED.value)))
+        .replace("$WEBHOOKS_DUE", json.dumps(keys.WEBHOOKS_DUE))
+        .replace("$WEBHOOK_PREFIX", json.dumps(keys.WEBHOOK_PREFIX))
+    )
+
+
+def _metrics(script: str) -> str:
+    return script.replace("$SUBMITTED_METRIC", json.dumps(keys.metric(metrics.SUBMITTED))).replace(
+        "$FINISHED_METRIC", json.dumps(keys.metric(metrics.FINISHED))
     )
 
 
@@ -27,9 +39,12 @@ def _statuses(script: str) -> str:
 # [4] queue key prefix, [5] a ticket (Celery message) to send if the job goes back in line, or "",
 # then field, value, field, value, ...
 UPDATE_UNLESS_TERMINAL = lua(
-    _statuses(
-        QUEUE_FUNCTIONS
-        + """
+    _metrics(
+        _statuses(
+            QUEUE_FUNCTIONS
+            + """
+local WEBHOOK_EVENTS = {[$STARTED] = 'started', [$SUCCESS] = 'succeeded', [$FAILURE] = 'failed',
+                        [$CANCELLED] = 'cancelled'}
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return -1 end
 local terminal = {$TERMINAL}
@@ -71,10 +86,27 @@ elseif new then
     redis.call('ZADD', KEYS[5], 'NX', ARGV[3], ARGV[1])
   elseif is_terminal(new) then
     redis.call('ZREM', KEYS[5], ARGV[1])
+    local workflow = cjson.decode(redis.call('HGET', KEYS[1], 'workflow_id'))
+    local labels = cjson.encode({workflow, cjson.decode(tenant), cjson.decode(new)})
+    redis.call('HINCRBY', $FINISHED_METRIC, labels, 1)
+  end
+  -- Its webhook's delivery, with the task as it is now, in the same step as the change (webhooks).
+  local kind = WEBHOOK_EVENTS[new]
+  local hook = kind and redis.call('HGET', KEYS[1], 'webhook_url')
+  if hook and hook ~= 'null' then
+    local id = 'msg_' .. ARGV[1] .. '_' .. kind
+    if kind == 'started' then id = id .. '_' .. (redis.call('HGET', KEYS[1], 'attempts') or '0') end
+    if redis.call('EXISTS', $WEBHOOK_PREFIX .. id) == 0 then
+      redis.call('HSET', $WEBHOOK_PREFIX .. id, 'task_id', ARGV[1], 'type', 'task.' .. kind, 'at', ARGV[3],
+                 'record', cjson.encode(redis.call('HGETALL', KEYS[1])), 'attempts', 0)
+      redis.call('ZADD', $WEBHOOKS_DUE, ARGV[3], id)
+      redis.call('PUBLISH', $CHANGES, $WEBHOOKS_DUE)
+    end
   end
 end
 return 1
 """
+        )
     ),
     DEPARTURES_MAXLEN,
 )
@@ -85,8 +117,9 @@ return 1
 # [6] the creation event's JSON, [7] the tenant (JSON), [8] max waiting per tenant (0: no limit),
 # [9] a ticket (Celery message), [10] queue key prefix, [11] priority, then field, value, ...
 ADMIT = lua(
-    QUEUE_FUNCTIONS
-    + """
+    _metrics(
+        QUEUE_FUNCTIONS
+        + """
 if KEYS[4] ~= '' then
   local existing = redis.call('GET', KEYS[4])
   if existing then return {'duplicate', existing} end
@@ -101,6 +134,8 @@ local seq = redis.call('INCR', KEYS[8])
 redis.call('ZADD', KEYS[5], 0, ARGV[7] .. '|' .. ARGV[1])
 redis.call('HSET', KEYS[1], unpack(ARGV, 12))
 redis.call('HSET', KEYS[1], 'queue_seq', tostring(seq))
+local workflow = cjson.decode(redis.call('HGET', KEYS[1], 'workflow_id'))
+redis.call('HINCRBY', $SUBMITTED_METRIC, cjson.encode({workflow, cjson.decode(ARGV[7])}), 1)
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('XADD', KEYS[2], '*', 'changes', ARGV[6])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
@@ -113,7 +148,8 @@ redis.call('ZADD', KEYS[7], ARGV[3], ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', tonumber(ARGV[3]) - tonumber(ARGV[2]))
 redis.call('EXPIRE', KEYS[7], ARGV[2])
 return {'created', ''}
-""",
+"""
+    ),
     DEPARTURES_MAXLEN,
 )
 

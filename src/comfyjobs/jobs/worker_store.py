@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 
-from comfyjobs import keys
+from comfyjobs import keys, metrics
 from comfyjobs.jobs import scripts
 from comfyjobs.jobs.delivery import JobMessages
 from comfyjobs.jobs.queue import CLAIM, Affinity, lua
@@ -29,6 +29,13 @@ from comfyjobs.jobs.store import (
 )
 
 
+class Claimed(NamedTuple):
+    """A job taken from the line, and its record as it was then (None: it expired meanwhile)."""
+
+    task_id: str
+    record: JobRecord | None
+
+
 class JobStore:
     """Blocking store, for workers (a plain thread per job)."""
 
@@ -44,24 +51,45 @@ class JobStore:
         self._renew = client.register_script(scripts.RENEW_LEASE)
         self._release = client.register_script(scripts.RELEASE_LEASE)
 
-    def claim(self, owner: str, lease_s: float, affinity: Affinity | None = None) -> str | None:
+    def claim(self, owner: str, lease_s: float, affinity: Affinity | None = None) -> Claimed | None:
         """Takes the next job in line (priority, then tenants in turn, then model affinity; see
-        jobs.queue) with its lease in ``owner``'s name; None when none waits."""
+        jobs.queue) with its lease in ``owner``'s name, and reads its record in the same step; None when
+        none waits."""
         k, a = self._keys, affinity or Affinity()
         args: list[str | int | float] = [
             k.prefix, owner, int(lease_s * 1000), keys.LEASE_PREFIX, k.departures, k.waiting, k.by_tenant,
             keys.job(""), json.dumps(sorted(a.loaded)), a.max_skip, a.max_wait_s, time.time(), k.running,
         ]  # fmt: skip
         with translated():
-            taken = self._claim(keys=[], args=args)
-        return text(taken) if taken else None
+            taken: Any = self._claim(keys=[], args=args)
+        if not taken:
+            return None
+        task_id, flat = text(taken[0]), taken[1]
+        fields = dict(zip(flat[::2], flat[1::2], strict=True))
+        return Claimed(task_id, decode_record(fields) if fields else None)
 
-    def record_run_time(self, workflow_id: str, seconds: float) -> None:
-        """Folds one successful run into the moving averages the ETAs use (best effort)."""
-        with translated():
-            self._record_run(
-                keys=[keys.run_times(self._keys.queue)], args=[workflow_id, seconds, RUN_TIME_WEIGHT]
-            )
+    def record_times(
+        self,
+        workflow_id: str,
+        queue_wait_s: float | None,
+        run_s: float | None,
+        node_times: list[tuple[str, float]],
+    ) -> None:
+        """A job's times, in one round trip: a successful run's into the moving averages the ETAs use,
+        and each into its metric's histogram (see comfyjobs.metrics)."""
+        with translated(), self._redis.pipeline(transaction=False) as pipe:
+            if queue_wait_s is not None:
+                metrics.QUEUE_WAIT.observe(pipe, (workflow_id,), queue_wait_s)
+            if run_s is not None:
+                self._record_run(
+                    keys=[keys.run_times(self._keys.queue)],
+                    args=[workflow_id, run_s, RUN_TIME_WEIGHT],
+                    client=pipe,
+                )
+                metrics.RUN_TIME.observe(pipe, (workflow_id,), run_s)
+            for node_class, seconds in node_times:
+                metrics.NODE_TIME.observe(pipe, (node_class,), seconds)
+            pipe.execute()
 
     def send_ticket(self) -> None:
         """One more ticket: a worker that took one but cannot take a job now hands it on."""

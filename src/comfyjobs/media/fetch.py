@@ -22,10 +22,11 @@ message says why in a sentence and quotes at most 200 characters of the URL. Blo
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from email.message import Message
 from http.client import HTTPException
@@ -45,7 +46,6 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _CHUNK = 64 * 1024
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 _SHARED = ipaddress.IPv4Network("100.64.0.0/10")
-_HINT = "(allow it with INPUT_URL_ALLOWLIST)"
 _HEADERS = {"User-Agent": f"comfyjobs/{comfyjobs.__version__}", "Accept-Encoding": "identity"}
 # Any of these while talking to the server is a failed fetch (they never escape as themselves).
 _TRANSPORT_ERRORS = (urllib3.exceptions.HTTPError, HTTPException, OSError, ValueError)
@@ -97,7 +97,8 @@ class UrlPolicy:
     network ("10.0.0.0/8", "::1", "127.0.0.1") or by the URL's host name ("minio.internal", exact and
     case-insensitive)."""
 
-    def __init__(self, allowlist: Sequence[str] = ()) -> None:
+    def __init__(self, allowlist: Sequence[str] = (), setting: str = "INPUT_URL_ALLOWLIST") -> None:
+        self._hint = f"(allow it with {setting})"
         if isinstance(allowlist, str):
             raise TypeError("allowlist is a sequence of entries, not one string")
         self._hosts: set[str] = set()
@@ -129,8 +130,8 @@ class UrlPolicy:
         try:
             ipaddress.ip_address(name)
         except ValueError:
-            raise MediaError(f"refused: {_clip(name)} resolves to {shown}, {kind} {_HINT}") from None
-        raise MediaError(f"refused: {shown} is {kind} {_HINT}")
+            raise MediaError(f"refused: {_clip(name)} resolves to {shown}, {kind} {self._hint}") from None
+        raise MediaError(f"refused: {shown} is {kind} {self._hint}")
 
 
 @dataclass(frozen=True)
@@ -210,9 +211,15 @@ def _failure(exc: Exception, timeout_s: float, url: str) -> MediaError:
 
 
 def _open(
-    target: _Target, addresses: list[IPAddress], deadline: float, timeout_s: float
+    target: _Target,
+    addresses: list[IPAddress],
+    deadline: float,
+    timeout_s: float,
+    method: str = "GET",
+    body: bytes | None = None,
+    extra_headers: Mapping[str, str] | None = None,
 ) -> tuple[urllib3.BaseHTTPResponse, urllib3.HTTPConnectionPool]:
-    headers = {**_HEADERS, "Host": target.host_header}
+    headers = {**_HEADERS, **(extra_headers or {}), "Host": target.host_header}
     reason = "no address"
     for address in addresses:
         left = _remaining(deadline, timeout_s, target.url)
@@ -234,8 +241,9 @@ def _open(
             pool = urllib3.HTTPConnectionPool(str(address), target.port, timeout=timeout, retries=False)
         try:
             response = pool.urlopen(
-                "GET",
+                method,
                 target.path,
+                body=body,
                 headers=headers,
                 retries=False,
                 redirect=False,
@@ -334,3 +342,34 @@ def fetch_url(
             response.close()
             pool.close()
     raise MediaError(f"too many redirects (more than {max_redirects}) fetching {_clip(url)}")
+
+
+def check_url(url: str, policy: UrlPolicy, resolve: Resolver | None = None) -> None:
+    """Raises MediaError unless ``url`` is an http(s) URL whose host resolves only to addresses
+    ``policy`` lets a connection reach (blocking: it resolves the name)."""
+    _checked_addresses(_parse(url), policy, resolve or _system_resolve)
+
+
+def post(
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    policy: UrlPolicy,
+    timeout_s: float,
+    resolve: Resolver | None = None,
+) -> int:
+    """POSTs ``body`` to ``url`` through the same guard as a fetch (the connection goes to the checked
+    address; redirects are not followed) and returns the HTTP status; raises MediaError when refused
+    or unreachable. The answer's body is read up to a small limit and dropped."""
+    deadline = time.monotonic() + timeout_s
+    target = _parse(url)
+    addresses = _checked_addresses(target, policy, resolve or _system_resolve)
+    response, pool = _open(target, addresses, deadline, timeout_s, "POST", body, headers)
+    try:
+        with contextlib.suppress(PayloadTooLargeError):  # a long answer: its status is all we want
+            _read_body(response, url, _CHUNK, deadline, timeout_s)
+        return response.status
+    finally:
+        response.release_conn()
+        pool.close()

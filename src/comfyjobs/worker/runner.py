@@ -15,7 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from comfyjobs.comfy.client import ComfyClient, ComfyEvent, OutputFile
+from comfyjobs.comfy.client import ComfyClient, OutputFile
 from comfyjobs.comfy.process import ComfyProcess
 from comfyjobs.errors import (
     ComfyHungError,
@@ -31,12 +31,12 @@ from comfyjobs.jobs.record import JobError, JobRecord, JobStatus, Progress, utc_
 from comfyjobs.jobs.worker_store import JobStore
 from comfyjobs.manifests.patching import build_graph
 from comfyjobs.manifests.registry import Registry
-from comfyjobs.media.preview import as_jpeg
 from comfyjobs.settings import Settings
 from comfyjobs.storage.objects import ObjectStore
 from comfyjobs.storage.outputs import OutputSaver
 from comfyjobs.worker.inputs import StagedInputs
 from comfyjobs.worker.job_guard import Guards, JobGuard
+from comfyjobs.worker.progress import ProgressWriter
 
 log = logging.getLogger(__name__)
 
@@ -82,67 +82,6 @@ class LoadedModels:
             self._models = frozenset()
 
 
-PREVIEW_INTERVAL_S = 0.5  # about two preview frames a second reach the clients
-
-
-class ProgressWriter:
-    """Turns ComfyUI's events into progress on the record, and preview frames into the job's preview."""
-
-    def __init__(self, store: JobStore, task_id: str, expect: dict[str, Any]) -> None:
-        self._store = store
-        self._task_id = task_id
-        self._expect = expect
-        self._progress = Progress()
-        self._preview_at = float("-inf")
-        self.started_at: float | None = None  # monotonic: when ComfyUI began executing the prompt
-
-    @property
-    def last(self) -> Progress:
-        return self._progress
-
-    def __call__(self, event: ComfyEvent) -> None:
-        try:
-            self._write(event)
-        except QueueUnavailableError as exc:  # progress is best effort; the job's outcome is not
-            log.warning("task %s: progress not recorded: %s", self._task_id, exc)
-
-    def _preview(self, event: ComfyEvent) -> None:
-        now = time.monotonic()
-        if event.image is None or now - self._preview_at < PREVIEW_INTERVAL_S:
-            return
-        self._preview_at = now
-        try:
-            jpeg = as_jpeg(event.image, event.image_type)
-        except OSError as exc:
-            log.warning("task %s: an unreadable preview frame was skipped: %s", self._task_id, exc)
-            return
-        self._store.publish_preview(self._task_id, jpeg)
-
-    def _write(self, event: ComfyEvent) -> None:
-        if event.kind == "preview":
-            self._preview(event)
-            return
-        if event.kind == "started":
-            # Not written: ComfyUI's first node (or the outcome, for a run served from its cache)
-            # follows at once and carries the PROGRESS status with it.
-            self.started_at = time.monotonic()
-            return
-        if event.kind == "node":
-            # Steps done so far stay: a decode after the sampler is not "0 %" again.
-            self._progress = self._progress.model_copy(
-                update={"node": event.node_id, "node_type": event.node_type}
-            )
-        else:
-            value, maximum = event.value or 0, event.max or 0
-            percent = round(100.0 * value / maximum, 1) if maximum else 0.0
-            self._progress = Progress(
-                value=value, max=maximum, percent=percent, node=event.node_id, node_type=event.node_type
-            )
-        self._store.update(
-            self._task_id, expect=self._expect, status=JobStatus.PROGRESS, progress=self._progress
-        )
-
-
 FINISH_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0)
 
 
@@ -159,12 +98,13 @@ def take_next(ctx: WorkerContext) -> str | None:
         return None
     settings = ctx.settings
     affinity = Affinity(ctx.models.current(), settings.affinity_max_skip, settings.affinity_max_wait_s)
-    task_id = ctx.store.claim(ctx.worker_id, settings.job_lease_s, affinity)
-    if task_id is None:
+    claimed = ctx.store.claim(ctx.worker_id, settings.job_lease_s, affinity)
+    if claimed is None:
         return None
+    task_id = claimed.task_id
     with ctx.guards.guard(task_id) as guard:
         try:
-            execute_job(task_id, ctx, guard)
+            execute_job(task_id, ctx, guard, claimed.record)
         except RequeueJobError as exc:
             log.info("task %s is back in line: %s", task_id, exc)
     return task_id
@@ -182,11 +122,11 @@ def handle_delivery(task_id: str, ctx: WorkerContext) -> None:
         if not ctx.comfy.wait_until_ready(ctx.settings.comfyui_start_timeout_s):
             # ComfyUI is down (being restarted, or failing to): hand the job back untouched.
             raise RequeueJobError("ComfyUI is not ready on this worker")
-        execute_job(task_id, ctx, guard)
+        execute_job(task_id, ctx, guard, ctx.store.get(task_id))
 
 
-def execute_job(task_id: str, ctx: WorkerContext, guard: JobGuard) -> None:
-    record = ctx.store.get(task_id)
+def execute_job(task_id: str, ctx: WorkerContext, guard: JobGuard, record: JobRecord | None) -> None:
+    """Runs a job whose lease ``guard`` holds, from its ``record`` as read when it was taken."""
     if record is None:
         log.warning("task %s: no job record (expired or never accepted); dropping the delivery", task_id)
         ctx.store.forget_waiting(task_id)
@@ -223,6 +163,7 @@ def _run_leased(task_id: str, ctx: WorkerContext, record: JobRecord, guard: JobG
     if not started:  # cancelled (or expired) since it was read
         log.info("task %s finished before it could start; not running it", task_id)
         return
+    queue_wait_s = (utc_now() - record.created_at).total_seconds() if attempt == 1 else None
     progress = ProgressWriter(ctx.store, task_id, mine)
     try:
         workflow = None if record.graph is not None else ctx.registry.workflow(record.workflow_id)
@@ -288,6 +229,7 @@ def _run_leased(task_id: str, ctx: WorkerContext, record: JobRecord, guard: JobG
         else:
             log.exception("task %s failed unexpectedly", task_id)
         _finish(ctx, task_id, mine, status=JobStatus.FAILURE, error=JobError.from_exception(exc))
+        _observe(ctx, record, queue_wait_s, progress, succeeded=False)
         return
     final = progress.last.model_copy(update={"value": progress.last.max, "percent": 100.0})
     expire_at = utc_now() + timedelta(seconds=ctx.settings.output_ttl_s)
@@ -301,11 +243,23 @@ def _run_leased(task_id: str, ctx: WorkerContext, record: JobRecord, guard: JobG
         progress=final,
     )
     log.info("task %s done: %d output(s)", task_id, len(outputs))
-    if progress.started_at is not None:
-        try:  # for the ETAs (see api.eta)
-            ctx.store.record_run_time(record.workflow_id, time.monotonic() - progress.started_at)
-        except QueueUnavailableError as exc:
-            log.warning("task %s: run time not recorded: %s", task_id, exc)
+    _observe(ctx, record, queue_wait_s, progress, succeeded=True)
+
+
+def _observe(
+    ctx: WorkerContext,
+    record: JobRecord,
+    queue_wait_s: float | None,
+    progress: ProgressWriter,
+    *,
+    succeeded: bool,
+) -> None:
+    """The job's times, for the ETAs (api.eta) and the metrics; best effort."""
+    run_s = progress.run_s() if succeeded else None
+    try:
+        ctx.store.record_times(record.workflow_id, queue_wait_s, run_s, progress.node_times())
+    except QueueUnavailableError as exc:
+        log.warning("task %s: its times were not recorded: %s", record.task_id, exc)
 
 
 def _finish(ctx: WorkerContext, task_id: str, expect: dict[str, Any], **fields: Any) -> None:

@@ -17,12 +17,24 @@ from comfyjobs.manifests.params import validate_params
 router = APIRouter(tags=["jobs"])
 
 
+WebhookUrl = Annotated[
+    str | None,
+    Field(
+        max_length=2048,
+        description="Gets the task's events (task.started, task.succeeded, task.failed, task.cancelled) as "
+        "signed POSTs (Standard Webhooks), retried until delivered.",
+        examples=["https://example.com/hooks/comfyjobs"],
+    ),
+]
+
+
 class GenerateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     workflow_id: str = Field(examples=["txt2img"])
     params: dict[str, Any] = Field(default_factory=dict, examples=[{"prompt": "a red fox", "steps": 20}])
     priority: Priority = PRIORITY_DEFAULT
+    webhook_url: WebhookUrl = None
 
 
 IdempotencyKey = Annotated[
@@ -70,5 +82,5 @@ async def generate(
     `POST /workflows/{id}` in these docs."""
     workflow = svc.registry.workflow(body.workflow_id)
     params = validate_params(workflow, body.params)
-    submitted = await submit(svc, workflow, params, caller, idempotency_key, body.priority)
+    submitted = await submit(svc, workflow, params, caller, idempotency_key, body.priority, body.webhook_url)
     return accepted(svc, response, submitted)

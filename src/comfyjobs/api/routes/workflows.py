@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from comfyjobs.api.auth import Caller
 from comfyjobs.api.availability import workflow_availability
-from comfyjobs.api.routes.generate import ACCEPT_RESPONSES, IdempotencyKey, accepted
+from comfyjobs.api.routes.generate import ACCEPT_RESPONSES, IdempotencyKey, WebhookUrl, accepted
 from comfyjobs.api.services import Services, services
 from comfyjobs.api.submit import submit
 from comfyjobs.api.views import Accepted
@@ -68,8 +68,9 @@ def _add_typed_route(router: APIRouter, workflow: Workflow) -> None:
         caller: Caller,
         idempotency_key: IdempotencyKey = None,
         priority: Annotated[Priority, Query()] = PRIORITY_DEFAULT,
+        webhook_url: Annotated[WebhookUrl, Query()] = None,
     ) -> Accepted:
-        submitted = await submit(svc, workflow, params, caller, idempotency_key, priority)
+        submitted = await submit(svc, workflow, params, caller, idempotency_key, priority, webhook_url)
         return accepted(svc, response, submitted)
 
     # FastAPI reads the body type from the signature: give this copy the workflow's own model.
