@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import redis
 
 from comfyjobs import keys
@@ -32,7 +33,7 @@ def test_outputs_are_stored_with_kinds_and_expiry(tmp_path: Path, redis_client: 
         OutputFile("16", "text-node16-1.txt", "", "text", text="hello"),
         OutputFile("17", "../../escape.bin", "", "output"),
     ]
-    stored = saver.save_all("t1", files, fake_download)
+    stored = saver.save_all("t1", files, fake_download, retried=True)
 
     assert [(o.filename, o.kind, o.content_type) for o in stored] == [
         ("img_00001_.png", "image", "image/png"),
@@ -49,6 +50,23 @@ def test_outputs_are_stored_with_kinds_and_expiry(tmp_path: Path, redis_client: 
     assert stored[0].size_bytes == len("/img_00001_.png")
     assert redis_client.zscore(keys.OBJECT_EXPIRY, "outputs/t1/") is not None
     assert not any((tmp_path / "staging").iterdir())  # nothing left behind on the worker
+
+
+def test_a_first_attempt_leaves_the_prefix_alone_and_a_failed_fetch_nothing_staged(
+    tmp_path: Path, redis_client: redis.Redis
+) -> None:
+    store = LocalObjectStore(tmp_path / "objects", UrlSigner(b"k" * 32), "http://api")
+    saver = OutputSaver(store, tmp_path / "staging", ExpiryScheduler(redis_client), ttl_s=600)
+    store.put_bytes("outputs/t2/kept.png", b"not ours to delete", "image/png")
+
+    def half_then_fail(item: OutputFile, dest: Path) -> None:
+        dest.write_bytes(b"half")
+        raise OSError("ComfyUI went away")
+
+    with pytest.raises(OSError):
+        saver.save_all("t2", [OutputFile("9", "a.png", "", "output")], half_then_fail)
+    assert store.exists("outputs/t2/kept.png")
+    assert not any((tmp_path / "staging").iterdir())
 
 
 def test_kinds() -> None:

@@ -138,6 +138,9 @@ class ComfyClient:
         self.ws_url = "ws" + self.base_url[len("http") :] + "/ws"
         self.request_timeout_s = request_timeout_s
         self._http = requests.Session()
+        # ComfyUI is reached directly: no proxies or .netrc from the environment (and no lookup of them
+        # on every request, which cost more than the request itself).
+        self._http.trust_env = False
         self._owns_feed = feed is None
         self._feed = feed or PromptFeed(self.ws_url)
 

@@ -100,7 +100,9 @@ class PromptFeed:
     def _connect(self) -> websocket.WebSocket:
         try:
             sock = websocket.create_connection(
-                f"{self.ws_url}?clientId={self.client_id}", timeout=CONNECT_TIMEOUT_S
+                f"{self.ws_url}?clientId={self.client_id}",
+                timeout=CONNECT_TIMEOUT_S,
+                skip_utf8_validation=True,  # (in pure Python, per frame; json.loads refuses bad text anyway)
             )
         except (OSError, websocket.WebSocketException) as exc:
             raise ComfyUnavailableError(f"cannot open ComfyUI's websocket: {exc}") from exc

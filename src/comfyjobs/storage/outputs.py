@@ -5,8 +5,6 @@ uploads them itself: the API never needs the worker's disk.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,36 +41,38 @@ class OutputSaver:
         self._expiry = expiry
         self._ttl_s = ttl_s
 
-    def save_all(self, task_id: str, files: list[OutputFile], download: Downloader) -> list[StoredOutput]:
-        """Fetches every file and stores it. A retried job starts from an empty prefix; each object is
-        written whole (a listed output is always complete)."""
+    def save_all(
+        self, task_id: str, files: list[OutputFile], download: Downloader, *, retried: bool = False
+    ) -> list[StoredOutput]:
+        """Fetches every file and stores it. A retried job starts from an empty prefix (what an earlier
+        attempt stored goes first); each object is written whole (a listed output is always complete)."""
         prefix = output_prefix(task_id)
-        self._store.delete(prefix)
+        if retried:
+            self._store.delete(prefix)
         # Scheduled first: even a job that fails half-way leaves nothing behind for good.
         self._expiry.schedule(prefix, self._ttl_s)
-        self._staging_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=self._staging_dir, prefix=f"{task_id}-"))
+        self._staging_dir.mkdir(parents=True, exist_ok=True)  # (ComfyUI empties its temp folder at start)
         stored = []
         taken: set[str] = set()
-        try:
-            for item in files:
-                name = _unique(safe_name(item.filename), taken)
-                local = staging / name
+        for index, item in enumerate(files):
+            name = _unique(safe_name(item.filename), taken)
+            local = self._staging_dir / f"{task_id}-{index}-{name}"  # a job runs on one thread at a time
+            try:
                 download(item, local)
                 content_type = content_type_for(name)
                 size = local.stat().st_size
-                self._store.put_file(output_key(task_id, name), local, content_type)
-                stored.append(
-                    StoredOutput(
-                        filename=name,
-                        content_type=content_type,
-                        node_id=item.node_id,
-                        size_bytes=size,
-                        kind=output_kind(content_type, animated=item.animated),
-                    )
+                self._store.put_file(output_key(task_id, name), local, content_type)  # moved, not copied
+            finally:
+                local.unlink(missing_ok=True)
+            stored.append(
+                StoredOutput(
+                    filename=name,
+                    content_type=content_type,
+                    node_id=item.node_id,
+                    size_bytes=size,
+                    kind=output_kind(content_type, animated=item.animated),
                 )
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            )
         return stored
 
 

@@ -199,7 +199,7 @@ def _run_leased(task_id: str, ctx: WorkerContext, record: JobRecord, guard: JobG
             if not ctx.comfy.instance.copy_output(item, dest):
                 client.download(item, dest)
 
-        outputs = ctx.outputs.save_all(task_id, files, fetch)
+        outputs = ctx.outputs.save_all(task_id, files, fetch, retried=attempt > 1)
     except Exception as exc:
         if guard.stopped:
             log.info("task %s: stopped (%s): %s", task_id, guard.stopped, exc)
