@@ -12,6 +12,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
+from typing import Literal
 
 import redis
 import redis.asyncio as aioredis
@@ -23,6 +24,25 @@ from comfyjobs.errors import QueueUnavailableError
 from comfyjobs.jobs.record import utc_now
 
 log = logging.getLogger(__name__)
+
+
+class DeviceMemory(BaseModel):
+    """One device as its ComfyUI's /system_stats reports it (on a CPU worker: the machine's memory)."""
+
+    name: str
+    type: str
+    index: int | None = None
+    vram_total: int = 0  # bytes
+    vram_free: int = 0
+
+
+def devices_of(system_stats: Mapping[str, object]) -> list[DeviceMemory]:
+    found = system_stats.get("devices")
+    devices = []
+    for raw in found if isinstance(found, list) else []:
+        with contextlib.suppress(ValidationError):
+            devices.append(DeviceMemory.model_validate(raw))
+    return devices
 
 
 class WorkerBeat(BaseModel):
@@ -41,6 +61,11 @@ class WorkerBeat(BaseModel):
     object_info: str | None = None  # digest of its ComfyUI's /object_info, published at keys.object_info
     loaded_models: list[str] = []  # what its ComfyUI has loaded, as its jobs tell (model affinity)
     model_loads: int = 0  # jobs it ran that needed other models than the ones loaded
+    # starting: its ComfyUI is not up; warming: up, running WARMUP_WORKFLOW (no job is taken meanwhile)
+    state: Literal["starting", "warming", "ready"] = "ready"
+    warmup_error: str | None = None  # the last warm-up failed (the worker takes jobs anyway)
+    warmup_s: float | None = None  # how long the last warm-up took
+    devices: list[DeviceMemory] = []  # its ComfyUI's devices and their memory (GPU memory metrics)
     expires_at: datetime | None = None  # three intervals after seen_at: gone by then unless beaten again
 
 

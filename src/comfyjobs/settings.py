@@ -12,7 +12,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
@@ -198,6 +198,19 @@ class Settings(BaseSettings):
 
     # --- Workers -----------------------------------------------------------------------------------
     worker_heartbeat_s: Annotated[float, Field(gt=0)] = 5.0
+    warmup_workflow: str | None = Field(
+        default=None,
+        description="A workflow each worker runs on its ComfyUI after it starts (and after every restart) "
+        "before taking jobs, so the first job does not pay for loading models.",
+    )
+    warmup_params: dict[str, Any] = Field(
+        default_factory=dict, description='Its parameters, as JSON (e.g. {"steps": 1}); defaults otherwise.'
+    )
+    worker_task_events: bool = Field(
+        default=False,
+        description="Celery task events from the workers (for Flower's task views; one more Redis "
+        "message per job).",
+    )
 
     # --- Embedded Redis (only when redis_url is unset) ---------------------------------------------
     embedded_redis_port: Annotated[int, Field(ge=1024, le=65535)] = 6399

@@ -3,6 +3,7 @@ each a separate process started the way `comfyjobs up` starts them."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -27,6 +29,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "integration" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
+
+
+WARMUP_PARAMS = {"color": 4242}  # a colour no test uses: the warm-up's prompt in ComfyUI's history
+
+
+def is_warmup(history_entry: dict[str, Any]) -> bool:
+    graph = history_entry["prompt"][2]
+    return any(n.get("inputs", {}).get("color") == WARMUP_PARAMS["color"] for n in graph.values())
+
+
+def first_prompt(comfyui_url: str) -> dict[str, Any]:
+    """The first prompt the ComfyUI at ``comfyui_url`` ran (by its queue number)."""
+    history = httpx.get(f"{comfyui_url}/history", timeout=30).json()
+    return dict(min(history.values(), key=lambda entry: entry["prompt"][0]))
 
 
 @dataclass
@@ -91,7 +107,13 @@ def service(redis_url: str, model_dir: Path, tmp_path_factory: pytest.TempPathFa
     api_port = free_port()
     # Previews on: the frames are cheap with latent2rgb, and the events tests look for them.
     env = service_env(
-        redis_url, data_dir, model_dir, API_PORT=str(api_port), COMFYUI_PREVIEW_METHOD="latent2rgb"
+        redis_url,
+        data_dir,
+        model_dir,
+        API_PORT=str(api_port),
+        COMFYUI_PREVIEW_METHOD="latent2rgb",
+        WARMUP_WORKFLOW="tiny",  # before the first job (tests/integration/test_operations.py)
+        WARMUP_PARAMS=json.dumps(WARMUP_PARAMS),
     )
     api = start(["api"], env, data_dir / "api.log")
     worker = start(["worker", "--cpu"], env, data_dir / "worker.log")

@@ -25,7 +25,15 @@ from comfyjobs.jobs.delivery import longest_job_s, make_celery, visibility_timeo
 from comfyjobs.manifests.loader import load_registry
 from comfyjobs.settings import Settings
 from tests.conftest import REPO
-from tests.integration.conftest import WORKER_READY_TIMEOUT_S, service_env, start, stop
+from tests.integration.conftest import (
+    WARMUP_PARAMS,
+    WORKER_READY_TIMEOUT_S,
+    first_prompt,
+    is_warmup,
+    service_env,
+    start,
+    stop,
+)
 from tests.integration.test_cancel import sampling
 from tests.support import JobEvents, free_port, wait_for
 
@@ -205,7 +213,9 @@ def test_an_overrunning_job_times_out_and_comfyui_is_interrupted(
 def test_comfyui_killed_or_hung_mid_job_is_restarted_and_the_job_retried(
     make_pool: Callable[..., Pool], events: JobEvents
 ) -> None:
-    pool = make_pool(COMFYUI_HANG_TIMEOUT_S="5")
+    pool = make_pool(
+        COMFYUI_HANG_TIMEOUT_S="5", WARMUP_WORKFLOW="tiny", WARMUP_PARAMS=json.dumps(WARMUP_PARAMS)
+    )
     worker = pool.start_worker()
 
     crashed = submit(pool, prompt="a fox", steps=25, width=128, height=128)
@@ -228,3 +238,5 @@ def test_comfyui_killed_or_hung_mid_job_is_restarted_and_the_job_retried(
         assert causes == [cause]  # recorded when it went back in line
         assert events.statuses(task_id).count("STARTED") == 2
     assert worker.poll() is None
+    # Each restarted ComfyUI was warmed up before it got a job: the one running now, too.
+    assert is_warmup(first_prompt(f"http://127.0.0.1:{pool.env_of(worker)['COMFYUI_BASE_PORT']}"))

@@ -64,7 +64,7 @@ def make_celery(settings: Settings, registry: Registry) -> Celery:
         worker_prefetch_multiplier=1,
         worker_concurrency=PIPELINE_DEPTH,
         worker_hijack_root_logger=False,
-        worker_send_task_events=False,
+        worker_send_task_events=settings.worker_task_events,  # for Flower (WORKER_TASK_EVENTS)
         broker_connection_retry_on_startup=True,
         broker_transport_options=transport,
         enable_utc=True,

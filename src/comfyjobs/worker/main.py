@@ -29,7 +29,8 @@ from comfyjobs.backoff import DEFAULT_DELAYS_S, Backoff, capped
 from comfyjobs.comfy.client import ComfyClient
 from comfyjobs.comfy.feed import PromptFeed
 from comfyjobs.comfy.process import ComfyInstance, ComfyProcess, default_python
-from comfyjobs.heartbeat import Heartbeat, WorkerBeat
+from comfyjobs.errors import ComfyError
+from comfyjobs.heartbeat import DeviceMemory, Heartbeat, WorkerBeat, devices_of
 from comfyjobs.jobs.delivery import PIPELINE_DEPTH, JobMessages, make_celery
 from comfyjobs.jobs.record import utc_now
 from comfyjobs.jobs.worker_store import JobStore
@@ -43,6 +44,7 @@ from comfyjobs.worker import tasks
 from comfyjobs.worker.availability import AvailabilityMonitor
 from comfyjobs.worker.job_guard import Guards
 from comfyjobs.worker.runner import LoadedModels, WorkerContext
+from comfyjobs.worker.warmup import Warmup
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +94,14 @@ class ComfySupervisor:
                 log.error("ComfyUI restart failed: %s", exc)
 
 
+def system_devices(client: ComfyClient) -> list[DeviceMemory]:
+    """Its ComfyUI's devices and their memory, for the heartbeat (none when it does not answer)."""
+    try:
+        return devices_of(client.system_stats())
+    except ComfyError:
+        return []
+
+
 def preview_args(settings: Settings) -> tuple[str, ...]:
     """ComfyUI's --preview-method: with it, ComfyUI sends preview frames while sampling."""
     if settings.comfyui_preview_method == "none":
@@ -126,7 +136,15 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
     )
     started_at = utc_now()
     model_folders = sorted(registry.model_folders)
+    warmup = Warmup(
+        registry,
+        settings.warmup_workflow,
+        settings.warmup_params,
+        lambda folder: list_model_folder(settings.model_dir, folder),
+        settings.job_time_limit_s,
+    )
     client = ComfyClient(comfy.base_url)
+    warm_client = ComfyClient(comfy.base_url)
     control = ComfyClient(comfy.base_url)  # the guards' (cancelling prompts the job threads wait on)
     feed = PromptFeed(client.ws_url)  # one websocket for the job threads' prompts
     guards: Guards | None = None
@@ -149,12 +167,17 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
             object_info=availability.object_info_digest,
             loaded_models=sorted(models.current()),
             model_loads=models.loads,
+            state="starting" if not comfy.is_ready() else "warming" if warmup.warming(comfy.pid) else "ready",
+            warmup_error=warmup.error,
+            warmup_s=warmup.seconds,
+            devices=system_devices(client) if comfy.is_ready() else [],
         ),
     )
 
     def restarted() -> None:
         availability.invalidate()
         models.forget()
+        warmup.run(warm_client, comfy.pid)  # (this supervisor thread; jobs wait for it)
 
     supervisor = ComfySupervisor(
         comfy,
@@ -202,11 +225,18 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
                     settings.output_ttl_s,
                 ),
                 guards=guards,
+                warmup=warmup,
             )
         )
         tasks.register(app)
+
         # Announce readiness only once the consumer is up, so `/ready` means "jobs are being taken".
-        celery_signals.worker_ready.connect(lambda **_: heartbeat.start(), weak=False)
+        def consuming(**_: object) -> None:
+            heartbeat.start()
+            if warmup.enabled:  # jobs are taken once it is done; the heartbeat says "warming" meanwhile
+                threading.Thread(target=warmup.run, args=(warm_client, comfy.pid), name="warmup").start()
+
+        celery_signals.worker_ready.connect(consuming, weak=False)
         worker = app.Worker(
             hostname=worker_id,
             pool="threads",  # PIPELINE_DEPTH jobs: one runs in ComfyUI while the next waits queued there
@@ -227,6 +257,7 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
         comfy.close()
         supervisor.join(settings.comfyui_stop_timeout_s)
         client.close()
+        warm_client.close()
         control.close()
         feed.close()
         redis_client.close()

@@ -37,6 +37,7 @@ from comfyjobs.storage.outputs import OutputSaver
 from comfyjobs.worker.inputs import StagedInputs
 from comfyjobs.worker.job_guard import Guards, JobGuard
 from comfyjobs.worker.progress import ProgressWriter
+from comfyjobs.worker.warmup import Warmup
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class WorkerContext:
     objects: ObjectStore
     outputs: OutputSaver
     guards: Guards  # leases and cancellation of the jobs running here
+    warmup: Warmup  # jobs wait for each ComfyUI start's warm-up
     models: LoadedModels
 
 
@@ -90,10 +92,11 @@ class RequeueJobError(Exception):
 
 
 def take_next(ctx: WorkerContext) -> str | None:
-    """One ticket: once this worker's ComfyUI is ready, take the next job in line (jobs.queue) and run
-    it. Returns the task id run, or None when the line was empty (or the ticket was handed on because
-    ComfyUI is not up: another worker, or this one later, takes the job)."""
-    if not ctx.comfy.wait_until_ready(ctx.settings.comfyui_start_timeout_s):
+    """One ticket: once this worker's ComfyUI is ready (and warmed up), take the next job in line
+    (jobs.queue) and run it. Returns the task id run, or None when the line was empty (or the ticket was
+    handed on because ComfyUI is not up: another worker, or this one later, takes the job)."""
+    start_timeout_s = ctx.settings.comfyui_start_timeout_s
+    if not ctx.comfy.wait_until_ready(start_timeout_s) or not ctx.warmup.wait(ctx.comfy.pid, start_timeout_s):
         ctx.store.send_ticket()
         return None
     settings = ctx.settings
@@ -228,11 +231,12 @@ def _run_leased(task_id: str, ctx: WorkerContext, record: JobRecord, guard: JobG
             log.info("task %s failed: %s", task_id, exc)
         else:
             log.exception("task %s failed unexpectedly", task_id)
+        _observe(ctx, record, queue_wait_s, progress, succeeded=False)  # (seen before the outcome is)
         _finish(ctx, task_id, mine, status=JobStatus.FAILURE, error=JobError.from_exception(exc))
-        _observe(ctx, record, queue_wait_s, progress, succeeded=False)
         return
     final = progress.last.model_copy(update={"value": progress.last.max, "percent": 100.0})
     expire_at = utc_now() + timedelta(seconds=ctx.settings.output_ttl_s)
+    _observe(ctx, record, queue_wait_s, progress, succeeded=True)
     _finish(
         ctx,
         task_id,
@@ -243,7 +247,6 @@ def _run_leased(task_id: str, ctx: WorkerContext, record: JobRecord, guard: JobG
         progress=final,
     )
     log.info("task %s done: %d output(s)", task_id, len(outputs))
-    _observe(ctx, record, queue_wait_s, progress, succeeded=True)
 
 
 def _observe(
@@ -254,7 +257,8 @@ def _observe(
     *,
     succeeded: bool,
 ) -> None:
-    """The job's times, for the ETAs (api.eta) and the metrics; best effort."""
+    """The job's times, for the ETAs (api.eta) and the metrics; best effort. Recorded before the outcome,
+    so whoever sees a job finished sees it counted."""
     run_s = progress.run_s() if succeeded else None
     try:
         ctx.store.record_times(record.workflow_id, queue_wait_s, run_s, progress.node_times())

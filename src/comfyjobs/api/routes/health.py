@@ -37,6 +37,9 @@ async def ready(svc: Annotated[Services, Depends(services)]) -> JSONResponse:
             reasons.append("no worker is running")
         elif not any(b.comfyui_ready for b in beats):
             reasons.append(f"no worker's ComfyUI is ready ({len(beats)} worker(s) starting or restarting)")
+        elif not any(b.comfyui_ready and b.state == "ready" for b in beats):
+            warming = sum(b.state == "warming" for b in beats)
+            reasons.append(f"no worker is ready: {warming} warming up (WARMUP_WORKFLOW)")
         waiting = await svc.store.waiting()
         limit = svc.settings.max_queue_depth
         if limit and waiting >= limit:
