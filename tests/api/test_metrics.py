@@ -3,13 +3,18 @@ change them), the workers' observations and their heartbeats, in Prometheus' tex
 
 from __future__ import annotations
 
+import json
+import re
+
 import httpx
 import redis
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from comfyjobs import metrics
 from comfyjobs.jobs.record import JobStatus
 from comfyjobs.settings import Settings
+from tests.conftest import REPO
 from tests.support import worker_store
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -73,3 +78,34 @@ def test_workers_appear_by_state(client: TestClient) -> None:
     samples = scrape(client)
     for state in ("starting", "warming", "ready"):
         assert ("comfyjobs_workers", frozenset({("state", state)})) in samples
+
+
+def test_the_grafana_dashboard_queries_only_what_metrics_exposes(client: TestClient) -> None:
+    text = client.get("/metrics").text
+    exposed: set[str] = set()
+    suffixes = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_count", "_sum")}
+    for name, kind in re.findall(r"^# TYPE (\S+) (\S+)$", text, flags=re.MULTILINE):
+        exposed |= {name.removesuffix("_total") + suffix for suffix in suffixes[kind]}
+    dashboard = json.loads((REPO / "deploy" / "grafana" / "comfyjobs-dashboard.json").read_text())
+    queried = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"\bcomfyjobs_[a-z_]+", target["expr"])
+    }
+    assert queried, "the dashboard queries nothing"
+    assert queried <= exposed, f"not exposed: {sorted(queried - exposed)}"
+    # Every family /metrics exposes has a panel.
+    assert {n.removesuffix("_bucket") for n in queried if n.endswith("_bucket")} == {
+        h.name for h in metrics.HISTOGRAMS
+    }
+    assert {re.sub(r"_total$", "", n) for n in queried} >= {
+        "comfyjobs_jobs_submitted",
+        "comfyjobs_jobs_finished",
+        "comfyjobs_queue_depth",
+        "comfyjobs_workers",
+        "comfyjobs_comfyui_restarts",
+        "comfyjobs_model_loads",
+        "comfyjobs_gpu_memory_total_bytes",
+        "comfyjobs_webhook_deliveries",
+    }

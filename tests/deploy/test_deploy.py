@@ -19,6 +19,7 @@ import pytest
 import yaml
 from dotenv import dotenv_values
 
+from comfyjobs.errors import ConfigError
 from comfyjobs.manifests.loader import load_registry
 from comfyjobs.manifests.params import validate_params
 from comfyjobs.settings import Settings, redis_url_problem, setting_names
@@ -155,6 +156,8 @@ def test_worker_unit_is_a_template_per_gpu_that_its_comfyui_cannot_outlive() -> 
     service = unit["Service"]
     assert service.get("PrivateDevices", ["no"]) == ["no"]
     assert "DevicePolicy" not in service
+    assert "DeviceAllow" not in service
+    assert "ProtectClock" not in service  # implies DeviceAllow=char-rtc: before systemd 252, nothing else
     assert service.get("MemoryDenyWriteExecute", ["no"]) == ["no"]
     assert (
         "systemctl enable --now comfyjobs-worker@0 comfyjobs-worker@1"
@@ -226,7 +229,7 @@ def test_env_example_loads_as_settings_once_its_blanks_are_filled(monkeypatch: p
     env = env_example()
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    with pytest.raises(Exception, match="API_KEYS"):  # as shipped: refused until keys are filled in
+    with pytest.raises(ConfigError, match="API_KEYS"):  # as shipped: refused until keys are filled in
         Settings.load(_env_file=None)
     monkeypatch.setenv("API_KEYS", "alice:k-alice-0123456789")
     settings = Settings.load(_env_file=None)
