@@ -123,7 +123,7 @@ def test_deliveries_are_signed_and_retried_under_the_same_id(
         by_id.setdefault(request.headers["webhook-id"], []).append(request)
     assert len(by_id) == 2
     for attempts in by_id.values():
-        assert len({r.body for r in attempts}) == 1  # every retry sends the same bytes
+        assert len({r.body for r in attempts}) == 1  # the same event each time (rendered anew)
         event = verified(attempts[-1])
         assert event["data"]["task_id"] == task["id"]
         assert set(event) == {"type", "timestamp", "data"}

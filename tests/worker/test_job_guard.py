@@ -65,7 +65,7 @@ def test_a_cancelled_job_has_its_prompt_stopped(fx: Fixture, guards: Guards, pro
         assert fx.run(lambda store, _: store.cancel(task_id))
         assert prompts.changed.wait(10)
         assert prompts.cancelled == ["prompt-1"]
-        assert guard.cancelled and guard.stopped == "cancelled"
+        assert guard.stopped == "cancelled"
 
 
 def test_a_job_cancelled_before_its_prompt_was_queued_is_stopped_once_it_is(
@@ -77,6 +77,7 @@ def test_a_job_cancelled_before_its_prompt_was_queued_is_stopped_once_it_is(
         wait_for(lambda: guard.stopped, timeout_s=10, what="the guard to see the cancellation")
         assert prompts.cancelled == []
         guard.submitted("prompt-2")
+        assert prompts.changed.wait(10)
         assert prompts.cancelled == ["prompt-2"]
 
 

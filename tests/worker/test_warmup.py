@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from comfyjobs.comfy.client import ComfyClient
+from comfyjobs.comfy.process import ComfyProcess
 from comfyjobs.errors import ComfyExecutionError, ConfigError
 from comfyjobs.manifests.loader import load_registry
 from comfyjobs.manifests.registry import Registry
@@ -25,13 +26,33 @@ class FakeComfy:
         self.fail = fail
         self.release = threading.Event()
         self.release.set()
+        self.entered = threading.Event()
 
     def run(self, graph: Mapping[str, Any], **_: Any) -> list[Any]:
+        self.entered.set()
         self.release.wait(10)
         self.graphs.append(graph)
         if self.fail:
             raise ComfyExecutionError("CheckpointLoaderSimple (node 4) failed: out of memory")
         return []
+
+
+class FakeProcess:
+    """Stands in for the worker's ComfyProcess: a pid (a restart is a new one)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.killed = False
+
+    def is_running(self) -> bool:
+        return True
+
+    def kill(self) -> None:
+        self.killed = True
+
+
+def process(pid: int) -> ComfyProcess:
+    return FakeProcess(pid)  # type: ignore[return-value]  # (pid, is_running and kill are used)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +61,7 @@ def registry() -> Registry:
 
 
 def warmup(registry: Registry, workflow: str | None = "tiny", **params: Any) -> Warmup:
-    return Warmup(registry, workflow, params or {"color": 4242}, lambda _: ["smoke-sd15.safetensors"], 60)
+    return Warmup(registry, workflow, params or {"color": 4242}, lambda _: ["smoke-sd15.safetensors"], 60, 30)
 
 
 def client(fake: FakeComfy) -> ComfyClient:
@@ -50,33 +71,38 @@ def client(fake: FakeComfy) -> ComfyClient:
 def test_jobs_wait_for_the_running_comfyuis_warmup(registry: Registry) -> None:
     fake, warm = FakeComfy(), warmup(registry)
     fake.release.clear()
-    running = threading.Thread(target=warm.run, args=(client(fake), 101))
+    running = threading.Thread(target=warm.run, args=(client(fake), process(101)))
     running.start()
-    assert not warm.wait(101, timeout_s=0.05)  # still warming
-    assert warm.warming(101)
+    assert fake.entered.wait(10)  # under way, in that thread
+    assert warm.warming(101) and not warm.ensure(client(fake), process(101), timeout_s=0.05)
     fake.release.set()
-    assert warm.wait(101, timeout_s=10)
+    assert warm.ensure(client(fake), process(101), timeout_s=10)
     running.join()
-    assert warm.state == "warm" and warm.error is None and warm.seconds is not None
-    assert [g["1"]["inputs"]["color"] for g in fake.graphs] == [4242]  # WARMUP_PARAMS applied
+    assert warm.error is None and warm.seconds is not None and not warm.warming(101)
+    assert [g["1"]["inputs"]["color"] for g in fake.graphs] == [4242]  # WARMUP_PARAMS applied, once
     # ComfyUI restarted (another process): not warm until warmed again.
-    assert warm.warming(202) and not warm.wait(202, timeout_s=0)
-    warm.run(client(fake), 202)
-    assert warm.wait(202, timeout_s=0) and not warm.warming(202)
+    assert warm.warming(202)
+    warm.run(client(fake), process(202))
+    assert warm.ensure(client(fake), process(202), timeout_s=0) and len(fake.graphs) == 2
+
+
+def test_a_job_thread_warms_a_comfyui_nobody_warmed(registry: Registry) -> None:
+    fake, warm = FakeComfy(), warmup(registry)  # e.g. the restart's warm-up never began
+    assert warm.ensure(client(fake), process(303), timeout_s=0)
+    assert len(fake.graphs) == 1 and not warm.warming(303)
 
 
 def test_a_failed_warmup_is_reported_and_jobs_go_on(registry: Registry) -> None:
     warm = warmup(registry)
-    warm.run(client(FakeComfy(fail=True)), 7)
-    assert warm.state == "failed"
+    warm.run(client(FakeComfy(fail=True)), process(7))
     assert warm.error is not None and "out of memory" in warm.error
-    assert warm.wait(7, timeout_s=0)
+    assert warm.ensure(client(FakeComfy()), process(7), timeout_s=0)  # not tried again for this ComfyUI
 
 
 def test_without_a_warmup_nothing_waits(registry: Registry) -> None:
     fake, warm = FakeComfy(), warmup(registry, None)
-    warm.run(client(fake), 1)
-    assert fake.graphs == [] and warm.wait(99, timeout_s=0) and not warm.warming(99)
+    warm.run(client(fake), process(1))
+    assert fake.graphs == [] and warm.ensure(client(fake), process(99), 0) and not warm.warming(99)
 
 
 @pytest.mark.parametrize(
@@ -91,4 +117,4 @@ def test_a_bad_warmup_setting_stops_the_start(
     registry: Registry, workflow: str, params: dict[str, Any], message: str
 ) -> None:
     with pytest.raises(ConfigError, match=message):
-        Warmup(registry, workflow, params, lambda _: [], 60)
+        Warmup(registry, workflow, params, lambda _: [], 60, 30)

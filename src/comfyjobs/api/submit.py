@@ -48,11 +48,12 @@ class Submitted:
     replayed: bool  # an earlier request with the same Idempotency-Key made it
 
 
-def request_hash(workflow: Workflow, request: BaseModel) -> str:
-    """Of the request as the client sent it (before `random` seeds are drawn), to tell a retry of the
-    same request from another one reusing its key."""
-    body = json.dumps({"workflow_id": workflow.id, "params": request.model_dump(mode="json")}, sort_keys=True)
-    return hashlib.sha256(body.encode()).hexdigest()
+def request_hash(workflow: Workflow, request: BaseModel, **options: Any) -> str:
+    """Of the request as the client sent it (before `random` seeds are drawn) and its ``options``
+    (priority, webhook_url), to tell a retry of the same request from another one reusing its key."""
+    given = {name: value for name, value in options.items() if value is not None}  # (older keys' hashes hold)
+    sent = {"workflow_id": workflow.id, "params": request.model_dump(mode="json"), **given}
+    return hashlib.sha256(json.dumps(sent, sort_keys=True).encode()).hexdigest()
 
 
 async def submit(
@@ -80,7 +81,12 @@ async def submit(
         models=job_models(workflow, media.params, svc.registry.loras),
         webhook_url=webhook_url,
     )
-    fingerprint = request_hash(workflow, request)
+    fingerprint = request_hash(
+        workflow,
+        request,
+        priority=None if priority == PRIORITY_DEFAULT else priority,
+        webhook_url=webhook_url,
+    )
     value = json.dumps({"task_id": record.task_id, "request": fingerprint})
     admission = await admit(svc, record, caller, idempotency_key, value)
     if admission.outcome == "duplicate":

@@ -151,14 +151,17 @@ class ComfyClient:
 
     # --- plain requests ----------------------------------------------------------------------------
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+    def _request(
+        self, method: str, path: str, timeout_s: float | None = None, **kwargs: Any
+    ) -> requests.Response:
+        timeout = self.request_timeout_s if timeout_s is None else timeout_s
         try:
-            return self._http.request(method, self.base_url + path, timeout=self.request_timeout_s, **kwargs)
+            return self._http.request(method, self.base_url + path, timeout=timeout, **kwargs)
         except requests.RequestException as exc:
             raise ComfyUnavailableError(f"ComfyUI at {self.base_url} did not answer: {exc}") from exc
 
-    def _json(self, path: str) -> dict[str, Any]:
-        resp = self._request("GET", path)
+    def _json(self, path: str, timeout_s: float | None = None) -> dict[str, Any]:
+        resp = self._request("GET", path, timeout_s)
         try:
             resp.raise_for_status()
             body = resp.json()
@@ -168,8 +171,8 @@ class ComfyClient:
             raise ComfyUnavailableError(f"ComfyUI's {path} answered {type(body).__name__}, not an object")
         return body
 
-    def system_stats(self) -> dict[str, Any]:
-        return self._json("/system_stats")
+    def system_stats(self, timeout_s: float | None = None) -> dict[str, Any]:
+        return self._json("/system_stats", timeout_s)
 
     def object_info(self) -> dict[str, Any]:
         return self._json("/object_info")

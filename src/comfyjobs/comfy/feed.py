@@ -7,9 +7,10 @@ the socket is read all the time, so ComfyUI never waits on a socket nobody reads
 socket would stall its message loop).
 
 A run subscribes with the prompt id it will submit under (ComfyUI takes the id we give it), *before*
-posting the prompt, so nothing of a fast run is missed. Messages go to the subscription of their
-``prompt_id``; binary frames (previews) carry none and go to the prompt ComfyUI is executing. A broken
-socket ends every subscription with ComfyUnavailableError; the next subscription connects again.
+posting the prompt (with the client id of the socket it subscribed on), so nothing of a fast run is
+missed. Messages go to the subscription of their ``prompt_id``; binary frames (previews) carry none and
+go to the prompt ComfyUI is executing. A broken socket ends every subscription with
+ComfyUnavailableError; the next subscription connects again, under a new client id.
 """
 
 from __future__ import annotations
@@ -98,6 +99,9 @@ class PromptFeed:
             sock.close()  # the reader's recv fails and it ends
 
     def _connect(self) -> websocket.WebSocket:
+        # A new client id for each socket: ComfyUI forgets a client id when its old socket's handler
+        # ends, which may be after the new socket took the same id.
+        self.client_id = uuid.uuid4().hex
         try:
             sock = websocket.create_connection(
                 f"{self.ws_url}?clientId={self.client_id}",
@@ -122,6 +126,8 @@ class PromptFeed:
                     break  # closed by ComfyUI
         except (OSError, websocket.WebSocketException) as exc:
             log.debug("ComfyUI's websocket ended: %s", exc)
+        except Exception:  # a frame it could not take: the socket is given up like a broken one
+            log.exception("reading ComfyUI's websocket failed; it is opened again for the next prompt")
         with self._lock:
             # Every subscription is this socket's unless a newer one was opened after close().
             ours = self._socket is sock or self._socket is None

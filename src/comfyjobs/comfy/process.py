@@ -76,23 +76,18 @@ class ComfyInstance:
         return self.instance_dir / "comfyui.log"
 
     def copy_output(self, output: OutputFile, dest: Path) -> bool:
-        """Puts an output of this instance at ``dest`` straight from its folder (a hard link, or a copy
-        across file systems) instead of over HTTP. False if it is not a file of its output or temp
-        folder (a text output, or a name leading elsewhere): download it then."""
+        """Copies an output of this instance to ``dest`` straight from its folder instead of over HTTP
+        (a copy, not a link: a node that rewrote a file of the same name later must not change what
+        was stored). False if it is not a file of its output or temp folder (a text output, or a name
+        leading elsewhere): download it then."""
         base = {"output": self.output_dir, "temp": self.temp_dir}.get(output.type)
         parts = PurePosixPath(output.subfolder.replace("\\", "/"), output.filename).parts
         if base is None or output.text is not None or any(p in ("..", "/") for p in parts):
             return False
-        source = base.joinpath(*parts)
         try:
-            os.link(source, dest)
-        except FileNotFoundError:
-            return False
+            shutil.copyfile(base.joinpath(*parts), dest)
         except OSError:
-            try:
-                shutil.copyfile(source, dest)
-            except OSError:
-                return False
+            return False
         return True
 
     def prepare(self) -> None:

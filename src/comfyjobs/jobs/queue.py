@@ -65,7 +65,7 @@ end
 # [9] the models the worker's ComfyUI has loaded (JSON list), [10] AFFINITY_MAX_SKIP, [11]
 # AFFINITY_MAX_WAIT_S, [12] now (epoch s), [13] the running set (a job taken is watched for a lost worker
 # from here: the reconciler puts it back if its lease lapses before it starts).
-# Returns the task id taken, or false when nothing waits.
+# Returns {task id, its record's fields (HGETALL)} for the job taken, or false when nothing waits.
 #
 # Model affinity, within the highest priority that has waiting jobs: the job whose turn it is is taken
 # unless its models are not loaded on this worker while a job among the next AFFINITY_MAX_SKIP

@@ -367,7 +367,8 @@ def post(
     addresses = _checked_addresses(target, policy, resolve or _system_resolve)
     response, pool = _open(target, addresses, deadline, timeout_s, "POST", body, headers)
     try:
-        with contextlib.suppress(PayloadTooLargeError):  # a long answer: its status is all we want
+        # Its status is all we want: a long or stalled answer after it changes nothing.
+        with contextlib.suppress(MediaError):
             _read_body(response, url, _CHUNK, deadline, timeout_s)
         return response.status
     finally:

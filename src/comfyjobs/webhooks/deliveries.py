@@ -28,7 +28,7 @@ return out
 
 # KEYS[1] due set, [2] the delivery, [3] the task's record, [4] the results metric, [5] the changes channel
 # ARGV[1] delivery id, [2] HTTP status or '' (no answer), [3] delivered at (ISO 8601) or '',
-# [4] 'done' or 'retry', [5] next due (retry), [6] the body sent, [7] the result's metric field
+# [4] 'done' or 'retry', [5] next due (retry), [6] the result's metric field
 RECORD_ATTEMPT = """
 if redis.call('EXISTS', KEYS[3]) == 1 then
   local raw = redis.call('HGET', KEYS[3], 'webhook')
@@ -40,13 +40,12 @@ if redis.call('EXISTS', KEYS[3]) == 1 then
   if ARGV[3] ~= '' then state['delivered_at'] = ARGV[3] end
   redis.call('HSET', KEYS[3], 'webhook', cjson.encode(state))
 end
-redis.call('HINCRBY', KEYS[4], ARGV[7], 1)
+redis.call('HINCRBY', KEYS[4], ARGV[6], 1)
 if ARGV[4] == 'done' then
   redis.call('DEL', KEYS[2])
   redis.call('ZREM', KEYS[1], ARGV[1])
 elseif redis.call('EXISTS', KEYS[2]) == 1 then
   redis.call('HINCRBY', KEYS[2], 'attempts', 1)
-  redis.call('HSETNX', KEYS[2], 'body', ARGV[6])
   redis.call('ZADD', KEYS[1], ARGV[5], ARGV[1])
   redis.call('PUBLISH', KEYS[5], KEYS[1])
 end
@@ -64,7 +63,6 @@ class Delivery:
     at: float  # epoch seconds of the change
     record: JobRecord | None  # the task as it was then (None: unreadable)
     attempts: int  # made so far
-    body: str | None  # as first sent (every retry sends the same bytes)
 
 
 def _decode(delivery_id: str, flat: list[Any]) -> Delivery | None:
@@ -83,7 +81,6 @@ def _decode(delivery_id: str, flat: list[Any]) -> Delivery | None:
         at=float(fields.get("at", "0")),
         record=record,
         attempts=int(fields.get("attempts", "0")),
-        body=fields.get("body"),
     )
 
 
@@ -111,6 +108,12 @@ class Deliveries:
         with translated():
             await self._redis.zrem(keys.WEBHOOKS_DUE, delivery_id)
 
+    async def hold(self, delivery_id: str, until: float) -> None:
+        """Hidden from other dispatchers until ``until``: its send starts now (it may have waited for its
+        receiver's slot since it was taken)."""
+        with translated():
+            await self._redis.zadd(keys.WEBHOOKS_DUE, {delivery_id: until}, xx=True)
+
     async def release(self, delivery_ids: list[str]) -> None:
         """Taken but not sent: due again now (those still waiting, that is)."""
         if not delivery_ids:
@@ -133,7 +136,6 @@ class Deliveries:
         status: int | None,
         delivered_at: str | None,
         retry_at: float | None,
-        body: str,
     ) -> None:
         """One attempt's outcome, on the task (``webhook``) and the results metric; the delivery is
         removed, or due again at ``retry_at``."""
@@ -152,7 +154,6 @@ class Deliveries:
                     delivered_at or "",
                     "done" if retry_at is None else "retry",
                     retry_at or 0,
-                    body,
                     json.dumps([result]),
                 ],
             )

@@ -6,15 +6,17 @@ POSTed through the same SSRF guard as URL inputs (WEBHOOK_URL_ALLOWLIST), to the
 checked. A 2xx answer delivers it, 410 Gone stops it, anything else (or no answer within
 WEBHOOK_TIMEOUT_S) is tried again after exponential back-off, up to WEBHOOK_MAX_ATTEMPTS attempts.
 
-Sends run in a thread pool of their own, at most PER_HOST at once per receiver: a slow or dead receiver
-holds its own slots only, never a job's path (deliveries are created in Redis by the status change) nor
-another receiver's deliveries. The dispatcher sleeps until the next delivery is due or a new one is
+Sends run in a thread pool of their own, at most PER_HOST at once per receiver, with at most HOST_BACKLOG
+more waiting here for it: a slow or dead receiver holds its own slots only, never a job's path
+(deliveries are created in Redis by the status change) nor another receiver's deliveries. The
+dispatcher sleeps until the next delivery is due or a new one is
 announced on keys.CHANGES; a delivery taken by a process that died is taken again after VISIBILITY_S.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import json
@@ -39,10 +41,16 @@ log = logging.getLogger(__name__)
 
 THREADS = 16  # sends at once, all receivers together
 PER_HOST = 4  # sends at once to one receiver
-BACKLOG = 2000  # deliveries taken and not yet recorded, at most (waiting for their receiver's slot)
-VISIBILITY_S = 60.0  # a taken delivery not recorded by then is taken again (its process died)
+HOST_BACKLOG = 64  # deliveries to one receiver taken and waiting here; more are left due a while
+POSTPONE_S = 5.0  # (that while)
+BACKLOG = 2000  # deliveries taken and not yet recorded, at most
+VISIBILITY_S = 60.0  # a taken delivery not sent by then (or a sent one not recorded) is taken again
 MAX_SLEEP_S = 30.0  # a missed announcement costs at most this
 REDIS_RETRY_S = 1.0
+
+
+def _host(url: str) -> str:
+    return urlsplit(url).netloc.lower()
 
 
 def iso(epoch_s: float) -> str:
@@ -74,6 +82,7 @@ class WebhookDispatcher:
         self._freed = asyncio.Event()
         self._in_flight: dict[str, asyncio.Task[None]] = {}
         self._hosts: dict[str, tuple[asyncio.Semaphore, int]] = {}
+        self._taken_per_host: collections.Counter[str] = collections.Counter()  # sending or waiting
         self._executor: ThreadPoolExecutor | None = None
 
     def stop(self) -> None:
@@ -112,10 +121,18 @@ class WebhookDispatcher:
         for delivery in taken:
             if isinstance(delivery, str):
                 await self._deliveries.forget(delivery)
-            elif delivery.id not in self._in_flight:  # (still sending, taken again: leave it)
+            elif delivery.id in self._in_flight:
+                continue  # still waiting for its receiver here (taken again after VISIBILITY_S)
+            elif self._host_waiting(delivery) >= HOST_BACKLOG:
+                # That receiver is slow: the delivery stays in Redis, for later (or another process),
+                # and holds no room here that other receivers' deliveries need.
+                await self._deliveries.hold(delivery.id, now + POSTPONE_S)
+            else:
+                host = _host(delivery.record.webhook_url or "") if delivery.record else ""
+                self._taken_per_host[host] += 1
                 task = asyncio.create_task(self._deliver(delivery), name=f"webhook-{delivery.id}")
                 self._in_flight[delivery.id] = task
-                task.add_done_callback(functools.partial(self._finished, delivery.id))
+                task.add_done_callback(functools.partial(self._finished, delivery.id, host))
         if len(taken) >= room:
             return 0.0
         next_at = await self._deliveries.next_due_at()
@@ -130,15 +147,22 @@ class WebhookDispatcher:
                 waiting.cancel()
             self._freed.clear()
 
-    def _finished(self, delivery_id: str, task: asyncio.Task[None]) -> None:
+    def _finished(self, delivery_id: str, host: str, task: asyncio.Task[None]) -> None:
         self._in_flight.pop(delivery_id, None)
+        self._taken_per_host[host] -= 1
+        if self._taken_per_host[host] <= 0:
+            del self._taken_per_host[host]
         self._freed.set()
         if not task.cancelled() and task.exception() is not None:
             log.error("webhook %s failed unexpectedly", delivery_id, exc_info=task.exception())
 
+    def _host_waiting(self, delivery: Delivery) -> int:
+        url = delivery.record.webhook_url if delivery.record else None
+        return self._taken_per_host[_host(url)] if url else 0
+
     @contextlib.asynccontextmanager
     async def _host_slot(self, url: str) -> AsyncIterator[None]:
-        host = urlsplit(url).netloc.lower()
+        host = _host(url)
         slot, users = self._hosts.get(host, (asyncio.Semaphore(PER_HOST), 0))
         self._hosts[host] = (slot, users + 1)
         try:
@@ -160,18 +184,25 @@ class WebhookDispatcher:
             await self._attempt(delivery)
         except QueueUnavailableError as exc:  # the attempt is not recorded: taken again later
             log.warning("webhook %s: outcome not recorded (Redis is unavailable): %s", delivery.id, exc)
+        except Exception:  # a bug, not the receiver: counted as a failed attempt, so it ends some day
+            log.exception("webhook %s failed unexpectedly", delivery.id)
+            with contextlib.suppress(QueueUnavailableError):
+                await self._record(delivery, None, None)
 
     async def _attempt(self, delivery: Delivery) -> None:
         record = delivery.record
         if record is None or not record.webhook_url:
             log.error("webhook %s: its task's record is unreadable; dropped", delivery.id)
             await self._deliveries.record(
-                delivery, result="dropped", status=None, delivered_at=None, retry_at=None, body=""
+                delivery, result="dropped", status=None, delivered_at=None, retry_at=None
             )
             return
         url = record.webhook_url
-        body = delivery.body or self._body(delivery, record)
+        # Rendered at each attempt, from the task as it was at the change: the same event, with output
+        # links that are still valid (a retry hours later must not carry links that have expired).
+        body = self._body(delivery, record)
         async with self._host_slot(url):
+            await self._deliveries.hold(delivery.id, time.time() + self._timeout_s + VISIBILITY_S)
             sent_at = datetime.now(UTC)
             headers = {
                 "Content-Type": "application/json",
@@ -187,6 +218,9 @@ class WebhookDispatcher:
             except MediaError as exc:
                 log.info("webhook %s to %s: %s", delivery.id, url, exc)
                 status = None
+        await self._record(delivery, status, sent_at)
+
+    async def _record(self, delivery: Delivery, status: int | None, sent_at: datetime | None) -> None:
         attempt = delivery.attempts + 1
         retry_at: float | None = None
         result: Result
@@ -196,14 +230,10 @@ class WebhookDispatcher:
             result = "gone"  # the receiver wants no more
         elif attempt > len(self._delays_s):
             result = "exhausted"
-            log.warning("webhook %s to %s: gave up after %d attempts", delivery.id, url, attempt)
+            log.warning("webhook %s: gave up after %d attempts", delivery.id, attempt)
         else:
             result, retry_at = "failed", time.time() + self._delays_s[attempt - 1]
+        delivered_at = iso(sent_at.timestamp()) if result == "delivered" and sent_at else None
         await self._deliveries.record(
-            delivery,
-            result=result,
-            status=status,
-            delivered_at=iso(sent_at.timestamp()) if result == "delivered" else None,
-            retry_at=retry_at,
-            body=body,
+            delivery, result=result, status=status, delivered_at=delivered_at, retry_at=retry_at
         )

@@ -25,6 +25,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 
 from comfyjobs.errors import QueueUnavailableError
@@ -34,8 +35,7 @@ from comfyjobs.jobs.worker_store import JobStore
 
 log = logging.getLogger(__name__)
 
-# Longest single read on the streams: below redis-py's default socket timeout (5 s), so a quiet stream is
-# not taken for a dead connection.
+# Longest single read on the streams: a third of a lease at most, so renewals are never late.
 MAX_BLOCK_S = 2.0
 
 
@@ -58,10 +58,6 @@ class JobGuard:
         taken = g.store.acquire_lease(self.task_id, g.worker_id, g.lease_s)
         self.renewed_at = time.monotonic()
         return taken
-
-    @property
-    def cancelled(self) -> bool:
-        return self._stop_reason == "cancelled"
 
     @property
     def stopped(self) -> str | None:
@@ -110,7 +106,9 @@ class Guards:
         self.store = store
         self.worker_id = worker_id
         self.lease_s = lease_s
-        self.cancel_prompt = cancel_prompt
+        # Off the watcher's thread: ComfyUI slow to answer a cancel must not hold up lease renewals.
+        self._cancels = ThreadPoolExecutor(2, thread_name_prefix="job-cancel")
+        self._cancel_prompt = cancel_prompt
         self._block_s = min(MAX_BLOCK_S, lease_s / 3)
         self._changed = threading.Condition()
         self._guards: dict[str, JobGuard] = {}
@@ -119,6 +117,9 @@ class Guards:
 
     def guard(self, task_id: str) -> JobGuard:
         return JobGuard(self, task_id)
+
+    def cancel_prompt(self, prompt_id: str) -> None:
+        self._cancels.submit(self._cancel_prompt, prompt_id)
 
     def start(self) -> None:
         self._thread.start()
@@ -130,6 +131,7 @@ class Guards:
 
     def join(self, timeout_s: float) -> None:
         self._thread.join(timeout_s)
+        self._cancels.shutdown(wait=False)
 
     def watch(self, guard: JobGuard) -> None:
         with self._changed:
@@ -153,6 +155,9 @@ class Guards:
                 except QueueUnavailableError as exc:
                     log.warning("cannot reach Redis to guard the jobs: %s", exc)
                     self._stopping.wait(self._block_s)  # Redis is restarting; again shortly
+                except Exception:  # this one thread guards every job: it must outlive any one error
+                    log.exception("guarding the jobs failed; again shortly")
+                    self._stopping.wait(self._block_s)
 
     def _once(self, watched: list[JobGuard]) -> None:
         """One blocking read over the watched jobs' streams, then the renewals due."""

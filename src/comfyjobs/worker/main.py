@@ -94,10 +94,13 @@ class ComfySupervisor:
                 log.error("ComfyUI restart failed: %s", exc)
 
 
+SYSTEM_STATS_TIMEOUT_S = 2.0  # a heartbeat does not wait longer for ComfyUI's device figures
+
+
 def system_devices(client: ComfyClient) -> list[DeviceMemory]:
     """Its ComfyUI's devices and their memory, for the heartbeat (none when it does not answer)."""
     try:
-        return devices_of(client.system_stats())
+        return devices_of(client.system_stats(timeout_s=SYSTEM_STATS_TIMEOUT_S))
     except ComfyError:
         return []
 
@@ -142,6 +145,7 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
         settings.warmup_params,
         lambda folder: list_model_folder(settings.model_dir, folder),
         settings.job_time_limit_s,
+        settings.comfyui_hang_timeout_s,
     )
     client = ComfyClient(comfy.base_url)
     warm_client = ComfyClient(comfy.base_url)
@@ -150,34 +154,38 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
     guards: Guards | None = None
     availability = AvailabilityMonitor(registry, client, redis_client)
     models = LoadedModels()
-    heartbeat = Heartbeat(
-        redis_client,
-        settings.worker_heartbeat_s,
-        lambda: WorkerBeat(
+
+    def beat() -> WorkerBeat:
+        ready = comfy.is_ready()
+        # What asks ComfyUI first, so that the beat's time (and expiry) is taken when it is written.
+        workflows = availability.current(comfy_ready=ready)
+        devices = system_devices(client) if ready else []
+        return WorkerBeat(
             worker_id=worker_id,
             device=device,
             pid=os.getpid(),
-            comfyui_ready=comfy.is_ready(),
+            comfyui_ready=ready,
             comfyui_pid=comfy.pid,
             comfyui_restarts=max(comfy.restarts, 0),
             started_at=started_at,
-            seen_at=utc_now(),
-            workflows=availability.current(comfy_ready=comfy.is_ready()),
+            workflows=workflows,
             models={folder: list_model_folder(settings.model_dir, folder) for folder in model_folders},
             object_info=availability.object_info_digest,
             loaded_models=sorted(models.current()),
             model_loads=models.loads,
-            state="starting" if not comfy.is_ready() else "warming" if warmup.warming(comfy.pid) else "ready",
+            state="starting" if not ready else "warming" if warmup.warming(comfy.pid) else "ready",
             warmup_error=warmup.error,
             warmup_s=warmup.seconds,
-            devices=system_devices(client) if comfy.is_ready() else [],
-        ),
-    )
+            devices=devices,
+            seen_at=utc_now(),
+        )
+
+    heartbeat = Heartbeat(redis_client, settings.worker_heartbeat_s, beat)
 
     def restarted() -> None:
         availability.invalidate()
         models.forget()
-        warmup.run(warm_client, comfy.pid)  # (this supervisor thread; jobs wait for it)
+        warmup.run(warm_client, comfy)  # (this supervisor thread; jobs wait for it)
 
     supervisor = ComfySupervisor(
         comfy,
@@ -234,7 +242,7 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
         def consuming(**_: object) -> None:
             heartbeat.start()
             if warmup.enabled:  # jobs are taken once it is done; the heartbeat says "warming" meanwhile
-                threading.Thread(target=warmup.run, args=(warm_client, comfy.pid), name="warmup").start()
+                threading.Thread(target=warmup.run, args=(warm_client, comfy), name="warmup").start()
 
         celery_signals.worker_ready.connect(consuming, weak=False)
         worker = app.Worker(
@@ -253,6 +261,7 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
         heartbeat.stop()
         if guards is not None:
             guards.stop()
+            guards.join(settings.comfyui_stop_timeout_s)
         supervisor.stop()
         comfy.close()
         supervisor.join(settings.comfyui_stop_timeout_s)

@@ -37,21 +37,29 @@ class ProgressWriter:
         self.started_at: float | None = None  # monotonic: when ComfyUI began executing the prompt
         self._node: tuple[str, float] | None = None  # the node executing now (its class), since when
         self._node_times: list[tuple[str, float]] = []
+        self._ended_at: float | None = None
 
     @property
     def last(self) -> Progress:
         return self._progress
 
+    def stop(self) -> None:
+        """ComfyUI is done with the prompt: its run time and its last node's time end here."""
+        if self._ended_at is None:
+            self._ended_at = time.monotonic()
+
     def run_s(self) -> float | None:
-        """Seconds since ComfyUI started the prompt (None: it never did)."""
-        return None if self.started_at is None else time.monotonic() - self.started_at
+        """Seconds from ComfyUI's start of the prompt to its end (None: it never started)."""
+        if self.started_at is None:
+            return None
+        return (self._ended_at or time.monotonic()) - self.started_at
 
     def node_times(self) -> list[tuple[str, float]]:
-        """(node class, seconds) of each node ComfyUI executed, the last one up to now."""
+        """(node class, seconds) of each node ComfyUI executed."""
         if self._node is None:
             return list(self._node_times)
         node_type, since = self._node
-        return [*self._node_times, (node_type, time.monotonic() - since)]
+        return [*self._node_times, (node_type, (self._ended_at or time.monotonic()) - since)]
 
     def __call__(self, event: ComfyEvent) -> None:
         try:

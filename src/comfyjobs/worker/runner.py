@@ -50,7 +50,7 @@ class WorkerContext:
     store: JobStore
     comfy: ComfyProcess
     # This thread's ComfyUI client: a worker runs PIPELINE_DEPTH jobs' threads at once (one executing
-    # in ComfyUI, the next queued there), each with its own HTTP session and websocket.
+    # in ComfyUI, the next queued there), each with its own HTTP session; they share one websocket.
     thread_client: Callable[[], ComfyClient]
     objects: ObjectStore
     outputs: OutputSaver
@@ -96,7 +96,8 @@ def take_next(ctx: WorkerContext) -> str | None:
     (jobs.queue) and run it. Returns the task id run, or None when the line was empty (or the ticket was
     handed on because ComfyUI is not up: another worker, or this one later, takes the job)."""
     start_timeout_s = ctx.settings.comfyui_start_timeout_s
-    if not ctx.comfy.wait_until_ready(start_timeout_s) or not ctx.warmup.wait(ctx.comfy.pid, start_timeout_s):
+    ready = ctx.comfy.wait_until_ready(start_timeout_s)
+    if not ready or not ctx.warmup.ensure(ctx.thread_client(), ctx.comfy, start_timeout_s):
         ctx.store.send_ticket()
         return None
     settings = ctx.settings
@@ -194,6 +195,8 @@ def _run_leased(task_id: str, ctx: WorkerContext, record: JobRecord, guard: JobG
                 )
             except JobTimeoutError:
                 raise JobTimeoutError(f"timed out after {time_limit_s:g} s") from None
+            finally:
+                progress.stop()  # its times end with ComfyUI's part, not with storing the outputs
         if guard.stopped:
             log.info("task %s: stopped (%s); its outputs are not kept", task_id, guard.stopped)
             return
@@ -203,6 +206,9 @@ def _run_leased(task_id: str, ctx: WorkerContext, record: JobRecord, guard: JobG
                 client.download(item, dest)
 
         outputs = ctx.outputs.save_all(task_id, files, fetch, retried=attempt > 1)
+        if guard.stopped:  # cancelled while its outputs were stored: the outcome would be refused
+            log.info("task %s: stopped (%s) as it ended", task_id, guard.stopped)
+            return
     except Exception as exc:
         if guard.stopped:
             log.info("task %s: stopped (%s): %s", task_id, guard.stopped, exc)
@@ -224,6 +230,7 @@ def _run_leased(task_id: str, ctx: WorkerContext, record: JobRecord, guard: JobG
                 error=JobError.from_exception(exc),
             )
             if requeued:
+                _observe(ctx, record, queue_wait_s, progress, succeeded=False)
                 log.warning("task %s: %s; attempt %d of %d, re-queued", task_id, exc, attempt,
                             ctx.settings.max_attempts)  # fmt: skip
                 raise RequeueJobError(str(exc)) from exc
