@@ -51,7 +51,9 @@ def test_stream_matches_the_record_and_resumes(
         for e in seen
         if e.data["progress"]["node_type"] == "KSampler" and e.data["progress"]["max"]
     ]
-    assert steps == [1, 2, 3, 4]
+    # Progress is written at most four times a second (and at the end): steps may be coalesced, never
+    # reordered, and the last is the sampler's end.
+    assert steps == sorted(set(steps)) and steps[-1] == 4
     assert without_links(seen[-1].data) == without_links(api.get(f"/tasks/{task_id}").json())
     assert seen[-1].data["outputs"][0]["url"].split("?")[0].endswith(".png")
 

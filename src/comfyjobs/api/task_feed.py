@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -35,6 +36,7 @@ EVENT_NAMES = {
 }
 EVENT_ID_PATTERN = r"^\d+-\d+$"
 HEARTBEAT = b": heartbeat\n\n"
+EXPIRY_CHECK_S = 60.0  # a quiet stream asks at most this often whether its task expired
 
 
 def event_id_key(event_id: EventId) -> tuple[int, int]:
@@ -132,6 +134,7 @@ class TaskFeed:
         previews: EventId = latest_preview.id if latest_preview else "0-0"
         pending: list[JobEvent] = await self._store.events(task_id)
         position: int | None = None
+        checked_at = time.monotonic()
         while True:
             for event in pending:
                 state.update(event.changes)
@@ -164,8 +167,12 @@ class TaskFeed:
                         # resumes from here must still get the record's next event.
                         yield format_sse_event(event="queued", data_str=view.model_dump_json())
             elif not pending and change.preview is None:
-                if not await self._store.exists(task_id):
-                    return  # expired (JOB_TTL_S) while we listened: nothing more will come
+                # Expired (JOB_TTL_S) while we listened? Nothing more would come. Asked once a minute,
+                # not at each heartbeat: a thousand quiet streams must not keep the pool busy.
+                if time.monotonic() - checked_at >= EXPIRY_CHECK_S:
+                    checked_at = time.monotonic()
+                    if not await self._store.exists(task_id):
+                        return
                 yield HEARTBEAT
 
 
