@@ -179,7 +179,8 @@ class Bursts:
             f"ms, max {max(gaps, default=0):.0f} ms; busy {busy:.0%} of its span; a prompt runs "
             f"{median([float(e - s) for s, e in spans]):.0f} ms; first started {lead:.0f} ms after the "
             f"first POST, last seen done {tail:.0f} ms after it ended; CPU s over {ended - started:.1f} s: "
-            f"comfyjobs processes {service_s - cpu0[0]:.1f} (ms per job: {per_job}), ComfyUI {comfy_s - cpu0[1]:.1f}"
+            f"comfyjobs processes {service_s - cpu0[0]:.1f} (ms per job: {per_job}), "
+            f"ComfyUI {comfy_s - cpu0[1]:.1f}"
         )
 
 
