@@ -23,6 +23,11 @@ from comfyjobs.errors import ConfigError
 from comfyjobs.tenancy import Principal, parse_keys
 
 
+def comma_list(text: str) -> list[str]:
+    """A comma-separated setting's entries, blanks dropped."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
@@ -230,7 +235,7 @@ class Settings(BaseSettings):
     def _allowlist_parses(cls, value: str) -> str:
         from comfyjobs.media.fetch import UrlPolicy  # the one parser of these entries
 
-        UrlPolicy([item.strip() for item in value.split(",") if item.strip()])  # ValueError names the entry
+        UrlPolicy(comma_list(value))  # ValueError names the entry
         return value
 
     @field_validator("redis_url")
@@ -294,21 +299,21 @@ class Settings(BaseSettings):
 
     @property
     def raw_node_denylist(self) -> frozenset[str]:
-        return frozenset(item.strip() for item in self.raw_workflow_node_denylist.split(",") if item.strip())
+        return frozenset(comma_list(self.raw_workflow_node_denylist))
 
     @property
     def raw_node_allowlist(self) -> frozenset[str] | None:
         """None: every installed class (less the denylist)."""
-        names = frozenset(i.strip() for i in self.raw_workflow_node_allowlist.split(",") if i.strip())
+        names = frozenset(comma_list(self.raw_workflow_node_allowlist))
         return names or None
 
     @property
     def url_allowlist(self) -> list[str]:
-        return [item.strip() for item in self.input_url_allowlist.split(",") if item.strip()]
+        return comma_list(self.input_url_allowlist)
 
     @property
     def webhook_allowlist(self) -> list[str]:
-        return [item.strip() for item in self.webhook_url_allowlist.split(",") if item.strip()]
+        return comma_list(self.webhook_url_allowlist)
 
     @field_validator("webhook_secret")
     @classmethod

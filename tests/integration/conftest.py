@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,26 @@ def stop(proc: subprocess.Popen[bytes], timeout_s: float = 60) -> int:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
     return proc.wait(timeout=timeout_s)
+
+
+@contextmanager
+def api_process(service: Service, port: int, log_name: str, **env: str) -> Iterator[httpx.Client]:
+    """Another API process on the session's Redis and worker (the API is stateless), with ``env`` over
+    the session's settings: a client for it once it answers, and the process stopped at the end."""
+    proc = start(["api"], service.env | {"API_PORT": str(port), **env}, service.data_dir / log_name)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+
+            def up() -> bool:
+                try:
+                    return client.get("/health").status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            wait_for(up, timeout_s=60, what=f"the API of {log_name}")
+            yield client
+    finally:
+        stop(proc)
 
 
 def worker_ready(client: httpx.Client) -> bool:

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.conftest import Service, start, stop
+from tests.integration.conftest import Service, api_process
 from tests.integration.test_cancel import LONG, sampling
 from tests.integration.test_service import submit
 from tests.support import JobEvents, free_port, wait_for
@@ -64,22 +64,8 @@ def test_a_priority_9_job_starts_before_a_line_of_priority_0_jobs(
 def tenanted_api(service: Service) -> Iterator[httpx.Client]:
     """A second API process with keys, on the same Redis and queue (the API is stateless): its jobs go to
     the same worker."""
-    port = free_port()
-    env = service.env | {"API_PORT": str(port), "API_KEYS": "alice:k-alice,bob:k-bob"}
-    proc = start(["api"], env, service.data_dir / "api-tenanted.log")
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-
-            def up() -> bool:
-                try:
-                    return client.get("/health").status_code == 200
-                except httpx.TransportError:
-                    return False
-
-            wait_for(up, timeout_s=60, what="the second API")
-            yield client
-    finally:
-        stop(proc)
+    with api_process(service, free_port(), "api-tenanted.log", API_KEYS="alice:k-alice,bob:k-bob") as client:
+        yield client
 
 
 def test_two_tenants_take_turns(tenanted_api: httpx.Client, api: httpx.Client, events: JobEvents) -> None:

@@ -5,14 +5,12 @@ event, each exactly as signed."""
 from __future__ import annotations
 
 import random
-import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 import httpx
 
-from tests.integration.conftest import Service, start, stop
+from tests.integration.conftest import Service, api_process
 from tests.support import JobEvents, free_port, wait_for
 from tests.webhooks.receiver import Received, Receiver
 from tests.webhooks.test_dispatcher import SECRET, verified
@@ -21,29 +19,16 @@ JOB_TIMEOUT_S = 120
 WEBHOOK_TIMEOUT_S = 60
 
 
-@contextmanager
-def hooked_api(service: Service, port: int) -> Iterator[tuple[httpx.Client, subprocess.Popen[bytes]]]:
-    env = service.env | {
-        "API_PORT": str(port),
-        "WEBHOOK_SECRET": SECRET,
-        "WEBHOOK_RETRY_BASE_S": "0.1",  # 0.1, 0.4, 1.6, 6.4 s ... between attempts
-        "WEBHOOK_MAX_ATTEMPTS": "10",
-        "WEBHOOK_URL_ALLOWLIST": "127.0.0.1",
-    }
-    proc = start(["api"], env, service.data_dir / "api-webhooks.log")
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-
-            def up() -> bool:
-                try:
-                    return client.get("/health").status_code == 200
-                except httpx.TransportError:
-                    return False
-
-            wait_for(up, timeout_s=60, what="the API with webhooks")
-            yield client, proc
-    finally:
-        stop(proc)
+def hooked_api(service: Service, port: int) -> AbstractContextManager[httpx.Client]:
+    return api_process(
+        service,
+        port,
+        "api-webhooks.log",
+        WEBHOOK_SECRET=SECRET,
+        WEBHOOK_RETRY_BASE_S="0.1",  # 0.1, 0.4, 1.6, 6.4 s ... between attempts
+        WEBHOOK_MAX_ATTEMPTS="10",
+        WEBHOOK_URL_ALLOWLIST="127.0.0.1",
+    )
 
 
 def delivered(requests: list[Received], task_id: str) -> set[str]:
@@ -61,7 +46,7 @@ def test_every_event_arrives_signed_through_failures_and_an_api_restart(
     receiver.start()
     port = free_port()
     try:
-        with hooked_api(service, port) as (api, _):
+        with hooked_api(service, port) as api:
             resp = api.post(
                 "/workflows/tiny",
                 params={"webhook_url": receiver.url()},
@@ -99,7 +84,7 @@ def test_every_event_arrives_signed_through_failures_and_an_api_restart(
             assert failed["last_status"] is None and failed["delivered_at"] is None  # no answer at all
         # ...through the API's restart.
         receiver.start()
-        with hooked_api(service, port) as (api, _):
+        with hooked_api(service, port) as api:
             everything = receiver.wait(
                 lambda r: delivered(r, second) == {"task.started", "task.succeeded"},
                 WEBHOOK_TIMEOUT_S,

@@ -16,13 +16,12 @@ announced on keys.CHANGES; a delivery taken by a process that died is taken agai
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import functools
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
@@ -47,6 +46,15 @@ BACKLOG = 2000  # deliveries taken and not yet recorded, at most
 VISIBILITY_S = 60.0  # a taken delivery not sent by then (or a sent one not recorded) is taken again
 MAX_SLEEP_S = 30.0  # a missed announcement costs at most this
 REDIS_RETRY_S = 1.0
+
+
+class _Receiver:
+    """One receiver's share of this process: its send slots, and the deliveries taken for it (sending,
+    or waiting for a slot)."""
+
+    def __init__(self) -> None:
+        self.slots = asyncio.Semaphore(PER_HOST)
+        self.taken = 0
 
 
 def _host(url: str) -> str:
@@ -81,8 +89,7 @@ class WebhookDispatcher:
         self._stopping = asyncio.Event()
         self._freed = asyncio.Event()
         self._in_flight: dict[str, asyncio.Task[None]] = {}
-        self._hosts: dict[str, tuple[asyncio.Semaphore, int]] = {}
-        self._taken_per_host: collections.Counter[str] = collections.Counter()  # sending or waiting
+        self._receivers: dict[str, _Receiver] = {}  # by host, while this process holds deliveries for it
         self._executor: ThreadPoolExecutor | None = None
 
     def stop(self) -> None:
@@ -123,14 +130,16 @@ class WebhookDispatcher:
                 await self._deliveries.forget(delivery)
             elif delivery.id in self._in_flight:
                 continue  # still waiting for its receiver here (taken again after VISIBILITY_S)
-            elif self._host_waiting(delivery) >= HOST_BACKLOG:
-                # That receiver is slow: the delivery stays in Redis, for later (or another process),
-                # and holds no room here that other receivers' deliveries need.
-                await self._deliveries.hold(delivery.id, now + POSTPONE_S)
             else:
                 host = _host(delivery.record.webhook_url or "") if delivery.record else ""
-                self._taken_per_host[host] += 1
-                task = asyncio.create_task(self._deliver(delivery), name=f"webhook-{delivery.id}")
+                receiver = self._receivers.setdefault(host, _Receiver())
+                if receiver.taken >= HOST_BACKLOG:
+                    # That receiver is slow: the delivery stays in Redis, for later (or another
+                    # process), and holds no room here that other receivers' deliveries need.
+                    await self._deliveries.hold(delivery.id, now + POSTPONE_S)
+                    continue
+                receiver.taken += 1
+                task = asyncio.create_task(self._deliver(delivery, receiver), name=f"webhook-{delivery.id}")
                 self._in_flight[delivery.id] = task
                 task.add_done_callback(functools.partial(self._finished, delivery.id, host))
         if len(taken) >= room:
@@ -149,39 +158,21 @@ class WebhookDispatcher:
 
     def _finished(self, delivery_id: str, host: str, task: asyncio.Task[None]) -> None:
         self._in_flight.pop(delivery_id, None)
-        self._taken_per_host[host] -= 1
-        if self._taken_per_host[host] <= 0:
-            del self._taken_per_host[host]
+        receiver = self._receivers[host]
+        receiver.taken -= 1
+        if receiver.taken <= 0:
+            del self._receivers[host]
         self._freed.set()
         if not task.cancelled() and task.exception() is not None:
             log.error("webhook %s failed unexpectedly", delivery_id, exc_info=task.exception())
-
-    def _host_waiting(self, delivery: Delivery) -> int:
-        url = delivery.record.webhook_url if delivery.record else None
-        return self._taken_per_host[_host(url)] if url else 0
-
-    @contextlib.asynccontextmanager
-    async def _host_slot(self, url: str) -> AsyncIterator[None]:
-        host = _host(url)
-        slot, users = self._hosts.get(host, (asyncio.Semaphore(PER_HOST), 0))
-        self._hosts[host] = (slot, users + 1)
-        try:
-            async with slot:
-                yield
-        finally:
-            slot, users = self._hosts[host]
-            if users <= 1:
-                del self._hosts[host]
-            else:
-                self._hosts[host] = (slot, users - 1)
 
     def _body(self, delivery: Delivery, record: JobRecord) -> str:
         event = {"type": delivery.type, "timestamp": iso(delivery.at), "data": self._render(record)}
         return json.dumps(event, separators=(",", ":"))
 
-    async def _deliver(self, delivery: Delivery) -> None:
+    async def _deliver(self, delivery: Delivery, receiver: _Receiver) -> None:
         try:
-            await self._attempt(delivery)
+            await self._attempt(delivery, receiver)
         except QueueUnavailableError as exc:  # the attempt is not recorded: taken again later
             log.warning("webhook %s: outcome not recorded (Redis is unavailable): %s", delivery.id, exc)
         except Exception:  # a bug, not the receiver: counted as a failed attempt, so it ends some day
@@ -189,7 +180,7 @@ class WebhookDispatcher:
             with contextlib.suppress(QueueUnavailableError):
                 await self._record(delivery, None, None)
 
-    async def _attempt(self, delivery: Delivery) -> None:
+    async def _attempt(self, delivery: Delivery, receiver: _Receiver) -> None:
         record = delivery.record
         if record is None or not record.webhook_url:
             log.error("webhook %s: its task's record is unreadable; dropped", delivery.id)
@@ -201,7 +192,7 @@ class WebhookDispatcher:
         # Rendered at each attempt, from the task as it was at the change: the same event, with output
         # links that are still valid (a retry hours later must not carry links that have expired).
         body = self._body(delivery, record)
-        async with self._host_slot(url):
+        async with receiver.slots:
             await self._deliveries.hold(delivery.id, time.time() + self._timeout_s + VISIBILITY_S)
             sent_at = datetime.now(UTC)
             headers = {

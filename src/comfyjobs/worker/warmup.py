@@ -84,9 +84,9 @@ class Warmup:
             return self._workflow_id is not None and self._warm_pid != comfy_pid
 
     def _warm(self, client: ComfyClient, comfy: ComfyProcess, wait_s: float) -> bool:
-        if self._workflow_id is None:
-            return True
         pid = comfy.pid
+        if self._workflow_id is None or self._warm_pid == pid:
+            return True  # (each job asks: no lock once this ComfyUI is warm)
         with self._changed:
             if self._warm_pid == pid:
                 return True

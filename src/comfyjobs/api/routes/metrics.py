@@ -23,7 +23,7 @@ from prometheus_client.core import (
 from comfyjobs import keys, metrics
 from comfyjobs.api.services import Services, services
 from comfyjobs.errors import QueueUnavailableError
-from comfyjobs.heartbeat import WorkerBeat, live_workers
+from comfyjobs.heartbeat import WorkerBeat
 
 router = APIRouter(tags=["health"])
 
@@ -128,7 +128,7 @@ async def scrape(svc: Annotated[Services, Depends(services)]) -> Response:
     for priority, count in sorted(depths.items(), key=lambda item: int(item[0])):
         depth.add_metric([priority.decode()], float(count))
     families.append(depth)
-    families += _workers(await live_workers(svc.redis))
+    families += _workers(await svc.fleet.beats())  # (read at most once a second per process)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Scrape(families))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
