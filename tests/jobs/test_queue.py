@@ -4,6 +4,7 @@ jobs are really taken in, and a job cancelled in line never taken."""
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import uuid
 from collections.abc import Awaitable, Callable
@@ -14,7 +15,7 @@ import redis
 import redis.asyncio as aioredis
 
 from comfyjobs import keys
-from comfyjobs.jobs.delivery import JobMessages, make_celery
+from comfyjobs.jobs.delivery import RUN_JOB_TASK, JobMessages, make_celery
 from comfyjobs.jobs.queue import Affinity
 from comfyjobs.jobs.record import JobRecord, JobStatus, utc_now
 from comfyjobs.jobs.store import AsyncJobStore
@@ -150,3 +151,27 @@ def test_a_job_waiting_past_the_bound_is_not_overtaken(redis_url: str) -> None:
     line.add("alice", models=("b.safetensors",))
 
     assert take(line, "b.safetensors", max_wait_s=60) == old
+
+
+def test_a_take_without_a_ticket_removes_one_from_the_list(redis_url: str) -> None:
+    line = Line(redis_url)
+    client = redis.Redis.from_url(line.redis_url)
+    jobs = [line.add("alice") for _ in range(3)]
+    assert client.llen(line.messages.list_key) == 3  # one ticket per job put in line
+
+    # A worker holding a ticket takes with it; going on to the next job, it takes one of the line's.
+    assert line.sync.claim("w1", lease_s=60) is not None
+    assert client.llen(line.messages.list_key) == 3
+    assert line.sync.claim("w1", lease_s=60, with_ticket=True) is not None
+    assert client.llen(line.messages.list_key) == 2
+
+    # A message that is not a ticket (an earlier version's, naming its job) is left where it was.
+    legacy = json.dumps({"headers": {"task": RUN_JOB_TASK, "id": jobs[2]}})
+    client.delete(line.messages.list_key)
+    client.rpush(line.messages.list_key, line.messages.ticket(), legacy)
+    claimed = line.sync.claim("w1", lease_s=60, with_ticket=True)
+    assert claimed is not None and claimed.task_id == jobs[2]
+    assert [m.decode() for m in client.lrange(line.messages.list_key, 0, -1)][-1] == legacy
+    assert client.llen(line.messages.list_key) == 2  # nothing taken: the next was not a ticket
+    assert line.sync.claim("w1", lease_s=60, with_ticket=True) is None  # an empty line takes nothing
+    assert client.llen(line.messages.list_key) == 2

@@ -106,6 +106,10 @@ class JobMessages:
         if text.count(_TASK_ID) < 1 or text.count(_DELIVERY_TAG) != 1:
             raise RuntimeError("Celery's task message no longer carries the task id where expected")
         self._template = text
+        # What every ticket starts with (the task's name comes before its id), whoever wrote it.
+        self.ticket_prefix = text[: text.index(_TASK_ID)]
+        if TAKE_JOB_TASK not in self.ticket_prefix:
+            raise RuntimeError("Celery's task message no longer names the task before its id")
 
     def ticket(self) -> str:
         return self.message(f"ticket-{uuid.uuid4().hex}")

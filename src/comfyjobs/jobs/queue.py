@@ -64,7 +64,10 @@ end
 # [5] the departures stream, [6] the waiting set, [7] the waiting-by-tenant set, [8] the job key prefix,
 # [9] the models the worker's ComfyUI has loaded (JSON list), [10] AFFINITY_MAX_SKIP, [11]
 # AFFINITY_MAX_WAIT_S, [12] now (epoch s), [13] the running set (a job taken is watched for a lost worker
-# from here: the reconciler puts it back if its lease lapses before it starts).
+# from here: the reconciler puts it back if its lease lapses before it starts), [14] Celery's list, when
+# the taker holds no ticket for this take (a worker going on to its next job), or "", [15] the text every
+# ticket starts with: such a take removes one ticket from the list with the job, so the list keeps one
+# ticket per waiting job (a message that is not a ticket, of an earlier version, is left where it was).
 # Returns {task id, its record's fields (HGETALL)} for the job taken, or false when nothing waits.
 #
 # Model affinity, within the highest priority that has waiting jobs: the job whose turn it is is taken
@@ -102,6 +105,10 @@ local function take(p, tenant, id)
   redis.call('PUBLISH', $CHANGES, ARGV[5])
   redis.call('SET', ARGV[4] .. id, ARGV[2], 'PX', ARGV[3])
   redis.call('ZADD', ARGV[13], 'NX', now, id)
+  if ARGV[14] ~= '' then
+    local ticket = redis.call('RPOP', ARGV[14])
+    if ticket and string.sub(ticket, 1, #ARGV[15]) ~= ARGV[15] then redis.call('RPUSH', ARGV[14], ticket) end
+  end
   return {id, redis.call('HGETALL', ARGV[8] .. id)}
 end
 for p = $MAX, $MIN, -1 do

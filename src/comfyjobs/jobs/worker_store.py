@@ -51,14 +51,18 @@ class JobStore:
         self._renew = client.register_script(scripts.RENEW_LEASE)
         self._release = client.register_script(scripts.RELEASE_LEASE)
 
-    def claim(self, owner: str, lease_s: float, affinity: Affinity | None = None) -> Claimed | None:
+    def claim(
+        self, owner: str, lease_s: float, affinity: Affinity | None = None, *, with_ticket: bool = False
+    ) -> Claimed | None:
         """Takes the next job in line (priority, then tenants in turn, then model affinity; see
         jobs.queue) with its lease in ``owner``'s name, and reads its record in the same step; None when
-        none waits."""
-        k, a = self._keys, affinity or Affinity()
+        none waits. ``with_ticket``: the taker holds no ticket for this take (it goes on from a job it
+        finished), so one of the line's tickets is taken with the job."""
+        k, a, m = self._keys, affinity or Affinity(), self._messages
         args: list[str | int | float] = [
             k.prefix, owner, int(lease_s * 1000), keys.LEASE_PREFIX, k.departures, k.waiting, k.by_tenant,
             keys.job(""), json.dumps(sorted(a.loaded)), a.max_skip, a.max_wait_s, time.time(), k.running,
+            m.list_key if with_ticket else "", m.ticket_prefix,
         ]  # fmt: skip
         with translated():
             taken: Any = self._claim(keys=[], args=args)

@@ -154,6 +154,7 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
     guards: Guards | None = None
     availability = AvailabilityMonitor(registry, client, redis_client)
     models = LoadedModels()
+    stopping = threading.Event()
 
     def beat() -> WorkerBeat:
         ready = comfy.is_ready()
@@ -234,6 +235,7 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
                 ),
                 guards=guards,
                 warmup=warmup,
+                stopping=stopping,
             )
         )
         tasks.register(app)
@@ -245,6 +247,8 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
                 threading.Thread(target=warmup.run, args=(warm_client, comfy), name="warmup").start()
 
         celery_signals.worker_ready.connect(consuming, weak=False)
+        # A warm shutdown lets the running jobs finish; their threads take no next job.
+        celery_signals.worker_shutting_down.connect(lambda **_: stopping.set(), weak=False)
         worker = app.Worker(
             hostname=worker_id,
             pool="threads",  # PIPELINE_DEPTH jobs: one runs in ComfyUI while the next waits queued there

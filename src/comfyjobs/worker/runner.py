@@ -57,6 +57,7 @@ class WorkerContext:
     guards: Guards  # leases and cancellation of the jobs running here
     warmup: Warmup  # jobs wait for each ComfyUI start's warm-up
     models: LoadedModels
+    stopping: threading.Event  # set when the worker begins to shut down: no more jobs are taken
 
 
 class LoadedModels:
@@ -91,27 +92,33 @@ class RequeueJobError(Exception):
     """The job is back to PENDING in its record (and in line, with a ticket for it)."""
 
 
-def take_next(ctx: WorkerContext) -> str | None:
-    """One ticket: once this worker's ComfyUI is ready (and warmed up), take the next job in line
-    (jobs.queue) and run it. Returns the task id run, or None when the line was empty (or the ticket was
-    handed on because ComfyUI is not up: another worker, or this one later, takes the job)."""
+def take_jobs(ctx: WorkerContext) -> int:
+    """One ticket: once this worker's ComfyUI is ready (and warmed up), takes the next job in line
+    (jobs.queue) and runs it, then goes on with the next while jobs wait, until the line is empty or the
+    worker stops (each later take removes one of the line's tickets with its job, so a busy worker does
+    not go back to Celery between jobs, and the list still holds a ticket per waiting job). Returns how
+    many jobs it ran. A ticket it could not use (ComfyUI not up, the worker stopping) is handed on: to
+    another worker, or to this one later."""
+    taken = 0
     start_timeout_s = ctx.settings.comfyui_start_timeout_s
-    ready = ctx.comfy.wait_until_ready(start_timeout_s)
-    if not ready or not ctx.warmup.ensure(ctx.thread_client(), ctx.comfy, start_timeout_s):
-        ctx.store.send_ticket()
-        return None
     settings = ctx.settings
-    affinity = Affinity(ctx.models.current(), settings.affinity_max_skip, settings.affinity_max_wait_s)
-    claimed = ctx.store.claim(ctx.worker_id, settings.job_lease_s, affinity)
-    if claimed is None:
-        return None
-    task_id = claimed.task_id
-    with ctx.guards.guard(task_id) as guard:
-        try:
-            execute_job(task_id, ctx, guard, claimed.record)
-        except RequeueJobError as exc:
-            log.info("task %s is back in line: %s", task_id, exc)
-    return task_id
+    while True:
+        ready = not ctx.stopping.is_set() and ctx.comfy.wait_until_ready(start_timeout_s)
+        if not ready or not ctx.warmup.ensure(ctx.thread_client(), ctx.comfy, start_timeout_s):
+            if not taken:
+                ctx.store.send_ticket()
+            return taken
+        affinity = Affinity(ctx.models.current(), settings.affinity_max_skip, settings.affinity_max_wait_s)
+        claimed = ctx.store.claim(ctx.worker_id, settings.job_lease_s, affinity, with_ticket=taken > 0)
+        if claimed is None:
+            return taken
+        taken += 1
+        task_id = claimed.task_id
+        with ctx.guards.guard(task_id) as guard:
+            try:
+                execute_job(task_id, ctx, guard, claimed.record)
+            except RequeueJobError as exc:
+                log.info("task %s is back in line: %s", task_id, exc)
 
 
 def handle_delivery(task_id: str, ctx: WorkerContext) -> None:

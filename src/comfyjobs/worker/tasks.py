@@ -9,7 +9,7 @@ from celery import Celery, Task
 from celery.exceptions import Reject
 
 from comfyjobs.jobs.delivery import RUN_JOB_TASK, TAKE_JOB_TASK
-from comfyjobs.worker.runner import RequeueJobError, WorkerContext, handle_delivery, take_next
+from comfyjobs.worker.runner import RequeueJobError, WorkerContext, handle_delivery, take_jobs
 
 _context: WorkerContext | None = None
 
@@ -27,7 +27,7 @@ def _bound() -> WorkerContext:
 
 
 def take_job() -> None:
-    take_next(_bound())
+    take_jobs(_bound())
 
 
 def run_job(task: Task[Any, Any], task_id: str | None = None) -> None:
