@@ -22,10 +22,12 @@ class Prompts:
 
     def __init__(self) -> None:
         self.cancelled: list[str] = []
+        self.calls: list[list[str]] = []
         self.changed = threading.Event()
 
-    def cancel(self, prompt_id: str) -> None:
-        self.cancelled.append(prompt_id)
+    def cancel(self, prompt_ids: list[str]) -> None:
+        self.cancelled += prompt_ids
+        self.calls.append(list(prompt_ids))
         self.changed.set()
 
 
@@ -41,7 +43,7 @@ def prompts() -> Prompts:
 
 @pytest.fixture
 def guards(fx: Fixture, prompts: Prompts) -> Iterator[Guards]:
-    watcher = Guards(fx.sync, "w-test", lease_s=0.9, cancel_prompt=prompts.cancel)  # reads of 0.3 s
+    watcher = Guards(fx.sync, "w-test", lease_s=0.9, cancel_prompts=prompts.cancel)  # reads of 0.3 s
     watcher.start()
     yield watcher
     watcher.stop()
@@ -79,6 +81,27 @@ def test_a_job_cancelled_before_its_prompt_was_queued_is_stopped_once_it_is(
         guard.submitted("prompt-2")
         assert prompts.changed.wait(10)
         assert prompts.cancelled == ["prompt-2"]
+
+
+def test_jobs_cancelled_together_have_their_prompts_cancelled_in_one_call(
+    fx: Fixture, prompts: Prompts
+) -> None:
+    # One call: ComfyUI gets every delete before any interrupt, so the running prompt's interrupt cannot
+    # let it start a queued one that is being cancelled too.
+    running, queued = running_job(fx), running_job(fx)
+    watcher = Guards(fx.sync, "w-test", lease_s=0.9, cancel_prompts=prompts.cancel)
+    try:
+        with watcher.guard(running) as first, watcher.guard(queued) as second:
+            first.submitted("prompt-running")
+            second.submitted("prompt-queued")
+            assert fx.run(lambda store, _: store.cancel(running))
+            assert fx.run(lambda store, _: store.cancel(queued))
+            watcher.start()  # its first read sees both
+            assert prompts.changed.wait(10)
+            assert sorted(prompts.calls[0]) == ["prompt-queued", "prompt-running"]
+    finally:
+        watcher.stop()
+        watcher.join(5)
 
 
 def test_a_lost_lease_stops_the_prompt(

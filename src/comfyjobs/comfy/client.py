@@ -187,14 +187,16 @@ class ComfyClient:
         body = {"prompt_id": prompt_id} if prompt_id else {}
         self._request("POST", "/interrupt", json=body)
 
-    def cancel(self, prompt_id: str) -> None:
-        """Best effort: take the prompt out of ComfyUI's queue and interrupt it if it is running.
-        (`/interrupt` with a prompt id only stops the running prompt; a queued one needs the delete.)"""
+    def cancel(self, *prompt_ids: str) -> None:
+        """Best effort: takes the prompts out of ComfyUI's queue, then interrupts any of them running.
+        (`/interrupt` with a prompt id only stops the running prompt; a queued one needs the delete.) In
+        that order: interrupting first would let ComfyUI start the next prompt, maybe one of these."""
         try:
-            self._request("POST", "/queue", json={"delete": [prompt_id]})
-            self.interrupt(prompt_id)
+            self._request("POST", "/queue", json={"delete": list(prompt_ids)})
+            for prompt_id in prompt_ids:
+                self.interrupt(prompt_id)
         except ComfyUnavailableError as exc:
-            log.warning("could not cancel prompt %s: %s", prompt_id, exc)
+            log.warning("could not cancel prompt(s) %s: %s", ", ".join(prompt_ids), exc)
 
     def submit(self, graph: Mapping[str, Any], prompt_id: str | None = None) -> str:
         """Queues ``graph`` (under ``prompt_id`` when given); returns its prompt id."""
@@ -277,6 +279,8 @@ class ComfyClient:
         ``hang_timeout_s``: with no websocket traffic for this long, ComfyUI must answer /system_stats,
         or it counts as hung (ComfyHungError). ``should_stop`` is asked while waiting: a prompt cancelled
         before it ran is only deleted from ComfyUI's queue, and ComfyUI then says nothing more about it."""
+        if should_stop():  # (stopped while it was prepared: ComfyUI never gets it)
+            raise ComfyInterruptedError("stopped from outside (cancelled) before it was queued")
         prompt_id = uuid.uuid4().hex  # ours: the feed routes its messages from the first one on
         with self._feed.subscribe(prompt_id) as messages:
             self.submit(graph, prompt_id)

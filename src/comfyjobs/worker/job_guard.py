@@ -84,31 +84,37 @@ class JobGuard:
             self._prompt_id = prompt_id
             stop_now = self._stop_reason is not None  # stopped before ComfyUI had the prompt
         if stop_now:
-            self._guards.cancel_prompt(prompt_id)
+            self._guards.cancel_prompts([prompt_id])
 
-    def stop(self, reason: str) -> None:
+    def stop(self, reason: str) -> str | None:
+        """Marks the job stopped; returns its prompt's id for the caller to cancel in ComfyUI (None: the
+        job is done, or ComfyUI does not have its prompt yet, which ``submitted`` then cancels)."""
         if self.done:
-            return
+            return None
         log.info("task %s: %s; stopping its prompt in ComfyUI", self.task_id, reason)
         with self._lock:
             self._stop_reason = reason
-            prompt_id = self._prompt_id
-        if prompt_id is not None:
-            self._guards.cancel_prompt(prompt_id)
+            return self._prompt_id
 
 
 class Guards:
     """The watcher: one thread, started and stopped with the worker."""
 
     def __init__(
-        self, store: JobStore, worker_id: str, lease_s: float, cancel_prompt: Callable[[str], None]
+        self,
+        store: JobStore,
+        worker_id: str,
+        lease_s: float,
+        cancel_prompts: Callable[[list[str]], None],
     ) -> None:
         self.store = store
         self.worker_id = worker_id
         self.lease_s = lease_s
-        # Off the watcher's thread: ComfyUI slow to answer a cancel must not hold up lease renewals.
-        self._cancels = ThreadPoolExecutor(2, thread_name_prefix="job-cancel")
-        self._cancel_prompt = cancel_prompt
+        # Off the watcher's thread: ComfyUI slow to answer a cancel must not hold up lease renewals. One
+        # thread, so cancels reach ComfyUI in the order they were asked for, each whole (a queued prompt
+        # is deleted before a running one's interrupt can let ComfyUI start it).
+        self._cancels = ThreadPoolExecutor(1, thread_name_prefix="job-cancel")
+        self._cancel_prompts = cancel_prompts
         self._block_s = min(MAX_BLOCK_S, lease_s / 3)
         self._changed = threading.Condition()
         self._guards: dict[str, JobGuard] = {}
@@ -118,8 +124,9 @@ class Guards:
     def guard(self, task_id: str) -> JobGuard:
         return JobGuard(self, task_id)
 
-    def cancel_prompt(self, prompt_id: str) -> None:
-        self._cancels.submit(self._cancel_prompt, prompt_id)
+    def cancel_prompts(self, prompt_ids: list[str]) -> None:
+        if prompt_ids:
+            self._cancels.submit(self._cancel_prompts, prompt_ids)
 
     def start(self) -> None:
         self._thread.start()
@@ -163,18 +170,22 @@ class Guards:
         """One blocking read over the watched jobs' streams, then the renewals due."""
         events = self.store.read_events_of({g.task_id: g.cursor for g in watched}, self._block_s)
         by_task = {g.task_id: g for g in watched}
+        stopped: list[str | None] = []  # their prompts, cancelled together: every delete first
         for task_id, entries in events.items():
             guard = by_task[task_id]
             for event in entries:
                 guard.cursor = event.id
                 if event.changes.get("status") == JobStatus.CANCELLED:
-                    guard.stop("cancelled")
+                    stopped.append(guard.stop("cancelled"))
+        self.cancel_prompts([p for p in stopped if p is not None])
         now = time.monotonic()
         due = [g for g in watched if not g.done and g.stopped is None and now - g.renewed_at >= self._block_s]
         if not due:
             return
         renewed = self.store.renew_leases([g.task_id for g in due], self.worker_id, self.lease_s)
+        lost: list[str | None] = []
         for guard, held in zip(due, renewed, strict=True):
             guard.renewed_at = now
             if not held:
-                guard.stop("lease lost")  # (a guard left meanwhile released its lease: no stop then)
+                lost.append(guard.stop("lease lost"))  # (a guard left meanwhile released it: no stop)
+        self.cancel_prompts([p for p in lost if p is not None])

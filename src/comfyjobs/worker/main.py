@@ -214,7 +214,7 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
             return made
 
         store = JobStore(redis_client, settings.job_ttl_s, settings.queue_name, messages)
-        guards = Guards(store, worker_id, settings.job_lease_s, control.cancel)
+        guards = Guards(store, worker_id, settings.job_lease_s, lambda ids: control.cancel(*ids))
         guards.start()
 
         tasks.bind_context(
