@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from comfyjobs import metrics
 from comfyjobs.jobs.record import JobStatus
+from comfyjobs.jobs.worker_store import JobTimes
 from comfyjobs.settings import Settings
 from tests.conftest import REPO
 from tests.support import worker_store
@@ -46,13 +47,17 @@ def test_a_scrape_counts_the_jobs_and_their_times(
     assert waiting[("comfyjobs_queue_depth", frozenset({("priority", "5")}))] == 3
 
     store = worker_store(redis_client, settings)
-    for task_id, outcome in zip(ids, [JobStatus.SUCCESS, JobStatus.SUCCESS, JobStatus.FAILURE], strict=True):
+    times = JobTimes("tiny", 0.2, 0.03, [("EmptyImage", 0.002), ("SaveImage", 0.004)])
+    outcomes = [JobStatus.SUCCESS, JobStatus.SUCCESS, JobStatus.FAILURE]
+    for i, (task_id, outcome) in enumerate(zip(ids, outcomes, strict=True)):
         claimed = store.claim("w-metrics", lease_s=60)
         assert claimed is not None and claimed.task_id == task_id
         assert store.update(task_id, status=JobStatus.STARTED, worker="w-metrics", attempts=1)
-        assert store.update(task_id, status=outcome)
+        mine = {"worker": "w-metrics"}
+        assert store.finish(
+            task_id, "w-metrics", expect=mine, times=times if i == 0 else None, status=outcome
+        )
         assert not store.update(task_id, status=JobStatus.CANCELLED)  # final: not counted twice
-    store.record_times("tiny", 0.2, 0.03, [("EmptyImage", 0.002), ("SaveImage", 0.004)])
     after = scrape(client)
 
     tiny = {"workflow": "tiny", "tenant": "default"}

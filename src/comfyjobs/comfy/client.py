@@ -3,8 +3,8 @@
 One prompt runs as ComfyUI's websocket tells it (comfy.feed: one socket per ComfyUI, subscribed to with
 the prompt's id *before* the prompt is posted, so a fast or cached run is not missed): progress and node
 events are passed on as they arrive, outputs are taken from each output node's ``executed`` message, and
-the run is over at ``executing {node: null}`` for our prompt id. requests/websocket errors become
-ComfyUnavailableError here.
+the run is over at ``executing {node: null}`` for our prompt id. HTTP (urllib3: one request costs a
+fraction of what requests' session machinery adds) and websocket errors become ComfyUnavailableError here.
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from http.client import HTTPException
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
-import requests
+import urllib3
 
 from comfyjobs.comfy.feed import PromptFeed, Subscription
 from comfyjobs.errors import (
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 
 WS_RECV_TIMEOUT_S = 5.0  # this long without a message: is ComfyUI alive, and answering?
 QUIET_S = 0.25  # this long without a message while the prompt runs: a "quiet" event
+# What a request to ComfyUI can fail with, whatever the cause (refused, reset, timed out, a bad answer).
+_HTTP_ERRORS = (urllib3.exceptions.HTTPError, HTTPException, OSError)
 
 
 @dataclass(frozen=True)
@@ -137,10 +140,11 @@ class ComfyClient:
         self.base_url = base_url.rstrip("/")
         self.ws_url = "ws" + self.base_url[len("http") :] + "/ws"
         self.request_timeout_s = request_timeout_s
-        self._http = requests.Session()
-        # ComfyUI is reached directly: no proxies or .netrc from the environment (and no lookup of them
-        # on every request, which cost more than the request itself).
-        self._http.trust_env = False
+        # ComfyUI is reached directly: no proxies from the environment. No retries, as with requests: a
+        # prompt is posted once (a kept-alive connection ComfyUI dropped is noticed before it is reused).
+        self._http = urllib3.connection_from_url(
+            self.base_url, maxsize=4, retries=urllib3.Retry(0, read=False, redirect=0)
+        )
         self._owns_feed = feed is None
         self._feed = feed or PromptFeed(self.ws_url)
 
@@ -153,19 +157,23 @@ class ComfyClient:
 
     def _request(
         self, method: str, path: str, timeout_s: float | None = None, **kwargs: Any
-    ) -> requests.Response:
-        timeout = self.request_timeout_s if timeout_s is None else timeout_s
+    ) -> urllib3.BaseHTTPResponse:
+        """``kwargs``: urllib3's (json, fields, preload_content...)."""
+        seconds = self.request_timeout_s if timeout_s is None else timeout_s
         try:
-            return self._http.request(method, self.base_url + path, timeout=timeout, **kwargs)
-        except requests.RequestException as exc:
+            return self._http.request(
+                method, path, timeout=urllib3.Timeout(connect=seconds, read=seconds), **kwargs
+            )
+        except _HTTP_ERRORS as exc:
             raise ComfyUnavailableError(f"ComfyUI at {self.base_url} did not answer: {exc}") from exc
 
     def _json(self, path: str, timeout_s: float | None = None) -> dict[str, Any]:
         resp = self._request("GET", path, timeout_s)
+        if resp.status != 200:
+            raise ComfyUnavailableError(f"ComfyUI's {path} answered HTTP {resp.status}")
         try:
-            resp.raise_for_status()
             body = resp.json()
-        except (requests.HTTPError, ValueError) as exc:
+        except ValueError as exc:
             raise ComfyUnavailableError(f"ComfyUI's {path} answered badly: {exc}") from exc
         if not isinstance(body, dict):
             raise ComfyUnavailableError(f"ComfyUI's {path} answered {type(body).__name__}, not an object")
@@ -179,8 +187,8 @@ class ComfyClient:
 
     def answers(self, timeout_s: float = 5.0) -> bool:
         try:
-            return self._http.get(f"{self.base_url}/system_stats", timeout=timeout_s).ok
-        except requests.RequestException:
+            return self._request("GET", "/system_stats", timeout_s).status == 200
+        except ComfyUnavailableError:
             return False
 
     def interrupt(self, prompt_id: str | None = None) -> None:
@@ -211,7 +219,7 @@ class ComfyClient:
         if not isinstance(body, dict):
             body = {}
         node_errors = body.get("node_errors") or {}
-        if resp.status_code == 200 and body.get("prompt_id"):
+        if resp.status == 200 and body.get("prompt_id"):
             if not node_errors:
                 return str(body["prompt_id"])
             # Some output nodes failed validation: ComfyUI queued the rest and would silently drop
@@ -224,17 +232,19 @@ class ComfyClient:
             )
         error = body.get("error") or {}
         detail = error.get("details") or ""
-        text = error.get("message") or resp.text[:500] or f"HTTP {resp.status_code}"
+        text = error.get("message") or resp.data[:500].decode(errors="replace") or f"HTTP {resp.status}"
         raise ComfyPromptRejectedError(f"ComfyUI rejected the graph: {text}{': ' + detail if detail else ''}")
 
     def upload_input(self, name: str, data: BinaryIO, content_type: str, subfolder: str) -> str:
         """Hands a file to ComfyUI (POST /upload/image, which takes any file into its input folder) and
         returns the name a loader input takes ("subfolder/name")."""
-        form = {"type": "input", "subfolder": subfolder, "overwrite": "true"}
-        resp = self._request("POST", "/upload/image", files={"image": (name, data, content_type)}, data=form)
-        if resp.status_code != 200:
+        form: dict[str, Any] = {"type": "input", "subfolder": subfolder, "overwrite": "true"}
+        form["image"] = (name, data.read(), content_type)  # (read whole, as requests did for a form)
+        resp = self._request("POST", "/upload/image", fields=form)
+        if resp.status != 200:
             raise ComfyUnavailableError(
-                f"ComfyUI refused the input file {name}: HTTP {resp.status_code} {resp.text[:200]}"
+                f"ComfyUI refused the input file {name}: HTTP {resp.status} "
+                f"{resp.data[:200].decode(errors='replace')}"
             )
         try:
             body = resp.json()
@@ -249,17 +259,21 @@ class ComfyClient:
             dest.write_text(output.text, encoding="utf-8")
             return
         params = {"filename": output.filename, "subfolder": output.subfolder, "type": output.type}
+        resp = self._request("GET", "/view", fields=params, preload_content=False)
         try:
-            with self._http.get(
-                f"{self.base_url}/view", params=params, stream=True, timeout=self.request_timeout_s
-            ) as resp:
-                resp.raise_for_status()
-                with dest.open("wb") as fh:
-                    for chunk in resp.iter_content(chunk_size=1 << 20):
-                        fh.write(chunk)
-        except requests.RequestException as exc:
+            if resp.status != 200:
+                raise ComfyUnavailableError(f"could not fetch output {output.filename}: HTTP {resp.status}")
+            with dest.open("wb") as fh:
+                for chunk in resp.stream(1 << 20):
+                    fh.write(chunk)
+        except _HTTP_ERRORS as exc:
             dest.unlink(missing_ok=True)
             raise ComfyUnavailableError(f"could not fetch output {output.filename}: {exc}") from exc
+        except ComfyUnavailableError:
+            dest.unlink(missing_ok=True)
+            raise
+        finally:
+            resp.release_conn()
 
     # --- one prompt, start to end ------------------------------------------------------------------
 

@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import redis
+from redis.commands.core import Script
+from redis.exceptions import NoScriptError
 
 from comfyjobs import keys, metrics
 from comfyjobs.jobs import scripts
@@ -27,6 +29,44 @@ from comfyjobs.jobs.store import (
     translated,
     update_args,
 )
+
+
+class JobTimes(NamedTuple):
+    """A job's times, for the ETAs (api.eta) and the metrics: its wait in line (first attempts), its run
+    in ComfyUI (successes) and each node's execution."""
+
+    workflow_id: str
+    queue_wait_s: float | None
+    run_s: float | None
+    node_times: list[tuple[str, float]]
+
+
+class Batch:
+    """Commands sent in one round trip (a pipeline, no transaction). Scripts go by their sha: redis-py's
+    own pipeline asks SCRIPT EXISTS before each execute, a round trip of its own. A script Redis does not
+    know (it restarted since) is run again on its own, which loads it."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.pipe = client.pipeline(transaction=False)  # for plain commands
+        self._scripts: dict[int, tuple[Script, list[str], list[Any]]] = {}
+
+    def script(self, script: Script, keys_: list[str], args: list[Any]) -> int:
+        """Adds a script's run; returns the index of its reply."""
+        index = len(self.pipe)
+        self.pipe.evalsha(script.sha, len(keys_), *keys_, *args)
+        self._scripts[index] = (script, keys_, args)
+        return index
+
+    def execute(self) -> list[Any]:
+        with translated(), self.pipe:
+            replies: list[Any] = self.pipe.execute(raise_on_error=False)
+            for index, reply in enumerate(replies):
+                if isinstance(reply, NoScriptError) and index in self._scripts:
+                    script, keys_, args = self._scripts[index]
+                    replies[index] = script(keys=keys_, args=args)
+                elif isinstance(reply, Exception):
+                    raise reply
+        return replies
 
 
 class Claimed(NamedTuple):
@@ -72,28 +112,46 @@ class JobStore:
         fields = dict(zip(flat[::2], flat[1::2], strict=True))
         return Claimed(task_id, decode_record(fields) if fields else None)
 
-    def record_times(
+    def record_times(self, times: JobTimes) -> None:
+        """A job's times, in one round trip."""
+        batch = Batch(self._redis)
+        self._add_times(batch, times)
+        batch.execute()
+
+    def _add_times(self, batch: Batch, times: JobTimes) -> None:
+        """A successful run's time into the moving averages the ETAs use, and each time into its metric's
+        histogram (see comfyjobs.metrics)."""
+        if times.queue_wait_s is not None:
+            metrics.QUEUE_WAIT.observe(batch.pipe, (times.workflow_id,), times.queue_wait_s)
+        if times.run_s is not None:
+            batch.script(
+                self._record_run,
+                [keys.run_times(self._keys.queue)],
+                [times.workflow_id, times.run_s, RUN_TIME_WEIGHT],
+            )
+            metrics.RUN_TIME.observe(batch.pipe, (times.workflow_id,), times.run_s)
+        for node_class, seconds in times.node_times:
+            metrics.NODE_TIME.observe(batch.pipe, (node_class,), seconds)
+
+    def finish(
         self,
-        workflow_id: str,
-        queue_wait_s: float | None,
-        run_s: float | None,
-        node_times: list[tuple[str, float]],
-    ) -> None:
-        """A job's times, in one round trip: a successful run's into the moving averages the ETAs use,
-        and each into its metric's histogram (see comfyjobs.metrics)."""
-        with translated(), self._redis.pipeline(transaction=False) as pipe:
-            if queue_wait_s is not None:
-                metrics.QUEUE_WAIT.observe(pipe, (workflow_id,), queue_wait_s)
-            if run_s is not None:
-                self._record_run(
-                    keys=[keys.run_times(self._keys.queue)],
-                    args=[workflow_id, run_s, RUN_TIME_WEIGHT],
-                    client=pipe,
-                )
-                metrics.RUN_TIME.observe(pipe, (workflow_id,), run_s)
-            for node_class, seconds in node_times:
-                metrics.NODE_TIME.observe(pipe, (node_class,), seconds)
-            pipe.execute()
+        task_id: str,
+        owner: str,
+        *,
+        expect: Mapping[str, Any],
+        times: JobTimes | None,
+        **fields: Any,
+    ) -> bool:
+        """A job's end, in one round trip: its ``times`` first (whoever sees the job finished sees it
+        counted), then ``fields`` (its outcome) as ``update`` writes them, then ``owner`` lets go of its
+        lease. True if the outcome was written."""
+        batch = Batch(self._redis)
+        if times is not None:
+            self._add_times(batch, times)
+        args = update_args(task_id, expect, fields, self._keys, ticket_for(self._messages, fields))
+        written = batch.script(self._update, self._keys.update(task_id), args)
+        batch.script(self._release, [keys.job_lease(task_id)], [owner])
+        return int(batch.execute()[written]) == 1
 
     def send_ticket(self) -> None:
         """One more ticket: a worker that took one but cannot take a job now hands it on."""
@@ -130,10 +188,10 @@ class JobStore:
 
     def renew_leases(self, task_ids: list[str], owner: str, ttl_s: float) -> list[bool]:
         """Renews each lease ``owner`` still holds, in one round trip; whether it held each."""
-        with translated(), self._redis.pipeline(transaction=False) as pipe:
-            for task_id in task_ids:
-                self._renew(keys=[keys.job_lease(task_id)], args=[owner, int(ttl_s * 1000)], client=pipe)
-            return [int(held) == 1 for held in pipe.execute()]
+        batch = Batch(self._redis)
+        for task_id in task_ids:
+            batch.script(self._renew, [keys.job_lease(task_id)], [owner, int(ttl_s * 1000)])
+        return [int(held) == 1 for held in batch.execute()]
 
     def release_lease(self, task_id: str, owner: str) -> None:
         with translated():

@@ -50,7 +50,8 @@ class JobGuard:
         self._lock = threading.Lock()
         self._prompt_id: str | None = None
         self._stop_reason: str | None = None
-        self.done = False
+        self.done = False  # its job is ending: nothing is stopped any more
+        self.released = False  # its lease was let go (with the job's outcome)
 
     def acquire(self) -> bool:
         """Takes the lease; False if another worker holds it (this delivery is a duplicate)."""
@@ -73,6 +74,8 @@ class JobGuard:
     ) -> None:
         self.done = True
         self._guards.unwatch(self)
+        if self.released:
+            return
         try:
             self._guards.store.release_lease(self.task_id, self._guards.worker_id)
         except QueueUnavailableError as exc_:

@@ -28,7 +28,7 @@ from comfyjobs.errors import (
 )
 from comfyjobs.jobs.queue import Affinity
 from comfyjobs.jobs.record import JobError, JobRecord, JobStatus, Progress, utc_now
-from comfyjobs.jobs.worker_store import JobStore
+from comfyjobs.jobs.worker_store import JobStore, JobTimes
 from comfyjobs.manifests.patching import build_graph
 from comfyjobs.manifests.registry import Registry
 from comfyjobs.settings import Settings
@@ -150,7 +150,7 @@ def execute_job(task_id: str, ctx: WorkerContext, guard: JobGuard, record: JobRe
         last = record.error.message if record.error else f"worker {record.worker or 'unknown'} was lost"
         message = f"gave up after {record.attempts} attempts; last: {last}"
         error = JobError(type="attempts_exhausted", message=message)
-        _finish(ctx, task_id, {"attempts": record.attempts}, status=JobStatus.FAILURE, error=error)
+        _finish(ctx, guard, {"attempts": record.attempts}, None, status=JobStatus.FAILURE, error=error)
         return
     _run_leased(task_id, ctx, record, guard)
 
@@ -237,7 +237,7 @@ def _run_leased(task_id: str, ctx: WorkerContext, record: JobRecord, guard: JobG
                 error=JobError.from_exception(exc),
             )
             if requeued:
-                _observe(ctx, record, queue_wait_s, progress, succeeded=False)
+                _record_times(ctx, _times(record, queue_wait_s, progress, succeeded=False))
                 log.warning("task %s: %s; attempt %d of %d, re-queued", task_id, exc, attempt,
                             ctx.settings.max_attempts)  # fmt: skip
                 raise RequeueJobError(str(exc)) from exc
@@ -245,16 +245,16 @@ def _run_leased(task_id: str, ctx: WorkerContext, record: JobRecord, guard: JobG
             log.info("task %s failed: %s", task_id, exc)
         else:
             log.exception("task %s failed unexpectedly", task_id)
-        _observe(ctx, record, queue_wait_s, progress, succeeded=False)  # (seen before the outcome is)
-        _finish(ctx, task_id, mine, status=JobStatus.FAILURE, error=JobError.from_exception(exc))
+        times = _times(record, queue_wait_s, progress, succeeded=False)
+        _finish(ctx, guard, mine, times, status=JobStatus.FAILURE, error=JobError.from_exception(exc))
         return
     final = progress.last.model_copy(update={"value": progress.last.max, "percent": 100.0})
     expire_at = utc_now() + timedelta(seconds=ctx.settings.output_ttl_s)
-    _observe(ctx, record, queue_wait_s, progress, succeeded=True)
     _finish(
         ctx,
-        task_id,
+        guard,
         mine,
+        _times(record, queue_wait_s, progress, succeeded=True),
         status=JobStatus.SUCCESS,
         outputs=outputs,
         outputs_expire_at=expire_at,
@@ -263,33 +263,43 @@ def _run_leased(task_id: str, ctx: WorkerContext, record: JobRecord, guard: JobG
     log.info("task %s done: %d output(s)", task_id, len(outputs))
 
 
-def _observe(
-    ctx: WorkerContext,
-    record: JobRecord,
-    queue_wait_s: float | None,
-    progress: ProgressWriter,
-    *,
-    succeeded: bool,
-) -> None:
-    """The job's times, for the ETAs (api.eta) and the metrics; best effort. Recorded before the outcome,
-    so whoever sees a job finished sees it counted."""
+def _times(
+    record: JobRecord, queue_wait_s: float | None, progress: ProgressWriter, *, succeeded: bool
+) -> JobTimes:
+    """The job's times (jobs.worker_store), for the ETAs and the metrics: the run's only if it succeeded."""
     run_s = progress.run_s() if succeeded else None
+    return JobTimes(record.workflow_id, queue_wait_s, run_s, progress.node_times())
+
+
+def _record_times(ctx: WorkerContext, times: JobTimes) -> None:
+    """Best effort: a job's times are not worth failing anything for."""
     try:
-        ctx.store.record_times(record.workflow_id, queue_wait_s, run_s, progress.node_times())
+        ctx.store.record_times(times)
     except QueueUnavailableError as exc:
-        log.warning("task %s: its times were not recorded: %s", record.task_id, exc)
+        log.warning("job times of %s were not recorded: %s", times.workflow_id, exc)
 
 
-def _finish(ctx: WorkerContext, task_id: str, expect: dict[str, Any], **fields: Any) -> None:
-    """Writes the outcome; rides out a short Redis outage (the lease lapses meanwhile only after
-    JOB_LEASE_S), since giving up here would have the job run again for nothing."""
+def _finish(
+    ctx: WorkerContext, guard: JobGuard, expect: dict[str, Any], times: JobTimes | None, **fields: Any
+) -> None:
+    """The job's end, in one round trip: its times (best effort, recorded before the outcome, so
+    whoever sees the job finished sees it counted), its outcome, and its lease let go. Rides out a short
+    Redis outage (the lease lapses meanwhile only after JOB_LEASE_S), since giving up here would have the
+    job run again for nothing; after a failed try the times are left out (they may be in already)."""
+    task_id = guard.task_id
+    guard.done = True  # nothing stops it any more: a renewal finding its lease let go is no "lease lost"
     for delay_s in (*FINISH_RETRY_DELAYS_S, None):
         try:
-            if not ctx.store.update(task_id, expect=expect, finished_at=utc_now(), **fields):
+            written = ctx.store.finish(
+                task_id, ctx.worker_id, expect=expect, times=times, finished_at=utc_now(), **fields
+            )
+            guard.released = True
+            if not written:
                 log.warning("task %s: outcome not recorded (cancelled, or the job was taken back)", task_id)
             return
         except QueueUnavailableError as exc:
             if delay_s is None:
                 raise
+            times = None
             log.warning("task %s: outcome not recorded yet (%s); again in %.0f s", task_id, exc, delay_s)
             time.sleep(delay_s)  # back-off while Redis restarts; nothing to wait on but the clock

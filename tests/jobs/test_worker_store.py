@@ -1,0 +1,57 @@
+"""The workers' store against a real Redis: a job's end in one round trip (times, outcome, lease), and
+its scripts still run after Redis forgot them."""
+
+from __future__ import annotations
+
+import redis
+
+from comfyjobs import keys
+from comfyjobs.jobs.record import JobStatus
+from comfyjobs.jobs.worker_store import JobTimes
+from tests.jobs.test_queue import Line
+
+
+def started(line: Line, worker: str) -> str:
+    task_id = line.add("alice")
+    claimed = line.sync.claim(worker, lease_s=60)
+    assert claimed is not None and claimed.task_id == task_id
+    assert line.sync.update(task_id, status=JobStatus.STARTED, worker=worker, attempts=1)
+    return task_id
+
+
+def test_a_job_ends_with_its_times_its_outcome_and_its_lease_let_go(redis_url: str) -> None:
+    line, client = Line(redis_url), redis.Redis.from_url(redis_url)
+    task_id = started(line, "w1")
+    run_times = keys.run_times(line.queue)
+    client.script_flush()  # as after a restart: the scripts are loaded again as they are used
+
+    mine = {"worker": "w1", "attempts": 1}
+    times = JobTimes("tiny", 0.5, 0.25, [("EmptyImage", 0.1)])
+    assert line.sync.finish(task_id, "w1", expect=mine, times=times, status=JobStatus.SUCCESS)
+
+    record = line.sync.get(task_id)
+    assert record is not None and record.status == JobStatus.SUCCESS
+    assert client.exists(keys.job_lease(task_id)) == 0
+    assert float(client.hget(run_times, "tiny") or 0) == 0.25
+
+
+def test_an_outcome_refused_still_lets_the_lease_go(redis_url: str) -> None:
+    line, client = Line(redis_url), redis.Redis.from_url(redis_url)
+    task_id = started(line, "w1")
+    assert line.sync.update(task_id, status=JobStatus.CANCELLED)
+
+    assert not line.sync.finish(task_id, "w1", expect={"worker": "w1"}, times=None, status=JobStatus.SUCCESS)
+    assert line.sync.get(task_id).status == JobStatus.CANCELLED  # type: ignore[union-attr]
+    assert client.exists(keys.job_lease(task_id)) == 0
+
+
+def test_a_worker_cannot_end_a_job_taken_over_by_another(redis_url: str) -> None:
+    line, client = Line(redis_url), redis.Redis.from_url(redis_url)
+    task_id = started(line, "w1")
+    client.set(keys.job_lease(task_id), "w2")  # the job was taken back and given to w2
+    assert line.sync.update(task_id, worker="w2", attempts=2)
+
+    mine = {"worker": "w1", "attempts": 1}
+    assert not line.sync.finish(task_id, "w1", expect=mine, times=None, status=JobStatus.FAILURE)
+    assert line.sync.get(task_id).status == JobStatus.STARTED  # type: ignore[union-attr]
+    assert client.get(keys.job_lease(task_id)) == b"w2"  # not w1's to let go
