@@ -67,10 +67,9 @@ def serve(settings: Settings) -> Iterator[Serve]:
         install_limits(app, limited)  # until create_app does (then a no-op: it installs once)
         port = free_port()
         options = uvicorn_options(limited) | {"host": "127.0.0.1", "port": port}
-        # log_config=None: uvicorn's records reach the root logger (and caplog).
-        config = uvicorn.Config(
-            app, log_level="warning", log_config=None, timeout_graceful_shutdown=5, **options
-        )
+        # log_config=None: uvicorn's records reach the root logger (and caplog); its loggers' level is
+        # LOG_LEVEL's (uvicorn_options).
+        config = uvicorn.Config(app, log_config=None, timeout_graceful_shutdown=5, **options)
         server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
@@ -162,6 +161,18 @@ def test_keyless_routes_stay_open_and_keys_still_work(serve: Serve) -> None:
             "/generate", json={"workflow_id": "tiny", "params": {}}, headers={"X-API-Key": KEY}
         )
         assert queued.status_code == 202, queued.text
+
+
+@pytest.mark.parametrize(("log_level", "logged"), [("INFO", True), ("WARNING", False)])
+def test_the_access_log_follows_log_level(
+    serve: Serve, caplog: pytest.LogCaptureFixture, log_level: str, logged: bool
+) -> None:
+    caplog.set_level(logging.INFO)
+    api = serve(log_level=log_level)
+    with httpx.Client(base_url=api.url) as http:
+        assert http.get("/health").status_code == 200
+    access = [r for r in caplog.records if r.name == "uvicorn.access" and "/health" in r.getMessage()]
+    assert bool(access) == logged
 
 
 def test_key_parsing_is_shared() -> None:

@@ -87,6 +87,8 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "h11_max_incomplete_event_size": settings.api_max_header_bytes,
         "timeout_keep_alive": settings.api_keep_alive_s,
         "limit_concurrency": max_connections + 1,
+        # uvicorn's own loggers (its access log: a line per request) follow LOG_LEVEL like ours.
+        "log_level": settings.log_level.lower(),
     }
 
 
