@@ -294,7 +294,12 @@ def run_job(client: core.Client, args: argparse.Namespace, workflow_id: str, par
     params, labels = upload_files(client, params, quiet=args.json)
     if not args.json:
         console.print(request_panel(workflow_id, params, client.server, labels))
-    accepted = client.generate(workflow_id, params)
+    accepted = client.generate(
+        workflow_id,
+        params,
+        priority=getattr(args, "priority", None),  # (asked interactively: the service's default)
+        webhook_url=getattr(args, "webhook_url", None),
+    )
     task_id = accepted["task_id"]
     try:
         if args.json:
@@ -378,7 +383,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("list", parents=[common], help="workflows (with availability) and LoRAs")
-    run = commands.add_parser("run", parents=[common], help="queue a job, follow it, download its outputs")
+    run = commands.add_parser(
+        "run", parents=[common, core.job_options()], help="queue a job, follow it, download its outputs"
+    )
     run.add_argument("workflow")
     run.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
     status = commands.add_parser("status", parents=[common], help="a task's status")

@@ -274,12 +274,26 @@ class Client:
 
     # --- jobs --------------------------------------------------------------------------------------------
 
-    def generate(self, workflow_id: str, params: dict[str, Any]) -> dict[str, Any]:
+    def generate(
+        self,
+        workflow_id: str,
+        params: dict[str, Any],
+        *,
+        priority: int | None = None,
+        webhook_url: str | None = None,
+    ) -> dict[str, Any]:
         """Queues a job; returns the service's answer (task_id, status, params as resolved).
 
-        LocalFile (or Path) values are uploaded first and sent as their asset ids."""
+        LocalFile (or Path) values are uploaded first and sent as their asset ids. ``priority``: 0-9,
+        higher first (the service's default: 5); ``webhook_url``: where the service posts the task's
+        changes (signed; the service needs WEBHOOK_SECRET)."""
         params = self.upload_files(params)
-        return dict(self.request("POST", "/generate", json={"workflow_id": workflow_id, "params": params}))
+        body: dict[str, Any] = {"workflow_id": workflow_id, "params": params}
+        if priority is not None:
+            body["priority"] = priority
+        if webhook_url is not None:
+            body["webhook_url"] = webhook_url
+        return dict(self.request("POST", "/generate", json=body))
 
     def status(
         self,
@@ -446,11 +460,18 @@ def _parse_sse(lines: Iterator[str]) -> Iterator[tuple[str, str | None, Any]]:
 
 
 def generate(
-    workflow_id: str, params: dict[str, Any], *, server: str | None = None, api_key: str | None = None
+    workflow_id: str,
+    params: dict[str, Any],
+    *,
+    server: str | None = None,
+    api_key: str | None = None,
+    priority: int | None = None,
+    webhook_url: str | None = None,
 ) -> str:
     """Queues a job and returns its task id."""
     with Client(server, api_key) as client:
-        return str(client.generate(workflow_id, params)["task_id"])
+        accepted = client.generate(workflow_id, params, priority=priority, webhook_url=webhook_url)
+        return str(accepted["task_id"])
 
 
 def wait(
@@ -617,7 +638,7 @@ def _cmd_run(client: Client, args: argparse.Namespace) -> int:
             print(f"uploaded {local.name} -> asset {asset['id'][:12]} ({name})", file=sys.stderr)
 
     params = client.upload_files(params, on_upload=uploaded)
-    accepted = client.generate(args.workflow, params)
+    accepted = client.generate(args.workflow, params, priority=args.priority, webhook_url=args.webhook_url)
     task_id = accepted["task_id"]
     if not args.json:
         print(f"task {task_id} queued", file=sys.stderr)
@@ -692,12 +713,24 @@ def common_options() -> argparse.ArgumentParser:
     return common
 
 
+def job_options() -> argparse.ArgumentParser:
+    """How a job is queued (both clients' `run`)."""
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument(
+        "--priority", type=int, choices=range(10), metavar="0-9", help="higher first (service default: 5)"
+    )
+    options.add_argument("--webhook-url", help="the service posts the task's changes there (signed)")
+    return options
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = common_options()
     parser = argparse.ArgumentParser(description="comfyjobs client (requests only)", parents=[common])
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", parents=[common], help="workflows and LoRAs")
-    run = commands.add_parser("run", parents=[common], help="queue a job, wait, download its outputs")
+    run = commands.add_parser(
+        "run", parents=[common, job_options()], help="queue a job, wait, download its outputs"
+    )
     run.add_argument("workflow")
     run.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
     run.add_argument("--out", default="outputs", help="outputs go to OUT/<task_id>/ (default: outputs)")

@@ -68,6 +68,25 @@ def test_timeout_ends_the_wait_for_a_job_that_never_starts(script: str, live_api
 
 
 @pytest.mark.parametrize("script", CLIENTS)
+def test_a_job_is_queued_with_its_priority_and_webhook(script: str, live_api: LiveApi) -> None:
+    result = run_client(
+        script, "run", "tiny", "--priority", "9", "--timeout", "0.5", "--server", live_api.url
+    )
+    assert result.code == cj.EXIT_TIMEOUT  # (no worker here)
+    claimed = live_api.store.claim("w-clients", lease_s=60)
+    assert claimed is not None and claimed.record is not None and claimed.record.priority == 9
+    # This service has no WEBHOOK_SECRET: the refusal names the field.
+    hooked = run_client(
+        script, "run", "tiny", "--webhook-url", "https://example.com/h", "--server", live_api.url
+    )
+    assert hooked.code == cj.EXIT_REJECTED
+    assert "webhook_url" in hooked.stderr and "WEBHOOK_SECRET" in hooked.stderr
+    assert (
+        run_client(script, "run", "tiny", "--priority", "10", "--server", live_api.url).code == cj.EXIT_USAGE
+    )
+
+
+@pytest.mark.parametrize("script", CLIENTS)
 def test_bad_usage(script: str, live_api: LiveApi) -> None:
     result = run_client(script, "run", "tiny", "--param", "color", "--server", live_api.url)
     assert result.code == cj.EXIT_USAGE
