@@ -145,6 +145,7 @@ class ComfyClient:
         self._http = urllib3.connection_from_url(
             self.base_url, maxsize=4, retries=urllib3.Retry(0, read=False, redirect=0)
         )
+        self._prefix = (urllib3.util.parse_url(self.base_url).path or "").rstrip("/")  # (behind a proxy)
         self._owns_feed = feed is None
         self._feed = feed or PromptFeed(self.ws_url)
 
@@ -162,7 +163,7 @@ class ComfyClient:
         seconds = self.request_timeout_s if timeout_s is None else timeout_s
         try:
             return self._http.request(
-                method, path, timeout=urllib3.Timeout(connect=seconds, read=seconds), **kwargs
+                method, self._prefix + path, timeout=urllib3.Timeout(connect=seconds, read=seconds), **kwargs
             )
         except _HTTP_ERRORS as exc:
             raise ComfyUnavailableError(f"ComfyUI at {self.base_url} did not answer: {exc}") from exc
@@ -266,7 +267,7 @@ class ComfyClient:
             with dest.open("wb") as fh:
                 for chunk in resp.stream(1 << 20):
                     fh.write(chunk)
-        except _HTTP_ERRORS as exc:
+        except (urllib3.exceptions.HTTPError, HTTPException) as exc:  # (the local file's errors go on up)
             dest.unlink(missing_ok=True)
             raise ComfyUnavailableError(f"could not fetch output {output.filename}: {exc}") from exc
         except ComfyUnavailableError:

@@ -40,8 +40,10 @@ def longest_job_s(settings: Settings, registry: Registry) -> float:
 
 
 def visibility_timeout_s(settings: Settings, registry: Registry) -> int:
-    # Redis redelivers an unacked message after this long: shorter than the longest job, and a job
-    # still running would be delivered to a second worker.
+    # Redis redelivers an unacked message after this long. A ticket names no job, so a redelivered one
+    # only costs a look at the line; it is kept past the longest job so that one job's ticket is not
+    # redelivered while it runs. (A thread going on from job to job holds its ticket longer: past this,
+    # one ticket too many appears, which finds an empty line or the next job.)
     return int(max(3600.0, 2 * longest_job_s(settings, registry)))
 
 

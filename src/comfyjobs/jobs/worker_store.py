@@ -9,8 +9,6 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import redis
-from redis.commands.core import Script
-from redis.exceptions import NoScriptError
 
 from comfyjobs import keys, metrics
 from comfyjobs.jobs import scripts
@@ -42,30 +40,23 @@ class JobTimes(NamedTuple):
 
 
 class Batch:
-    """Commands sent in one round trip (a pipeline, no transaction). Scripts go by their sha: redis-py's
-    own pipeline asks SCRIPT EXISTS before each execute, a round trip of its own. A script Redis does not
-    know (it restarted since) is run again on its own, which loads it."""
+    """Commands sent in one round trip (a pipeline, no transaction), run in order. Scripts go whole
+    (EVAL; Redis keeps them compiled): redis-py's own pipeline asks SCRIPT EXISTS before each execute, a
+    round trip of its own, and by sha a script Redis forgot (it restarted) would fail while the ones
+    after it ran, out of order."""
 
     def __init__(self, client: redis.Redis) -> None:
         self.pipe = client.pipeline(transaction=False)  # for plain commands
-        self._scripts: dict[int, tuple[Script, list[str], list[Any]]] = {}
 
-    def script(self, script: Script, keys_: list[str], args: list[Any]) -> int:
-        """Adds a script's run; returns the index of its reply."""
+    def script(self, source: str, keys_: list[str], args: list[Any]) -> int:
+        """Adds a script's run (its Lua ``source``); returns the index of its reply."""
         index = len(self.pipe)
-        self.pipe.evalsha(script.sha, len(keys_), *keys_, *args)
-        self._scripts[index] = (script, keys_, args)
+        self.pipe.eval(source, len(keys_), *keys_, *args)
         return index
 
     def execute(self) -> list[Any]:
         with translated(), self.pipe:
-            replies: list[Any] = self.pipe.execute(raise_on_error=False)
-            for index, reply in enumerate(replies):
-                if isinstance(reply, NoScriptError) and index in self._scripts:
-                    script, keys_, args = self._scripts[index]
-                    replies[index] = script(keys=keys_, args=args)
-                elif isinstance(reply, Exception):
-                    raise reply
+            replies: list[Any] = self.pipe.execute()
         return replies
 
 
@@ -87,8 +78,6 @@ class JobStore:
         self._update = client.register_script(scripts.UPDATE_UNLESS_TERMINAL)
         self._claim = client.register_script(lua(CLAIM, scripts.DEPARTURES_MAXLEN))
         self._acquire = client.register_script(scripts.ACQUIRE_LEASE)
-        self._record_run = client.register_script(scripts.RECORD_RUN_TIME)
-        self._renew = client.register_script(scripts.RENEW_LEASE)
         self._release = client.register_script(scripts.RELEASE_LEASE)
 
     def claim(
@@ -125,7 +114,7 @@ class JobStore:
             metrics.QUEUE_WAIT.observe(batch.pipe, (times.workflow_id,), times.queue_wait_s)
         if times.run_s is not None:
             batch.script(
-                self._record_run,
+                scripts.RECORD_RUN_TIME,
                 [keys.run_times(self._keys.queue)],
                 [times.workflow_id, times.run_s, RUN_TIME_WEIGHT],
             )
@@ -149,8 +138,8 @@ class JobStore:
         if times is not None:
             self._add_times(batch, times)
         args = update_args(task_id, expect, fields, self._keys, ticket_for(self._messages, fields))
-        written = batch.script(self._update, self._keys.update(task_id), args)
-        batch.script(self._release, [keys.job_lease(task_id)], [owner])
+        written = batch.script(scripts.UPDATE_UNLESS_TERMINAL, self._keys.update(task_id), args)
+        batch.script(scripts.RELEASE_LEASE, [keys.job_lease(task_id)], [owner])
         return int(batch.execute()[written]) == 1
 
     def send_ticket(self) -> None:
@@ -190,7 +179,7 @@ class JobStore:
         """Renews each lease ``owner`` still holds, in one round trip; whether it held each."""
         batch = Batch(self._redis)
         for task_id in task_ids:
-            batch.script(self._renew, [keys.job_lease(task_id)], [owner, int(ttl_s * 1000)])
+            batch.script(scripts.RENEW_LEASE, [keys.job_lease(task_id)], [owner, int(ttl_s * 1000)])
         return [int(held) == 1 for held in batch.execute()]
 
     def release_lease(self, task_id: str, owner: str) -> None:

@@ -50,7 +50,8 @@ class JobGuard:
         self._lock = threading.Lock()
         self._prompt_id: str | None = None
         self._stop_reason: str | None = None
-        self.done = False  # its job is ending: nothing is stopped any more
+        self.done = False  # its job ended: nothing is stopped or renewed any more
+        self.finishing = False  # its outcome is being written: nothing is stopped any more
         self.released = False  # its lease was let go (with the job's outcome)
 
     def acquire(self) -> bool:
@@ -92,7 +93,7 @@ class JobGuard:
     def stop(self, reason: str) -> str | None:
         """Marks the job stopped; returns its prompt's id for the caller to cancel in ComfyUI (None: the
         job is done, or ComfyUI does not have its prompt yet, which ``submitted`` then cancels)."""
-        if self.done:
+        if self.done or self.finishing:  # (finishing: a renewal after the outcome let the lease go)
             return None
         log.info("task %s: %s; stopping its prompt in ComfyUI", self.task_id, reason)
         with self._lock:

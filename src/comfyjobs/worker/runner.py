@@ -98,13 +98,16 @@ def take_jobs(ctx: WorkerContext) -> int:
     worker stops (each later take removes one of the line's tickets with its job, so a busy worker does
     not go back to Celery between jobs, and the list still holds a ticket per waiting job). Returns how
     many jobs it ran. A ticket it could not use (ComfyUI not up, the worker stopping) is handed on: to
-    another worker, or to this one later."""
+    another worker, or to this one later. After a job put back in line (its ComfyUI or the object store
+    failed under it) the run ends: the job's new ticket goes through Celery, where an idle worker may
+    take it, rather than this thread taking it straight back."""
     taken = 0
     start_timeout_s = ctx.settings.comfyui_start_timeout_s
     settings = ctx.settings
     while True:
         ready = not ctx.stopping.is_set() and ctx.comfy.wait_until_ready(start_timeout_s)
-        if not ready or not ctx.warmup.ensure(ctx.thread_client(), ctx.comfy, start_timeout_s):
+        ready = ready and ctx.warmup.ensure(ctx.thread_client(), ctx.comfy, start_timeout_s)
+        if not ready or ctx.stopping.is_set():  # (asked again: the waits above can be long)
             if not taken:
                 ctx.store.send_ticket()
             return taken
@@ -119,6 +122,7 @@ def take_jobs(ctx: WorkerContext) -> int:
                 execute_job(task_id, ctx, guard, claimed.record)
             except RequeueJobError as exc:
                 log.info("task %s is back in line: %s", task_id, exc)
+                return taken
 
 
 def handle_delivery(task_id: str, ctx: WorkerContext) -> None:
@@ -287,7 +291,7 @@ def _finish(
     Redis outage (the lease lapses meanwhile only after JOB_LEASE_S), since giving up here would have the
     job run again for nothing; after a failed try the times are left out (they may be in already)."""
     task_id = guard.task_id
-    guard.done = True  # nothing stops it any more: a renewal finding its lease let go is no "lease lost"
+    guard.finishing = True  # nothing stops it any more (its lease is still renewed until it is let go)
     for delay_s in (*FINISH_RETRY_DELAYS_S, None):
         try:
             written = ctx.store.finish(
