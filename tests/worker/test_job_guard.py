@@ -63,6 +63,7 @@ def test_a_cancelled_job_has_its_prompt_stopped(fx: Fixture, guards: Guards, pro
     others = [running_job(fx) for _ in range(2)]  # one watcher reads every job's stream
     task_id = running_job(fx)
     with guards.guard(others[0]), guards.guard(task_id) as guard, guards.guard(others[1]):
+        assert guard.submitting("prompt-1")
         guard.submitted("prompt-1")
         assert fx.run(lambda store, _: store.cancel(task_id))
         assert prompts.changed.wait(10)
@@ -70,17 +71,36 @@ def test_a_cancelled_job_has_its_prompt_stopped(fx: Fixture, guards: Guards, pro
         assert guard.stopped == "cancelled"
 
 
-def test_a_job_cancelled_before_its_prompt_was_queued_is_stopped_once_it_is(
+def test_a_job_cancelled_before_its_prompt_was_sent_never_sends_it(
     fx: Fixture, guards: Guards, prompts: Prompts
 ) -> None:
     task_id = running_job(fx)
     assert fx.run(lambda store, _: store.cancel(task_id))  # before the guard even started
     with guards.guard(task_id) as guard:
         wait_for(lambda: guard.stopped, timeout_s=10, what="the guard to see the cancellation")
-        assert prompts.cancelled == []
-        guard.submitted("prompt-2")
-        assert prompts.changed.wait(10)
-        assert prompts.cancelled == ["prompt-2"]
+        assert not guard.submitting("prompt-2")  # refused: ComfyUI never gets it
+    assert prompts.cancelled == []
+
+
+def test_a_prompt_being_sent_is_deleted_before_a_later_cancel_interrupts_another(
+    fx: Fixture, guards: Guards, prompts: Prompts
+) -> None:
+    # The queued job is cancelled while its POST is under way, then the running one: the queued
+    # prompt's delete must not go before its POST is over, and the running one's interrupt (which would
+    # let ComfyUI start the next prompt) not before that delete.
+    running, queued = running_job(fx), running_job(fx)
+    with guards.guard(running) as first, guards.guard(queued) as second:
+        assert first.submitting("prompt-running")
+        first.submitted("prompt-running")
+        assert second.submitting("prompt-queued")  # its POST is under way from here
+        assert fx.run(lambda store, _: store.cancel(queued))
+        wait_for(lambda: second.stopped, timeout_s=10, what="the guard to see the first cancellation")
+        assert fx.run(lambda store, _: store.cancel(running))
+        wait_for(lambda: first.stopped, timeout_s=10, what="the guard to see the second cancellation")
+        assert prompts.cancelled == []  # both wait for the POST under way
+        second.submitted("prompt-queued")
+        wait_for(lambda: len(prompts.cancelled) == 2, timeout_s=10, what="both prompts cancelled")
+        assert prompts.calls[0][0] == "prompt-queued"  # deleted first (a call deletes all, then interrupts)
 
 
 def test_jobs_cancelled_together_have_their_prompts_cancelled_in_one_call(
@@ -92,8 +112,9 @@ def test_jobs_cancelled_together_have_their_prompts_cancelled_in_one_call(
     watcher = Guards(fx.sync, "w-test", lease_s=0.9, cancel_prompts=prompts.cancel)
     try:
         with watcher.guard(running) as first, watcher.guard(queued) as second:
-            first.submitted("prompt-running")
-            second.submitted("prompt-queued")
+            for guard, prompt_id in ((first, "prompt-running"), (second, "prompt-queued")):
+                assert guard.submitting(prompt_id)
+                guard.submitted(prompt_id)
             assert fx.run(lambda store, _: store.cancel(running))
             assert fx.run(lambda store, _: store.cancel(queued))
             watcher.start()  # its first read sees both
@@ -109,6 +130,7 @@ def test_a_lost_lease_stops_the_prompt(
 ) -> None:
     task_id = running_job(fx)
     with guards.guard(task_id) as guard:
+        assert guard.submitting("prompt-3")
         guard.submitted("prompt-3")
         redis_client.set(keys.job_lease(task_id), "another-worker")  # taken back and given elsewhere
         assert prompts.changed.wait(10)

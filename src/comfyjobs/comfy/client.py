@@ -285,23 +285,28 @@ class ComfyClient:
         on_event: EventCallback,
         timeout_s: float,
         is_alive: Callable[[], bool] = lambda: True,
+        on_submitting: Callable[[str], bool] | None = None,
         on_submitted: Callable[[str], None] | None = None,
         hang_timeout_s: float | None = None,
         should_stop: Callable[[], bool] = lambda: False,
     ) -> list[OutputFile]:
         """Runs ``graph`` and returns its output files; raises a ComfyError subclass or JobTimeoutError.
-        ``on_submitted`` gets the prompt id as soon as ComfyUI queued it (to cancel it from elsewhere).
-        ``hang_timeout_s``: with no websocket traffic for this long, ComfyUI must answer /system_stats,
-        or it counts as hung (ComfyHungError). ``should_stop`` is asked while waiting: a prompt cancelled
-        before it ran is only deleted from ComfyUI's queue, and ComfyUI then says nothing more about it."""
-        if should_stop():  # (stopped while it was prepared: ComfyUI never gets it)
-            raise ComfyInterruptedError("stopped from outside (cancelled) before it was queued")
+        ``on_submitting`` is asked with the prompt's id just before it is sent (to cancel it from
+        elsewhere): False sends nothing (the job was stopped). ``on_submitted`` is told once that POST is
+        over, whatever its outcome. ``hang_timeout_s``: with no websocket traffic for this long, ComfyUI
+        must answer /system_stats, or it counts as hung (ComfyHungError). ``should_stop`` is asked while
+        waiting: a prompt cancelled before it ran is only deleted from ComfyUI's queue, and ComfyUI then
+        says nothing more about it."""
         prompt_id = uuid.uuid4().hex  # ours: the feed routes its messages from the first one on
+        if on_submitting is not None and not on_submitting(prompt_id):
+            raise ComfyInterruptedError("stopped from outside (cancelled) before it was queued")
         with self._feed.subscribe(prompt_id) as messages:
-            self.submit(graph, prompt_id)
             try:
+                self.submit(graph, prompt_id)
+            finally:
                 if on_submitted is not None:
                     on_submitted(prompt_id)
+            try:
                 outputs, error = self._follow(
                     messages, graph, on_event, timeout_s, is_alive, hang_timeout_s, should_stop
                 )

@@ -12,6 +12,11 @@ reports the interruption, ``ComfyClient.run`` returns, and the worker takes its 
 worker lost (Redis was away longer than JOB_LEASE_S, and the job may be running elsewhere now) stops the
 prompt the same way.
 
+Cancels go to ComfyUI from one thread, in the order the stops were seen, each prompt once its POST is
+over, and the prompts stopped together in one call that deletes them all before interrupting any: an
+interrupt lets ComfyUI start its next prompt, which must not be one being cancelled (a job stopped before
+its prompt is sent never sends it).
+
 One thread per worker does both for all its jobs (``Guards``): one blocking read over every job's stream
 lasts until the next renewal is due, and the due leases are renewed together. A job's ``JobGuard`` is
 its handle: entered when the job starts, left when it ends (which releases the lease). A guard entered
@@ -37,6 +42,7 @@ log = logging.getLogger(__name__)
 
 # Longest single read on the streams: a third of a lease at most, so renewals are never late.
 MAX_BLOCK_S = 2.0
+POST_WAIT_S = 30.0  # a cancel waits this long at most for its prompt's POST (ComfyClient's own limit)
 
 
 class JobGuard:
@@ -49,6 +55,8 @@ class JobGuard:
         self.renewed_at = time.monotonic()  # the lease was just taken
         self._lock = threading.Lock()
         self._prompt_id: str | None = None
+        self._posted = threading.Event()  # set: no POST of its prompt under way
+        self._posted.set()
         self._stop_reason: str | None = None
         self.done = False  # its job ended: nothing is stopped or renewed any more
         self.finishing = False  # its outcome is being written: nothing is stopped any more
@@ -82,23 +90,36 @@ class JobGuard:
         except QueueUnavailableError as exc_:
             log.warning("task %s: lease not released (it lapses by itself): %s", self.task_id, exc_)
 
-    def submitted(self, prompt_id: str) -> None:
-        """Called by the ComfyUI client once the prompt is queued there."""
+    def submitting(self, prompt_id: str) -> bool:
+        """Asked by the ComfyUI client just before it sends the prompt: False if the job was stopped (it
+        is not sent). A stop from here on waits for the POST to be over (``submitted``) before its prompt
+        is deleted from ComfyUI's queue, so no interrupt sent meanwhile can let ComfyUI start it."""
         with self._lock:
+            if self._stop_reason is not None:
+                return False
             self._prompt_id = prompt_id
-            stop_now = self._stop_reason is not None  # stopped before ComfyUI had the prompt
-        if stop_now:
-            self._guards.cancel_prompts([prompt_id])
+            self._posted.clear()
+            return True
 
-    def stop(self, reason: str) -> str | None:
-        """Marks the job stopped; returns its prompt's id for the caller to cancel in ComfyUI (None: the
-        job is done, or ComfyUI does not have its prompt yet, which ``submitted`` then cancels)."""
+    def submitted(self, _prompt_id: str) -> None:
+        """Told by the ComfyUI client that the POST is over (queued, or failed)."""
+        self._posted.set()
+
+    def stop(self, reason: str) -> JobGuard | None:
+        """Marks the job stopped; returns this guard if ComfyUI has (or is being sent) its prompt, for
+        the caller to cancel it (``Guards.cancel``); None if the job is done, or its prompt will never
+        be sent (``submitting`` refuses it)."""
         if self.done or self.finishing:  # (finishing: a renewal after the outcome let the lease go)
             return None
         log.info("task %s: %s; stopping its prompt in ComfyUI", self.task_id, reason)
         with self._lock:
             self._stop_reason = reason
-            return self._prompt_id
+            return self if self._prompt_id is not None else None
+
+    def posted_prompt(self, timeout_s: float) -> str | None:
+        """Its prompt's id, once no POST of it is under way (waiting at most ``timeout_s``)."""
+        self._posted.wait(timeout_s)
+        return self._prompt_id
 
 
 class Guards:
@@ -128,9 +149,16 @@ class Guards:
     def guard(self, task_id: str) -> JobGuard:
         return JobGuard(self, task_id)
 
-    def cancel_prompts(self, prompt_ids: list[str]) -> None:
+    def cancel(self, stopped: list[JobGuard | None]) -> None:
+        """Cancels the prompts of these stopped jobs in ComfyUI, together: each once its POST is over."""
+        guards = [g for g in stopped if g is not None]
+        if guards:
+            self._cancels.submit(self._cancel_now, guards)
+
+    def _cancel_now(self, guards: list[JobGuard]) -> None:
+        prompt_ids = [p for g in guards if (p := g.posted_prompt(POST_WAIT_S)) is not None]
         if prompt_ids:
-            self._cancels.submit(self._cancel_prompts, prompt_ids)
+            self._cancel_prompts(prompt_ids)
 
     def start(self) -> None:
         self._thread.start()
@@ -174,22 +202,22 @@ class Guards:
         """One blocking read over the watched jobs' streams, then the renewals due."""
         events = self.store.read_events_of({g.task_id: g.cursor for g in watched}, self._block_s)
         by_task = {g.task_id: g for g in watched}
-        stopped: list[str | None] = []  # their prompts, cancelled together: every delete first
+        stopped: list[JobGuard | None] = []  # their prompts are cancelled together: every delete first
         for task_id, entries in events.items():
             guard = by_task[task_id]
             for event in entries:
                 guard.cursor = event.id
                 if event.changes.get("status") == JobStatus.CANCELLED:
                     stopped.append(guard.stop("cancelled"))
-        self.cancel_prompts([p for p in stopped if p is not None])
+        self.cancel(stopped)
         now = time.monotonic()
         due = [g for g in watched if not g.done and g.stopped is None and now - g.renewed_at >= self._block_s]
         if not due:
             return
         renewed = self.store.renew_leases([g.task_id for g in due], self.worker_id, self.lease_s)
-        lost: list[str | None] = []
+        lost: list[JobGuard | None] = []
         for guard, held in zip(due, renewed, strict=True):
             guard.renewed_at = now
             if not held:
                 lost.append(guard.stop("lease lost"))  # (a guard left meanwhile released it: no stop)
-        self.cancel_prompts([p for p in lost if p is not None])
+        self.cancel(lost)

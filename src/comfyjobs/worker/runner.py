@@ -200,6 +200,7 @@ def _run_leased(task_id: str, ctx: WorkerContext, record: JobRecord, guard: JobG
                     on_event=progress,
                     timeout_s=time_limit_s,
                     is_alive=ctx.comfy.is_running,
+                    on_submitting=guard.submitting,
                     on_submitted=guard.submitted,
                     hang_timeout_s=ctx.settings.comfyui_hang_timeout_s,
                     should_stop=lambda: guard.stopped is not None,
