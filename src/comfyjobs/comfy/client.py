@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http.client import HTTPException
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, BinaryIO, Literal, Protocol
 
 import urllib3
 
@@ -65,6 +65,20 @@ class ComfyEvent:
 
 
 EventCallback = Callable[[ComfyEvent], None]
+
+
+class PromptControl(Protocol):
+    """What may stop a prompt from elsewhere while ``ComfyClient.run`` runs it (a worker's job guard)."""
+
+    @property
+    def stopped(self) -> str | None:
+        """Why it was stopped (None: it goes on); asked while waiting for ComfyUI."""
+
+    def submitting(self, prompt_id: str) -> bool:
+        """Just before the prompt is sent: False sends nothing (it was stopped)."""
+
+    def submitted(self, prompt_id: str) -> None:
+        """The POST is over, whatever its outcome."""
 
 
 def _describe_node_errors(node_errors: Mapping[str, Any]) -> tuple[str, str | None, str | None]:
@@ -285,30 +299,26 @@ class ComfyClient:
         on_event: EventCallback,
         timeout_s: float,
         is_alive: Callable[[], bool] = lambda: True,
-        on_submitting: Callable[[str], bool] | None = None,
-        on_submitted: Callable[[str], None] | None = None,
+        control: PromptControl | None = None,
         hang_timeout_s: float | None = None,
-        should_stop: Callable[[], bool] = lambda: False,
     ) -> list[OutputFile]:
         """Runs ``graph`` and returns its output files; raises a ComfyError subclass or JobTimeoutError.
-        ``on_submitting`` is asked with the prompt's id just before it is sent (to cancel it from
-        elsewhere): False sends nothing (the job was stopped). ``on_submitted`` is told once that POST is
-        over, whatever its outcome. ``hang_timeout_s``: with no websocket traffic for this long, ComfyUI
-        must answer /system_stats, or it counts as hung (ComfyHungError). ``should_stop`` is asked while
-        waiting: a prompt cancelled before it ran is only deleted from ComfyUI's queue, and ComfyUI then
-        says nothing more about it."""
+        ``control`` is told of the POST (to cancel the prompt from elsewhere) and asked while waiting
+        whether the prompt was stopped: one cancelled before it ran is only deleted from ComfyUI's queue,
+        and ComfyUI then says nothing more about it. ``hang_timeout_s``: with no websocket traffic for
+        this long, ComfyUI must answer /system_stats, or it counts as hung (ComfyHungError)."""
         prompt_id = uuid.uuid4().hex  # ours: the feed routes its messages from the first one on
-        if on_submitting is not None and not on_submitting(prompt_id):
+        if control is not None and not control.submitting(prompt_id):
             raise ComfyInterruptedError("stopped from outside (cancelled) before it was queued")
         with self._feed.subscribe(prompt_id) as messages:
             try:
                 self.submit(graph, prompt_id)
             finally:
-                if on_submitted is not None:
-                    on_submitted(prompt_id)
+                if control is not None:
+                    control.submitted(prompt_id)
             try:
                 outputs, error = self._follow(
-                    messages, graph, on_event, timeout_s, is_alive, hang_timeout_s, should_stop
+                    messages, graph, on_event, timeout_s, is_alive, hang_timeout_s, control
                 )
             except BaseException:
                 # Timed out, lost the socket, or the caller's callback failed: don't leave the prompt
@@ -327,7 +337,7 @@ class ComfyClient:
         timeout_s: float,
         is_alive: Callable[[], bool],
         hang_timeout_s: float | None,
-        should_stop: Callable[[], bool],
+        control: PromptControl | None,
     ) -> tuple[dict[str, Any], Exception | None]:
         """The prompt's messages until ComfyUI is done with it: its outputs (each output node's
         ``executed`` message, which ComfyUI also sends for nodes served from its cache, with what
@@ -348,7 +358,7 @@ class ComfyClient:
         while True:
             if time.monotonic() > deadline:
                 raise JobTimeoutError("timed out")
-            if should_stop():  # asked between messages, and at least every QUIET_S
+            if control is not None and control.stopped:  # asked between messages, at least every QUIET_S
                 raise ComfyInterruptedError("stopped from outside (cancelled)")
             message = messages.get(QUIET_S)
             if message is None:

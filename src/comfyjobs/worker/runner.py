@@ -200,10 +200,8 @@ def _run_leased(task_id: str, ctx: WorkerContext, record: JobRecord, guard: JobG
                     on_event=progress,
                     timeout_s=time_limit_s,
                     is_alive=ctx.comfy.is_running,
-                    on_submitting=guard.submitting,
-                    on_submitted=guard.submitted,
+                    control=guard,
                     hang_timeout_s=ctx.settings.comfyui_hang_timeout_s,
-                    should_stop=lambda: guard.stopped is not None,
                 )
             except JobTimeoutError:
                 raise JobTimeoutError(f"timed out after {time_limit_s:g} s") from None
