@@ -24,9 +24,9 @@ seconds used meanwhile by comfyjobs' processes (API, worker, Redis) and by Comfy
 anything else running skews all of it: compare the load averages printed at the start and the end.
 
     COMFYUI_DIR=/path/to/ComfyUI .venv/bin/python bench/throughput.py [--jobs 200] [--sequential 30]
-                                                                      [--txt2img 6] [--quick]
+                                                                      [--txt2img 6] [--gpu N] [--quick]
 
---quick is a smoke run (40 / 10 / 2).
+--quick is a smoke run (40 / 10 / 2). --gpu N: the worker, and so its ComfyUI, on GPU N, not the CPU.
 """
 
 from __future__ import annotations
@@ -196,8 +196,11 @@ def sse_final(api: httpx.Client, task_id: str) -> float:
     raise RuntimeError(f"task {task_id}: the stream ended without a final event")
 
 
-def start_service(tmp: Path, server: RedisServer, procs: list[subprocess.Popen[bytes]]) -> tuple[int, int]:
-    """Redis, then a CPU worker and the API (appended to ``procs`` as they start); their ports."""
+def start_service(
+    tmp: Path, server: RedisServer, procs: list[subprocess.Popen[bytes]], gpu: int | None
+) -> tuple[int, int]:
+    """Redis, then one worker (on the CPU, or on GPU ``gpu``) and the API (appended to ``procs`` as they
+    start); their ports."""
     models = tmp / "models"
     write_smoke_checkpoint(COMFYUI_DIR, models / "checkpoints" / "smoke-sd15.safetensors")
     server.start()
@@ -207,11 +210,12 @@ def start_service(tmp: Path, server: RedisServer, procs: list[subprocess.Popen[b
                COMFYUI_DIR=str(COMFYUI_DIR), MANIFEST_DIR=str(REPO / "manifests"),
                WORKFLOW_DIR=str(REPO / "workflows"), COMFYUI_BASE_PORT=str(comfy_port),
                API_PORT=str(api_port), LOG_LEVEL="WARNING")  # fmt: skip
-    for role, extra in (("worker", ["--cpu"]), ("api", [])):
+    where = ["--cpu"] if gpu is None else ["--gpu", str(gpu)]
+    for role, extra in (("worker", where), ("api", [])):
         with (tmp / f"{role}.log").open("wb") as log:
             argv = [sys.executable, "-m", "comfyjobs", role, *extra]
             procs.append(subprocess.Popen(argv, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT))
-    return api_port, comfy_port  # the CPU worker's ComfyUI listens on COMFYUI_BASE_PORT + 0
+    return api_port, comfy_port  # the worker's ComfyUI listens on COMFYUI_BASE_PORT + its GPU index
 
 
 def wait_ready(api: httpx.Client, procs: list[subprocess.Popen[bytes]], tmp: Path) -> float:
@@ -311,6 +315,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=200, help="tiny jobs per burst")
     parser.add_argument("--sequential", type=int, default=30, help="tiny jobs one at a time")
     parser.add_argument("--txt2img", type=int, default=6, help="smoke txt2img jobs per burst (0: none)")
+    parser.add_argument("--gpu", type=int, metavar="N", help="the worker on GPU N (default: on the CPU)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 40 / 10 / 2")
     args = parser.parse_args()
     if args.quick:
@@ -325,7 +330,7 @@ def main() -> int:
     raw: RawComfy | None = None
     finished = False
     try:
-        api_port, comfy_port = start_service(tmp, server, procs)
+        api_port, comfy_port = start_service(tmp, server, procs, args.gpu)
         with httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=30) as api:
             ready_s = wait_ready(api, procs, tmp)
             print(f"service ready (worker + ComfyUI cold start) in {ready_s:.1f} s", flush=True)
