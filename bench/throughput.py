@@ -18,7 +18,8 @@ the same process, caches and cores. One line per figure, with the issue's goal b
      the exact graph of such a job (GET /api/v2/jobs/{id}/workflow) raw; jobs/s and ratio (goal >= 0.99).
      Every job has its own seed (tiny: its own colour), so ComfyUI's cache never skips the work.
 
-Each burst's line ([4], [5]) also gives ComfyUI's busy share, a prompt's execution time, how long after the
+Bursts run side by side in halves, raw, comfyjobs, comfyjobs, raw, so that a drift in the machine's speed
+favours neither side; a side's jobs/s is over its two halves. Each half's line ([4], [5]) also gives ComfyUI's busy share, a prompt's execution time, how long after the
 first POST the first prompt started and after the last one ended the client saw it done, and the CPU
 seconds used meanwhile by comfyjobs' processes (API, worker, Redis) and by ComfyUI. On a 2-core machine
 anything else running skews all of it: compare the load averages printed at the start and the end.
@@ -159,6 +160,7 @@ class Bursts:
     def run(
         self, submit: Callable[[int], str], n: int, wait: Callable[[set[str], float], float]
     ) -> tuple[float, str]:
+        """One burst of ``n`` (``submit(0..n-1)``, 8 at a time); its seconds and its description."""
         before, cpu0, roles0 = set(self.raw.history()), self.cpu_s(), self.by_role()
         with ThreadPoolExecutor(8) as pool:
             started = time.perf_counter()
@@ -174,14 +176,40 @@ class Bursts:
         busy = sum(end - start for start, end in spans) / max(1, spans[-1][1] - spans[0][0])
         epoch_ms = (time.time() - time.perf_counter()) * 1000  # perf_counter -> ms since the epoch
         lead, tail = spans[0][0] - epoch_ms - started * 1000, epoch_ms + ended * 1000 - spans[-1][1]
-        return n / (ended - started), (
-            f"ComfyUI idle between prompts median {median(gaps):.1f} ms, p95 {percentile(gaps, 0.95):.1f} "
-            f"ms, max {max(gaps, default=0):.0f} ms; busy {busy:.0%} of its span; a prompt runs "
-            f"{median([float(e - s) for s, e in spans]):.0f} ms; first started {lead:.0f} ms after the "
-            f"first POST, last seen done {tail:.0f} ms after it ended; CPU s over {ended - started:.1f} s: "
-            f"comfyjobs processes {service_s - cpu0[0]:.1f} (ms per job: {per_job}), "
-            f"ComfyUI {comfy_s - cpu0[1]:.1f}"
+        return ended - started, (
+            f"{n} jobs at {n / (ended - started):.1f}/s; ComfyUI idle between prompts median "
+            f"{median(gaps):.1f} ms, p95 {percentile(gaps, 0.95):.1f} ms, max {max(gaps, default=0):.0f} ms; "
+            f"busy {busy:.0%} of its span; a prompt runs {median([float(e - s) for s, e in spans]):.0f} ms; "
+            f"first started {lead:.0f} ms after the first POST, last seen done {tail:.0f} ms after it "
+            f"ended; CPU s over {ended - started:.1f} s: comfyjobs processes {service_s - cpu0[0]:.1f} "
+            f"(ms per job: {per_job}), ComfyUI {comfy_s - cpu0[1]:.1f}"
         )
+
+    def side_by_side(
+        self,
+        raw: tuple[Callable[[int], str], Callable[[set[str], float], float]],
+        ours: tuple[Callable[[int], str], Callable[[set[str], float], float]],
+        n: int,
+    ) -> tuple[float, float, list[str], list[str]]:
+        """``n`` jobs a side, in halves ordered raw, ours, ours, raw, so that a drift in the machine's speed
+        (clocks, caches, a neighbour) favours neither side; each side's jobs/s over its two halves, and
+        the halves' descriptions. ``submit`` gets distinct numbers across the halves."""
+        seconds = {"raw": 0.0, "ours": 0.0}
+        lines: dict[str, list[str]] = {"raw": [], "ours": []}
+        sides = {"raw": raw, "ours": ours}
+        first, second = n // 2, n - n // 2
+        for side, count, offset in (("raw", first, 0), ("ours", first, 0), ("ours", second, first),
+                                    ("raw", second, first)):  # fmt: skip
+            if count:
+                submit, wait = sides[side]
+                took_s, line = self.run(shifted(submit, offset), count, wait)
+                seconds[side] += took_s
+                lines[side].append(line)
+        return n / seconds["raw"], n / seconds["ours"], lines["raw"], lines["ours"]
+
+
+def shifted(submit: Callable[[int], str], offset: int) -> Callable[[int], str]:
+    return lambda i: submit(offset + i)
 
 
 def sse_final(api: httpx.Client, task_id: str) -> float:
@@ -269,17 +297,22 @@ def measure(
         flush=True,
     )
 
-    # [1], [2] and [4]: bursts, raw first.
-    raw_rate, raw_line = bursts.run(raw_tiny, args.jobs, raw.wait)
-    our_rate, our_line = bursts.run(
-        lambda i: ours("tiny", {"color": 100_000 + i}), args.jobs, watcher.wait_succeeded
+    # [1], [2] and [4]: bursts, side by side.
+    raw_rate, our_rate, raw_lines, our_lines = bursts.side_by_side(
+        (raw_tiny, raw.wait),
+        (lambda i: ours("tiny", {"color": 100_000 + i}), watcher.wait_succeeded),
+        args.jobs,
     )
     print(
         f"[1] raw ComfyUI tiny burst of {args.jobs}: {raw_rate:.1f} jobs/s\n"
         f"[2] comfyjobs tiny burst of {args.jobs}: {our_rate:.1f} jobs/s, x{our_rate / raw_rate:.2f} of raw "
         f"(goal >= x{TARGET_BURST_RATIO})\n"
-        f"[4] comfyjobs tiny burst (goal: idle median <= {TARGET_GAP_MS:.0f} ms): {our_line}\n"
-        f"[4] raw tiny burst: {raw_line}",
+        + "".join(
+            f"[4] comfyjobs tiny burst (goal: idle median <= {TARGET_GAP_MS:.0f} ms): {line}\n"
+            for line in our_lines
+        )
+        + "".join(f"[4] raw tiny burst: {line}\n" for line in raw_lines),
+        end="",
         flush=True,
     )
 
@@ -296,14 +329,17 @@ def measure(
         copy[sampler_id]["inputs"]["seed"] = 1000 + i
         return raw.submit(copy)
 
-    raw_rate, raw_line = bursts.run(raw_txt2img, args.txt2img, raw.wait)
-    our_rate, our_line = bursts.run(
-        lambda i: ours("txt2img", {**TXT2IMG, "seed": 2000 + i}), args.txt2img, watcher.wait_succeeded
+    raw_rate, our_rate, raw_lines, our_lines = bursts.side_by_side(
+        (raw_txt2img, raw.wait),
+        (lambda i: ours("txt2img", {**TXT2IMG, "seed": 2000 + i}), watcher.wait_succeeded),
+        args.txt2img,
     )
     print(
         f"[5] smoke txt2img 256x256, 4 steps, burst of {args.txt2img}: raw {raw_rate:.3f} jobs/s, comfyjobs "
         f"{our_rate:.3f} jobs/s, x{our_rate / raw_rate:.3f} (goal >= x{TARGET_TXT2IMG_RATIO})\n"
-        f"[5] comfyjobs txt2img burst: {our_line}\n[5] raw txt2img burst: {raw_line}",
+        + "".join(f"[5] comfyjobs txt2img burst: {line}\n" for line in our_lines)
+        + "".join(f"[5] raw txt2img burst: {line}\n" for line in raw_lines),
+        end="",
         flush=True,
     )
 
