@@ -203,6 +203,12 @@ class Settings(BaseSettings):
 
     # --- Workers -----------------------------------------------------------------------------------
     worker_heartbeat_s: Annotated[float, Field(gt=0)] = 5.0
+    worker_linger_s: Annotated[float, Field(ge=0)] = Field(
+        default=2.0,
+        description="How long a worker thread whose line ran empty waits for the next job itself (on "
+        "Celery's list) before going back to Celery: a job sent to an idle worker starts a few ms sooner. "
+        "0: back at once.",
+    )
     warmup_workflow: str | None = Field(
         default=None,
         description="A workflow each worker runs on its ComfyUI after it starts (and after every restart) "

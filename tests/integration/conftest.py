@@ -135,6 +135,9 @@ def service(redis_url: str, model_dir: Path, tmp_path_factory: pytest.TempPathFa
         COMFYUI_PREVIEW_METHOD="latent2rgb",
         WARMUP_WORKFLOW="tiny",  # before the first job (tests/integration/test_operations.py)
         WARMUP_PARAMS=json.dumps(WARMUP_PARAMS),
+        # Long, so that an idle thread is surely still waiting for the next job when a test sends it
+        # (tests/integration/test_service.py); a warm shutdown still ends the wait within a second.
+        WORKER_LINGER_S="60",
     )
     api = start(["api"], env, data_dir / "api.log")
     worker = start(["worker", "--cpu"], env, data_dir / "worker.log")

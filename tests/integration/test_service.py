@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import io
+import socket
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+from celery import Celery
 from PIL import Image
 
+from comfyjobs.jobs.delivery import TAKE_JOB_TASK
 from tests.integration.conftest import Service
 from tests.support import JobEvents
 
@@ -116,3 +120,28 @@ def test_ready_reports_the_worker(api: httpx.Client) -> None:
     (worker,) = body["workers"]
     assert worker["device"] == "cpu"
     assert worker["comfyui_ready"] is True
+
+
+def celery_deliveries(service: Service) -> int:
+    """How many tickets Celery's consumer has handed to the service's worker so far (its stats)."""
+    worker = f"cpu.{service.worker.pid}@{socket.gethostname()}"
+    app = Celery(broker=service.redis_url, set_as_current=False)
+    stats = app.control.inspect(destination=[worker], timeout=30, limit=1).stats()
+    assert stats and worker in stats, f"no stats from {worker}"
+    return int(stats[worker]["total"].get(TAKE_JOB_TASK, 0))
+
+
+def test_an_idle_worker_takes_the_next_job_itself(
+    api: httpx.Client, events: JobEvents, service: Service
+) -> None:
+    # Two jobs at once: each of the worker's two threads holds a ticket, and once done each waits for
+    # the next job on Celery's list itself (WORKER_LINGER_S), so Celery's consumer, at its limit of
+    # two tickets, takes none.
+    with ThreadPoolExecutor(2) as pool:
+        done = list(pool.map(lambda color: run(api, events, "tiny", color=color), (21, 22)))
+    assert [task["status"] for task in done] == ["SUCCESS", "SUCCESS"]
+    before = celery_deliveries(service)
+
+    for color in (23, 24):  # one after the other, as to an idle worker
+        assert run(api, events, "tiny", color=color)["status"] == "SUCCESS"
+    assert celery_deliveries(service) == before

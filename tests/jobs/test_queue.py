@@ -175,3 +175,22 @@ def test_a_take_without_a_ticket_removes_one_from_the_list(redis_url: str) -> No
     assert client.llen(line.messages.list_key) == 2  # nothing taken: the next was not a ticket
     assert line.sync.claim("w1", lease_s=60, with_ticket=True) is None  # an empty line takes nothing
     assert client.llen(line.messages.list_key) == 2
+
+
+def test_an_idle_thread_takes_the_next_ticket_itself_and_leaves_other_messages_to_celery(
+    redis_url: str,
+) -> None:
+    line = Line(redis_url)
+    client = redis.Redis.from_url(line.redis_url)
+    assert line.sync.take_ticket(0.05) == "timeout"  # nothing came
+
+    job = line.add("alice")  # its ticket: taken as Celery's consumer would, then the take is ours
+    assert line.sync.take_ticket(0.05) == "taken"
+    assert client.llen(line.messages.list_key) == 0
+    claimed = line.sync.claim("w1", lease_s=60)
+    assert claimed is not None and claimed.task_id == job
+
+    legacy = json.dumps({"headers": {"task": RUN_JOB_TASK, "id": "old-job"}})
+    client.lpush(line.messages.list_key, legacy)
+    assert line.sync.take_ticket(0.05) == "not_a_ticket"
+    assert [m.decode() for m in client.lrange(line.messages.list_key, 0, -1)] == [legacy]  # for Celery

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import redis
 
@@ -58,6 +58,9 @@ class Batch:
         with translated(), self.pipe:
             replies: list[Any] = self.pipe.execute()
         return replies
+
+
+TicketWait = Literal["taken", "timeout", "not_a_ticket"]
 
 
 class Claimed(NamedTuple):
@@ -141,6 +144,22 @@ class JobStore:
         written = batch.script(scripts.UPDATE_UNLESS_TERMINAL, self._keys.update(task_id), args)
         batch.script(scripts.RELEASE_LEASE, [keys.job_lease(task_id)], [owner])
         return int(batch.execute()[written]) == 1
+
+    def take_ticket(self, timeout_s: float) -> TicketWait:
+        """Waits up to ``timeout_s`` (in Redis) for a message on Celery's list and takes it, as Celery's
+        consumer would: ``"taken"``, a ticket (its take is the caller's to make now); ``"timeout"``; or
+        ``"not_a_ticket"``, an earlier version's message naming its job, put back where it was for
+        Celery to deliver."""
+        key = self._messages.list_key
+        with translated():
+            popped: Any = self._redis.brpop([key], timeout=timeout_s)
+            if popped is None:
+                return "timeout"
+            message = popped[1]
+            if text(message).startswith(self._messages.ticket_prefix):
+                return "taken"
+            self._redis.rpush(key, message)
+        return "not_a_ticket"
 
     def send_ticket(self) -> None:
         """One more ticket: a worker that took one but cannot take a job now hands it on."""

@@ -86,6 +86,7 @@ class LoadedModels:
 
 
 FINISH_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0)
+LINGER_SLICE_S = 1.0  # an idle thread's wait for the next ticket asks this often whether to stop
 
 
 class RequeueJobError(Exception):
@@ -94,27 +95,33 @@ class RequeueJobError(Exception):
 
 def take_jobs(ctx: WorkerContext) -> int:
     """One ticket: once this worker's ComfyUI is ready (and warmed up), takes the next job in line
-    (jobs.queue) and runs it, then goes on with the next while jobs wait, until the line is empty or the
-    worker stops (each later take removes one of the line's tickets with its job, so a busy worker does
-    not go back to Celery between jobs, and the list still holds a ticket per waiting job). Returns how
-    many jobs it ran. A ticket it could not use (ComfyUI not up, the worker stopping) is handed on: to
-    another worker, or to this one later. After a job put back in line (its ComfyUI or the object store
-    failed under it) the run ends: the job's new ticket goes through Celery, where an idle worker may
-    take it, rather than this thread taking it straight back."""
+    (jobs.queue) and runs it, then goes on with the next while jobs wait (each later take removes one of
+    the line's tickets with its job, so a busy worker does not go back to Celery between jobs, and the
+    list still holds a ticket per waiting job). Once the line is empty it waits up to WORKER_LINGER_S
+    for the next ticket on Celery's list itself, so a job sent to an idle worker does not go through
+    Celery's consumer either; then it returns how many jobs it ran. A ticket it could not use (ComfyUI not
+    up, the worker stopping) is handed on: to another worker, or to this one later. After a job put back
+    in line (its ComfyUI or the object store failed under it) the run ends: the job's new ticket goes
+    through Celery, where an idle worker may take it, rather than this thread taking it straight back."""
     taken = 0
+    holding = True  # a ticket not used yet: Celery's, at first
     start_timeout_s = ctx.settings.comfyui_start_timeout_s
     settings = ctx.settings
     while True:
         ready = not ctx.stopping.is_set() and ctx.comfy.wait_until_ready(start_timeout_s)
         ready = ready and ctx.warmup.ensure(ctx.thread_client(), ctx.comfy, start_timeout_s)
         if not ready or ctx.stopping.is_set():  # (asked again: the waits above can be long)
-            if not taken:
+            if holding:
                 ctx.store.send_ticket()
             return taken
         affinity = Affinity(ctx.models.current(), settings.affinity_max_skip, settings.affinity_max_wait_s)
-        claimed = ctx.store.claim(ctx.worker_id, settings.job_lease_s, affinity, with_ticket=taken > 0)
+        claimed = ctx.store.claim(ctx.worker_id, settings.job_lease_s, affinity, with_ticket=not holding)
+        holding = False  # used: by this take, or by finding the line empty (a ticket too many)
         if claimed is None:
-            return taken
+            if not _next_ticket(ctx):
+                return taken
+            holding = True
+            continue
         taken += 1
         task_id = claimed.task_id
         with ctx.guards.guard(task_id) as guard:
@@ -123,6 +130,24 @@ def take_jobs(ctx: WorkerContext) -> int:
             except RequeueJobError as exc:
                 log.info("task %s is back in line: %s", task_id, exc)
                 return taken
+
+
+def _next_ticket(ctx: WorkerContext) -> bool:
+    """Waits for the next ticket on Celery's list, up to WORKER_LINGER_S, and takes it (True). Asks in
+    slices of LINGER_SLICE_S whether the worker is stopping meanwhile (a warm shutdown waits that long at
+    most); Redis unavailable ends the wait (the job then waits for a ticket through Celery)."""
+    deadline = time.monotonic() + ctx.settings.worker_linger_s
+    try:
+        while not ctx.stopping.is_set():
+            left_s = deadline - time.monotonic()
+            if left_s <= 0:
+                return False
+            got = ctx.store.take_ticket(min(LINGER_SLICE_S, left_s))
+            if got != "timeout":
+                return got == "taken"
+    except QueueUnavailableError as exc:
+        log.warning("stopped waiting for the next job: %s", exc)
+    return False
 
 
 def handle_delivery(task_id: str, ctx: WorkerContext) -> None:
