@@ -21,7 +21,7 @@ from comfyjobs.api.eta import Estimator
 from comfyjobs.api.views import Links, TaskView
 from comfyjobs.errors import QueueUnavailableError, TaskNotFoundError
 from comfyjobs.jobs.record import TERMINAL_STATUSES, JobRecord, JobStatus
-from comfyjobs.jobs.store import AsyncJobStore, EventId, JobEvent, Preview, Snapshot
+from comfyjobs.jobs.store import AsyncJobStore, EventId, JobEvent, Preview, QueuePlace, Snapshot
 from comfyjobs.tenancy import Principal
 
 log = logging.getLogger(__name__)
@@ -55,8 +55,13 @@ class TaskFeed:
         self._links = links
         self._heartbeat_s = heartbeat_s
 
-    async def _view(self, record: JobRecord, last_event_id: EventId | None) -> TaskView:
-        place = await self._store.place(record.task_id) if record.status == JobStatus.PENDING else None
+    async def _view(
+        self, record: JobRecord, last_event_id: EventId | None, place: QueuePlace | None = None
+    ) -> TaskView:
+        if record.status == JobStatus.PENDING and place is None:
+            place = await self._store.place(record.task_id)
+        elif record.status != JobStatus.PENDING:
+            place = None
         eta = (await self._estimator.model()).estimate(record, place)
         return TaskView.from_record(record, self._links, place, last_event_id, eta)
 
@@ -102,7 +107,9 @@ class TaskFeed:
     ) -> AsyncIterator[bytes] | None:
         """The task's SSE stream; None when a client resumes after the final event (answer 204, which
         tells an EventSource to stop reconnecting). An unknown id raises, before any byte is sent."""
-        snapshot = await self._snapshot(task_id, caller)
+        snapshot = await self._store.snapshot(task_id, events=True, preview=True)
+        if snapshot is None or not caller.sees(snapshot.record.tenant):
+            raise _not_found(task_id)
         last = snapshot.last_event_id
         if (
             snapshot.record.is_terminal
@@ -111,7 +118,7 @@ class TaskFeed:
             and event_id_key(after) >= event_id_key(last)
         ):
             return None
-        return self._ended_cleanly(self._stream(task_id, after), task_id)
+        return self._ended_cleanly(self._stream(task_id, after, snapshot), task_id)
 
     async def _ended_cleanly(self, stream: AsyncIterator[bytes], task_id: str) -> AsyncIterator[bytes]:
         """Once the response has started, a Redis outage can only end the stream: the client reconnects
@@ -122,17 +129,20 @@ class TaskFeed:
         except QueueUnavailableError as exc:
             log.warning("events stream of %s ended: %s", task_id, exc)
 
-    async def _stream(self, task_id: str, after: EventId | None) -> AsyncIterator[bytes]:
+    async def _stream(self, task_id: str, after: EventId | None, snapshot: Snapshot) -> AsyncIterator[bytes]:
         # Views are rebuilt by replaying the events from the first (the whole record), so each event
         # carries the task as it was right after that change, whatever point a client resumes from.
         state: dict[str, Any] = {}
         cursor: EventId = "0-0"
         resume_key = event_id_key(after) if after is not None else (-1, -1)
-        # Read before the events: a job leaving the queue after this point always wakes the wait below.
-        departures = await self._store.last_departure()
-        latest_preview = await self._store.latest_preview(task_id)
+        # The snapshot read the events, the latest preview and the last departure in one step: a job
+        # leaving the queue after it always wakes the wait below. Its place in line is the place now,
+        # for the events it replays.
+        departures = snapshot.last_departure
+        latest_preview = snapshot.preview
         previews: EventId = latest_preview.id if latest_preview else "0-0"
-        pending: list[JobEvent] = await self._store.events(task_id)
+        pending: list[JobEvent] = snapshot.events or []
+        place: QueuePlace | None = snapshot.place
         position: int | None = None
         checked_at = time.monotonic()
         while True:
@@ -142,7 +152,7 @@ class TaskFeed:
                 if event_id_key(event.id) <= resume_key:
                     continue
                 record = JobRecord.model_validate(state)
-                view = await self._view(record, event.id)
+                view = await self._view(record, event.id, place)
                 position = view.queue.position if view.queue else None
                 yield _format(event, view)
             if not state or state.get("status") in TERMINAL_STATUSES:
@@ -150,6 +160,7 @@ class TaskFeed:
             if latest_preview is not None:  # the latest frame at once, then each new one
                 yield _format_preview(task_id, latest_preview)
                 latest_preview = None
+            place = None  # (later events: looked up as they come)
             waiting = state.get("status") == JobStatus.PENDING
             change = await self._store.wait_for_change(
                 task_id, cursor, self._heartbeat_s, departures if waiting else None, previews

@@ -63,12 +63,15 @@ class QueuePlace:
 @dataclass(frozen=True)
 class Snapshot:
     """A record, the id of the last event it reflects, its place in the queue and the queue's last
-    departure, all read in one transaction: a change after it is always after these ids."""
+    departure (and, when asked for, all its events and its latest preview), all read in one
+    transaction: a change after it is always after these ids."""
 
     record: JobRecord
     last_event_id: EventId | None
     place: QueuePlace
     last_departure: EventId
+    events: list[JobEvent] | None = None
+    preview: Preview | None = None
 
 
 @dataclass(frozen=True)
@@ -185,7 +188,8 @@ class AsyncJobStore:
         self._keys = QueueKeys(queue, messages)
         self._update = client.register_script(scripts.UPDATE_UNLESS_TERMINAL)
         self._admit = client.register_script(scripts.ADMIT)
-        self._position = client.register_script(lua(POSITION, scripts.DEPARTURES_MAXLEN))
+        self._position_source = lua(POSITION, scripts.DEPARTURES_MAXLEN)
+        self._position = client.register_script(self._position_source)
         self._set_if_exists = client.register_script(scripts.SET_IF_EXISTS)
 
     async def _call(self, make: Callable[[], Awaitable[T]]) -> T:
@@ -314,23 +318,33 @@ class AsyncJobStore:
         )
         return int(done) == 1
 
-    async def snapshot(self, task_id: str) -> Snapshot | None:
+    async def snapshot(self, task_id: str, *, events: bool = False, preview: bool = False) -> Snapshot | None:
+        """One round trip (the position script goes whole, so the transaction needs no SCRIPT EXISTS
+        before it); ``events``: all of them too, ``preview``: the latest preview too."""
+
         async def run() -> list[Any]:
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.hgetall(keys.job(task_id))
                 pipe.xrevrange(keys.job_events(task_id), count=1)
-                await self._position(keys=[], args=self._position_args(task_id), client=pipe)
+                pipe.eval(self._position_source, 0, *self._position_args(task_id))
                 pipe.xrevrange(self._keys.departures, count=1)
+                if events:
+                    pipe.xrange(keys.job_events(task_id))
+                if preview:
+                    pipe.xrevrange(keys.job_previews(task_id), count=1)
                 return await pipe.execute()
 
-        raw, last, found, departed = await self._call(run)
+        raw, last, found, departed, *more = await self._call(run)
         if not raw:
             return None
+        previews = more.pop() if preview else None
         return Snapshot(
             record=decode_record(raw),
             last_event_id=text(last[0][0]) if last else None,
             place=_place(found),
             last_departure=text(departed[0][0]) if departed else "0-0",
+            events=decode_events(more.pop()) if events else None,
+            preview=_preview(previews[0]) if previews else None,
         )
 
     def _position_args(self, task_id: str) -> list[str]:
@@ -341,20 +355,8 @@ class AsyncJobStore:
         args = self._position_args(task_id)
         return _place(await self._call(lambda: self._position(keys=[], args=args)))
 
-    async def events(self, task_id: str) -> list[JobEvent]:
-        """All the task's events, in order."""
-        return decode_events(await self._call(lambda: self._redis.xrange(keys.job_events(task_id))))
-
     async def exists(self, task_id: str) -> bool:
         return bool(await self._call(lambda: self._redis.exists(keys.job(task_id))))
-
-    async def last_departure(self) -> EventId:
-        entries = await self._call(lambda: self._redis.xrevrange(self._keys.departures, count=1))
-        return text(entries[0][0]) if entries else "0-0"
-
-    async def latest_preview(self, task_id: str) -> Preview | None:
-        entries = await self._call(lambda: self._redis.xrevrange(keys.job_previews(task_id), count=1))
-        return _preview(entries[0]) if entries else None
 
     async def wait_for_change(
         self,

@@ -80,13 +80,13 @@ class _Shown:
 async def _stream(svc: Services, record: JobRecord) -> AsyncIterator[bytes]:
     store, task_id = svc.store, record.task_id
     shown = _Shown()
-    departures = await store.last_departure()  # read before the record: a later departure wakes us
-    snapshot = await store.snapshot(task_id)
+    snapshot = await store.snapshot(task_id, preview=True)  # (a later departure than its own wakes us)
     if snapshot is None:
         return
+    departures = snapshot.last_departure
     record, cursor = snapshot.record, snapshot.last_event_id or "0-0"
     state = record.model_dump(mode="json")  # kept current from the events: no re-read per change
-    preview = await store.latest_preview(task_id)
+    preview = snapshot.preview
     previews: EventId = preview.id if preview else "0-0"
     changed = True
     while True:
