@@ -1,5 +1,5 @@
-"""The workers' store against a real Redis: a job's end in one round trip (times, outcome, lease), and
-its scripts still run after Redis forgot them."""
+"""The workers' store against a real Redis: a job's end in one round trip (times, outcome, lease, its
+outputs' expiry), and its scripts still run after Redis forgot them."""
 
 from __future__ import annotations
 
@@ -55,3 +55,26 @@ def test_a_worker_cannot_end_a_job_taken_over_by_another(redis_url: str) -> None
     assert not line.sync.finish(task_id, "w1", expect=mine, times=None, status=JobStatus.FAILURE)
     assert line.sync.get(task_id).status == JobStatus.STARTED  # type: ignore[union-attr]
     assert client.get(keys.job_lease(task_id)) == b"w2"  # not w1's to let go
+
+
+def test_the_outputs_expiry_goes_with_the_start_and_the_end_and_is_never_brought_forward(
+    redis_url: str,
+) -> None:
+    line, client = Line(redis_url), redis.Redis.from_url(redis_url)
+    task_id = line.add("alice")
+    assert line.sync.claim("w1", lease_s=60) is not None
+    prefix = f"outputs/{task_id}/"
+    assert line.sync.update(
+        task_id, expire=(prefix, 5000.0), status=JobStatus.STARTED, worker="w1", attempts=1
+    )
+    assert client.zscore(keys.OBJECT_EXPIRY, prefix) == 5000.0
+    assert line.sync.get(task_id).status == JobStatus.STARTED  # type: ignore[union-attr]
+
+    mine = {"worker": "w1", "attempts": 1}
+    assert line.sync.finish(
+        task_id, "w1", expect=mine, times=None, expire=(prefix, 4000.0), status=JobStatus.SUCCESS
+    )
+    assert client.zscore(keys.OBJECT_EXPIRY, prefix) == 5000.0  # the later one stands
+    # An update refused (the job is final) still schedules: the objects may be there all the same.
+    assert not line.sync.update(task_id, expire=(prefix, 6000.0), status=JobStatus.FAILURE)
+    assert client.zscore(keys.OBJECT_EXPIRY, prefix) == 6000.0

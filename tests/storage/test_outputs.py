@@ -1,17 +1,14 @@
-"""A job's outputs into the object store: names, kinds, a clean slate per attempt, expiry scheduled."""
+"""A job's outputs into the object store: names, kinds, a clean slate per attempt."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-import redis
 
-from comfyjobs import keys
 from comfyjobs.comfy.client import OutputFile
 from comfyjobs.storage.local import LocalObjectStore
 from comfyjobs.storage.outputs import OutputSaver, output_kind
-from comfyjobs.storage.retention import ExpiryScheduler
 from comfyjobs.storage.signing import UrlSigner
 
 
@@ -20,9 +17,9 @@ def fake_download(item: OutputFile, dest: Path) -> None:
     dest.write_text(item.text if item.text is not None else f"{item.subfolder}/{item.filename}")
 
 
-def test_outputs_are_stored_with_kinds_and_expiry(tmp_path: Path, redis_client: redis.Redis) -> None:
+def test_outputs_are_stored_with_kinds(tmp_path: Path) -> None:
     store = LocalObjectStore(tmp_path / "objects", UrlSigner(b"k" * 32), "http://api")
-    saver = OutputSaver(store, tmp_path / "staging", ExpiryScheduler(redis_client), ttl_s=600)
+    saver = OutputSaver(store, tmp_path / "staging")
     store.put_bytes("outputs/t1/stale.png", b"from an earlier attempt", "image/png")
     files = [
         OutputFile("9", "img_00001_.png", "", "output"),
@@ -48,15 +45,12 @@ def test_outputs_are_stored_with_kinds_and_expiry(tmp_path: Path, redis_client: 
         assert fh.read() == b"sub/img_00001_.png"
     assert not store.exists("outputs/t1/stale.png")  # a retried job starts clean
     assert stored[0].size_bytes == len("/img_00001_.png")
-    assert redis_client.zscore(keys.OBJECT_EXPIRY, "outputs/t1/") is not None
     assert not any((tmp_path / "staging").iterdir())  # nothing left behind on the worker
 
 
-def test_a_first_attempt_leaves_the_prefix_alone_and_a_failed_fetch_nothing_staged(
-    tmp_path: Path, redis_client: redis.Redis
-) -> None:
+def test_a_first_attempt_leaves_the_prefix_alone_and_a_failed_fetch_nothing_staged(tmp_path: Path) -> None:
     store = LocalObjectStore(tmp_path / "objects", UrlSigner(b"k" * 32), "http://api")
-    saver = OutputSaver(store, tmp_path / "staging", ExpiryScheduler(redis_client), ttl_s=600)
+    saver = OutputSaver(store, tmp_path / "staging")
     store.put_bytes("outputs/t2/kept.png", b"not ours to delete", "image/png")
 
     def half_then_fail(item: OutputFile, dest: Path) -> None:

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 
 from comfyjobs import keys
 from comfyjobs.storage.local import LocalObjectStore
-from comfyjobs.storage.retention import ExpiryScheduler, RetentionSweeper
+from comfyjobs.storage.retention import RetentionSweeper
 from comfyjobs.storage.signing import UrlSigner
 
 
@@ -32,10 +32,9 @@ async def _sweeps(store: LocalObjectStore, redis_url: str, redis_client: redis.R
     store.put_bytes("outputs/old/a.png", b"a", "image/png")
     store.put_bytes("outputs/old/b.png", b"b", "image/png")
     store.put_bytes("outputs/new/a.png", b"c", "image/png")
-    scheduler = ExpiryScheduler(redis_client)
-    scheduler.schedule("outputs/old/", 60)
-    scheduler.schedule("outputs/new/", 3600)
-    scheduler.schedule("outputs/new/", 60)  # never brought forward: a later expiry wins
+    redis_client.zadd(
+        keys.OBJECT_EXPIRY, {"outputs/old/": time.time() + 60, "outputs/new/": time.time() + 3600}
+    )
     client = aioredis.Redis.from_url(redis_url)
     try:
         sweeper = RetentionSweeper(client, store, interval_s=60)

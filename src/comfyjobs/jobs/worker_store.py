@@ -39,6 +39,10 @@ class JobTimes(NamedTuple):
     node_times: list[tuple[str, float]]
 
 
+TicketWait = Literal["taken", "timeout", "not_a_ticket"]
+ObjectExpiry = tuple[str, float]  # an object's key or prefix, and when it goes (epoch s)
+
+
 class Batch:
     """Commands sent in one round trip (a pipeline, no transaction), run in order. Scripts go whole
     (EVAL; Redis keeps them compiled): redis-py's own pipeline asks SCRIPT EXISTS before each execute, a
@@ -54,13 +58,16 @@ class Batch:
         self.pipe.eval(source, len(keys_), *keys_, *args)
         return index
 
+    def expire(self, expiry: ObjectExpiry) -> None:
+        """Schedules the deletion of stored objects (a key, or a prefix and all under it) for the
+        retention sweep (storage.retention), never bringing a later one forward."""
+        key, at_s = expiry
+        self.pipe.zadd(keys.OBJECT_EXPIRY, {key: at_s}, gt=True)
+
     def execute(self) -> list[Any]:
         with translated(), self.pipe:
             replies: list[Any] = self.pipe.execute()
         return replies
-
-
-TicketWait = Literal["taken", "timeout", "not_a_ticket"]
 
 
 class Claimed(NamedTuple):
@@ -132,14 +139,17 @@ class JobStore:
         *,
         expect: Mapping[str, Any],
         times: JobTimes | None,
+        expire: ObjectExpiry | None = None,
         **fields: Any,
     ) -> bool:
         """A job's end, in one round trip: its ``times`` first (whoever sees the job finished sees it
         counted), then ``fields`` (its outcome) as ``update`` writes them, then ``owner`` lets go of its
-        lease. True if the outcome was written."""
+        lease; ``expire``: its outputs' deletion too. True if the outcome was written."""
         batch = Batch(self._redis)
         if times is not None:
             self._add_times(batch, times)
+        if expire is not None:
+            batch.expire(expire)
         args = update_args(task_id, expect, fields, self._keys, ticket_for(self._messages, fields))
         written = batch.script(scripts.UPDATE_UNLESS_TERMINAL, self._keys.update(task_id), args)
         batch.script(scripts.RELEASE_LEASE, [keys.job_lease(task_id)], [owner])
@@ -171,11 +181,24 @@ class JobStore:
             raw = self._redis.hgetall(keys.job(task_id))
         return decode_record(raw) if raw else None
 
-    def update(self, task_id: str, *, expect: Mapping[str, Any] | None = None, **fields: Any) -> bool:
+    def update(
+        self,
+        task_id: str,
+        *,
+        expect: Mapping[str, Any] | None = None,
+        expire: ObjectExpiry | None = None,
+        **fields: Any,
+    ) -> bool:
         """Applies ``fields`` unless the record is gone or terminal, or does not hold ``expect`` (e.g. the
         attempt and worker a writer started as: a worker whose job was taken back, or taken over by a
-        later attempt, cannot write over it). True if applied."""
+        later attempt, cannot write over it). True if applied. ``expire``: schedules the deletion of
+        objects in the same round trip (whether the update applies or not)."""
         args = update_args(task_id, expect, fields, self._keys, ticket_for(self._messages, fields))
+        if expire is not None:
+            batch = Batch(self._redis)
+            applied = batch.script(scripts.UPDATE_UNLESS_TERMINAL, self._keys.update(task_id), args)
+            batch.expire(expire)
+            return int(batch.execute()[applied]) == 1
         with translated():
             applied = self._update(keys=self._keys.update(task_id), args=args)
         return int(applied) == 1

@@ -11,7 +11,6 @@ from pathlib import Path
 from comfyjobs.comfy.client import OutputFile
 from comfyjobs.jobs.record import OutputKind, StoredOutput
 from comfyjobs.storage.objects import ObjectStore, content_type_for, output_key, output_prefix
-from comfyjobs.storage.retention import ExpiryScheduler
 
 Downloader = Callable[[OutputFile, Path], None]
 
@@ -35,22 +34,19 @@ def safe_name(name: str) -> str:
 
 
 class OutputSaver:
-    def __init__(self, store: ObjectStore, staging_dir: Path, expiry: ExpiryScheduler, ttl_s: float) -> None:
+    def __init__(self, store: ObjectStore, staging_dir: Path) -> None:
         self._store = store
         self._staging_dir = staging_dir
-        self._expiry = expiry
-        self._ttl_s = ttl_s
 
     def save_all(
         self, task_id: str, files: list[OutputFile], download: Downloader, *, retried: bool = False
     ) -> list[StoredOutput]:
         """Fetches every file and stores it. A retried job starts from an empty prefix (what an earlier
-        attempt stored goes first); each object is written whole (a listed output is always complete)."""
+        attempt stored goes first); each object is written whole (a listed output is always complete).
+        The prefix's deletion is the worker's to schedule, before (worker.runner)."""
         prefix = output_prefix(task_id)
         if retried:
             self._store.delete(prefix)
-        # Scheduled first: even a job that fails half-way leaves nothing behind for good.
-        self._expiry.schedule(prefix, self._ttl_s)
         self._staging_dir.mkdir(parents=True, exist_ok=True)  # (ComfyUI empties its temp folder at start)
         stored = []
         taken: set[str] = set()

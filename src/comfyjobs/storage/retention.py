@@ -1,9 +1,11 @@
 """Deletes stored objects whose time is up: outputs after OUTPUT_TTL_S, input assets after ASSET_TTL_S.
 
 Whoever stores an object (or renews it) scores its key in one sorted set (``keys.OBJECT_EXPIRY``) with
-the second it expires. A sweep claims what is due in one Lua call (read and removed together, so several
-API processes never delete the same thing twice, and no leader is needed), then deletes it. A deletion
-that fails is put back for the next sweep. Nothing here lists the bucket or the disk.
+the second it expires: the API for assets (storage.assets), a worker for a job's outputs prefix, as the
+job starts and ends (jobs.worker_store). A sweep claims what is due in one Lua call (read and removed
+together, so several API processes never delete the same thing twice, and no leader is needed), then
+deletes it. A deletion that fails is put back for the next sweep. Nothing here lists the bucket or the
+disk.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import redis.asyncio as aioredis
 from starlette.concurrency import run_in_threadpool
 
 from comfyjobs import keys
-from comfyjobs.errors import QueueUnavailableError, StorageError
+from comfyjobs.errors import StorageError
 from comfyjobs.storage.objects import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -32,19 +34,6 @@ local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, AR
 if #due > 0 then redis.call('ZREM', KEYS[1], unpack(due)) end
 return due
 """
-
-
-class ExpiryScheduler:
-    """For writers outside the API's event loop (a worker storing outputs): delete later."""
-
-    def __init__(self, client: redis.Redis) -> None:
-        self._redis = client
-
-    def schedule(self, key_or_prefix: str, ttl_s: float) -> None:
-        try:
-            self._redis.zadd(keys.OBJECT_EXPIRY, {key_or_prefix: time.time() + ttl_s}, gt=True)
-        except redis.RedisError as exc:
-            raise QueueUnavailableError(f"Redis is unavailable: {exc}") from exc
 
 
 class RetentionSweeper:

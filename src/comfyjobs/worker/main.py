@@ -39,7 +39,6 @@ from comfyjobs.settings import Settings
 from comfyjobs.storage.models import list_model_folder
 from comfyjobs.storage.objects import open_object_store
 from comfyjobs.storage.outputs import OutputSaver
-from comfyjobs.storage.retention import ExpiryScheduler
 from comfyjobs.worker import tasks
 from comfyjobs.worker.availability import AvailabilityMonitor
 from comfyjobs.worker.job_guard import Guards
@@ -227,12 +226,7 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
                 thread_client=thread_client,
                 models=models,
                 objects=objects,
-                outputs=OutputSaver(
-                    objects,
-                    instance.temp_dir / "comfyjobs-outputs",
-                    ExpiryScheduler(redis_client),
-                    settings.output_ttl_s,
-                ),
+                outputs=OutputSaver(objects, instance.temp_dir / "comfyjobs-outputs"),
                 guards=guards,
                 warmup=warmup,
                 stopping=stopping,

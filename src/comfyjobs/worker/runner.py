@@ -28,11 +28,11 @@ from comfyjobs.errors import (
 )
 from comfyjobs.jobs.queue import Affinity
 from comfyjobs.jobs.record import JobError, JobRecord, JobStatus, Progress, utc_now
-from comfyjobs.jobs.worker_store import JobStore, JobTimes
+from comfyjobs.jobs.worker_store import JobStore, JobTimes, ObjectExpiry
 from comfyjobs.manifests.patching import build_graph
 from comfyjobs.manifests.registry import Registry
 from comfyjobs.settings import Settings
-from comfyjobs.storage.objects import ObjectStore
+from comfyjobs.storage.objects import ObjectStore, output_prefix
 from comfyjobs.storage.outputs import OutputSaver
 from comfyjobs.worker.inputs import StagedInputs
 from comfyjobs.worker.job_guard import Guards, JobGuard
@@ -191,9 +191,14 @@ def _run_leased(task_id: str, ctx: WorkerContext, record: JobRecord, guard: JobG
     before = record.attempts
     attempt = before + 1
     mine = {"attempts": attempt, "worker": ctx.worker_id}  # every later write: only while still ours
+    # The outputs' deletion is scheduled as the job starts, before any is stored, so that one cut short
+    # leaves nothing behind for good: late enough for any end within its time limits (queued behind
+    # another job in ComfyUI, then its own run; finishing later pushes it on, see _finish).
+    prefix, ttl_s = output_prefix(task_id), ctx.settings.output_ttl_s
     started = ctx.store.update(
         task_id,
         expect={"attempts": before},
+        expire=(prefix, time.time() + ttl_s + 3 * _time_limit_s(ctx, record)),
         status=JobStatus.STARTED,
         started_at=utc_now(),
         worker=ctx.worker_id,
@@ -210,7 +215,7 @@ def _run_leased(task_id: str, ctx: WorkerContext, record: JobRecord, guard: JobG
         # The task already waited for ComfyUI before taking the job; only a crash since then is left.
         if not ctx.comfy.is_ready():
             raise ComfyUnavailableError("ComfyUI is not running on this worker")
-        time_limit_s = (workflow and workflow.time_limit_s) or ctx.settings.job_time_limit_s
+        time_limit_s = _time_limit_s(ctx, record)
         client = ctx.thread_client()
         with StagedInputs(client, ctx.objects, ctx.comfy.instance.input_dir) as staged:
             if record.graph is not None:  # RAW_GRAPH: run as given (checked by the API when accepted)
@@ -277,18 +282,25 @@ def _run_leased(task_id: str, ctx: WorkerContext, record: JobRecord, guard: JobG
         _finish(ctx, guard, mine, times, status=JobStatus.FAILURE, error=JobError.from_exception(exc))
         return
     final = progress.last.model_copy(update={"value": progress.last.max, "percent": 100.0})
-    expire_at = utc_now() + timedelta(seconds=ctx.settings.output_ttl_s)
+    expire_at = utc_now() + timedelta(seconds=ttl_s)
     _finish(
         ctx,
         guard,
         mine,
         _times(record, queue_wait_s, progress, succeeded=True),
+        expire=(prefix, expire_at.timestamp()),
         status=JobStatus.SUCCESS,
         outputs=outputs,
         outputs_expire_at=expire_at,
         progress=final,
     )
     log.info("task %s done: %d output(s)", task_id, len(outputs))
+
+
+def _time_limit_s(ctx: WorkerContext, record: JobRecord) -> float:
+    """How long the job may run in ComfyUI: its workflow's limit, or JOB_TIME_LIMIT_S."""
+    workflow = ctx.registry.workflows.get(record.workflow_id) if record.graph is None else None
+    return (workflow and workflow.time_limit_s) or ctx.settings.job_time_limit_s
 
 
 def _times(
@@ -308,7 +320,12 @@ def _record_times(ctx: WorkerContext, times: JobTimes) -> None:
 
 
 def _finish(
-    ctx: WorkerContext, guard: JobGuard, expect: dict[str, Any], times: JobTimes | None, **fields: Any
+    ctx: WorkerContext,
+    guard: JobGuard,
+    expect: dict[str, Any],
+    times: JobTimes | None,
+    expire: ObjectExpiry | None = None,
+    **fields: Any,
 ) -> None:
     """The job's end, in one round trip: its times (best effort, recorded before the outcome, so
     whoever sees the job finished sees it counted), its outcome, and its lease let go. Rides out a short
@@ -319,7 +336,13 @@ def _finish(
     for delay_s in (*FINISH_RETRY_DELAYS_S, None):
         try:
             written = ctx.store.finish(
-                task_id, ctx.worker_id, expect=expect, times=times, finished_at=utc_now(), **fields
+                task_id,
+                ctx.worker_id,
+                expect=expect,
+                times=times,
+                expire=expire,
+                finished_at=utc_now(),
+                **fields,
             )
             guard.released = True
             if not written:
