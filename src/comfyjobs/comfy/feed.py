@@ -32,6 +32,13 @@ from comfyjobs.errors import ComfyUnavailableError
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 5.0
+# Messages no run reads (ComfyUI's queue broadcasts, its per-node state maps, cache and success notices:
+# a run ends at `executing` with no node), dropped before they are parsed or handed on: 8 of a small
+# prompt's 14. Recognised by how ComfyUI writes them (json.dumps of {"type": ..., "data": ...}); one
+# written otherwise is parsed and ignored as before.
+UNREAD_PREFIXES = tuple(
+    f'{{"type": "{kind}"' for kind in ("status", "progress_state", "execution_cached", "execution_success")
+)
 
 
 @dataclass(frozen=True)
@@ -140,6 +147,8 @@ class PromptFeed:
         sock.close()
 
     def _route_text(self, frame: str) -> None:
+        if frame.startswith(UNREAD_PREFIXES):
+            return
         try:
             parsed = json.loads(frame)
         except ValueError:
