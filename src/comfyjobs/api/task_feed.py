@@ -58,10 +58,10 @@ class TaskFeed:
     async def _view(
         self, record: JobRecord, last_event_id: EventId | None, place: QueuePlace | None = None
     ) -> TaskView:
-        if record.status == JobStatus.PENDING and place is None:
-            place = await self._store.place(record.task_id)
-        elif record.status != JobStatus.PENDING:
+        if record.status != JobStatus.PENDING:
             place = None
+        elif place is None:
+            place = await self._store.place(record.task_id)
         eta = (await self._estimator.model()).estimate(record, place)
         return TaskView.from_record(record, self._links, place, last_event_id, eta)
 

@@ -58,11 +58,11 @@ class Batch:
         self.pipe.eval(source, len(keys_), *keys_, *args)
         return index
 
-    def expire(self, expiry: ObjectExpiry) -> None:
+    def expire(self, expiry: ObjectExpiry, *, only_later: bool = True) -> None:
         """Schedules the deletion of stored objects (a key, or a prefix and all under it) for the
-        retention sweep (storage.retention), never bringing a later one forward."""
+        retention sweep (storage.retention); ``only_later``: never brings a later one forward."""
         key, at_s = expiry
-        self.pipe.zadd(keys.OBJECT_EXPIRY, {key: at_s}, gt=True)
+        self.pipe.zadd(keys.OBJECT_EXPIRY, {key: at_s}, gt=only_later)
 
     def execute(self) -> list[Any]:
         with translated(), self.pipe:
@@ -144,12 +144,14 @@ class JobStore:
     ) -> bool:
         """A job's end, in one round trip: its ``times`` first (whoever sees the job finished sees it
         counted), then ``fields`` (its outcome) as ``update`` writes them, then ``owner`` lets go of its
-        lease; ``expire``: its outputs' deletion too. True if the outcome was written."""
+        lease; ``expire``: when its outputs go, from now on (earlier than the bound its start set: a
+        finish written later, even one refused, only ever sets a later time). True if the outcome was
+        written."""
         batch = Batch(self._redis)
         if times is not None:
             self._add_times(batch, times)
         if expire is not None:
-            batch.expire(expire)
+            batch.expire(expire, only_later=False)
         args = update_args(task_id, expect, fields, self._keys, ticket_for(self._messages, fields))
         written = batch.script(scripts.UPDATE_UNLESS_TERMINAL, self._keys.update(task_id), args)
         batch.script(scripts.RELEASE_LEASE, [keys.job_lease(task_id)], [owner])

@@ -87,6 +87,7 @@ class LoadedModels:
 
 FINISH_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0)
 LINGER_SLICE_S = 1.0  # an idle thread's wait for the next ticket asks this often whether to stop
+LINGER_MIN_WAIT_S = 0.01
 
 
 class RequeueJobError(Exception):
@@ -140,7 +141,7 @@ def _next_ticket(ctx: WorkerContext) -> bool:
     try:
         while not ctx.stopping.is_set():
             left_s = deadline - time.monotonic()
-            if left_s <= 0:
+            if left_s < LINGER_MIN_WAIT_S:  # (a wait Redis rounds to 0 ms would never end)
                 return False
             got = ctx.store.take_ticket(min(LINGER_SLICE_S, left_s))
             if got != "timeout":
@@ -193,7 +194,7 @@ def _run_leased(task_id: str, ctx: WorkerContext, record: JobRecord, guard: JobG
     mine = {"attempts": attempt, "worker": ctx.worker_id}  # every later write: only while still ours
     # The outputs' deletion is scheduled as the job starts, before any is stored, so that one cut short
     # leaves nothing behind for good: late enough for any end within its time limits (queued behind
-    # another job in ComfyUI, then its own run; finishing later pushes it on, see _finish).
+    # another job in ComfyUI, then its own run). A success sets it to OUTPUT_TTL_S from its end.
     prefix, ttl_s = output_prefix(task_id), ctx.settings.output_ttl_s
     started = ctx.store.update(
         task_id,
