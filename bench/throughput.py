@@ -19,10 +19,11 @@ the same process, caches and cores. One line per figure, with the issue's goal b
      Every job has its own seed (tiny: its own colour), so ComfyUI's cache never skips the work.
 
 Bursts run side by side in halves, raw, comfyjobs, comfyjobs, raw, so that a drift in the machine's speed
-favours neither side; a side's jobs/s is over its two halves. Each half's line ([4], [5]) also gives ComfyUI's busy share, a prompt's execution time, how long after the
-first POST the first prompt started and after the last one ended the client saw it done, and the CPU
-seconds used meanwhile by comfyjobs' processes (API, worker, Redis) and by ComfyUI. On a 2-core machine
-anything else running skews all of it: compare the load averages printed at the start and the end.
+favours neither side; a side's jobs/s is over its two halves. Each half's line ([4], [5]) also gives
+ComfyUI's busy share, a prompt's execution time, how long after the first POST the first prompt started
+and after the last one ended the client saw it done, and the CPU seconds used meanwhile by comfyjobs'
+processes (API, worker, Redis) and by ComfyUI. On a 2-core machine anything else running skews all of
+it: compare the load averages printed at the start and the end.
 
     COMFYUI_DIR=/path/to/ComfyUI .venv/bin/python bench/throughput.py [--jobs 200] [--sequential 30]
                                                                       [--txt2img 6] [--gpu N] [--quick]
