@@ -25,7 +25,7 @@ from comfyjobs.api.v2.jobs import job_of
 from comfyjobs.api.v2.views import TERMINAL_V2, Job, dump
 from comfyjobs.errors import QueueUnavailableError
 from comfyjobs.jobs.record import JobRecord, JobStatus
-from comfyjobs.jobs.store import EventId, Preview
+from comfyjobs.jobs.store import EventId, Preview, QueuePlace
 
 log = logging.getLogger(__name__)
 
@@ -88,15 +88,17 @@ async def _stream(svc: Services, record: JobRecord) -> AsyncIterator[bytes]:
     state = record.model_dump(mode="json")  # kept current from the events: no re-read per change
     preview = snapshot.preview
     previews: EventId = preview.id if preview else "0-0"
+    place: QueuePlace | None = snapshot.place  # the first view's; later ones look it up
     changed = True
     while True:
         if changed:
             record = JobRecord.model_validate(state)
-            job = await job_of(svc, record)
+            job = await job_of(svc, record, place)
             for frame in shown.frames(job):
                 yield frame
             if job.status in TERMINAL_V2:
                 return
+        place = None
         if preview is not None:
             yield _preview(preview, record.progress.node)
             preview = None

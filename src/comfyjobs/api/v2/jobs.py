@@ -24,6 +24,7 @@ from comfyjobs.errors import ApiV2Error
 from comfyjobs.graphs.models import models_of
 from comfyjobs.jobs.queue import PRIORITY_DEFAULT, Priority
 from comfyjobs.jobs.record import RAW_GRAPH, JobRecord, JobStatus
+from comfyjobs.jobs.store import QueuePlace
 from comfyjobs.manifests.patching import build_graph
 
 router = APIRouter(prefix="/api/v2", tags=["Comfy API v2"])
@@ -45,10 +46,13 @@ class JobRequest(BaseModel):
     inputs: Any = None  # reserved by the spec: refused when given
 
 
-async def job_of(svc: Services, record: JobRecord) -> Job:
-    """The v2 view of a record: its place in line, fresh output links, and whether a cancel is still
-    stopping its prompt (its worker holds the lease)."""
-    place = await svc.store.place(record.task_id) if record.status == JobStatus.PENDING else None
+async def job_of(svc: Services, record: JobRecord, place: QueuePlace | None = None) -> Job:
+    """The v2 view of a record: its place in line (``place`` if already read), fresh output links, and
+    whether a cancel is still stopping its prompt (its worker holds the lease)."""
+    if record.status != JobStatus.PENDING:
+        place = None
+    elif place is None:
+        place = await svc.store.place(record.task_id)
     stopping = record.status == JobStatus.CANCELLED and bool(
         await svc.redis.exists(keys.job_lease(record.task_id))
     )
