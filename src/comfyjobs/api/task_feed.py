@@ -58,10 +58,7 @@ class TaskFeed:
     async def _view(
         self, record: JobRecord, last_event_id: EventId | None, place: QueuePlace | None = None
     ) -> TaskView:
-        if record.status != JobStatus.PENDING:
-            place = None
-        elif place is None:
-            place = await self._store.place(record.task_id)
+        place = await self._store.place_if_waiting(record, place)
         eta = (await self._estimator.model()).estimate(record, place)
         return TaskView.from_record(record, self._links, place, last_event_id, eta)
 

@@ -337,13 +337,14 @@ class AsyncJobStore:
         raw, last, found, departed, *more = await self._call(run)
         if not raw:
             return None
-        previews = more.pop() if preview else None
+        all_events = decode_events(more.pop(0)) if events else None
+        previews = more.pop(0) if preview else None
         return Snapshot(
             record=decode_record(raw),
             last_event_id=text(last[0][0]) if last else None,
             place=_place(found),
             last_departure=text(departed[0][0]) if departed else "0-0",
-            events=decode_events(more.pop()) if events else None,
+            events=all_events,
             preview=_preview(previews[0]) if previews else None,
         )
 
@@ -354,6 +355,12 @@ class AsyncJobStore:
         """Its place in line, counting priorities and the tenants' turns (jobs.queue): no scan."""
         args = self._position_args(task_id)
         return _place(await self._call(lambda: self._position(keys=[], args=args)))
+
+    async def place_if_waiting(self, record: JobRecord, known: QueuePlace | None = None) -> QueuePlace | None:
+        """A waiting job's place in line (``known``, when already read with the record); else None."""
+        if record.status != JobStatus.PENDING:
+            return None
+        return known or await self.place(record.task_id)
 
     async def exists(self, task_id: str) -> bool:
         return bool(await self._call(lambda: self._redis.exists(keys.job(task_id))))

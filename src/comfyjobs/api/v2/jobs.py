@@ -49,10 +49,7 @@ class JobRequest(BaseModel):
 async def job_of(svc: Services, record: JobRecord, place: QueuePlace | None = None) -> Job:
     """The v2 view of a record: its place in line (``place`` if already read), fresh output links, and
     whether a cancel is still stopping its prompt (its worker holds the lease)."""
-    if record.status != JobStatus.PENDING:
-        place = None
-    elif place is None:
-        place = await svc.store.place(record.task_id)
+    place = await svc.store.place_if_waiting(record, place)
     stopping = record.status == JobStatus.CANCELLED and bool(
         await svc.redis.exists(keys.job_lease(record.task_id))
     )
