@@ -85,7 +85,6 @@ class JobStore:
         self._ttl_s = ttl_s
         self._messages = messages
         self._keys = QueueKeys(queue, messages)
-        self._update = client.register_script(scripts.UPDATE_UNLESS_TERMINAL)
         self._claim = client.register_script(lua(CLAIM, scripts.DEPARTURES_MAXLEN))
         self._acquire = client.register_script(scripts.ACQUIRE_LEASE)
         self._release = client.register_script(scripts.RELEASE_LEASE)
@@ -196,14 +195,11 @@ class JobStore:
         later attempt, cannot write over it). True if applied. ``expire``: schedules the deletion of
         objects in the same round trip (whether the update applies or not)."""
         args = update_args(task_id, expect, fields, self._keys, ticket_for(self._messages, fields))
+        batch = Batch(self._redis)
+        applied = batch.script(scripts.UPDATE_UNLESS_TERMINAL, self._keys.update(task_id), args)
         if expire is not None:
-            batch = Batch(self._redis)
-            applied = batch.script(scripts.UPDATE_UNLESS_TERMINAL, self._keys.update(task_id), args)
             batch.expire(expire)
-            return int(batch.execute()[applied]) == 1
-        with translated():
-            applied = self._update(keys=self._keys.update(task_id), args=args)
-        return int(applied) == 1
+        return int(batch.execute()[applied]) == 1
 
     def read_events_of(self, cursors: Mapping[str, EventId], block_s: float) -> dict[str, list[JobEvent]]:
         """The events of each task after its cursor, waiting up to ``block_s`` (in Redis) for the first

@@ -195,11 +195,15 @@ def _run_leased(task_id: str, ctx: WorkerContext, record: JobRecord, guard: JobG
     # The outputs' deletion is scheduled as the job starts, before any is stored, so that one cut short
     # leaves nothing behind for good: late enough for any end within its time limits (queued behind
     # another job in ComfyUI, then its own run). A success sets it to OUTPUT_TTL_S from its end.
-    prefix, ttl_s = output_prefix(task_id), ctx.settings.output_ttl_s
+    prefix, ttl_s, time_limit_s = (
+        output_prefix(task_id),
+        ctx.settings.output_ttl_s,
+        _time_limit_s(ctx, record),
+    )
     started = ctx.store.update(
         task_id,
         expect={"attempts": before},
-        expire=(prefix, time.time() + ttl_s + 3 * _time_limit_s(ctx, record)),
+        expire=(prefix, time.time() + ttl_s + 3 * time_limit_s),
         status=JobStatus.STARTED,
         started_at=utc_now(),
         worker=ctx.worker_id,
@@ -216,7 +220,6 @@ def _run_leased(task_id: str, ctx: WorkerContext, record: JobRecord, guard: JobG
         # The task already waited for ComfyUI before taking the job; only a crash since then is left.
         if not ctx.comfy.is_ready():
             raise ComfyUnavailableError("ComfyUI is not running on this worker")
-        time_limit_s = _time_limit_s(ctx, record)
         client = ctx.thread_client()
         with StagedInputs(client, ctx.objects, ctx.comfy.instance.input_dir) as staged:
             if record.graph is not None:  # RAW_GRAPH: run as given (checked by the API when accepted)
