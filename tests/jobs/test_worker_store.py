@@ -1,5 +1,6 @@
-"""The workers' store against a real Redis: a job's end in one round trip (times, outcome, lease, its
-outputs' expiry), and its scripts still run after Redis forgot them."""
+"""The workers' store against a real Redis: a take that starts its job in the same step, a job's end in one
+round trip (times, outcome, lease, its outputs' expiry), and its scripts still run after Redis forgot
+them."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import redis
 
 from comfyjobs import keys
 from comfyjobs.jobs.record import JobStatus
-from comfyjobs.jobs.worker_store import JobTimes
+from comfyjobs.jobs.store import decode_events
+from comfyjobs.jobs.worker_store import JobTimes, Start
 from tests.jobs.test_queue import Line
 
 
@@ -73,3 +75,49 @@ def test_the_outputs_expiry_goes_with_the_start_then_the_end(redis_url: str) -> 
         task_id, "w1", expect=mine, times=None, expire=(prefix, 4500.0), status=JobStatus.SUCCESS
     )
     assert client.zscore(keys.OBJECT_EXPIRY, prefix) == 4500.0  # the end sets it: OUTPUT_TTL_S from then
+
+
+START = Start(max_attempts=3, outputs_prefix="outputs/%s/", outputs_expire_at=5000.0)
+
+
+def test_a_take_can_start_its_job_in_the_same_step(redis_url: str) -> None:
+    line, client = Line(redis_url), redis.Redis.from_url(redis_url)
+    task_id = line.add("alice")
+    client.script_flush()  # as after a restart
+
+    claimed = line.sync.claim("w1", lease_s=60, start=START)
+    assert claimed is not None and claimed.task_id == task_id and claimed.started
+    assert claimed.record is not None and claimed.record.status == JobStatus.PENDING  # as it was taken
+    assert claimed.record.attempts == 0
+    record = line.sync.get(task_id)
+    assert record is not None and record.status == JobStatus.STARTED
+    assert (record.worker, record.attempts, record.error) == ("w1", 1, None)
+    assert record.started_at is not None
+    assert client.get(keys.job_lease(task_id)) == b"w1"
+    assert client.zscore(keys.queue_running(line.queue), task_id) is not None
+    assert client.zscore(keys.OBJECT_EXPIRY, f"outputs/{task_id}/") == 5000.0
+    last = decode_events(client.xrange(keys.job_events(task_id)))[-1]  # what the SSE and the guard read
+    assert last.changes["status"] == JobStatus.STARTED and last.changes["attempts"] == 1
+    assert line.positions([task_id]) == {task_id: None}  # out of line
+
+    # Put back in line (its worker was lost), it starts again as the next attempt.
+    assert line.sync.update(task_id, status=JobStatus.PENDING, worker=None)
+    again = line.sync.claim("w2", lease_s=60, start=START)
+    assert again is not None and again.started and again.record is not None and again.record.attempts == 1
+    assert line.sync.get(task_id).attempts == 2  # type: ignore[union-attr]
+
+
+def test_a_take_does_not_start_a_job_out_of_attempts_or_gone(redis_url: str) -> None:
+    line, client = Line(redis_url), redis.Redis.from_url(redis_url)
+    spent = line.add("alice")
+    assert line.sync.update(spent, attempts=3)  # every attempt was cut short: the worker fails it
+    claimed = line.sync.claim("w1", lease_s=60, start=START)
+    assert claimed is not None and claimed.task_id == spent and not claimed.started
+    assert line.sync.get(spent).status == JobStatus.PENDING  # type: ignore[union-attr]
+    assert client.zscore(keys.OBJECT_EXPIRY, f"outputs/{spent}/") is None
+
+    gone = line.add("alice")
+    client.delete(keys.job(gone))  # expired while it waited
+    claimed = line.sync.claim("w1", lease_s=60, start=START)
+    assert claimed is not None and claimed.task_id == gone and claimed.record is None and not claimed.started
+    assert not client.exists(keys.job(gone))  # not brought back to life by the start

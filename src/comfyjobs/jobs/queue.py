@@ -68,16 +68,15 @@ end
 # the taker holds no ticket for this take (a worker going on to its next job), or "", [15] the text every
 # ticket starts with: such a take removes one ticket from the list with the job, so the list keeps one
 # ticket per waiting job (a message that is not a ticket, of an earlier version, is left where it was).
-# Returns {task id, its record's fields (HGETALL)} for the job taken, or false when nothing waits.
+# For the job taken it returns ``taken(id, its record's fields (HGETALL))``, a Lua function the script
+# defines before this (jobs.scripts ``CLAIM``: it may also start the job), or false when nothing waits.
 #
 # Model affinity, within the highest priority that has waiting jobs: the job whose turn it is is taken
 # unless its models are not loaded on this worker while a job among the next AFFINITY_MAX_SKIP
 # candidates (the head of each tenant's lane in turn order, and the next jobs of the tenant whose turn
 # it is) uses only loaded models. Then that one is taken, and each job it overtook counts a skip; a job
 # with AFFINITY_MAX_SKIP skips, or waiting AFFINITY_MAX_WAIT_S, is not overtaken any more.
-CLAIM = (
-    QUEUE_FUNCTIONS
-    + """
+CLAIM = """
 local qp = ARGV[1]
 local loaded = {}
 for _, m in ipairs(cjson.decode(ARGV[9])) do loaded[m] = true end
@@ -109,7 +108,7 @@ local function take(p, tenant, id)
     local ticket = redis.call('RPOP', ARGV[14])
     if ticket and string.sub(ticket, 1, #ARGV[15]) ~= ARGV[15] then redis.call('RPUSH', ARGV[14], ticket) end
   end
-  return {id, redis.call('HGETALL', ARGV[8] .. id)}
+  return taken(id, redis.call('HGETALL', ARGV[8] .. id))
 end
 for p = $MAX, $MIN, -1 do
   local turns = turns_key(qp, p)
@@ -147,7 +146,6 @@ for p = $MAX, $MIN, -1 do
 end
 return false
 """
-)
 
 # ARGV[1] queue prefix, [2] task id, [3] its job hash, [4] the waiting set
 # Returns {position (1 = next), waiting}, or {false, waiting} for a job not in line.

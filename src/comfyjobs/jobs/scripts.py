@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from comfyjobs import keys, metrics
+from comfyjobs.jobs import queue
 from comfyjobs.jobs.queue import QUEUE_FUNCTIONS, lua
 from comfyjobs.jobs.record import TERMINAL_STATUSES, JobStatus
 
@@ -33,81 +34,127 @@ def _metrics(script: str) -> str:
     )
 
 
+# Lua: ``update_job(k, id, expect, now, qp, ticket, fields)`` applies ``fields`` (a flat list: field,
+# value, ...) to job ``id`` unless its record is gone (-1), terminal or does not hold ``expect`` (0), with
+# everything that goes with the change (1): its event, its place in line and among the running jobs, the
+# finished metric, its webhook. ``k``: the keys {job, events, waiting, departures, running, by_tenant,
+# list (the queue's Celery list)}; ``expect``: fields the record must hold (JSON object of encoded values)
+# or ""; ``now``: the time (score); ``qp``: the queue key prefix; ``ticket``: a Celery message to send if
+# the job goes back in line, or "".
+UPDATE_FUNCTION = _metrics(
+    _statuses(
+        """
+local WEBHOOK_EVENTS = {[$STARTED] = 'started', [$SUCCESS] = 'succeeded', [$FAILURE] = 'failed',
+                        [$CANCELLED] = 'cancelled'}
+local TERMINAL = {$TERMINAL}
+local function is_terminal(s)
+  for _, t in ipairs(TERMINAL) do if s == t then return true end end
+  return false
+end
+local function update_job(k, id, expect, now, qp, ticket, fields)
+  local status = redis.call('HGET', k.job, 'status')
+  if not status then return -1 end
+  if is_terminal(status) then return 0 end
+  if expect ~= '' then
+    for name, value in pairs(cjson.decode(expect)) do
+      if redis.call('HGET', k.job, name) ~= value then return 0 end
+    end
+  end
+  redis.call('HSET', k.job, unpack(fields))
+  local changes = {}
+  for i = 1, #fields, 2 do changes[fields[i]] = fields[i + 1] end
+  redis.call('XADD', k.events, '*', 'changes', cjson.encode(changes))
+  redis.call('PUBLISH', $CHANGES, k.events)
+  local new = changes['status']
+  local tenant = redis.call('HGET', k.job, 'tenant') or 'null'
+  local priority = redis.call('HGET', k.job, 'priority') or '5'
+  local by_tenant = tenant .. '|' .. id
+  if new == $PENDING then
+    if redis.call('ZADD', k.waiting, now, id) == 1 then
+      local seq = tonumber(redis.call('HGET', k.job, 'queue_seq')) or 0
+      enter_queue(qp, id, tenant, priority, seq)  -- its old place: it waited its turn before
+      if ticket ~= '' then redis.call('LPUSH', k.list, ticket) end
+    end
+    redis.call('ZADD', k.by_tenant, 0, by_tenant)
+    redis.call('ZREM', k.running, id)
+  elseif new then
+    if redis.call('ZREM', k.waiting, id) == 1 then
+      leave_queue(qp, id, tenant, priority)
+      redis.call('XADD', k.departures, 'MAXLEN', '~', $DEPARTURES_MAXLEN, '*', 'task_id', id)
+      redis.call('PUBLISH', $CHANGES, k.departures)
+    end
+    redis.call('ZREM', k.by_tenant, by_tenant)
+    if new == $STARTED or new == $PROGRESS then
+      redis.call('ZADD', k.running, 'NX', now, id)
+    elseif is_terminal(new) then
+      redis.call('ZREM', k.running, id)
+      local workflow = cjson.decode(redis.call('HGET', k.job, 'workflow_id'))
+      local labels = cjson.encode({workflow, cjson.decode(tenant), cjson.decode(new)})
+      redis.call('HINCRBY', $FINISHED_METRIC, labels, 1)
+    end
+    -- Its webhook's delivery, with the task as it is now, in the same step as the change (webhooks).
+    local kind = WEBHOOK_EVENTS[new]
+    local hook = kind and redis.call('HGET', k.job, 'webhook_url')
+    if hook and hook ~= 'null' then
+      local msg = 'msg_' .. id .. '_' .. kind
+      if kind == 'started' then msg = msg .. '_' .. (redis.call('HGET', k.job, 'attempts') or '0') end
+      if redis.call('EXISTS', $WEBHOOK_PREFIX .. msg) == 0 then
+        redis.call('HSET', $WEBHOOK_PREFIX .. msg, 'task_id', id, 'type', 'task.' .. kind, 'at', now,
+                   'record', cjson.encode(redis.call('HGETALL', k.job)), 'attempts', 0)
+        redis.call('ZADD', $WEBHOOKS_DUE, now, msg)
+        redis.call('PUBLISH', $CHANGES, $WEBHOOKS_DUE)
+      end
+    end
+  end
+  return 1
+end
+"""
+    )
+)
+
 # KEYS[1] job hash, [2] job events stream, [3] queue waiting set, [4] queue departures, [5] running set,
 # [6] waiting-by-tenant set, [7] the queue's Celery list
 # ARGV[1] task id, [2] fields the record must hold (JSON object of encoded values) or "", [3] now (score),
 # [4] queue key prefix, [5] a ticket (Celery message) to send if the job goes back in line, or "",
 # then field, value, field, value, ...
 UPDATE_UNLESS_TERMINAL = lua(
-    _metrics(
-        _statuses(
-            QUEUE_FUNCTIONS
-            + """
-local WEBHOOK_EVENTS = {[$STARTED] = 'started', [$SUCCESS] = 'succeeded', [$FAILURE] = 'failed',
-                        [$CANCELLED] = 'cancelled'}
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return -1 end
-local terminal = {$TERMINAL}
-local function is_terminal(s)
-  for _, t in ipairs(terminal) do if s == t then return true end end
-  return false
+    QUEUE_FUNCTIONS
+    + UPDATE_FUNCTION
+    + """
+local k = {job = KEYS[1], events = KEYS[2], waiting = KEYS[3], departures = KEYS[4], running = KEYS[5],
+           by_tenant = KEYS[6], list = KEYS[7]}
+return update_job(k, ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], {unpack(ARGV, 6)})
+""",
+    DEPARTURES_MAXLEN,
+)
+
+# The take (jobs.queue ``CLAIM``, whose arguments come first), which may also start the job it takes, as
+# ``update_job`` would (STARTED, one more attempt, its outputs' deletion scheduled), unless its record is
+# gone, finished or out of attempts. ARGV[16] MAX_ATTEMPTS (0: take only), [17] the job events key
+# prefix, [18] the start's fields (JSON object of encoded values; "attempts" is added), [19] the object
+# expiry set, [20] the job's outputs prefix as a format ("%s": the task id), [21] when they go (epoch s).
+# Returns {task id, its record's fields as taken (HGETALL), 1 if started, else 0}, or false.
+CLAIM = lua(
+    QUEUE_FUNCTIONS
+    + UPDATE_FUNCTION
+    + """
+local function taken(id, fields)
+  local job = ARGV[8] .. id
+  local max_attempts = tonumber(ARGV[16] or '0')
+  local attempts = tonumber(redis.call('HGET', job, 'attempts') or '0') or 0
+  if #fields == 0 or max_attempts == 0 or attempts >= max_attempts then return {id, fields, 0} end
+  local start = {}
+  for name, value in pairs(cjson.decode(ARGV[18])) do start[#start + 1] = name; start[#start + 1] = value end
+  start[#start + 1] = 'attempts'
+  start[#start + 1] = tostring(attempts + 1)
+  local k = {job = job, events = ARGV[17] .. id, waiting = ARGV[6], departures = ARGV[5],
+             running = ARGV[13], by_tenant = ARGV[7], list = ARGV[14]}
+  if update_job(k, id, '', ARGV[12], ARGV[1], '', start) ~= 1 then return {id, fields, 0} end
+  redis.call('ZADD', ARGV[19], 'GT', ARGV[21], string.format(ARGV[20], id))
+  return {id, fields, 1}
 end
-if is_terminal(status) then return 0 end
-if ARGV[2] ~= '' then
-  for name, value in pairs(cjson.decode(ARGV[2])) do
-    if redis.call('HGET', KEYS[1], name) ~= value then return 0 end
-  end
-end
-redis.call('HSET', KEYS[1], unpack(ARGV, 6))
-local changes = {}
-for i = 6, #ARGV, 2 do changes[ARGV[i]] = ARGV[i + 1] end
-redis.call('XADD', KEYS[2], '*', 'changes', cjson.encode(changes))
-redis.call('PUBLISH', $CHANGES, KEYS[2])
-local new = changes['status']
-local tenant = redis.call('HGET', KEYS[1], 'tenant') or 'null'
-local priority = redis.call('HGET', KEYS[1], 'priority') or '5'
-local by_tenant = tenant .. '|' .. ARGV[1]
-if new == $PENDING then
-  if redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1]) == 1 then
-    local seq = tonumber(redis.call('HGET', KEYS[1], 'queue_seq')) or 0
-    enter_queue(ARGV[4], ARGV[1], tenant, priority, seq)  -- its old place: it waited its turn before
-    if ARGV[5] ~= '' then redis.call('LPUSH', KEYS[7], ARGV[5]) end
-  end
-  redis.call('ZADD', KEYS[6], 0, by_tenant)
-  redis.call('ZREM', KEYS[5], ARGV[1])
-elseif new then
-  if redis.call('ZREM', KEYS[3], ARGV[1]) == 1 then
-    leave_queue(ARGV[4], ARGV[1], tenant, priority)
-    redis.call('XADD', KEYS[4], 'MAXLEN', '~', $DEPARTURES_MAXLEN, '*', 'task_id', ARGV[1])
-    redis.call('PUBLISH', $CHANGES, KEYS[4])
-  end
-  redis.call('ZREM', KEYS[6], by_tenant)
-  if new == $STARTED or new == $PROGRESS then
-    redis.call('ZADD', KEYS[5], 'NX', ARGV[3], ARGV[1])
-  elseif is_terminal(new) then
-    redis.call('ZREM', KEYS[5], ARGV[1])
-    local workflow = cjson.decode(redis.call('HGET', KEYS[1], 'workflow_id'))
-    local labels = cjson.encode({workflow, cjson.decode(tenant), cjson.decode(new)})
-    redis.call('HINCRBY', $FINISHED_METRIC, labels, 1)
-  end
-  -- Its webhook's delivery, with the task as it is now, in the same step as the change (webhooks).
-  local kind = WEBHOOK_EVENTS[new]
-  local hook = kind and redis.call('HGET', KEYS[1], 'webhook_url')
-  if hook and hook ~= 'null' then
-    local id = 'msg_' .. ARGV[1] .. '_' .. kind
-    if kind == 'started' then id = id .. '_' .. (redis.call('HGET', KEYS[1], 'attempts') or '0') end
-    if redis.call('EXISTS', $WEBHOOK_PREFIX .. id) == 0 then
-      redis.call('HSET', $WEBHOOK_PREFIX .. id, 'task_id', ARGV[1], 'type', 'task.' .. kind, 'at', ARGV[3],
-                 'record', cjson.encode(redis.call('HGETALL', KEYS[1])), 'attempts', 0)
-      redis.call('ZADD', $WEBHOOKS_DUE, ARGV[3], id)
-      redis.call('PUBLISH', $CHANGES, $WEBHOOKS_DUE)
-    end
-  end
-end
-return 1
 """
-        )
-    ),
+    + queue.CLAIM,
     DEPARTURES_MAXLEN,
 )
 
@@ -188,6 +235,7 @@ return 1
 __all__ = [
     "ACQUIRE_LEASE",
     "ADMIT",
+    "CLAIM",
     "DEPARTURES_MAXLEN",
     "RECORD_RUN_TIME",
     "RELEASE_LEASE",

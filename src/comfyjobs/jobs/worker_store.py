@@ -13,8 +13,8 @@ import redis
 from comfyjobs import keys, metrics
 from comfyjobs.jobs import scripts
 from comfyjobs.jobs.delivery import JobMessages
-from comfyjobs.jobs.queue import CLAIM, Affinity, lua
-from comfyjobs.jobs.record import JobRecord, decode_record
+from comfyjobs.jobs.queue import Affinity
+from comfyjobs.jobs.record import JobRecord, JobStatus, decode_record, encode_fields, utc_now
 from comfyjobs.jobs.store import (
     PREVIEW_TTL_S,
     RUN_TIME_WEIGHT,
@@ -70,11 +70,23 @@ class Batch:
         return replies
 
 
+class Start(NamedTuple):
+    """A take that starts the job it takes (``JobStore.claim``): at most ``max_attempts`` attempts, its
+    outputs' deletion (under ``outputs_prefix``, a format of the task id) scheduled for ``outputs_expire_at``
+    (epoch s) or later."""
+
+    max_attempts: int
+    outputs_prefix: str
+    outputs_expire_at: float
+
+
 class Claimed(NamedTuple):
-    """A job taken from the line, and its record as it was then (None: it expired meanwhile)."""
+    """A job taken from the line, and its record as it was then (None: it expired meanwhile); ``started``:
+    the take started it too."""
 
     task_id: str
     record: JobRecord | None
+    started: bool = False
 
 
 class JobStore:
@@ -85,30 +97,45 @@ class JobStore:
         self._ttl_s = ttl_s
         self._messages = messages
         self._keys = QueueKeys(queue, messages)
-        self._claim = client.register_script(lua(CLAIM, scripts.DEPARTURES_MAXLEN))
+        self._claim = client.register_script(scripts.CLAIM)
         self._acquire = client.register_script(scripts.ACQUIRE_LEASE)
         self._release = client.register_script(scripts.RELEASE_LEASE)
 
     def claim(
-        self, owner: str, lease_s: float, affinity: Affinity | None = None, *, with_ticket: bool = False
+        self,
+        owner: str,
+        lease_s: float,
+        affinity: Affinity | None = None,
+        *,
+        with_ticket: bool = False,
+        start: Start | None = None,
     ) -> Claimed | None:
         """Takes the next job in line (priority, then tenants in turn, then model affinity; see
         jobs.queue) with its lease in ``owner``'s name, and reads its record in the same step; None when
         none waits. ``with_ticket``: the taker holds no ticket for this take (it goes on from a job it
-        finished), so one of the line's tickets is taken with the job."""
+        finished), so one of the line's tickets is taken with the job. ``start``: the same step starts
+        the job (STARTED by ``owner``, one more attempt, no error), unless its record is gone, finished
+        or out of attempts (``Claimed.started`` says which)."""
         k, a, m = self._keys, affinity or Affinity(), self._messages
+        now = time.time()
         args: list[str | int | float] = [
             k.prefix, owner, int(lease_s * 1000), keys.LEASE_PREFIX, k.departures, k.waiting, k.by_tenant,
-            keys.job(""), json.dumps(sorted(a.loaded)), a.max_skip, a.max_wait_s, time.time(), k.running,
+            keys.job(""), json.dumps(sorted(a.loaded)), a.max_skip, a.max_wait_s, now, k.running,
             m.list_key if with_ticket else "", m.ticket_prefix,
         ]  # fmt: skip
+        if start is not None:
+            starting = {"status": JobStatus.STARTED, "started_at": utc_now(), "worker": owner, "error": None}
+            args += [
+                start.max_attempts, keys.job_events(""), json.dumps(encode_fields(starting)),
+                keys.OBJECT_EXPIRY, start.outputs_prefix, start.outputs_expire_at,
+            ]  # fmt: skip
         with translated():
             taken: Any = self._claim(keys=[], args=args)
         if not taken:
             return None
         task_id, flat = text(taken[0]), taken[1]
         fields = dict(zip(flat[::2], flat[1::2], strict=True))
-        return Claimed(task_id, decode_record(fields) if fields else None)
+        return Claimed(task_id, decode_record(fields) if fields else None, bool(taken[2]))
 
     def record_times(self, times: JobTimes) -> None:
         """A job's times, in one round trip."""

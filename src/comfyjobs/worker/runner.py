@@ -28,7 +28,7 @@ from comfyjobs.errors import (
 )
 from comfyjobs.jobs.queue import Affinity
 from comfyjobs.jobs.record import JobError, JobRecord, JobStatus, Progress, utc_now
-from comfyjobs.jobs.worker_store import JobStore, JobTimes, ObjectExpiry
+from comfyjobs.jobs.worker_store import JobStore, JobTimes, ObjectExpiry, Start
 from comfyjobs.manifests.patching import build_graph
 from comfyjobs.manifests.registry import Registry
 from comfyjobs.settings import Settings
@@ -116,7 +116,9 @@ def take_jobs(ctx: WorkerContext) -> int:
                 ctx.store.send_ticket()
             return taken
         affinity = Affinity(ctx.models.current(), settings.affinity_max_skip, settings.affinity_max_wait_s)
-        claimed = ctx.store.claim(ctx.worker_id, settings.job_lease_s, affinity, with_ticket=not holding)
+        claimed = ctx.store.claim(
+            ctx.worker_id, settings.job_lease_s, affinity, with_ticket=not holding, start=_start(ctx)
+        )
         holding = False  # used: by this take, or by finding the line empty (a ticket too many)
         if claimed is None:
             if not _next_ticket(ctx):
@@ -127,10 +129,21 @@ def take_jobs(ctx: WorkerContext) -> int:
         task_id = claimed.task_id
         with ctx.guards.guard(task_id) as guard:
             try:
-                execute_job(task_id, ctx, guard, claimed.record)
+                execute_job(task_id, ctx, guard, claimed.record, started=claimed.started)
             except RequeueJobError as exc:
                 log.info("task %s is back in line: %s", task_id, exc)
                 return taken
+
+
+def _start(ctx: WorkerContext) -> Start:
+    """A take starts the job it takes. Its outputs' deletion is scheduled with the start, before any is
+    stored, so that a job cut short leaves nothing behind for good: late enough for any end within its
+    time limits (queued behind another job in ComfyUI, then its own run), whichever workflow it turns out
+    to be. A success sets it to OUTPUT_TTL_S from its end."""
+    limits = [w.time_limit_s for w in ctx.registry.workflows.values() if w.time_limit_s]
+    longest_s = max([ctx.settings.job_time_limit_s, *limits])
+    expire_at = time.time() + ctx.settings.output_ttl_s + 3 * longest_s
+    return Start(ctx.settings.max_attempts, output_prefix("%s"), expire_at)
 
 
 def _next_ticket(ctx: WorkerContext) -> bool:
@@ -166,8 +179,14 @@ def handle_delivery(task_id: str, ctx: WorkerContext) -> None:
         execute_job(task_id, ctx, guard, ctx.store.get(task_id))
 
 
-def execute_job(task_id: str, ctx: WorkerContext, guard: JobGuard, record: JobRecord | None) -> None:
-    """Runs a job whose lease ``guard`` holds, from its ``record`` as read when it was taken."""
+def execute_job(
+    task_id: str, ctx: WorkerContext, guard: JobGuard, record: JobRecord | None, *, started: bool = False
+) -> None:
+    """Runs a job whose lease ``guard`` holds, from its ``record`` as read when it was taken; ``started``:
+    the take started it too (so it has a record, not finished, with attempts left)."""
+    if started and record is not None:
+        _run_leased(task_id, ctx, record, guard, started=True)
+        return
     if record is None:
         log.warning("task %s: no job record (expired or never accepted); dropping the delivery", task_id)
         ctx.store.forget_waiting(task_id)
@@ -185,31 +204,29 @@ def execute_job(task_id: str, ctx: WorkerContext, guard: JobGuard, record: JobRe
     _run_leased(task_id, ctx, record, guard)
 
 
-def _run_leased(task_id: str, ctx: WorkerContext, record: JobRecord, guard: JobGuard) -> None:
+def _run_leased(
+    task_id: str, ctx: WorkerContext, record: JobRecord, guard: JobGuard, *, started: bool = False
+) -> None:
+    """``record``: as it was before the start; ``started``: the take started the job already."""
     if guard.stopped:  # cancelled, or the lease lost, while waiting for ComfyUI
         log.info("task %s: %s before it started; not running it", task_id, guard.stopped)
         return
     before = record.attempts
     attempt = before + 1
     mine = {"attempts": attempt, "worker": ctx.worker_id}  # every later write: only while still ours
-    # The outputs' deletion is scheduled as the job starts, before any is stored, so that one cut short
-    # leaves nothing behind for good: late enough for any end within its time limits (queued behind
-    # another job in ComfyUI, then its own run). A success sets it to OUTPUT_TTL_S from its end.
-    prefix, ttl_s, time_limit_s = (
-        output_prefix(task_id),
-        ctx.settings.output_ttl_s,
-        _time_limit_s(ctx, record),
-    )
-    started = ctx.store.update(
-        task_id,
-        expect={"attempts": before},
-        expire=(prefix, time.time() + ttl_s + 3 * time_limit_s),
-        status=JobStatus.STARTED,
-        started_at=utc_now(),
-        worker=ctx.worker_id,
-        attempts=attempt,
-        error=None,  # what cut the previous attempt short, if any, is history now
-    )
+    prefix, ttl_s = output_prefix(task_id), ctx.settings.output_ttl_s
+    time_limit_s = _time_limit_s(ctx, record)
+    if not started:  # (a delivery of an earlier version: started here, as a take would have; see _start)
+        started = ctx.store.update(
+            task_id,
+            expect={"attempts": before},
+            expire=(prefix, time.time() + ttl_s + 3 * time_limit_s),
+            status=JobStatus.STARTED,
+            started_at=utc_now(),
+            worker=ctx.worker_id,
+            attempts=attempt,
+            error=None,  # what cut the previous attempt short, if any, is history now
+        )
     if not started:  # cancelled (or expired) since it was read
         log.info("task %s finished before it could start; not running it", task_id)
         return
