@@ -3,8 +3,8 @@
 One prompt runs as ComfyUI's websocket tells it (comfy.feed: one socket per ComfyUI, subscribed to with
 the prompt's id *before* the prompt is posted, so a fast or cached run is not missed): progress and node
 events are passed on as they arrive, outputs are taken from each output node's ``executed`` message, and
-the run is over at ``executing {node: null}`` for our prompt id. HTTP (urllib3: one request costs a
-fraction of what requests' session machinery adds) and websocket errors become ComfyUnavailableError here.
+the run is over at ``executing {node: null}`` for our prompt id. HTTP goes through comfy.http; its
+errors and the websocket's become ComfyUnavailableError.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any, BinaryIO, Literal, Protocol
 import urllib3
 
 from comfyjobs.comfy.feed import PromptFeed, Subscription
+from comfyjobs.comfy.http import Answer, ComfyHttp
 from comfyjobs.errors import (
     ComfyExecutionError,
     ComfyHungError,
@@ -35,8 +36,6 @@ log = logging.getLogger(__name__)
 
 WS_RECV_TIMEOUT_S = 5.0  # this long without a message: is ComfyUI alive, and answering?
 QUIET_S = 0.25  # this long without a message while the prompt runs: a "quiet" event
-# What a request to ComfyUI can fail with, whatever the cause (refused, reset, timed out, a bad answer).
-_HTTP_ERRORS = (urllib3.exceptions.HTTPError, HTTPException, OSError)
 
 
 @dataclass(frozen=True)
@@ -154,12 +153,7 @@ class ComfyClient:
         self.base_url = base_url.rstrip("/")
         self.ws_url = "ws" + self.base_url[len("http") :] + "/ws"
         self.request_timeout_s = request_timeout_s
-        # ComfyUI is reached directly: no proxies from the environment. No retries, as with requests: a
-        # prompt is posted once (a kept-alive connection ComfyUI dropped is noticed before it is reused).
-        self._http = urllib3.connection_from_url(
-            self.base_url, maxsize=4, retries=urllib3.Retry(0, read=False, redirect=0)
-        )
-        self._prefix = (urllib3.util.parse_url(self.base_url).path or "").rstrip("/")  # (behind a proxy)
+        self._http = ComfyHttp(self.base_url, request_timeout_s)
         self._owns_feed = feed is None
         self._feed = feed or PromptFeed(self.ws_url)
 
@@ -170,20 +164,8 @@ class ComfyClient:
 
     # --- plain requests ----------------------------------------------------------------------------
 
-    def _request(
-        self, method: str, path: str, timeout_s: float | None = None, **kwargs: Any
-    ) -> urllib3.BaseHTTPResponse:
-        """``kwargs``: urllib3's (json, fields, preload_content...)."""
-        seconds = self.request_timeout_s if timeout_s is None else timeout_s
-        try:
-            return self._http.request(
-                method, self._prefix + path, timeout=urllib3.Timeout(connect=seconds, read=seconds), **kwargs
-            )
-        except _HTTP_ERRORS as exc:
-            raise ComfyUnavailableError(f"ComfyUI at {self.base_url} did not answer: {exc}") from exc
-
     def _json(self, path: str, timeout_s: float | None = None) -> dict[str, Any]:
-        resp = self._request("GET", path, timeout_s)
+        resp = self._http.request("GET", path, timeout_s=timeout_s)
         if resp.status != 200:
             raise ComfyUnavailableError(f"ComfyUI's {path} answered HTTP {resp.status}")
         try:
@@ -202,20 +184,20 @@ class ComfyClient:
 
     def answers(self, timeout_s: float = 5.0) -> bool:
         try:
-            return self._request("GET", "/system_stats", timeout_s).status == 200
+            return self._http.request("GET", "/system_stats", timeout_s=timeout_s).status == 200
         except ComfyUnavailableError:
             return False
 
     def interrupt(self, prompt_id: str | None = None) -> None:
         body = {"prompt_id": prompt_id} if prompt_id else {}
-        self._request("POST", "/interrupt", json=body)
+        self._http.post_json("/interrupt", body)
 
     def cancel(self, *prompt_ids: str) -> None:
         """Best effort: takes the prompts out of ComfyUI's queue, then interrupts any of them running.
         (`/interrupt` with a prompt id only stops the running prompt; a queued one needs the delete.) In
         that order: interrupting first would let ComfyUI start the next prompt, maybe one of these."""
         try:
-            self._request("POST", "/queue", json={"delete": list(prompt_ids)})
+            self._http.post_json("/queue", {"delete": list(prompt_ids)})
             for prompt_id in prompt_ids:
                 self.interrupt(prompt_id)
         except ComfyUnavailableError as exc:
@@ -226,7 +208,7 @@ class ComfyClient:
         body: dict[str, Any] = {"prompt": graph, "client_id": self._feed.client_id}
         if prompt_id is not None:
             body["prompt_id"] = prompt_id
-        resp = self._request("POST", "/prompt", json=body)
+        resp: Answer = self._http.post_json("/prompt", body)
         try:
             body = resp.json()
         except ValueError:
@@ -255,7 +237,8 @@ class ComfyClient:
         returns the name a loader input takes ("subfolder/name")."""
         form: dict[str, Any] = {"type": "input", "subfolder": subfolder, "overwrite": "true"}
         form["image"] = (name, data.read(), content_type)  # (read whole, as requests did for a form)
-        resp = self._request("POST", "/upload/image", fields=form)
+        payload, form_type = urllib3.encode_multipart_formdata(form)
+        resp = self._http.request("POST", "/upload/image", body=payload, content_type=form_type)
         if resp.status != 200:
             raise ComfyUnavailableError(
                 f"ComfyUI refused the input file {name}: HTTP {resp.status} "
@@ -274,21 +257,23 @@ class ComfyClient:
             dest.write_text(output.text, encoding="utf-8")
             return
         params = {"filename": output.filename, "subfolder": output.subfolder, "type": output.type}
-        resp = self._request("GET", "/view", fields=params, preload_content=False)
         try:
-            if resp.status != 200:
-                raise ComfyUnavailableError(f"could not fetch output {output.filename}: HTTP {resp.status}")
-            with dest.open("wb") as fh:
-                for chunk in resp.stream(1 << 20):
-                    fh.write(chunk)
-        except (urllib3.exceptions.HTTPError, HTTPException) as exc:  # (the local file's errors go on up)
-            dest.unlink(missing_ok=True)
-            raise ComfyUnavailableError(f"could not fetch output {output.filename}: {exc}") from exc
+            with self._http.stream("GET", "/view", query=params) as resp:
+                failed = f"could not fetch output {output.filename}"
+                if resp.status != 200:
+                    raise ComfyUnavailableError(f"{failed}: HTTP {resp.status}")
+                with dest.open("wb") as fh:
+                    while True:
+                        try:
+                            chunk = resp.read(1 << 20)
+                        except (HTTPException, OSError) as exc:  # (the local file's errors go on up)
+                            raise ComfyUnavailableError(f"{failed}: {exc}") from exc
+                        if not chunk:
+                            break
+                        fh.write(chunk)
         except ComfyUnavailableError:
             dest.unlink(missing_ok=True)
             raise
-        finally:
-            resp.release_conn()
 
     # --- one prompt, start to end ------------------------------------------------------------------
 
