@@ -1,6 +1,6 @@
 """HTTP to ComfyUI (comfy.http) against a plain socket server that shows what reaches it: a kept-alive
 connection is reused, one ComfyUI closed while idle is replaced before the next request (a prompt is
-never posted into a dead connection), and an answer cut short is ComfyUnavailableError."""
+never posted into a dead connection), and an answer cut short, or a redirect, is ComfyUnavailableError."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
+from comfyjobs.comfy.client import ComfyClient, OutputFile
 from comfyjobs.comfy.http import ComfyHttp
 from comfyjobs.errors import ComfyUnavailableError
 
@@ -92,3 +94,26 @@ def test_an_answer_cut_short_is_comfyui_unavailable_and_the_next_request_works()
             http.request("GET", "/history")
         assert http.request("GET", "/history").json() == {"ok": True}
         assert server.connections == 2
+
+
+def test_an_output_download_cut_short_is_comfyui_unavailable_and_leaves_no_file(tmp_path: Path) -> None:
+    cut = b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: 1000\r\n\r\n" + b"x" * 300
+    server = Server([cut], close_after=True)
+    client = ComfyClient(f"http://127.0.0.1:{server.port}")
+    dest = tmp_path / "out.png"
+    try:
+        with pytest.raises(ComfyUnavailableError, match="700 bytes missing"):
+            client.download(OutputFile("9", "out.png", "", "output"), dest)
+        assert not dest.exists()
+        assert server.requests == [b"GET /view?filename=out.png&subfolder=&type=output HTTP/1.1"]
+    finally:
+        client.close()
+        server.close()
+
+
+def test_a_redirect_is_not_followed() -> None:
+    moved = b"HTTP/1.1 302 Found\r\nLocation: http://elsewhere/prompt\r\nContent-Length: 0\r\n\r\n"
+    with serving([moved]) as (server, http):
+        with pytest.raises(ComfyUnavailableError, match="to http://elsewhere/prompt"):
+            http.post_json("/prompt", {})
+        assert len(server.requests) == 1

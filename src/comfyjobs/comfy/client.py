@@ -271,6 +271,8 @@ class ComfyClient:
                         if not chunk:
                             break
                         fh.write(chunk)
+                if resp.length:  # (http.client ends a body cut short without a word)
+                    raise ComfyUnavailableError(f"{failed}: cut short, {resp.length} bytes missing")
         except ComfyUnavailableError:
             dest.unlink(missing_ok=True)
             raise

@@ -94,9 +94,15 @@ class ComfyHttp:
         try:
             connection.request(method, target, body, headers)
             response = connection.getresponse()
-        except _ERRORS as exc:
+        except BaseException as exc:
             connection.close()
-            raise self._unavailable(exc) from exc
+            if isinstance(exc, _ERRORS):
+                raise self._unavailable(exc) from exc
+            raise
+        if 300 <= response.status < 400:  # (nothing is followed: a prompt is posted once, where it was meant)
+            connection.close()
+            where = response.getheader("Location", "elsewhere")
+            raise ComfyUnavailableError(f"ComfyUI at {self.base_url} sent {method} {path} to {where}")
         try:
             yield response
         except BaseException:
