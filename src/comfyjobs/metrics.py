@@ -3,7 +3,7 @@
 Job counters are kept by the Lua scripts in the same step as what they count (jobs.scripts): submitted at
 admission, finished at the final status, so they match the jobs exactly. Histograms (queue wait and run
 time per workflow, execution time per node class) are observed by the workers at each job's end, in one
-pipeline. Webhook deliveries are counted by their own script (webhooks.deliveries). Worker gauges
+script. Webhook deliveries are counted by their own script (webhooks.deliveries). Worker gauges
 (state, ComfyUI restarts, model loads, GPU memory) come from the heartbeats.
 
 Each metric is a hash at ``keys.metric(name)``; a field is the JSON array of its label values, and for a
@@ -31,11 +31,11 @@ class Histogram:
     labels: tuple[str, ...]
     buckets: tuple[float, ...]  # upper bounds, ascending
 
-    def observe(self, pipe: Any, labels: tuple[str, ...], value: float) -> None:
-        """Adds one observation to ``pipe`` (a Redis pipeline)."""
-        key = keys.metric(self.name)
-        pipe.hincrby(key, json.dumps([*labels, bisect_left(self.buckets, value)]), 1)
-        pipe.hincrbyfloat(key, json.dumps([*labels, "sum"]), value)
+    def observation(self, labels: tuple[str, ...], value: float) -> list[str | float]:
+        """One observation, as what a script adds to (jobs.scripts ``RECORD_TIMES``): the metric's key, the
+        field of its bucket (counted once), the field of its sum (``value`` added)."""
+        bucket = bisect_left(self.buckets, value)
+        return [keys.metric(self.name), json.dumps([*labels, bucket]), json.dumps([*labels, "sum"]), value]
 
 
 QUEUE_WAIT = Histogram(

@@ -216,13 +216,21 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 return redis.call('DEL', KEYS[1])
 """
 
-# KEYS[1] run times hash; ARGV[1] workflow id, [2] seconds, [3] weight of the new value
-RECORD_RUN_TIME = """
-for _, field in ipairs({ARGV[1], '*'}) do
-  local old = tonumber(redis.call('HGET', KEYS[1], field))
-  local new = tonumber(ARGV[2])
-  if old then new = old + tonumber(ARGV[3]) * (new - old) end
-  redis.call('HSET', KEYS[1], field, tostring(new))
+# A job's times (jobs.worker_store): KEYS[1] the run times hash; ARGV[1] the workflow id, [2] its run in
+# seconds (a success's) or "", [3] the weight of a new run time in the moving average, then per histogram
+# observation (metrics.Histogram.observation) its key, bucket field, sum field and value.
+RECORD_TIMES = """
+if ARGV[2] ~= '' then
+  for _, field in ipairs({ARGV[1], '*'}) do
+    local old = tonumber(redis.call('HGET', KEYS[1], field))
+    local new = tonumber(ARGV[2])
+    if old then new = old + tonumber(ARGV[3]) * (new - old) end
+    redis.call('HSET', KEYS[1], field, tostring(new))
+  end
+end
+for i = 4, #ARGV, 4 do
+  redis.call('HINCRBY', ARGV[i], ARGV[i + 1], 1)
+  redis.call('HINCRBYFLOAT', ARGV[i], ARGV[i + 2], ARGV[i + 3])
 end
 """
 
@@ -237,7 +245,7 @@ __all__ = [
     "ADMIT",
     "CLAIM",
     "DEPARTURES_MAXLEN",
-    "RECORD_RUN_TIME",
+    "RECORD_TIMES",
     "RELEASE_LEASE",
     "RENEW_LEASE",
     "SET_IF_EXISTS",

@@ -145,18 +145,17 @@ class JobStore:
 
     def _add_times(self, batch: Batch, times: JobTimes) -> None:
         """A successful run's time into the moving averages the ETAs use, and each time into its metric's
-        histogram (see comfyjobs.metrics)."""
+        histogram (see comfyjobs.metrics), in one script."""
+        observed: list[str | float] = []
         if times.queue_wait_s is not None:
-            metrics.QUEUE_WAIT.observe(batch.pipe, (times.workflow_id,), times.queue_wait_s)
+            observed += metrics.QUEUE_WAIT.observation((times.workflow_id,), times.queue_wait_s)
         if times.run_s is not None:
-            batch.script(
-                scripts.RECORD_RUN_TIME,
-                [keys.run_times(self._keys.queue)],
-                [times.workflow_id, times.run_s, RUN_TIME_WEIGHT],
-            )
-            metrics.RUN_TIME.observe(batch.pipe, (times.workflow_id,), times.run_s)
+            observed += metrics.RUN_TIME.observation((times.workflow_id,), times.run_s)
         for node_class, seconds in times.node_times:
-            metrics.NODE_TIME.observe(batch.pipe, (node_class,), seconds)
+            observed += metrics.NODE_TIME.observation((node_class,), seconds)
+        run_s = "" if times.run_s is None else times.run_s
+        args = [times.workflow_id, run_s, RUN_TIME_WEIGHT, *observed]
+        batch.script(scripts.RECORD_TIMES, [keys.run_times(self._keys.queue)], args)
 
     def finish(
         self,
