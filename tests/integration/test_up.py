@@ -52,8 +52,7 @@ def test_up_serves_and_stops_cleanly(model_dir: Path, tmp_path: Path) -> None:
                 return False
 
         wait_for(ready, timeout_s=WORKER_READY_TIMEOUT_S, what="`comfyjobs up` to be ready", interval_s=0.5)
-        children = psutil.Process(up.pid).children(recursive=True)
-        names = " ".join(" ".join(c.cmdline()) for c in children)
+        names = " ".join(cmdline for _, cmdline in descendants(up))
         assert "redis-server" in names and "worker --cpu" in names and "main.py" in names and " api " in names
 
         # The private Redis wants the password `up` made and keeps (0600) in its data dir.
@@ -64,7 +63,7 @@ def test_up_serves_and_stops_cleanly(model_dir: Path, tmp_path: Path) -> None:
         with socket.create_connection(("127.0.0.1", redis_port), timeout=10) as sock:
             sock.sendall(b"KEYS *\r\n")
             assert sock.recv(100).startswith(b"-NOAUTH")
-        assert all(password not in " ".join(c.cmdline()) for c in children)
+        assert all(password not in cmdline for _, cmdline in descendants(up))
 
         events = JobEvents(redis_url)
         task_id = api.post("/generate", json={"workflow_id": "tiny", "params": {"color": 5}}).json()[
@@ -120,27 +119,32 @@ def test_up_serves_and_stops_cleanly(model_dir: Path, tmp_path: Path) -> None:
 
 def kill_child(up: subprocess.Popen[bytes], needle: str) -> None:
     """SIGKILLs the child of `up` whose command line has ``needle``, and waits until up has a new one."""
-    (victim,) = [
-        c for c in psutil.Process(up.pid).children(recursive=True) if needle in " ".join(c.cmdline())
-    ]
+    (victim,) = [c for c, cmdline in descendants(up) if needle in cmdline]
     victim.kill()
     victim.wait(30)
 
     def replaced() -> bool:
         assert up.poll() is None, "`comfyjobs up` exited instead of restarting its child"
-        return any(
-            needle in " ".join(c.cmdline()) and c.pid != victim.pid
-            for c in psutil.Process(up.pid).children(recursive=True)
-        )
+        return any(needle in cmdline and c.pid != victim.pid for c, cmdline in descendants(up))
 
     wait_for(replaced, timeout_s=60, what=f"a new {needle}")
 
 
 def child_pid(up: subprocess.Popen[bytes], needle: str) -> int:
-    (pid,) = [
-        c.pid for c in psutil.Process(up.pid).children(recursive=True) if needle in " ".join(c.cmdline())
-    ]
+    (pid,) = [c.pid for c, cmdline in descendants(up) if needle in cmdline]
     return pid
+
+
+def descendants(up: subprocess.Popen[bytes]) -> list[tuple[psutil.Process, str]]:
+    """`up`'s processes and their command lines, leaving out any that ended while they were listed (a
+    short-lived child, or one just killed and not yet reaped: a zombie has no command line)."""
+    found = []
+    for child in psutil.Process(up.pid).children(recursive=True):
+        try:
+            found.append((child, " ".join(child.cmdline())))
+        except psutil.NoSuchProcess:  # (ZombieProcess is one)
+            continue
+    return found
 
 
 def run_tiny(api: httpx.Client, redis_url: str) -> None:
