@@ -3,11 +3,9 @@
 Guards file descriptors and memory against connections that cost nothing to open and never finish:
 measured without it, 21,000 idle connections exhausted the API's file descriptors.
 
-What uvicorn (0.54, h11) bounds by its own options:
+The API runs on uvicorn's httptools protocol (its C parser: about half the CPU of its h11 one per
+request, measured on a 2-core machine). What uvicorn (0.54) bounds by its own options:
 
-- ``h11_max_incomplete_event_size`` = API_MAX_HEADER_BYTES: request line plus headers; over it, 400 and
-  close. Only the h11 implementation has this cap (httptools, uvicorn's default when installed, has none),
-  so the API runs on h11.
 - ``timeout_keep_alive`` = API_KEEP_ALIVE_S: a keep-alive connection idle *between* requests is closed.
   uvicorn arms it only after a response; a fresh connection, or one sending its headers slowly, is never
   timed out by uvicorn.
@@ -16,8 +14,11 @@ What uvicorn (0.54, h11) bounds by its own options:
   uvicorn counts the asking connection itself, hence the +1. It still accepts and keeps every connection:
   alone it bounds work, not file descriptors.
 
-What this module adds, in a subclass of uvicorn's h11 protocol (``Config(http=...)`` takes a class):
+What this module adds, in a subclass of uvicorn's httptools protocol (``Config(http=...)`` takes a class):
 
+- **Header size** (API_MAX_HEADER_BYTES): the bytes received while a request's line and headers are
+  incomplete; over it, 400 and close (httptools, unlike h11, has no cap of its own, and keeps a header
+  being received in memory until it ends).
 - **Header timeout** (API_HEADER_TIMEOUT_S): from a connection's opening, and from the first byte of each
   later request, the request line and headers must be complete within it, however slowly they trickle
   (slowloris); else the connection is closed (with a 408 if part of a request had arrived).
@@ -33,13 +34,12 @@ connection cap bounds how many such clients there can be). TLS is left to a prox
 spawns N workers that accept on it, each with its own event loop, Redis pool and change subscriber (every
 limit above is per process). It pickles its Config into each worker, so the app is given as a factory's
 import string (``app_from_env``, which builds it from the environment as ``Settings.load()`` reads it) and
-the protocol as a class's (``WorkerH11Protocol``, given its limits by that factory).
+the protocol as a class's (``WorkerProtocol``, given its limits by that factory).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -47,10 +47,9 @@ import resource
 import time
 from typing import TYPE_CHECKING, Any
 
-import h11
 import uvicorn
 from uvicorn.config import Config
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from comfyjobs.errors import ConfigError
@@ -62,7 +61,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 APP_FACTORY = "comfyjobs.api.serve:app_from_env"
-WORKER_PROTOCOL = "comfyjobs.api.serve:WorkerH11Protocol"
+WORKER_PROTOCOL = "comfyjobs.api.serve:WorkerProtocol"
 
 FD_RESERVE = 128  # descriptors kept for Redis connections, spooled uploads, served files, logs
 REFUSAL_LOG_INTERVAL_S = 10.0
@@ -75,6 +74,11 @@ TOO_MANY_CONNECTIONS = (
     b"connection: close\r\ncontent-length: " + str(len(_TOO_MANY)).encode() + b"\r\n\r\n" + _TOO_MANY
 )
 HEADERS_TIMED_OUT = b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
+_TOO_LARGE = b"request line and headers too large"
+HEADERS_TOO_LARGE = (
+    b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\nconnection: close\r\n"
+    b"content-length: " + str(len(_TOO_LARGE)).encode() + b"\r\n\r\n" + _TOO_LARGE
+)
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
@@ -83,8 +87,9 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
     return {
         "host": settings.api_host,
         "port": settings.api_port,
-        "http": guarded_protocol(settings.api_header_timeout_s, max_connections),
-        "h11_max_incomplete_event_size": settings.api_max_header_bytes,
+        "http": guarded_protocol(
+            settings.api_header_timeout_s, settings.api_max_header_bytes, max_connections
+        ),
         "timeout_keep_alive": settings.api_keep_alive_s,
         "limit_concurrency": max_connections + 1,
         # uvicorn's own loggers (its access log: a line per request) follow LOG_LEVEL like ours.
@@ -116,8 +121,9 @@ def app_from_env() -> FastAPI:
 
     settings = Settings.load()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    WorkerH11Protocol.HEADER_TIMEOUT_S = settings.api_header_timeout_s
-    WorkerH11Protocol.MAX_CONNECTIONS = connection_cap(settings.api_max_connections)
+    WorkerProtocol.HEADER_TIMEOUT_S = settings.api_header_timeout_s
+    WorkerProtocol.MAX_HEADER_BYTES = settings.api_max_header_bytes
+    WorkerProtocol.MAX_CONNECTIONS = connection_cap(settings.api_max_connections)
     return create_app(settings)
 
 
@@ -138,18 +144,22 @@ def connection_cap(requested: int) -> int:
     return usable
 
 
-def guarded_protocol(header_timeout_s: float, max_connections: int) -> type[GuardedH11Protocol]:
-    """uvicorn's h11 protocol with this header timeout and connection cap."""
+def guarded_protocol(
+    header_timeout_s: float, max_header_bytes: int, max_connections: int
+) -> type[GuardedProtocol]:
+    """uvicorn's httptools protocol with this header timeout, header size and connection cap."""
 
-    class Configured(GuardedH11Protocol):
+    class Configured(GuardedProtocol):
         HEADER_TIMEOUT_S = header_timeout_s
+        MAX_HEADER_BYTES = max_header_bytes
         MAX_CONNECTIONS = max_connections
 
     return Configured
 
 
-class GuardedH11Protocol(H11Protocol):
+class GuardedProtocol(HttpToolsProtocol):
     HEADER_TIMEOUT_S = 10.0
+    MAX_HEADER_BYTES = 16 * 1024
     MAX_CONNECTIONS = 2048
 
     _refused = 0  # connections refused since the last log line (shared: one server per process)
@@ -164,6 +174,10 @@ class GuardedH11Protocol(H11Protocol):
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self._header_timer: asyncio.TimerHandle | None = None
+        self._in_head = True  # no request line and headers complete since the last request (or ever)
+        self._begun = False  # a request's first byte came (and its headers have not all come yet)
+        self._head_bytes = 0  # received while in the head
+        self._heads = 0  # request heads completed on this connection
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -175,11 +189,33 @@ class GuardedH11Protocol(H11Protocol):
         self._arm_header_timer()  # the first request must start (and its headers end) in time
 
     def data_received(self, data: bytes) -> None:
+        in_head, heads = self._in_head, self._heads
         super().data_received(data)
-        if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
-            self._cancel_header_timer()  # headers complete (or closing): the body has its own timeout
-        elif self._header_timer is None:
-            self._arm_header_timer()  # the first bytes of a request: its headers are now on the clock
+        if self.transport.is_closing():
+            self._cancel_header_timer()
+        elif in_head and self._in_head and self._heads == heads:  # all of this read was head, so far
+            self._head_bytes += len(data)
+            if self._head_bytes > self.MAX_HEADER_BYTES:
+                self._cancel_header_timer()
+                self.transport.write(HEADERS_TOO_LARGE)
+                self.transport.close()
+
+    # The parser's callbacks, from within super().data_received.
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head, self._begun, self._head_bytes = True, True, 0
+        if self._header_timer is None:
+            self._arm_header_timer()  # a later request's first byte: its headers are now on the clock
+
+    def on_headers_complete(self) -> None:
+        self._in_head, self._begun = False, False
+        self._heads += 1
+        self._cancel_header_timer()  # the body has its own timeout
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._in_head, self._head_bytes = True, 0  # the next request's head, whenever it comes
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_header_timer()
@@ -195,28 +231,25 @@ class GuardedH11Protocol(H11Protocol):
 
     def _headers_timed_out(self) -> None:
         self._header_timer = None
-        if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+        if self.transport.is_closing() or not self._in_head:
             return
-        partial, _ = self.conn.trailing_data
-        if partial:
+        if self._begun:
             self.transport.write(HEADERS_TIMED_OUT)
-        with contextlib.suppress(h11.LocalProtocolError):  # as uvicorn's keep-alive timeout does
-            self.conn.send(h11.ConnectionClosed())
         self.transport.close()
 
     @classmethod
     def _note_refusal(cls) -> None:
-        GuardedH11Protocol._refused += 1
+        GuardedProtocol._refused += 1
         now = time.monotonic()
-        if now - GuardedH11Protocol._refusal_logged_at >= REFUSAL_LOG_INTERVAL_S:
+        if now - GuardedProtocol._refusal_logged_at >= REFUSAL_LOG_INTERVAL_S:
             log.warning(
                 "refused %d connection(s): API_MAX_CONNECTIONS (%d) are open",
-                GuardedH11Protocol._refused,
+                GuardedProtocol._refused,
                 cls.MAX_CONNECTIONS,
             )
-            GuardedH11Protocol._refused = 0
-            GuardedH11Protocol._refusal_logged_at = now
+            GuardedProtocol._refused = 0
+            GuardedProtocol._refusal_logged_at = now
 
 
-class WorkerH11Protocol(GuardedH11Protocol):
+class WorkerProtocol(GuardedProtocol):
     """The protocol of ``serve``'s worker processes, by import string; ``app_from_env`` sets its limits."""
