@@ -4,6 +4,7 @@ body that stalls, chunks, connections that stay open."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import resource
@@ -350,6 +351,38 @@ def test_oversize_headers_are_refused(serve: Serve) -> None:
     reply = read_reply(reused)
     assert (reply.status, reply.body) == (400, b"request line and headers too large")
     assert closed_by_server(reused)
+
+
+def test_a_request_and_an_oversize_head_in_one_read_are_refused(serve: Serve) -> None:
+    api = serve(api_max_header_bytes=1024, api_header_timeout_s=600)
+    sock = api.connect()
+    sock.sendall(request_head("GET", "/health") + b"GET /health HTTP/1.1\r\nX-Pad: " + b"a" * 20_000)
+    assert read_reply(sock).status == 400  # (before the first request's response began)
+    assert closed_by_server(sock)
+
+
+def test_oversize_trailers_are_refused(serve: Serve) -> None:
+    api = serve(api_max_header_bytes=1024, api_header_timeout_s=600, api_body_timeout_s=600)
+    sock = api.connect()
+    head = request_head("POST", "/generate", "Content-Type: application/json", "Transfer-Encoding: chunked")
+    sock.sendall(head + chunk(b"{}") + b"0\r\n")  # the body's end; then trailers that never end
+    with contextlib.suppress(OSError):  # (refused and closed before the last)
+        for _ in range(1024):  # 1 MB: more than one read of the server's (they are not kept, only counted)
+            sock.sendall(b"X-Trailer: " + b"a" * 1000 + b"\r\n")
+    try:
+        answer = sock.recv(65536)
+    except ConnectionResetError:  # closed with bytes still coming: the reply may be lost to the reset
+        answer = b""
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 400 "), answer[:100]
+
+
+def test_blank_lines_after_a_response_are_timed_as_a_head(serve: Serve) -> None:
+    api = serve(api_header_timeout_s=0.5, api_keep_alive_s=600)
+    sock = api.connect()
+    sock.sendall(request_head("GET", "/health"))
+    assert read_reply(sock).status == 200
+    sock.sendall(b"\r\n")  # no request follows: closed after API_HEADER_TIMEOUT_S, not API_KEEP_ALIVE_S
+    assert closed_by_server(sock)
 
 
 # --- Connections -------------------------------------------------------------------------------------

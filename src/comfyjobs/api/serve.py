@@ -16,12 +16,12 @@ request, measured on a 2-core machine). What uvicorn (0.54) bounds by its own op
 
 What this module adds, in a subclass of uvicorn's httptools protocol (``Config(http=...)`` takes a class):
 
-- **Header size** (API_MAX_HEADER_BYTES): the bytes received while a request's line and headers are
-  incomplete; over it, 400 and close (httptools, unlike h11, has no cap of its own, and keeps a header
-  being received in memory until it ends).
-- **Header timeout** (API_HEADER_TIMEOUT_S): from a connection's opening, and from the first byte of each
-  later request, the request line and headers must be complete within it, however slowly they trickle
-  (slowloris); else the connection is closed (with a 408 if part of a request had arrived).
+- **Header size** (API_MAX_HEADER_BYTES): the bytes that are not a body (request line and headers, chunk
+  size lines, trailers, blank lines) since the last step forward; over it, 400 and close (httptools,
+  unlike h11, has no cap of its own, and keeps a header being received in memory until it ends).
+- **Header timeout** (API_HEADER_TIMEOUT_S): from a connection's opening, and from the first byte (a blank
+  line too) after each response, the request line and headers must be complete within it, however slowly
+  they trickle (slowloris); else the connection is closed (with a 408 if part of a request had arrived).
 - **Connection cap** (API_MAX_CONNECTIONS): a connection that would make more than that many open is
   answered 503 and closed as soon as it is accepted, releasing its descriptor at once. The cap is kept
   below the open-file limit (RLIMIT_NOFILE) less FD_RESERVE, so the cap, not the kernel, refuses first.
@@ -92,6 +92,7 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         ),
         "timeout_keep_alive": settings.api_keep_alive_s,
         "limit_concurrency": max_connections + 1,
+        "ws": "none",  # no websocket routes: an upgrade is not handed to another protocol
         # uvicorn's own loggers (its access log: a line per request) follow LOG_LEVEL like ours.
         "log_level": settings.log_level.lower(),
     }
@@ -115,7 +116,7 @@ def serve(settings: Settings, workers: int = 1) -> None:
 
 def app_from_env() -> FastAPI:
     """uvicorn's app factory in each worker of ``serve(settings, workers > 1)``: settings from the
-    environment, logging as the `comfyjobs` command sets it, and ``WorkerH11Protocol``'s limits (uvicorn
+    environment, logging as the `comfyjobs` command sets it, and ``WorkerProtocol``'s limits (uvicorn
     loads the app before it accepts a connection)."""
     from comfyjobs.api.app import create_app
 
@@ -158,6 +159,12 @@ def guarded_protocol(
 
 
 class GuardedProtocol(HttpToolsProtocol):
+    """Counts what a client sends that is not a body: request lines and headers, chunk size lines,
+    trailers, blank lines between requests. More than MAX_HEADER_BYTES of it since the last step forward
+    (a head complete, a chunk begun, a request complete) is refused, so no head, trailer or line grows
+    without bound in memory. A read is counted whole unless such a step came in it: then only when a head
+    begun after that step is unfinished at its end (a bound: the bytes before the step count too)."""
+
     HEADER_TIMEOUT_S = 10.0
     MAX_HEADER_BYTES = 16 * 1024
     MAX_CONNECTIONS = 2048
@@ -174,10 +181,14 @@ class GuardedProtocol(HttpToolsProtocol):
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self._header_timer: asyncio.TimerHandle | None = None
-        self._in_head = True  # no request line and headers complete since the last request (or ever)
-        self._begun = False  # a request's first byte came (and its headers have not all come yet)
-        self._head_bytes = 0  # received while in the head
-        self._heads = 0  # request heads completed on this connection
+        self._in_head = True  # between requests, or in one's request line and headers
+        self._begun = False  # a request's first byte came, and its headers have not all come yet
+        self._overhead = 0  # bytes not of a body since the last step forward
+        # Of the read being parsed: its body bytes, its steps forward, and whether a request began after
+        # the last of them.
+        self._read_body = 0
+        self._read_steps = 0
+        self._read_begun = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -189,37 +200,72 @@ class GuardedProtocol(HttpToolsProtocol):
         self._arm_header_timer()  # the first request must start (and its headers end) in time
 
     def data_received(self, data: bytes) -> None:
-        in_head, heads = self._in_head, self._heads
+        self._read_body, self._read_steps, self._read_begun = 0, 0, False
         super().data_received(data)
         if self.transport.is_closing():
             self._cancel_header_timer()
-        elif in_head and self._in_head and self._heads == heads:  # all of this read was head, so far
-            self._head_bytes += len(data)
-            if self._head_bytes > self.MAX_HEADER_BYTES:
-                self._cancel_header_timer()
-                self.transport.write(HEADERS_TOO_LARGE)
-                self.transport.close()
+            return
+        overhead = len(data) - self._read_body
+        if self._read_steps == 0:
+            self._overhead += overhead
+        else:
+            self._overhead = overhead if self._read_begun and self._in_head else 0
+        if self._overhead > self.MAX_HEADER_BYTES:
+            self._refuse(HEADERS_TOO_LARGE)
+        elif self._in_head and self._header_timer is None and not self._responding():
+            # Any byte between requests, a blank line too, puts the next head on the clock.
+            self._arm_header_timer()
 
     # The parser's callbacks, from within super().data_received.
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._in_head, self._begun, self._head_bytes = True, True, 0
-        if self._header_timer is None:
-            self._arm_header_timer()  # a later request's first byte: its headers are now on the clock
+        self._in_head, self._begun, self._read_begun = True, True, True
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._in_head:  # (a trailer is dropped: ASGI has no request trailers)
+            super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         self._in_head, self._begun = False, False
-        self._heads += 1
+        self._step()
         self._cancel_header_timer()  # the body has its own timeout
         super().on_headers_complete()
 
+    def on_body(self, body: bytes) -> None:
+        self._read_body += len(body)
+        super().on_body(body)
+
+    def on_chunk_header(self) -> None:
+        self._step()
+
     def on_message_complete(self) -> None:
         super().on_message_complete()
-        self._in_head, self._head_bytes = True, 0  # the next request's head, whenever it comes
+        self._in_head = True  # the next request's head, whenever it comes
+        self._step()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._begun and self._header_timer is None and not self.transport.is_closing():
+            self._arm_header_timer()  # a request sent before this response ended: its head's turn now
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_header_timer()
         super().connection_lost(exc)
+
+    def _step(self) -> None:
+        self._read_steps += 1
+        self._read_begun = False
+
+    def _responding(self) -> bool:
+        """A response is being sent: nothing else may be written before it ends."""
+        return self.cycle is not None and self.cycle.response_started and not self.cycle.response_complete
+
+    def _refuse(self, reply: bytes) -> None:
+        """Closes the connection, with ``reply`` unless a response is being sent on it."""
+        self._cancel_header_timer()
+        if not self._responding():
+            self.transport.write(reply)
+        self.transport.close()
 
     def _arm_header_timer(self) -> None:
         self._header_timer = self.loop.call_later(self.HEADER_TIMEOUT_S, self._headers_timed_out)
@@ -234,8 +280,9 @@ class GuardedProtocol(HttpToolsProtocol):
         if self.transport.is_closing() or not self._in_head:
             return
         if self._begun:
-            self.transport.write(HEADERS_TIMED_OUT)
-        self.transport.close()
+            self._refuse(HEADERS_TIMED_OUT)
+        else:
+            self.transport.close()
 
     @classmethod
     def _note_refusal(cls) -> None:
