@@ -357,8 +357,12 @@ def test_a_request_and_an_oversize_head_in_one_read_are_refused(serve: Serve) ->
     api = serve(api_max_header_bytes=1024, api_header_timeout_s=600)
     sock = api.connect()
     sock.sendall(request_head("GET", "/health") + b"GET /health HTTP/1.1\r\nX-Pad: " + b"a" * 20_000)
-    assert read_reply(sock).status == 400  # (before the first request's response began)
-    assert closed_by_server(sock)
+    assert closed_by_server(sock)  # (no reply: it would be read as the first request's)
+
+    whole = api.connect()  # a head that came whole, in one read, over the cap
+    whole.sendall(request_head("GET", "/health", "X-Pad: " + "a" * 20_000))
+    assert read_reply(whole).status == 400
+    assert closed_by_server(whole)
 
 
 def test_oversize_trailers_are_refused(serve: Serve) -> None:
@@ -376,12 +380,30 @@ def test_oversize_trailers_are_refused(serve: Serve) -> None:
     assert answer == b"" or answer.startswith(b"HTTP/1.1 400 "), answer[:100]
 
 
+def test_a_response_may_outlast_the_header_timeout(serve: Serve) -> None:
+    api = serve(api_header_timeout_s=0.3, sse_heartbeat_s=0.5)
+    with httpx.Client(base_url=api.url) as http:
+        task_id = http.post("/generate", json={"workflow_id": "tiny", "params": {}}).json()["task_id"]
+    sock = api.connect()
+    sock.sendall(request_head("GET", f"/tasks/{task_id}/events"))
+    streamed = b""
+    while streamed.count(b": heartbeat") < 3:  # a stream of 1.5 s at least: five header timeouts
+        data = sock.recv(65536)
+        assert data, f"the stream was cut: {streamed[-300:]!r}"
+        streamed += data
+    assert streamed.startswith(b"HTTP/1.1 200 ")
+
+
 def test_blank_lines_after_a_response_are_timed_as_a_head(serve: Serve) -> None:
     api = serve(api_header_timeout_s=0.5, api_keep_alive_s=600)
     sock = api.connect()
     sock.sendall(request_head("GET", "/health"))
     assert read_reply(sock).status == 200
-    sock.sendall(b"\r\n")  # no request follows: closed after API_HEADER_TIMEOUT_S, not API_KEEP_ALIVE_S
+    sock.settimeout(1.0)  # idle between requests: API_KEEP_ALIVE_S applies, not API_HEADER_TIMEOUT_S
+    with pytest.raises(TimeoutError):
+        sock.recv(1)
+    sock.settimeout(SOCKET_TIMEOUT_S)
+    sock.sendall(b"\r\n")  # no request follows: closed after API_HEADER_TIMEOUT_S
     assert closed_by_server(sock)
 
 

@@ -92,7 +92,6 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         ),
         "timeout_keep_alive": settings.api_keep_alive_s,
         "limit_concurrency": max_connections + 1,
-        "ws": "none",  # no websocket routes: an upgrade is not handed to another protocol
         # uvicorn's own loggers (its access log: a line per request) follow LOG_LEVEL like ours.
         "log_level": settings.log_level.lower(),
     }
@@ -163,7 +162,9 @@ class GuardedProtocol(HttpToolsProtocol):
     trailers, blank lines between requests. More than MAX_HEADER_BYTES of it since the last step forward
     (a head complete, a chunk begun, a request complete) is refused, so no head, trailer or line grows
     without bound in memory. A read is counted whole unless such a step came in it: then only when a head
-    begun after that step is unfinished at its end (a bound: the bytes before the step count too)."""
+    begun after that step is unfinished at its end (a bound: the bytes before the step count too). A head
+    that came whole is measured as parsed (its line and headers) and refused by uvicorn's 400 before the
+    app sees it. Nothing is written while a request is being answered: a refusal then only closes."""
 
     HEADER_TIMEOUT_S = 10.0
     MAX_HEADER_BYTES = 16 * 1024
@@ -189,6 +190,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._read_body = 0
         self._read_steps = 0
         self._read_begun = False
+        self._head_size = 0  # the request line and headers of the head being parsed, as parsed
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -212,20 +214,28 @@ class GuardedProtocol(HttpToolsProtocol):
             self._overhead = overhead if self._read_begun and self._in_head else 0
         if self._overhead > self.MAX_HEADER_BYTES:
             self._refuse(HEADERS_TOO_LARGE)
-        elif self._in_head and self._header_timer is None and not self._responding():
-            # Any byte between requests, a blank line too, puts the next head on the clock.
+        elif self._in_head and self._header_timer is None and not self._in_flight():
+            # Any byte between requests, a blank line too, puts the next head on the clock (while a
+            # request is answered, its response's end does: on_response_complete).
             self._arm_header_timer()
 
     # The parser's callbacks, from within super().data_received.
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._in_head, self._begun, self._read_begun = True, True, True
+        self._in_head, self._begun, self._read_begun, self._head_size = True, True, True, 0
+
+    def on_url(self, url: bytes) -> None:
+        self._head_size += len(url)
+        super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._in_head:  # (a trailer is dropped: ASGI has no request trailers)
+            self._head_size += len(name) + len(value) + 4
             super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
+        if self._head_size > self.MAX_HEADER_BYTES:  # (a whole head in one read; uvicorn answers 400)
+            raise ValueError("request line and headers too large")
         self._in_head, self._begun = False, False
         self._step()
         self._cancel_header_timer()  # the body has its own timeout
@@ -256,14 +266,14 @@ class GuardedProtocol(HttpToolsProtocol):
         self._read_steps += 1
         self._read_begun = False
 
-    def _responding(self) -> bool:
-        """A response is being sent: nothing else may be written before it ends."""
-        return self.cycle is not None and self.cycle.response_started and not self.cycle.response_complete
+    def _in_flight(self) -> bool:
+        """A request is being answered: anything written now would be read as its response."""
+        return self.cycle is not None and not self.cycle.response_complete
 
     def _refuse(self, reply: bytes) -> None:
-        """Closes the connection, with ``reply`` unless a response is being sent on it."""
+        """Closes the connection, with ``reply`` unless a request is being answered on it."""
         self._cancel_header_timer()
-        if not self._responding():
+        if not self._in_flight():
             self.transport.write(reply)
         self.transport.close()
 
@@ -277,8 +287,8 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def _headers_timed_out(self) -> None:
         self._header_timer = None
-        if self.transport.is_closing() or not self._in_head:
-            return
+        if self.transport.is_closing() or not self._in_head or self._in_flight():
+            return  # (in flight: its response's end arms the timer again if a next head has begun)
         if self._begun:
             self._refuse(HEADERS_TIMED_OUT)
         else:
