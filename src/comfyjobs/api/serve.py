@@ -161,10 +161,11 @@ class GuardedProtocol(HttpToolsProtocol):
     """Counts what a client sends that is not a body: request lines and headers, chunk size lines,
     trailers, blank lines between requests. More than MAX_HEADER_BYTES of it since the last step forward
     (a head complete, a chunk begun, a request complete) is refused, so no head, trailer or line grows
-    without bound in memory. A read is counted whole unless such a step came in it: then only when a head
-    begun after that step is unfinished at its end (a bound: the bytes before the step count too). A head
-    that came whole is measured as parsed (its line and headers) and refused by uvicorn's 400 before the
-    app sees it. Nothing is written while a request is being answered: a refusal then only closes."""
+    without bound in memory. A read is counted whole unless such a step came in it: then a head begun after
+    that step counts what of it was parsed (a header still arriving in that read is bounded by the read's
+    size, at most 256 KiB, and counted from the next). A head that came whole is measured as parsed (its
+    line and headers) and refused by uvicorn's 400 before the app sees it. Nothing is written while a
+    request is being answered: a refusal then only closes."""
 
     HEADER_TIMEOUT_S = 10.0
     MAX_HEADER_BYTES = 16 * 1024
@@ -210,8 +211,8 @@ class GuardedProtocol(HttpToolsProtocol):
         overhead = len(data) - self._read_body
         if self._read_steps == 0:
             self._overhead += overhead
-        else:
-            self._overhead = overhead if self._read_begun and self._in_head else 0
+        else:  # (a head begun after this read's last step: what of it was parsed; the rest, next reads)
+            self._overhead = self._head_size if self._read_begun and self._in_head else 0
         if self._overhead > self.MAX_HEADER_BYTES:
             self._refuse(HEADERS_TOO_LARGE)
         elif self._in_head and self._header_timer is None and not self._in_flight():
@@ -255,8 +256,21 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if self._begun and self._header_timer is None and not self.transport.is_closing():
+        if self.transport.is_closing():
+            return
+        if not self._in_head:  # answered before its body came: no timer would bound the rest of it
+            self.transport.close()
+        elif self._begun and self._header_timer is None:
             self._arm_header_timer()  # a request sent before this response ended: its head's turn now
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to a request it cannot parse (or a head too large): only a close while
+        another request is being answered (it would be read as that one's response)."""
+        if self._in_flight():
+            self._cancel_header_timer()
+            self.transport.close()
+        else:
+            super().send_400_response(msg)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_header_timer()
