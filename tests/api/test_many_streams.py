@@ -4,13 +4,18 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import httpx
+import pytest
 import redis
 
+from comfyjobs.api.app import create_app
 from comfyjobs.jobs.record import JobStatus
+from comfyjobs.settings import Settings
 from tests.api.conftest import LiveApi
+from tests.support import served, worker_store
 
 STREAMS = 1000
 BATCH = 100
@@ -38,7 +43,18 @@ async def read_until(reader: asyncio.StreamReader, marker: bytes) -> None:
         seen += chunk
 
 
-def test_a_thousand_streams_share_one_subscriber(live_api: LiveApi, redis_client: redis.Redis) -> None:
+@pytest.fixture
+def quiet_api(settings: Settings, redis_client: redis.Redis) -> Iterator[LiveApi]:
+    """The live API with SSE_HEARTBEAT_S of 5 s: each heartbeat of a quiet stream reads its task's
+    streams once, and a thousand streams at the other tests' 0.2 s (5,000 reads a second, client and
+    server in this one process on 2 cores) starved the pool (streams ended "No connection available")."""
+    settings = settings.model_copy(update={"sse_heartbeat_s": 5.0})
+    with served(create_app(settings)) as url:
+        yield LiveApi(url=url, settings=settings, store=worker_store(redis_client, settings))
+
+
+def test_a_thousand_streams_share_one_subscriber(quiet_api: LiveApi, redis_client: redis.Redis) -> None:
+    live_api = quiet_api
     redis_client.client_setname("test-observer")
 
     with httpx.Client(base_url=live_api.url, timeout=30) as api:
