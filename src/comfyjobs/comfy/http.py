@@ -16,12 +16,21 @@ import select
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypedDict, Unpack
 from urllib.parse import urlencode, urlsplit
 
 from comfyjobs.errors import ComfyUnavailableError
 
 _ERRORS = (http.client.HTTPException, OSError, ValueError)
+
+
+class Sending(TypedDict, total=False):
+    """What a request may carry besides its method and path."""
+
+    body: bytes | None
+    content_type: str | None
+    query: dict[str, str] | None
+    timeout_s: float | None  # (None: the client's own)
 
 
 class Answer(NamedTuple):
@@ -47,21 +56,9 @@ class ComfyHttp:
         self._lock = threading.Lock()
         self._connections: list[http.client.HTTPConnection] = []  # every thread's, to close them all
 
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        body: bytes | None = None,
-        content_type: str | None = None,
-        query: dict[str, str] | None = None,
-        timeout_s: float | None = None,
-    ) -> Answer:
+    def request(self, method: str, path: str, **options: Unpack[Sending]) -> Answer:
         """Sends a request and reads the whole answer."""
-        sending = self.stream(
-            method, path, body=body, content_type=content_type, query=query, timeout_s=timeout_s
-        )
-        with sending as response:
+        with self.stream(method, path, **options) as response:
             try:
                 return Answer(response.status, response.read())
             except _ERRORS as exc:
@@ -73,17 +70,12 @@ class ComfyHttp:
 
     @contextmanager
     def stream(
-        self,
-        method: str,
-        path: str,
-        *,
-        body: bytes | None = None,
-        content_type: str | None = None,
-        query: dict[str, str] | None = None,
-        timeout_s: float | None = None,
+        self, method: str, path: str, **options: Unpack[Sending]
     ) -> Iterator[http.client.HTTPResponse]:
         """Sends a request; the answer is read in the block (a connection whose answer was not read to
         its end is closed after it, not reused)."""
+        body, content_type, query = options.get("body"), options.get("content_type"), options.get("query")
+        timeout_s = options.get("timeout_s")
         connection = self._connection()
         seconds = self.timeout_s if timeout_s is None else timeout_s
         connection.timeout = seconds
