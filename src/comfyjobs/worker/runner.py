@@ -108,6 +108,7 @@ def take_jobs(ctx: WorkerContext) -> int:
     holding = True  # a ticket not used yet: Celery's, at first
     start_timeout_s = ctx.settings.comfyui_start_timeout_s
     settings = ctx.settings
+    longest_s = _longest_time_limit_s(ctx)
     while True:
         ready = not ctx.stopping.is_set() and ctx.comfy.wait_until_ready(start_timeout_s)
         ready = ready and ctx.warmup.ensure(ctx.thread_client(), ctx.comfy, start_timeout_s)
@@ -117,7 +118,11 @@ def take_jobs(ctx: WorkerContext) -> int:
             return taken
         affinity = Affinity(ctx.models.current(), settings.affinity_max_skip, settings.affinity_max_wait_s)
         claimed = ctx.store.claim(
-            ctx.worker_id, settings.job_lease_s, affinity, with_ticket=not holding, start=_start(ctx)
+            ctx.worker_id,
+            settings.job_lease_s,
+            affinity,
+            with_ticket=not holding,
+            start=_start(ctx, longest_s),
         )
         holding = False  # used: by this take, or by finding the line empty (a ticket too many)
         if claimed is None:
@@ -135,15 +140,18 @@ def take_jobs(ctx: WorkerContext) -> int:
                 return taken
 
 
-def _start(ctx: WorkerContext) -> Start:
+def _start(ctx: WorkerContext, longest_s: float) -> Start:
     """A take starts the job it takes. Its outputs' deletion is scheduled with the start, before any is
     stored, so that a job cut short leaves nothing behind for good: late enough for any end within its
     time limits (queued behind another job in ComfyUI, then its own run), whichever workflow it turns out
-    to be. A success sets it to OUTPUT_TTL_S from its end."""
-    limits = [w.time_limit_s for w in ctx.registry.workflows.values() if w.time_limit_s]
-    longest_s = max([ctx.settings.job_time_limit_s, *limits])
+    to be (``longest_s``: the longest limit of any). A success sets it to OUTPUT_TTL_S from its end."""
     expire_at = time.time() + ctx.settings.output_ttl_s + 3 * longest_s
     return Start(ctx.settings.max_attempts, output_prefix("%s"), expire_at)
+
+
+def _longest_time_limit_s(ctx: WorkerContext) -> float:
+    limits = [w.time_limit_s for w in ctx.registry.workflows.values() if w.time_limit_s]
+    return max([ctx.settings.job_time_limit_s, *limits])
 
 
 def _next_ticket(ctx: WorkerContext) -> bool:
