@@ -217,6 +217,11 @@ class Settings(BaseSettings):
     warmup_params: dict[str, Any] = Field(
         default_factory=dict, description='Its parameters, as JSON (e.g. {"steps": 1}); defaults otherwise.'
     )
+    progress_interval_s: Annotated[float, Field(ge=0, le=60)] = Field(
+        default=0.25,
+        description="A running job's progress is written to its record at most this often (and at once "
+        "when ComfyUI goes quiet, so it never lags). 0: every step and node.",
+    )
     worker_task_events: bool = Field(
         default=False,
         description="Celery task events from the workers (for Flower's task views; one more Redis "

@@ -138,6 +138,8 @@ def service(redis_url: str, model_dir: Path, tmp_path_factory: pytest.TempPathFa
         # Long, so that an idle thread is surely still waiting for the next job when a test sends it
         # (tests/integration/test_service.py); a warm shutdown still ends the wait within a second.
         WORKER_LINGER_S="60",
+        # Every step's progress is written (not four a second), so a test sees each one whatever the speed.
+        PROGRESS_INTERVAL_S="0",
     )
     api = start(["api"], env, data_dir / "api.log")
     worker = start(["worker", "--cpu"], env, data_dir / "worker.log")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from comfyjobs.comfy.client import ComfyEvent
@@ -16,18 +17,27 @@ from comfyjobs.media.preview import as_jpeg
 log = logging.getLogger(__name__)
 
 PREVIEW_INTERVAL_S = 0.5  # about two preview frames a second reach the clients
-PROGRESS_INTERVAL_S = 0.25  # progress written at most this often (and when ComfyUI goes quiet)
 
 
 class ProgressWriter:
     """Turns ComfyUI's events into progress on the record, and preview frames into the job's preview.
 
-    Progress is written at most every PROGRESS_INTERVAL_S, counted from the prompt's start: a fast
-    graph's nodes (and a fast job whole, whose outcome carries its final progress) cost no write each.
+    Progress is written at most every ``interval_s`` (PROGRESS_INTERVAL_S), counted from the prompt's
+    start: a fast graph's nodes (and a fast job whole, whose outcome carries its final progress) cost no
+    write each.
     The latest progress is written at once when ComfyUI goes quiet (a long node), so it never lags."""
 
-    def __init__(self, store: JobStore, task_id: str, expect: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        task_id: str,
+        expect: dict[str, Any],
+        interval_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._clock = clock
         self._store = store
+        self._interval_s = interval_s
         self._task_id = task_id
         self._expect = expect
         self._progress = Progress()
@@ -46,20 +56,23 @@ class ProgressWriter:
     def stop(self) -> None:
         """ComfyUI is done with the prompt: its run time and its last node's time end here."""
         if self._ended_at is None:
-            self._ended_at = time.monotonic()
+            self._ended_at = self._clock()
+
+    def _end(self) -> float:
+        return self._clock() if self._ended_at is None else self._ended_at
 
     def run_s(self) -> float | None:
         """Seconds from ComfyUI's start of the prompt to its end (None: it never started)."""
         if self.started_at is None:
             return None
-        return (self._ended_at or time.monotonic()) - self.started_at
+        return self._end() - self.started_at
 
     def node_times(self) -> list[tuple[str, float]]:
         """(node class, seconds) of each node ComfyUI executed."""
         if self._node is None:
             return list(self._node_times)
         node_type, since = self._node
-        return [*self._node_times, (node_type, (self._ended_at or time.monotonic()) - since)]
+        return [*self._node_times, (node_type, self._end() - since)]
 
     def __call__(self, event: ComfyEvent) -> None:
         try:
@@ -68,13 +81,13 @@ class ProgressWriter:
             log.warning("task %s: progress not recorded: %s", self._task_id, exc)
 
     def _time_node(self, node_type: str | None) -> None:
-        now = time.monotonic()
+        now = self._clock()
         if self._node is not None:
             self._node_times.append((self._node[0], now - self._node[1]))
         self._node = (node_type or "unknown", now)
 
     def _preview(self, event: ComfyEvent) -> None:
-        now = time.monotonic()
+        now = self._clock()
         if event.image is None or now - self._preview_at < PREVIEW_INTERVAL_S:
             return
         self._preview_at = now
@@ -90,7 +103,7 @@ class ProgressWriter:
             self._preview(event)
             return
         if event.kind == "started":
-            self.started_at = self._written_at = time.monotonic()
+            self.started_at = self._written_at = self._clock()
             return
         if event.kind == "node":
             self._time_node(event.node_type)
@@ -107,9 +120,9 @@ class ProgressWriter:
             )
             self._unwritten = True
         if self._unwritten and (
-            event.kind == "quiet" or time.monotonic() - self._written_at >= PROGRESS_INTERVAL_S
+            event.kind == "quiet" or self._clock() - self._written_at >= self._interval_s
         ):
             self._store.update(
                 self._task_id, expect=self._expect, status=JobStatus.PROGRESS, progress=self._progress
             )
-            self._unwritten, self._written_at = False, time.monotonic()
+            self._unwritten, self._written_at = False, self._clock()

@@ -239,7 +239,7 @@ def _run_leased(
         log.info("task %s finished before it could start; not running it", task_id)
         return
     queue_wait_s = (utc_now() - record.created_at).total_seconds() if attempt == 1 else None
-    progress = ProgressWriter(ctx.store, task_id, mine)
+    progress = ProgressWriter(ctx.store, task_id, mine, ctx.settings.progress_interval_s)
     try:
         workflow = None if record.graph is not None else ctx.registry.workflow(record.workflow_id)
         # The task already waited for ComfyUI before taking the job; only a crash since then is left.
