@@ -1,21 +1,18 @@
 """A thousand events streams on one API process share one Redis subscriber: they hold no connection each,
-/health answers meanwhile, and one change of the task reaches every stream."""
+/health answers meanwhile, their heartbeats cost no Redis read, and one change of the task reaches every
+stream."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import httpx
-import pytest
 import redis
 
-from comfyjobs.api.app import create_app
 from comfyjobs.jobs.record import JobStatus
-from comfyjobs.settings import Settings
 from tests.api.conftest import LiveApi
-from tests.support import served, worker_store
 
 STREAMS = 1000
 BATCH = 100
@@ -43,18 +40,37 @@ async def read_until(reader: asyncio.StreamReader, marker: bytes) -> None:
         seen += chunk
 
 
-@pytest.fixture
-def quiet_api(settings: Settings, redis_client: redis.Redis) -> Iterator[LiveApi]:
-    """The live API with SSE_HEARTBEAT_S of 5 s: each heartbeat of a quiet stream reads its task's
-    streams once, and a thousand streams at the other tests' 0.2 s (5,000 reads a second, client and
-    server in this one process on 2 cores) starved the pool (streams ended "No connection available")."""
-    settings = settings.model_copy(update={"sse_heartbeat_s": 5.0})
-    with served(create_app(settings)) as url:
-        yield LiveApi(url=url, settings=settings, store=worker_store(redis_client, settings))
+class Listener:
+    """Reads one stream all along (nothing piles up unread), counting its heartbeats."""
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        self.seen = b""
+        self.heartbeats = 0
+        self._read = asyncio.Event()  # set at each chunk (and at the end)
+        self.task = asyncio.create_task(self._pump(reader))
+
+    async def _pump(self, reader: asyncio.StreamReader) -> None:
+        try:
+            while chunk := await reader.read(65536):
+                self.seen += chunk
+                self.heartbeats = self.seen.count(b": heartbeat")
+                self._read.set()
+        finally:
+            self._read.set()
+
+    async def until(self, done: Callable[[], bool]) -> None:
+        while not done():
+            assert not self.task.done(), f"the stream closed; it sent {self.seen[-600:]!r}"
+            self._read.clear()
+            await self._read.wait()
 
 
-def test_a_thousand_streams_share_one_subscriber(quiet_api: LiveApi, redis_client: redis.Redis) -> None:
-    live_api = quiet_api
+def xreads(redis_client: redis.Redis) -> int:
+    stats = redis_client.info("commandstats").get("cmdstat_xread", {})
+    return int(stats.get("calls", 0))
+
+
+def test_a_thousand_streams_share_one_subscriber(live_api: LiveApi, redis_client: redis.Redis) -> None:
     redis_client.client_setname("test-observer")
 
     with httpx.Client(base_url=live_api.url, timeout=30) as api:
@@ -63,7 +79,7 @@ def test_a_thousand_streams_share_one_subscriber(quiet_api: LiveApi, redis_clien
     host, port = split.hostname or "127.0.0.1", split.port or 80
     before = api_connections(redis_client)
 
-    async def run() -> tuple[int, int]:
+    async def run() -> tuple[int, int, int]:
         streams = []
         for _ in range(0, STREAMS, BATCH):  # clients arrive in waves, not all in one instant
             wave = await asyncio.gather(*(open_stream(host, port, task_id) for _ in range(BATCH)))
@@ -72,15 +88,28 @@ def test_a_thousand_streams_share_one_subscriber(quiet_api: LiveApi, redis_clien
         during = api_connections(redis_client)
         async with httpx.AsyncClient(base_url=live_api.url, timeout=30) as client:
             health = (await client.get("/health")).status_code
+        # Quiet streams cost Redis nothing: two heartbeats on every stream, not one read of its task.
+        listeners = [Listener(r) for r, _ in streams]
+        counts, reads_before = [x.heartbeats for x in listeners], xreads(redis_client)
+        await asyncio.gather(
+            *(x.until(lambda x=x, n=n: x.heartbeats >= n + 2) for x, n in zip(listeners, counts, strict=True))
+        )
+        quiet_reads = xreads(redis_client) - reads_before
         # One change, seen by every stream through the one subscriber.
         live_api.store.update(task_id, status=JobStatus.STARTED)
-        await asyncio.gather(*(read_until(r, b"event: started") for r, _ in streams))
-        for _, writer in streams:
+        await asyncio.gather(*(x.until(lambda x=x: b"event: started" in x.seen) for x in listeners))
+        for listener, (_, writer) in zip(listeners, streams, strict=True):
             writer.close()
-        return during, health
+            listener.task.cancel()
+        return during, health, quiet_reads
 
-    during, health = asyncio.run(run())
-    print(f"{STREAMS} streams: API Redis connections {before} before, {during} while all were open")
+    during, health, quiet_reads = asyncio.run(run())
+    print(
+        f"{STREAMS} streams: API Redis connections {before} before, {during} while all were open; "
+        f"{quiet_reads} XREADs over two heartbeats each"
+    )
     assert health == 200
     # Every stream is waiting, yet the API holds a pool's worth of connections at most, not one each.
     assert during - before <= live_api.settings.api_redis_connections + 1, (before, during)
+    # (Each stream read its task's streams at each heartbeat before: 2,000 reads or more here.)
+    assert quiet_reads < STREAMS // 10, quiet_reads

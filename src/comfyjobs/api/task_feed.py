@@ -1,9 +1,11 @@
 """Following a task: its current view, the long poll, and the Server-Sent Events stream.
 
 All three read the task's event stream (see ``keys.job_events``), which the job store appends to in the
-same Lua call that changes the record. Waiting is a blocking XREAD inside Redis, with a timeout: the API
-never re-reads on a timer. A job still in the queue also listens to the queue's departures stream, so
-its place in line is re-announced when a job ahead of it is taken.
+same Lua call that changes the record. Waiting is on the API's one change subscriber (jobs.changes): the
+streams are read when it says they got an entry, never on a timer; an events stream holds one watch for
+its whole life, so a quiet one costs Redis nothing between heartbeats (and asks whether its task expired
+once a minute). A job still in the queue also listens to the queue's departures stream, so its place in
+line is re-announced when a job ahead of it is taken.
 """
 
 from __future__ import annotations
@@ -46,6 +48,22 @@ def event_id_key(event_id: EventId) -> tuple[int, int]:
 
 def _not_found(task_id: str) -> TaskNotFoundError:
     return TaskNotFoundError(f"no task {task_id!r} (unknown, or expired after JOB_TTL_S)")
+
+
+class ExpiryCheck:
+    """Whether a quiet stream's task expired (JOB_TTL_S) while it listened, asked of Redis at most every
+    EXPIRY_CHECK_S, not at each heartbeat: a thousand quiet streams must not keep the pool busy."""
+
+    def __init__(self, store: AsyncJobStore, task_id: str) -> None:
+        self._store = store
+        self._task_id = task_id
+        self._checked_at = time.monotonic()
+
+    async def expired(self) -> bool:
+        if time.monotonic() - self._checked_at < EXPIRY_CHECK_S:
+            return False
+        self._checked_at = time.monotonic()
+        return not await self._store.exists(self._task_id)
 
 
 class TaskFeed:
@@ -141,47 +159,44 @@ class TaskFeed:
         pending: list[JobEvent] = snapshot.events or []
         place: QueuePlace | None = snapshot.place
         position: int | None = None
-        checked_at = time.monotonic()
-        while True:
-            for event in pending:
-                state.update(event.changes)
-                cursor = event.id
-                if event_id_key(event.id) <= resume_key:
-                    continue
-                record = JobRecord.model_validate(state)
-                view = await self._view(record, event.id, place)
-                position = view.queue.position if view.queue else None
-                yield _format(event, view)
-            if not state or state.get("status") in TERMINAL_STATUSES:
-                return  # finished, or expired (with its events) while we were connected
-            if latest_preview is not None:  # the latest frame at once, then each new one
-                yield _format_preview(task_id, latest_preview)
-                latest_preview = None
-            place = None  # (later events: looked up as they come)
-            waiting = state.get("status") == JobStatus.PENDING
-            change = await self._store.wait_for_change(
-                task_id, cursor, self._heartbeat_s, departures if waiting else None, previews
-            )
-            pending = change.events
-            if change.preview is not None:
-                previews, latest_preview = change.preview.id, change.preview
-            if change.departed is not None:
-                departures = change.departed
-                if not pending:
-                    view = await self._view(JobRecord.model_validate(state), cursor)
-                    if view.queue is not None and view.queue.position != position:
-                        position = view.queue.position
-                        # No id: moving up in line is not an event of the record, so a client that
-                        # resumes from here must still get the record's next event.
-                        yield format_sse_event(event="queued", data_str=view.model_dump_json())
-            elif not pending and change.preview is None:
-                # Expired (JOB_TTL_S) while we listened? Nothing more would come. Asked once a minute,
-                # not at each heartbeat: a thousand quiet streams must not keep the pool busy.
-                if time.monotonic() - checked_at >= EXPIRY_CHECK_S:
-                    checked_at = time.monotonic()
-                    if not await self._store.exists(task_id):
-                        return
-                yield HEARTBEAT
+        expiry = ExpiryCheck(self._store, task_id)
+        with self._store.watching() as watch:  # registered once: a quiet stream reads nothing
+            while True:
+                for event in pending:
+                    state.update(event.changes)
+                    cursor = event.id
+                    if event_id_key(event.id) <= resume_key:
+                        continue
+                    record = JobRecord.model_validate(state)
+                    view = await self._view(record, event.id, place)
+                    position = view.queue.position if view.queue else None
+                    yield _format(event, view)
+                if not state or state.get("status") in TERMINAL_STATUSES:
+                    return  # finished, or expired (with its events) while we were connected
+                if latest_preview is not None:  # the latest frame at once, then each new one
+                    yield _format_preview(task_id, latest_preview)
+                    latest_preview = None
+                place = None  # (later events: looked up as they come)
+                waiting = state.get("status") == JobStatus.PENDING
+                change = await self._store.wait_for_change(
+                    task_id, cursor, self._heartbeat_s, departures if waiting else None, previews, watch
+                )
+                pending = change.events
+                if change.preview is not None:
+                    previews, latest_preview = change.preview.id, change.preview
+                if change.departed is not None:
+                    departures = change.departed
+                    if not pending:
+                        view = await self._view(JobRecord.model_validate(state), cursor)
+                        if view.queue is not None and view.queue.position != position:
+                            position = view.queue.position
+                            # No id: moving up in line is not an event of the record, so a client that
+                            # resumes from here must still get the record's next event.
+                            yield format_sse_event(event="queued", data_str=view.model_dump_json())
+                elif not pending and change.preview is None:
+                    if await expiry.expired():
+                        return  # (JOB_TTL_S) while we listened: nothing more would come
+                    yield HEARTBEAT
 
 
 def _format_preview(task_id: str, preview: Preview) -> bytes:

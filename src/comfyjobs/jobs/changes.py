@@ -6,6 +6,8 @@ is followed, in the same Lua call or pipeline, by ``PUBLISH keys.CHANGES <stream
 pub/sub connection and wakes the waiters of that stream. The streams stay the source of truth: a waiter
 registers, then reads them (without blocking), and only then sleeps; a notification lost while the
 subscriber reconnects costs a waiter nothing but its timeout (every waiter is woken on reconnection).
+A registration (``Watch``) lasts as long as its reader: an events stream that waits again after each
+heartbeat stays registered, and reads its streams only when woken.
 """
 
 from __future__ import annotations
@@ -24,6 +26,43 @@ log = logging.getLogger(__name__)
 
 LISTEN_S = 30.0  # one read of the subscription lasts at most this (the connection is checked between)
 RECONNECT_S = 1.0
+
+
+class Watch:
+    """A waiter's registration with the hub. It lasts across waits, so a reader that waits again and
+    again (an events stream between its heartbeats) registers once and reads Redis only when woken."""
+
+    def __init__(self, waiters: dict[str, set[asyncio.Event]]) -> None:
+        self._waiters = waiters
+        self._names: frozenset[str] = frozenset()
+        self.woken = asyncio.Event()  # set when a followed stream got an entry (or the hub reconnected)
+
+    def follow(self, streams: Iterable[str]) -> bool:
+        """Follows exactly ``streams`` from now on. True when some are new: read them before waiting
+        (what they got before now woke nobody)."""
+        names = frozenset(streams)
+        added, dropped = names - self._names, self._names - names
+        for name in added:
+            self._waiters.setdefault(name, set()).add(self.woken)
+        for name in dropped:
+            waiting = self._waiters.get(name)
+            if waiting is not None:
+                waiting.discard(self.woken)
+                if not waiting:
+                    del self._waiters[name]
+        self._names = names
+        return bool(added)
+
+    async def wait(self, timeout_s: float) -> bool:
+        """True once woken (and ready to be woken again: read after this, not before); False when
+        ``timeout_s`` passed first."""
+        if not self.woken.is_set():
+            try:
+                await asyncio.wait_for(self.woken.wait(), max(timeout_s, 0.0))
+            except TimeoutError:
+                return False
+        self.woken.clear()
+        return True
 
 
 class ChangeHub:
@@ -47,21 +86,14 @@ class ChangeHub:
         self._wake_all()
 
     @contextlib.contextmanager
-    def watch(self, streams: Iterable[str]) -> Iterator[asyncio.Event]:
-        """An event set when any of ``streams`` gets an entry (or the hub reconnects) from now on."""
-        woken = asyncio.Event()
-        names = list(streams)
-        for name in names:
-            self._waiters.setdefault(name, set()).add(woken)
+    def watch(self, streams: Iterable[str] = ()) -> Iterator[Watch]:
+        """A watch on ``streams`` from now on (more may be followed later), ended on leaving."""
+        watch = Watch(self._waiters)
+        watch.follow(streams)
         try:
-            yield woken
+            yield watch
         finally:
-            for name in names:
-                waiting = self._waiters.get(name)
-                if waiting is not None:
-                    waiting.discard(woken)
-                    if not waiting:
-                        del self._waiters[name]
+            watch.follow(())
 
     @property
     def waiting(self) -> int:

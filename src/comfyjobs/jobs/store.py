@@ -10,8 +10,6 @@ Redis errors become QueueUnavailableError here.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -25,7 +23,7 @@ import redis.asyncio as aioredis
 from comfyjobs import keys
 from comfyjobs.errors import QueueUnavailableError
 from comfyjobs.jobs import scripts
-from comfyjobs.jobs.changes import ChangeHub
+from comfyjobs.jobs.changes import ChangeHub, Watch
 from comfyjobs.jobs.delivery import JobMessages
 from comfyjobs.jobs.queue import POSITION, lua
 from comfyjobs.jobs.record import (
@@ -365,6 +363,14 @@ class AsyncJobStore:
     async def exists(self, task_id: str) -> bool:
         return bool(await self._call(lambda: self._redis.exists(keys.job(task_id))))
 
+    @contextmanager
+    def watching(self) -> Iterator[Watch]:
+        """A watch for ``wait_for_change`` that lasts as long as its reader (an events stream)."""
+        if self._hub is None:
+            raise RuntimeError("this store has no change hub to wait on")
+        with self._hub.watch() as watch:
+            yield watch
+
     async def wait_for_change(
         self,
         task_id: str,
@@ -372,25 +378,33 @@ class AsyncJobStore:
         timeout_s: float,
         departures_after: EventId | None = None,
         previews_after: EventId | None = None,
+        watch: Watch | None = None,
     ) -> Change:
         """Waits until the task has events after ``after`` or, when ``departures_after`` is given, some
         job left the queue since then, or, when ``previews_after`` is given, a new preview frame came; or
-        until ``timeout_s``. The wait is on the API's one change subscriber (see jobs.changes), not on a
-        Redis connection: the streams are read without blocking before and after it."""
+        until ``timeout_s`` (an empty Change). The wait is on the API's one change subscriber (see
+        jobs.changes), not on a Redis connection: the streams are read without blocking, when a stream
+        is newly watched and when the subscriber says one got an entry. A reader that waits again and
+        again passes its ``watch`` (``watching``): a quiet task then costs no Redis read per wait."""
+        if watch is None:
+            with self.watching() as once:
+                return await self.wait_for_change(
+                    task_id, after, timeout_s, departures_after, previews_after, once
+                )
         streams = {keys.job_events(task_id): after}
         if departures_after is not None:
             streams[self._keys.departures] = departures_after
         if previews_after is not None:
             streams[keys.job_previews(task_id)] = previews_after
-        if self._hub is None:
-            raise RuntimeError("this store has no change hub to wait on")
-        with self._hub.watch(streams) as woken:
-            change = await self._read(task_id, streams)  # registered first: nothing slips between
-            if change.empty:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(woken.wait(), timeout_s)
-                    change = await self._read(task_id, streams)
-        return change
+        deadline = time.monotonic() + timeout_s
+        look = watch.follow(streams)  # registered before the read: nothing slips between
+        while True:
+            if not (look or await watch.wait(deadline - time.monotonic())):
+                return Change()
+            change = await self._read(task_id, streams)
+            if not change.empty:
+                return change
+            look = False  # woken for entries already read (or by a reconnection): wait on
 
     async def _read(self, task_id: str, streams: dict[str, EventId]) -> Change:
         replies: Any = await self._call(lambda: self._redis.xread(streams))  # type: ignore[arg-type]

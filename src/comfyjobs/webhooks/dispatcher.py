@@ -106,7 +106,7 @@ class WebhookDispatcher:
                         log.warning("webhooks: Redis is unavailable: %s", exc)
                         sleep_s = REDIS_RETRY_S
                     if sleep_s > 0:
-                        await self._sleep(sleep_s, announced)
+                        await self._sleep(sleep_s, announced.woken)
         finally:
             # Stopped: what this process took and did not send is due again at once, for the others (or
             # the next start). A process that dies leaves it to be taken again after VISIBILITY_S.

@@ -21,6 +21,7 @@ from fastapi.sse import format_sse_event
 
 from comfyjobs.api.auth import Caller
 from comfyjobs.api.services import Services, owned_task, services
+from comfyjobs.api.task_feed import ExpiryCheck
 from comfyjobs.api.v2.jobs import job_of
 from comfyjobs.api.v2.views import TERMINAL_V2, Job, dump
 from comfyjobs.errors import QueueUnavailableError
@@ -90,34 +91,41 @@ async def _stream(svc: Services, record: JobRecord) -> AsyncIterator[bytes]:
     previews: EventId = preview.id if preview else "0-0"
     place: QueuePlace | None = snapshot.place  # the first view's; later ones look it up
     changed = True
-    while True:
-        if changed:
-            record = JobRecord.model_validate(state)
-            job = await job_of(svc, record, place)
-            for frame in shown.frames(job):
-                yield frame
-            if job.status in TERMINAL_V2:
-                return
-        place = None
-        if preview is not None:
-            yield _preview(preview, record.progress.node)
-            preview = None
-        waiting = record.status == JobStatus.PENDING
-        change = await store.wait_for_change(
-            task_id, cursor, svc.settings.sse_heartbeat_s, departures if waiting else None, previews
-        )
-        for event in change.events:
-            state.update(event.changes)
-            cursor = event.id
-        if change.departed is not None:
-            departures = change.departed
-        if change.preview is not None:
-            previews, preview = change.preview.id, change.preview
-        changed = bool(change.events) or change.departed is not None  # a move in line is a change too
-        if change.empty:
-            if not await store.exists(task_id):
-                return  # expired while we listened
-            yield KEEPALIVE
+    expiry = ExpiryCheck(store, task_id)
+    with store.watching() as watch:  # registered once: a quiet stream reads nothing
+        while True:
+            if changed:
+                record = JobRecord.model_validate(state)
+                job = await job_of(svc, record, place)
+                for frame in shown.frames(job):
+                    yield frame
+                if job.status in TERMINAL_V2:
+                    return
+            place = None
+            if preview is not None:
+                yield _preview(preview, record.progress.node)
+                preview = None
+            waiting = record.status == JobStatus.PENDING
+            change = await store.wait_for_change(
+                task_id,
+                cursor,
+                svc.settings.sse_heartbeat_s,
+                departures if waiting else None,
+                previews,
+                watch,
+            )
+            for event in change.events:
+                state.update(event.changes)
+                cursor = event.id
+            if change.departed is not None:
+                departures = change.departed
+            if change.preview is not None:
+                previews, preview = change.preview.id, change.preview
+            changed = bool(change.events) or change.departed is not None  # a move in line is a change too
+            if change.empty:
+                if await expiry.expired():
+                    return  # expired while we listened
+                yield KEEPALIVE
 
 
 async def _ended_cleanly(stream: AsyncIterator[bytes], task_id: str) -> AsyncIterator[bytes]:
