@@ -1,6 +1,8 @@
 """Waiting for a task's changes on the API's one change subscriber, against a real Redis: a watch that
 lasts across waits reads the task's streams only when newly registered or woken (a quiet task costs no
-read per wait), sees what came before it registered, and follows the queue's departures only while told."""
+read per wait), misses no change (before it registered, or between a read and the next wait), follows
+the queue's departures only while told, and lets go of everything at the end; a quiet stream asks
+whether its task expired only now and then."""
 
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from comfyjobs import keys
+from comfyjobs.api.task_feed import ExpiryCheck
 from comfyjobs.jobs.changes import ChangeHub
 from comfyjobs.jobs.record import JobRecord, JobStatus
 from comfyjobs.jobs.store import AsyncJobStore
@@ -20,16 +24,24 @@ QUIET_S = 0.05  # a wait's timeout where nothing happens (the assertions count r
 
 
 class CountingRedis(aioredis.Redis):
-    """The store's client, counting its XREADs: each is one read of the task's streams."""
+    """The store's client, counting its XREADs (each is one read of the task's streams); ``after_read``,
+    when set, runs once after the next one has its reply."""
 
     xreads = 0
+    after_read: Callable[[], Awaitable[None]] | None = None
 
     async def xread(self, *args: Any, **kwargs: Any) -> Any:
         self.xreads += 1
-        return await super().xread(*args, **kwargs)
+        reply = await super().xread(*args, **kwargs)
+        if self.after_read is not None:
+            hook, self.after_read = self.after_read, None
+            await hook()
+        return reply
 
 
-def scene(redis_url: str, work: Callable[[Fixture, AsyncJobStore, CountingRedis], Awaitable[None]]) -> None:
+def scene(
+    redis_url: str, work: Callable[[Fixture, AsyncJobStore, CountingRedis, ChangeHub], Awaitable[None]]
+) -> None:
     fx = Fixture(redis_url)
 
     async def main() -> None:
@@ -38,7 +50,8 @@ def scene(redis_url: str, work: Callable[[Fixture, AsyncJobStore, CountingRedis]
         hub.start()
         try:
             await hub.subscribed.wait()  # (subscribing wakes every watch: not counted below)
-            await work(fx, AsyncJobStore(client, 3600, fx.queue, fx.messages, hub), client)
+            await work(fx, AsyncJobStore(client, 3600, fx.queue, fx.messages, hub), client, hub)
+            assert hub.waiting == 0  # every watch let go
         finally:
             await hub.stop()
             await client.aclose()
@@ -53,27 +66,54 @@ async def pending_job(store: AsyncJobStore) -> str:
 
 
 def test_a_kept_watch_reads_only_when_woken(redis_url: str) -> None:
-    async def work(fx: Fixture, store: AsyncJobStore, client: CountingRedis) -> None:
+    async def work(fx: Fixture, store: AsyncJobStore, client: CountingRedis, hub: ChangeHub) -> None:
         task_id = await pending_job(store)
         snapshot = await store.snapshot(task_id)
         assert snapshot is not None and snapshot.last_event_id is not None
         cursor = snapshot.last_event_id
         with store.watching() as watch:
+            assert (await store.wait_for_change(task_id, cursor, QUIET_S, watch=watch)).empty
+            reads = client.xreads  # one when it registered (or two, had the admission's notice come late)
             for _ in range(3):
                 change = await store.wait_for_change(task_id, cursor, QUIET_S, watch=watch)
                 assert change.empty
-            assert client.xreads == 1  # when it registered; not once per wait
+            assert client.xreads == reads  # not once per wait
 
             assert fx.sync.update(task_id, status=JobStatus.STARTED, worker="w-1")
             change = await store.wait_for_change(task_id, cursor, 30, watch=watch)
             assert [e.changes["status"] for e in change.events] == ["STARTED"]
-            assert client.xreads == 2
+            assert client.xreads == reads + 1
+
+    scene(redis_url, work)
+
+
+def test_a_change_right_after_a_read_wakes_the_next_wait(redis_url: str) -> None:
+    """A change whose notice reaches the hub after a read, before the reader waits again, is not lost."""
+
+    async def work(fx: Fixture, store: AsyncJobStore, client: CountingRedis, hub: ChangeHub) -> None:
+        task_id = await pending_job(store)
+        snapshot = await store.snapshot(task_id)
+        assert snapshot is not None and snapshot.last_event_id is not None
+        cursor = snapshot.last_event_id
+
+        async def change_and_let_the_hub_hear_of_it() -> None:
+            with hub.watch([keys.job_events(task_id)]) as witness:
+                assert fx.sync.update(task_id, status=JobStatus.PROGRESS)
+                assert await witness.wait(30)  # the hub has woken every watch of the stream by now
+
+        assert fx.sync.update(task_id, status=JobStatus.STARTED, worker="w-1")
+        with store.watching() as watch:
+            client.after_read = change_and_let_the_hub_hear_of_it  # after the read that sees STARTED
+            change = await store.wait_for_change(task_id, cursor, 30, watch=watch)
+            assert [e.changes["status"] for e in change.events] == ["STARTED"]
+            change = await store.wait_for_change(task_id, change.events[-1].id, 5, watch=watch)
+            assert [e.changes["status"] for e in change.events] == ["PROGRESS"]
 
     scene(redis_url, work)
 
 
 def test_a_new_watch_sees_what_came_before_it(redis_url: str) -> None:
-    async def work(fx: Fixture, store: AsyncJobStore, client: CountingRedis) -> None:
+    async def work(fx: Fixture, store: AsyncJobStore, client: CountingRedis, hub: ChangeHub) -> None:
         task_id = await pending_job(store)
         snapshot = await store.snapshot(task_id)
         assert snapshot is not None and snapshot.last_event_id is not None
@@ -87,22 +127,39 @@ def test_a_new_watch_sees_what_came_before_it(redis_url: str) -> None:
 
 
 def test_departures_wake_a_watch_only_while_it_follows_them(redis_url: str) -> None:
-    async def work(fx: Fixture, store: AsyncJobStore, client: CountingRedis) -> None:
-        first, second = await pending_job(store), await pending_job(store)
-        snapshot = await store.snapshot(second)
+    async def work(fx: Fixture, store: AsyncJobStore, client: CountingRedis, hub: ChangeHub) -> None:
+        first, second, third = [await pending_job(store) for _ in range(3)]
+        snapshot = await store.snapshot(third)
         assert snapshot is not None and snapshot.last_event_id is not None
         cursor, departures = snapshot.last_event_id, snapshot.last_departure
         with store.watching() as watch:
-            # Not following departures: the first job leaving the queue does not wake the second's wait.
-            assert (await store.wait_for_change(second, cursor, QUIET_S, watch=watch)).empty
-            assert fx.sync.claim("w-1", lease_s=60).task_id == first
-            assert (await store.wait_for_change(second, cursor, QUIET_S, watch=watch)).empty
+            # Not following departures: the first job leaving the queue does not wake the third's wait.
+            assert (await store.wait_for_change(third, cursor, QUIET_S, watch=watch)).empty
             reads = client.xreads
-            assert reads == 1  # when it registered
+            assert fx.sync.claim("w-1", lease_s=60).task_id == first  # type: ignore[union-attr]
+            assert (await store.wait_for_change(third, cursor, QUIET_S, watch=watch)).empty
+            assert client.xreads == reads
             # Following them from now on: read at once, and what left before is there.
-            change = await store.wait_for_change(second, cursor, 30, departures, watch=watch)
+            change = await store.wait_for_change(third, cursor, 30, departures, watch=watch)
             assert change.departed is not None and change.departed != departures
             assert not change.events
             assert client.xreads == reads + 1
+            assert hub.waiting == 2  # the task's events and the departures
+            # Dropped again (the job started, say): the next departure wakes nothing.
+            assert (await store.wait_for_change(third, cursor, QUIET_S, watch=watch)).empty
+            assert hub.waiting == 1
+            assert fx.sync.claim("w-1", lease_s=60).task_id == second  # type: ignore[union-attr]
+            assert (await store.wait_for_change(third, cursor, QUIET_S, watch=watch)).empty
+            assert client.xreads == reads + 1
+
+    scene(redis_url, work)
+
+
+def test_a_quiet_stream_asks_whether_its_task_expired_only_now_and_then(redis_url: str) -> None:
+    async def work(fx: Fixture, store: AsyncJobStore, client: CountingRedis, hub: ChangeHub) -> None:
+        task_id, gone = await pending_job(store), "gone-" + uuid.uuid4().hex
+        assert not await ExpiryCheck(store, gone, every_s=3600).expired()  # not asked yet
+        assert await ExpiryCheck(store, gone, every_s=0).expired()
+        assert not await ExpiryCheck(store, task_id, every_s=0).expired()
 
     scene(redis_url, work)

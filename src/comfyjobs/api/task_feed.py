@@ -54,13 +54,14 @@ class ExpiryCheck:
     """Whether a quiet stream's task expired (JOB_TTL_S) while it listened, asked of Redis at most every
     EXPIRY_CHECK_S, not at each heartbeat: a thousand quiet streams must not keep the pool busy."""
 
-    def __init__(self, store: AsyncJobStore, task_id: str) -> None:
+    def __init__(self, store: AsyncJobStore, task_id: str, every_s: float = EXPIRY_CHECK_S) -> None:
         self._store = store
         self._task_id = task_id
+        self._every_s = every_s
         self._checked_at = time.monotonic()
 
     async def expired(self) -> bool:
-        if time.monotonic() - self._checked_at < EXPIRY_CHECK_S:
+        if time.monotonic() - self._checked_at < self._every_s:
             return False
         self._checked_at = time.monotonic()
         return not await self._store.exists(self._task_id)

@@ -5,7 +5,8 @@ Every append to a stream a reader may wait on (a task's events, a queue's depart
 is followed, in the same Lua call or pipeline, by ``PUBLISH keys.CHANGES <stream key>``. The hub holds one
 pub/sub connection and wakes the waiters of that stream. The streams stay the source of truth: a waiter
 registers, then reads them (without blocking), and only then sleeps; a notification lost while the
-subscriber reconnects costs a waiter nothing but its timeout (every waiter is woken on reconnection).
+subscriber reconnects costs a waiter nothing: every waiter is woken on reconnection, and reads. (The
+subscriber starts again after any failure, not only Redis's: the waiters depend on it.)
 A registration (``Watch``) lasts as long as its reader: an events stream that waits again after each
 heartbeat stays registered, and reads its streams only when woken.
 """
@@ -120,9 +121,12 @@ class ChangeHub:
                     if message is not None:
                         data = message["data"]
                         self._wake(data.decode() if isinstance(data, bytes) else str(data))
-            except (redis.RedisError, OSError) as exc:
+            except Exception as exc:  # (Redis lost, or anything else: the streams depend on the hub)
                 self.subscribed.clear()
-                log.warning("change subscriber lost Redis (%s); reconnecting", exc)
+                if isinstance(exc, redis.RedisError | OSError):
+                    log.warning("change subscriber lost Redis (%s); reconnecting", exc)
+                else:
+                    log.exception("change subscriber failed; starting it again")
                 self._wake_all()
                 with contextlib.suppress(TimeoutError):  # a back-off: nothing to wait on but the clock
                     await asyncio.wait_for(self._stopping.wait(), RECONNECT_S)
