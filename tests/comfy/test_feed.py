@@ -1,11 +1,21 @@
-"""The websocket feed's routing, without a socket: what a run reads reaches its subscription, in order;
-what none reads is dropped unparsed."""
+"""The websocket feed: what a run reads reaches its subscription, in order, and what none reads is dropped
+unparsed (its routing, without a socket); frames read from a real socket come whole, however it splits
+them."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import re
+import socket
+import struct
+import threading
+from typing import Any
 
 from comfyjobs.comfy.feed import PromptFeed, Subscription
+
+WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455
 
 
 def test_messages_no_run_reads_are_dropped_and_the_rest_handed_on_in_order() -> None:
@@ -37,3 +47,79 @@ def test_messages_no_run_reads_are_dropped_and_the_rest_handed_on_in_order() -> 
         ("executed", {"node": "2", "output": {"images": []}, "prompt_id": "p1"}),
         ("executing", {"node": None, "prompt_id": "p1"}),
     ]
+
+
+def frame(opcode: int, payload: bytes) -> bytes:
+    """A server's frame (unmasked, final), with the length in whichever of its three forms fits."""
+    n = len(payload)
+    if n < 126:
+        head = bytes([0x80 | opcode, n])
+    elif n < 65536:
+        head = bytes([0x80 | opcode, 126]) + struct.pack("!H", n)
+    else:
+        head = bytes([0x80 | opcode, 127]) + struct.pack("!Q", n)
+    return head + payload
+
+
+def text(kind: str, data: dict[str, Any]) -> bytes:
+    return frame(0x1, json.dumps({"type": kind, "data": data}).encode())
+
+
+def serve_once(listener: socket.socket, frames: bytes) -> None:
+    """Accepts one websocket, answers its handshake, sends ``frames`` in one write, and closes."""
+    conn, _ = listener.accept()
+    with conn:
+        request = b""
+        while b"\r\n\r\n" not in request:
+            request += conn.recv(4096)
+        key = re.search(rb"Sec-WebSocket-Key: (\S+)", request, re.IGNORECASE)
+        assert key is not None
+        accept = base64.b64encode(hashlib.sha1(key.group(1) + WS_GUID).digest())
+        conn.sendall(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n" + frames
+        )
+        conn.shutdown(socket.SHUT_WR)
+        conn.recv(4096)  # until the client goes
+
+
+def test_frames_come_whole_and_in_order_however_the_socket_splits_them() -> None:
+    """Many frames in one read, and frames across reads (a preview bigger than a read's chunk): the
+    buffered reads hand the frame parser every byte once, in order."""
+    preview = bytes(range(256)) * 1000  # 256 kB: split over several reads
+    long_text = {"prompt_id": "p1", "node": "2", "output": {"text": ["x" * 70_000]}}
+    sent = b"".join(
+        [
+            text("execution_start", {"prompt_id": "p1"}),
+            *(text("progress", {"value": i, "max": 300, "prompt_id": "p1"}) for i in range(1, 301)),
+            frame(0x2, preview),
+            text("executed", long_text),  # a 64-bit length
+            text("executing", {"node": None, "prompt_id": "p1"}),
+        ]
+    )
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        server = threading.Thread(target=serve_once, args=(listener, sent))
+        server.start()
+        feed = PromptFeed(f"ws://127.0.0.1:{port}/ws")
+        try:
+            with feed.subscribe("p1") as mine:
+                received = []
+                while not received or received[-1].data.get("node", "") is not None:
+                    message = mine.get(30)
+                    assert message is not None, "the feed stopped short"
+                    received.append(message)
+        finally:
+            feed.close()
+            server.join(30)
+
+    assert [m.kind for m in received] == [
+        "execution_start",
+        *["progress"] * 300,
+        "binary",
+        "executed",
+        "executing",
+    ]
+    assert [m.data["value"] for m in received if m.kind == "progress"] == list(range(1, 301))
+    assert received[301].frame == preview
+    assert received[302].data == long_text

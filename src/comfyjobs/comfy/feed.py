@@ -41,6 +41,26 @@ UNREAD_PREFIXES = tuple(
 )
 
 
+READ_CHUNK = 65536  # what one read of the socket may take: every frame it holds
+
+
+class _BufferedWebSocket(websocket.WebSocket):
+    """websocket-client reads a frame's header, its length and its payload with a read of the socket
+    each: three system calls (and hand-offs of the GIL) for a 100-byte message. This one takes what the
+    socket holds, up to READ_CHUNK, in one read and hands the frame parser its bytes from there. (Only
+    frames go through ``_recv``; the handshake reads the socket itself, before any of this.)"""
+
+    _unread = b""
+    _at = 0
+
+    def _recv(self, bufsize: int) -> bytes:
+        if self._at >= len(self._unread):
+            self._unread, self._at = super()._recv(READ_CHUNK), 0  # type: ignore[no-untyped-call]
+        chunk: bytes = self._unread[self._at : self._at + bufsize]
+        self._at += len(chunk)
+        return chunk
+
+
 @dataclass(frozen=True)
 class Message:
     """A JSON message (``kind`` and ``data``), or a binary frame (``kind`` "binary", ``frame``)."""
@@ -114,6 +134,7 @@ class PromptFeed:
                 f"{self.ws_url}?clientId={self.client_id}",
                 timeout=CONNECT_TIMEOUT_S,
                 skip_utf8_validation=True,  # (in pure Python, per frame; json.loads refuses bad text anyway)
+                class_=_BufferedWebSocket,
             )
         except (OSError, websocket.WebSocketException) as exc:
             raise ComfyUnavailableError(f"cannot open ComfyUI's websocket: {exc}") from exc
