@@ -202,8 +202,16 @@ def test_an_overrunning_job_times_out_and_comfyui_is_interrupted(
     assert task["error"]["type"] == "job_timeout"
     assert task["error"]["message"] == "timed out after 4 s"
     comfy = f"http://127.0.0.1:{pool.env_of(worker)['COMFYUI_BASE_PORT']}"
-    history = httpx.get(f"{comfy}/history", timeout=30).json()
-    (entry,) = history.values()
+
+    def interrupted() -> dict[str, Any] | None:
+        # ComfyUI stops at its next sampler step, then writes the history: after the job's end, which
+        # comes when the interrupt is sent.
+        history = httpx.get(f"{comfy}/history", timeout=30).json()
+        return dict(history) or None
+
+    (entry,) = wait_for(
+        interrupted, timeout_s=120, what="ComfyUI's history of the interrupted prompt"
+    ).values()
     assert any(m[0] == "execution_interrupted" for m in entry["status"]["messages"])
     # The worker goes on: the next (short) job runs.
     after = submit(pool, prompt="a quick fox", steps=1, width=64, height=64)
