@@ -56,7 +56,7 @@ def test_a_scrape_counts_the_jobs_and_their_times(
         mine = {"worker": "w-metrics"}
         assert store.finish(
             task_id, "w-metrics", expect=mine, times=times if i == 0 else None, status=outcome
-        )
+        ).written
         assert not store.update(task_id, status=JobStatus.CANCELLED)  # final: not counted twice
     after = scrape(client)
 

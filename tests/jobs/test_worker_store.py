@@ -1,6 +1,6 @@
 """The workers' store against a real Redis: a take that starts its job in the same step, a job's end in one
-round trip (times, outcome, lease, its outputs' expiry), and its scripts still run after Redis forgot
-them."""
+round trip (times, outcome, lease, its outputs' expiry, and the worker's next take), and its scripts still
+run after Redis forgot them."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import redis
 from comfyjobs import keys
 from comfyjobs.jobs.record import JobStatus
 from comfyjobs.jobs.store import decode_events
-from comfyjobs.jobs.worker_store import JobTimes, Start
+from comfyjobs.jobs.worker_store import JobTimes, Start, Take
 from tests.jobs.test_queue import Line
 
 
@@ -29,7 +29,7 @@ def test_a_job_ends_with_its_times_its_outcome_and_its_lease_let_go(redis_url: s
 
     mine = {"worker": "w1", "attempts": 1}
     times = JobTimes("tiny", 0.5, 0.25, [("EmptyImage", 0.1)])
-    assert line.sync.finish(task_id, "w1", expect=mine, times=times, status=JobStatus.SUCCESS)
+    assert line.sync.finish(task_id, "w1", expect=mine, times=times, status=JobStatus.SUCCESS).written
 
     record = line.sync.get(task_id)
     assert record is not None and record.status == JobStatus.SUCCESS
@@ -42,7 +42,8 @@ def test_an_outcome_refused_still_lets_the_lease_go(redis_url: str) -> None:
     task_id = started(line, "w1")
     assert line.sync.update(task_id, status=JobStatus.CANCELLED)
 
-    assert not line.sync.finish(task_id, "w1", expect={"worker": "w1"}, times=None, status=JobStatus.SUCCESS)
+    refused = line.sync.finish(task_id, "w1", expect={"worker": "w1"}, times=None, status=JobStatus.SUCCESS)
+    assert not refused.written
     assert line.sync.get(task_id).status == JobStatus.CANCELLED  # type: ignore[union-attr]
     assert client.exists(keys.job_lease(task_id)) == 0
 
@@ -54,7 +55,7 @@ def test_a_worker_cannot_end_a_job_taken_over_by_another(redis_url: str) -> None
     assert line.sync.update(task_id, worker="w2", attempts=2)
 
     mine = {"worker": "w1", "attempts": 1}
-    assert not line.sync.finish(task_id, "w1", expect=mine, times=None, status=JobStatus.FAILURE)
+    assert not line.sync.finish(task_id, "w1", expect=mine, times=None, status=JobStatus.FAILURE).written
     assert line.sync.get(task_id).status == JobStatus.STARTED  # type: ignore[union-attr]
     assert client.get(keys.job_lease(task_id)) == b"w2"  # not w1's to let go
 
@@ -73,7 +74,7 @@ def test_the_outputs_expiry_goes_with_the_start_then_the_end(redis_url: str) -> 
     mine = {"worker": "w1", "attempts": 1}
     assert line.sync.finish(
         task_id, "w1", expect=mine, times=None, expire=(prefix, 4500.0), status=JobStatus.SUCCESS
-    )
+    ).written
     assert client.zscore(keys.OBJECT_EXPIRY, prefix) == 4500.0  # the end sets it: OUTPUT_TTL_S from then
 
 
@@ -121,3 +122,48 @@ def test_a_take_does_not_start_a_job_out_of_attempts_or_gone(redis_url: str) -> 
     claimed = line.sync.claim("w1", lease_s=60, start=START)
     assert claimed is not None and claimed.task_id == gone and claimed.record is None and not claimed.started
     assert not client.exists(keys.job(gone))  # not brought back to life by the start
+
+
+def test_a_finish_makes_the_next_take_in_its_round_trip(redis_url: str) -> None:
+    line, client = Line(redis_url), redis.Redis.from_url(redis_url)
+    task_id = started(line, "w1")
+    following = line.add("bob")
+    mine = {"worker": "w1", "attempts": 1}
+
+    finished = line.sync.finish(
+        task_id, "w1", expect=mine, times=None, then=Take("w1", 60, start=START), status=JobStatus.SUCCESS
+    )
+
+    assert finished.written and finished.took
+    assert finished.taken is not None and finished.taken.task_id == following and finished.taken.started
+    assert line.sync.get(task_id).status == JobStatus.SUCCESS  # type: ignore[union-attr]
+    assert client.exists(keys.job_lease(task_id)) == 0  # the finished job's lease let go...
+    assert client.get(keys.job_lease(following)) == b"w1"  # ...and the next one's taken
+    assert line.sync.get(following).status == JobStatus.STARTED  # type: ignore[union-attr]
+
+    # With nothing left in line, the take is made and finds nothing.
+    empty = line.sync.finish(
+        following, "w1", expect=mine, times=None, then=Take("w1", 60, start=START), status=JobStatus.SUCCESS
+    )
+    assert empty.written and empty.took and empty.taken is None
+
+
+def test_a_finish_takes_even_when_redis_forgot_the_take_script(redis_url: str) -> None:
+    line, client = Line(redis_url), redis.Redis.from_url(redis_url)
+    task_id = started(line, "w1")
+    following = line.add("bob")
+    client.script_flush()  # as after a restart: the take, sent by its sha, is refused, then sent whole
+
+    finished = line.sync.finish(
+        task_id,
+        "w1",
+        expect={"worker": "w1", "attempts": 1},
+        times=JobTimes("tiny", 0.5, 0.25, []),
+        then=Take("w1", 60, start=START),
+        status=JobStatus.SUCCESS,
+    )
+
+    assert finished.written and finished.took
+    assert finished.taken is not None and finished.taken.task_id == following
+    assert line.sync.get(task_id).status == JobStatus.SUCCESS  # type: ignore[union-attr]
+    assert float(client.hget(keys.run_times(line.queue), "tiny") or 0) == 0.25  # counted once

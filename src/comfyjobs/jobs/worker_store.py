@@ -4,6 +4,7 @@ lease, publish its previews. It shares the scripts and keys of the API's store (
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Mapping
 from typing import Any, Literal, NamedTuple
@@ -11,6 +12,7 @@ from typing import Any, Literal, NamedTuple
 import redis
 
 from comfyjobs import keys, metrics
+from comfyjobs.errors import QueueUnavailableError
 from comfyjobs.jobs import scripts
 from comfyjobs.jobs.delivery import JobMessages
 from comfyjobs.jobs.queue import Affinity
@@ -39,6 +41,8 @@ class JobTimes(NamedTuple):
     node_times: list[tuple[str, float]]
 
 
+log = logging.getLogger(__name__)
+
 TicketWait = Literal["taken", "timeout", "not_a_ticket"]
 ObjectExpiry = tuple[str, float]  # an object's key or prefix, and when it goes (epoch s)
 
@@ -64,9 +68,14 @@ class Batch:
         key, at_s = expiry
         self.pipe.zadd(keys.OBJECT_EXPIRY, {key: at_s}, gt=only_later)
 
-    def execute(self) -> list[Any]:
+    def execute(self, *, last_may_fail: bool = False) -> list[Any]:
+        """The replies, in order; raises the first error, except the last command's when
+        ``last_may_fail`` (its error is its reply then)."""
         with translated(), self.pipe:
-            replies: list[Any] = self.pipe.execute()
+            replies: list[Any] = self.pipe.execute(raise_on_error=not last_may_fail)
+        for reply in replies[:-1] if last_may_fail else ():
+            if isinstance(reply, redis.RedisError):
+                raise QueueUnavailableError(f"Redis is unavailable: {reply}") from reply
         return replies
 
 
@@ -80,6 +89,16 @@ class Start(NamedTuple):
     outputs_expire_at: float
 
 
+class Take(NamedTuple):
+    """A take, as ``JobStore.claim`` makes it (see there)."""
+
+    owner: str
+    lease_s: float
+    affinity: Affinity | None = None
+    with_ticket: bool = False
+    start: Start | None = None
+
+
 class Claimed(NamedTuple):
     """A job taken from the line, and its record as it was then (None: it expired meanwhile); ``started``:
     the take started it too."""
@@ -87,6 +106,24 @@ class Claimed(NamedTuple):
     task_id: str
     record: JobRecord | None
     started: bool = False
+
+
+class Finished(NamedTuple):
+    """A job's end (``JobStore.finish``): whether its outcome was written; whether the take asked for
+    with it was made (``took``), and what it found (``taken``; None: nothing waits)."""
+
+    written: bool
+    taken: Claimed | None = None
+    took: bool = False
+
+
+def _claimed(taken: Any) -> Claimed | None:
+    """A take's reply (jobs.scripts ``CLAIM``)."""
+    if not taken:
+        return None
+    task_id, flat = text(taken[0]), taken[1]
+    fields = dict(zip(flat[::2], flat[1::2], strict=True))
+    return Claimed(task_id, decode_record(fields) if fields else None, bool(taken[2]))
 
 
 class JobStore:
@@ -116,26 +153,31 @@ class JobStore:
         finished), so one of the line's tickets is taken with the job. ``start``: the same step starts
         the job (STARTED by ``owner``, one more attempt, no error), unless its record is gone, finished
         or out of attempts (``Claimed.started`` says which)."""
-        k, a, m = self._keys, affinity or Affinity(), self._messages
+        return self.take(Take(owner, lease_s, affinity, with_ticket, start))
+
+    def take(self, take: Take) -> Claimed | None:
+        """``claim``, asked for as a ``Take``."""
+        with translated():
+            return _claimed(self._claim(keys=[], args=self._take_args(take)))
+
+    def _take_args(self, take: Take) -> list[str | int | float]:
+        k, a, m = self._keys, take.affinity or Affinity(), self._messages
         now = time.time()
         args: list[str | int | float] = [
-            k.prefix, owner, int(lease_s * 1000), keys.LEASE_PREFIX, k.departures, k.waiting, k.by_tenant,
-            keys.job(""), json.dumps(sorted(a.loaded)), a.max_skip, a.max_wait_s, now, k.running,
-            m.list_key if with_ticket else "", m.ticket_prefix,
+            k.prefix, take.owner, int(take.lease_s * 1000), keys.LEASE_PREFIX, k.departures, k.waiting,
+            k.by_tenant, keys.job(""), json.dumps(sorted(a.loaded)), a.max_skip, a.max_wait_s, now,
+            k.running, m.list_key if take.with_ticket else "", m.ticket_prefix,
         ]  # fmt: skip
+        start = take.start
         if start is not None:
-            starting = {"status": JobStatus.STARTED, "started_at": utc_now(), "worker": owner, "error": None}
+            starting = {
+                "status": JobStatus.STARTED, "started_at": utc_now(), "worker": take.owner, "error": None
+            }  # fmt: skip
             args += [
                 start.max_attempts, keys.job_events(""), json.dumps(encode_fields(starting)),
                 keys.OBJECT_EXPIRY, start.outputs_prefix, start.outputs_expire_at,
             ]  # fmt: skip
-        with translated():
-            taken: Any = self._claim(keys=[], args=args)
-        if not taken:
-            return None
-        task_id, flat = text(taken[0]), taken[1]
-        fields = dict(zip(flat[::2], flat[1::2], strict=True))
-        return Claimed(task_id, decode_record(fields) if fields else None, bool(taken[2]))
+        return args
 
     def record_times(self, times: JobTimes) -> None:
         """A job's times, in one round trip."""
@@ -165,13 +207,14 @@ class JobStore:
         expect: Mapping[str, Any],
         times: JobTimes | None,
         expire: ObjectExpiry | None = None,
+        then: Take | None = None,
         **fields: Any,
-    ) -> bool:
+    ) -> Finished:
         """A job's end, in one round trip: its ``times`` first (whoever sees the job finished sees it
         counted), then ``fields`` (its outcome) as ``update`` writes them, then ``owner`` lets go of its
         lease; ``expire``: when its outputs go, from now on (earlier than the bound its start set: a
-        finish written later, even one refused, only ever sets a later time). True if the outcome was
-        written."""
+        finish written later, even one refused, only ever sets a later time). ``then``: the worker's
+        next take, as ``claim`` makes it, in the same round trip (``Finished.taken``)."""
         batch = Batch(self._redis)
         if times is not None:
             self._add_times(batch, times)
@@ -180,7 +223,19 @@ class JobStore:
         args = update_args(task_id, expect, fields, self._keys, ticket_for(self._messages, fields))
         written = batch.script(scripts.UPDATE_UNLESS_TERMINAL, self._keys.update(task_id), args)
         batch.script(scripts.RELEASE_LEASE, [keys.job_lease(task_id)], [owner])
-        return int(batch.execute()[written]) == 1
+        if then is None:
+            return Finished(int(batch.execute()[written]) == 1)
+        # Last, by its sha (the script is long): a Redis that forgot it fails this take alone, after
+        # everything before it ran, and the take is made again on its own.
+        batch.pipe.evalsha(self._claim.sha, 0, *self._take_args(then))
+        replies = batch.execute(last_may_fail=True)
+        written_, taken = int(replies[written]) == 1, replies[-1]
+        if isinstance(taken, redis.exceptions.NoScriptError):
+            return Finished(written_, self.take(then), took=True)
+        if isinstance(taken, redis.RedisError):  # the outcome is written; the take is left to the caller
+            log.error("a take with a job's finish failed: %s", taken)
+            return Finished(written_)
+        return Finished(written_, _claimed(taken), took=True)
 
     def take_ticket(self, timeout_s: float) -> TicketWait:
         """Waits up to ``timeout_s`` (in Redis) for a message on Celery's list and takes it, as Celery's

@@ -26,9 +26,8 @@ from comfyjobs.errors import (
     QueueUnavailableError,
     StorageError,
 )
-from comfyjobs.jobs.queue import Affinity
 from comfyjobs.jobs.record import JobError, JobRecord, JobStatus, Progress, utc_now
-from comfyjobs.jobs.worker_store import JobStore, JobTimes, ObjectExpiry, Start
+from comfyjobs.jobs.worker_store import Claimed, JobStore, JobTimes, ObjectExpiry, Take
 from comfyjobs.manifests.patching import build_graph
 from comfyjobs.manifests.registry import Registry
 from comfyjobs.settings import Settings
@@ -86,90 +85,21 @@ class LoadedModels:
 
 
 FINISH_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0)
-LINGER_SLICE_S = 1.0  # an idle thread's wait for the next ticket asks this often whether to stop
-LINGER_MIN_WAIT_S = 0.01
 
 
 class RequeueJobError(Exception):
     """The job is back to PENDING in its record (and in line, with a ticket for it)."""
 
 
-def take_jobs(ctx: WorkerContext) -> int:
-    """One ticket: once this worker's ComfyUI is ready (and warmed up), takes the next job in line
-    (jobs.queue) and runs it, then goes on with the next while jobs wait (each later take removes one of
-    the line's tickets with its job, so a busy worker does not go back to Celery between jobs, and the
-    list still holds a ticket per waiting job). Once the line is empty it waits up to WORKER_LINGER_S
-    for the next ticket on Celery's list itself, so a job sent to an idle worker does not go through
-    Celery's consumer either; then it returns how many jobs it ran. A ticket it could not use (ComfyUI not
-    up, the worker stopping) is handed on: to another worker, or to this one later. After a job put back
-    in line (its ComfyUI or the object store failed under it) the run ends: the job's new ticket goes
-    through Celery, where an idle worker may take it, rather than this thread taking it straight back."""
-    taken = 0
-    holding = True  # a ticket not used yet: Celery's, at first
-    start_timeout_s = ctx.settings.comfyui_start_timeout_s
-    settings = ctx.settings
-    longest_s = _longest_time_limit_s(ctx)
-    while True:
-        ready = not ctx.stopping.is_set() and ctx.comfy.wait_until_ready(start_timeout_s)
-        ready = ready and ctx.warmup.ensure(ctx.thread_client(), ctx.comfy, start_timeout_s)
-        if not ready or ctx.stopping.is_set():  # (asked again: the waits above can be long)
-            if holding:
-                ctx.store.send_ticket()
-            return taken
-        affinity = Affinity(ctx.models.current(), settings.affinity_max_skip, settings.affinity_max_wait_s)
-        claimed = ctx.store.claim(
-            ctx.worker_id,
-            settings.job_lease_s,
-            affinity,
-            with_ticket=not holding,
-            start=_start(ctx, longest_s),
-        )
-        holding = False  # used: by this take, or by finding the line empty (a ticket too many)
-        if claimed is None:
-            if not _next_ticket(ctx):
-                return taken
-            holding = True
-            continue
-        taken += 1
-        task_id = claimed.task_id
-        with ctx.guards.guard(task_id) as guard:
-            try:
-                execute_job(task_id, ctx, guard, claimed.record, started=claimed.started)
-            except RequeueJobError as exc:
-                log.info("task %s is back in line: %s", task_id, exc)
-                return taken
+class NextTake:
+    """The worker's next take, made with a job's finish in the same round trip (worker.takes): ``ask``
+    says what to take, or None when the worker is not to go on (stopping, its ComfyUI down or cold);
+    ``made``: whether the finish made it, and ``taken`` what it found."""
 
-
-def _start(ctx: WorkerContext, longest_s: float) -> Start:
-    """A take starts the job it takes. Its outputs' deletion is scheduled with the start, before any is
-    stored, so that a job cut short leaves nothing behind for good: late enough for any end within its
-    time limits (queued behind another job in ComfyUI, then its own run), whichever workflow it turns out
-    to be (``longest_s``: the longest limit of any). A success sets it to OUTPUT_TTL_S from its end."""
-    expire_at = time.time() + ctx.settings.output_ttl_s + 3 * longest_s
-    return Start(ctx.settings.max_attempts, output_prefix("%s"), expire_at)
-
-
-def _longest_time_limit_s(ctx: WorkerContext) -> float:
-    limits = [w.time_limit_s for w in ctx.registry.workflows.values() if w.time_limit_s]
-    return max([ctx.settings.job_time_limit_s, *limits])
-
-
-def _next_ticket(ctx: WorkerContext) -> bool:
-    """Waits for the next ticket on Celery's list, up to WORKER_LINGER_S, and takes it (True). Asks in
-    slices of LINGER_SLICE_S whether the worker is stopping meanwhile (a warm shutdown waits that long at
-    most); Redis unavailable ends the wait (the job then waits for a ticket through Celery)."""
-    deadline = time.monotonic() + ctx.settings.worker_linger_s
-    try:
-        while not ctx.stopping.is_set():
-            left_s = deadline - time.monotonic()
-            if left_s < LINGER_MIN_WAIT_S:  # (a wait Redis rounds to 0 ms would never end)
-                return False
-            got = ctx.store.take_ticket(min(LINGER_SLICE_S, left_s))
-            if got != "timeout":
-                return got == "taken"
-    except QueueUnavailableError as exc:
-        log.warning("stopped waiting for the next job: %s", exc)
-    return False
+    def __init__(self, ask: Callable[[], Take | None]) -> None:
+        self.ask = ask
+        self.made = False
+        self.taken: Claimed | None = None
 
 
 def handle_delivery(task_id: str, ctx: WorkerContext) -> None:
@@ -188,12 +118,19 @@ def handle_delivery(task_id: str, ctx: WorkerContext) -> None:
 
 
 def execute_job(
-    task_id: str, ctx: WorkerContext, guard: JobGuard, record: JobRecord | None, *, started: bool = False
+    task_id: str,
+    ctx: WorkerContext,
+    guard: JobGuard,
+    record: JobRecord | None,
+    *,
+    started: bool = False,
+    then: NextTake | None = None,
 ) -> None:
     """Runs a job whose lease ``guard`` holds, from its ``record`` as read when it was taken; ``started``:
-    the take started it too (so it has a record, not finished, with attempts left)."""
+    the take started it too (so it has a record, not finished, with attempts left); ``then``: the next
+    take, made with the job's finish if it has one."""
     if started and record is not None:
-        _run_leased(task_id, ctx, record, guard, started=True)
+        _run_leased(task_id, ctx, record, guard, started=True, then=then)
         return
     if record is None:
         log.warning("task %s: no job record (expired or never accepted); dropping the delivery", task_id)
@@ -207,13 +144,19 @@ def execute_job(
         last = record.error.message if record.error else f"worker {record.worker or 'unknown'} was lost"
         message = f"gave up after {record.attempts} attempts; last: {last}"
         error = JobError(type="attempts_exhausted", message=message)
-        _finish(ctx, guard, {"attempts": record.attempts}, None, status=JobStatus.FAILURE, error=error)
+        _finish(ctx, guard, {"attempts": record.attempts}, None, then, status=JobStatus.FAILURE, error=error)
         return
-    _run_leased(task_id, ctx, record, guard)
+    _run_leased(task_id, ctx, record, guard, then=then)
 
 
 def _run_leased(
-    task_id: str, ctx: WorkerContext, record: JobRecord, guard: JobGuard, *, started: bool = False
+    task_id: str,
+    ctx: WorkerContext,
+    record: JobRecord,
+    guard: JobGuard,
+    *,
+    started: bool = False,
+    then: NextTake | None = None,
 ) -> None:
     """``record``: as it was before the start; ``started``: the take started the job already."""
     if guard.stopped:  # cancelled, or the lease lost, while waiting for ComfyUI
@@ -308,7 +251,7 @@ def _run_leased(
         else:
             log.exception("task %s failed unexpectedly", task_id)
         times = _times(record, queue_wait_s, progress, succeeded=False)
-        _finish(ctx, guard, mine, times, status=JobStatus.FAILURE, error=JobError.from_exception(exc))
+        _finish(ctx, guard, mine, times, then, status=JobStatus.FAILURE, error=JobError.from_exception(exc))
         return
     final = progress.last.model_copy(update={"value": progress.last.max, "percent": 100.0})
     expire_at = utc_now() + timedelta(seconds=ttl_s)
@@ -317,6 +260,7 @@ def _run_leased(
         guard,
         mine,
         _times(record, queue_wait_s, progress, succeeded=True),
+        then,
         expire=(prefix, expire_at.timestamp()),
         status=JobStatus.SUCCESS,
         outputs=outputs,
@@ -353,33 +297,40 @@ def _finish(
     guard: JobGuard,
     expect: dict[str, Any],
     times: JobTimes | None,
+    then: NextTake | None = None,
     expire: ObjectExpiry | None = None,
     **fields: Any,
 ) -> None:
     """The job's end, in one round trip: its times (best effort, recorded before the outcome, so
-    whoever sees the job finished sees it counted), its outcome, and its lease let go. Rides out a short
-    Redis outage (the lease lapses meanwhile only after JOB_LEASE_S), since giving up here would have the
-    job run again for nothing; after a failed try the times are left out (they may be in already)."""
+    whoever sees the job finished sees it counted), its outcome, its lease let go, and the worker's next
+    take (``then``, if it goes on). Rides out a short Redis outage (the lease lapses meanwhile only after
+    JOB_LEASE_S), since giving up here would have the job run again for nothing; after a failed try the
+    times and the take are left out (they may have been made: a job taken then waits for its lease to
+    lapse, and the reconciler puts it back in line)."""
     task_id = guard.task_id
     guard.finishing = True  # nothing stops it any more (its lease is still renewed until it is let go)
+    take = then.ask() if then is not None else None
     for delay_s in (*FINISH_RETRY_DELAYS_S, None):
         try:
-            written = ctx.store.finish(
+            finished = ctx.store.finish(
                 task_id,
                 ctx.worker_id,
                 expect=expect,
                 times=times,
                 expire=expire,
+                then=take,
                 finished_at=utc_now(),
                 **fields,
             )
             guard.released = True
-            if not written:
+            if then is not None:
+                then.made, then.taken = finished.took, finished.taken
+            if not finished.written:
                 log.warning("task %s: outcome not recorded (cancelled, or the job was taken back)", task_id)
             return
         except QueueUnavailableError as exc:
             if delay_s is None:
                 raise
-            times = None
+            times, take = None, None
             log.warning("task %s: outcome not recorded yet (%s); again in %.0f s", task_id, exc, delay_s)
             time.sleep(delay_s)  # back-off while Redis restarts; nothing to wait on but the clock

@@ -9,7 +9,8 @@ from celery import Celery, Task
 from celery.exceptions import Reject
 
 from comfyjobs.jobs.delivery import RUN_JOB_TASK, TAKE_JOB_TASK
-from comfyjobs.worker.runner import RequeueJobError, WorkerContext, handle_delivery, take_jobs
+from comfyjobs.worker.runner import RequeueJobError, WorkerContext, handle_delivery
+from comfyjobs.worker.takes import take_jobs
 
 _context: WorkerContext | None = None
 
