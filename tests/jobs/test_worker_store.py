@@ -129,12 +129,15 @@ def test_a_finish_makes_the_next_take_in_its_round_trip(redis_url: str) -> None:
     task_id = started(line, "w1")
     following = line.add("bob")
     mine = {"worker": "w1", "attempts": 1}
+    tickets = client.llen(line.messages.list_key)  # one per job admitted (the first one's is still there)
 
+    going_on = Take("w1", 60, with_ticket=True, start=START)
     finished = line.sync.finish(
-        task_id, "w1", expect=mine, times=None, then=Take("w1", 60, start=START), status=JobStatus.SUCCESS
+        task_id, "w1", expect=mine, times=None, then=going_on, status=JobStatus.SUCCESS
     )
 
     assert finished.written and finished.took
+    assert client.llen(line.messages.list_key) == tickets - 1  # the take took a ticket with its job
     assert finished.taken is not None and finished.taken.task_id == following and finished.taken.started
     assert line.sync.get(task_id).status == JobStatus.SUCCESS  # type: ignore[union-attr]
     assert client.exists(keys.job_lease(task_id)) == 0  # the finished job's lease let go...

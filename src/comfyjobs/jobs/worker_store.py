@@ -68,14 +68,11 @@ class Batch:
         key, at_s = expiry
         self.pipe.zadd(keys.OBJECT_EXPIRY, {key: at_s}, gt=only_later)
 
-    def execute(self, *, last_may_fail: bool = False) -> list[Any]:
-        """The replies, in order; raises the first error, except the last command's when
-        ``last_may_fail`` (its error is its reply then)."""
+    def execute(self, *, raise_on_error: bool = True) -> list[Any]:
+        """The replies, in order; raises the first error, or (``raise_on_error`` False) returns errors as
+        their commands' replies. A connection lost raises either way (QueueUnavailableError)."""
         with translated(), self.pipe:
-            replies: list[Any] = self.pipe.execute(raise_on_error=not last_may_fail)
-        for reply in replies[:-1] if last_may_fail else ():
-            if isinstance(reply, redis.RedisError):
-                raise QueueUnavailableError(f"Redis is unavailable: {reply}") from reply
+            replies: list[Any] = self.pipe.execute(raise_on_error=raise_on_error)
         return replies
 
 
@@ -228,10 +225,22 @@ class JobStore:
         # Last, by its sha (the script is long): a Redis that forgot it fails this take alone, after
         # everything before it ran, and the take is made again on its own.
         batch.pipe.evalsha(self._claim.sha, 0, *self._take_args(then))
-        replies = batch.execute(last_may_fail=True)
-        written_, taken = int(replies[written]) == 1, replies[-1]
+        *replies, taken = batch.execute(raise_on_error=False)
+        failed = next((r for r in replies if isinstance(r, redis.RedisError)), None)
+        if failed is not None:  # (a take that went through is left to its lease: see the log)
+            if taken and not isinstance(taken, redis.RedisError):
+                log.error(
+                    "job %s was taken with a finish that failed; back in line once its lease lapses",
+                    text(taken[0]),
+                )
+            raise QueueUnavailableError(f"Redis is unavailable: {failed}") from failed
+        written_ = int(replies[written]) == 1
         if isinstance(taken, redis.exceptions.NoScriptError):
-            return Finished(written_, self.take(then), took=True)
+            try:
+                return Finished(written_, self.take(then), took=True)
+            except QueueUnavailableError as exc:  # the finish is written: the caller takes later
+                log.warning("the take after a finish failed: %s", exc)
+                return Finished(written_)
         if isinstance(taken, redis.RedisError):  # the outcome is written; the take is left to the caller
             log.error("a take with a job's finish failed: %s", taken)
             return Finished(written_)
