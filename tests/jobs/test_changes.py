@@ -17,7 +17,7 @@ from comfyjobs import keys
 from comfyjobs.api.task_feed import ExpiryCheck
 from comfyjobs.jobs.changes import ChangeHub
 from comfyjobs.jobs.record import JobRecord, JobStatus
-from comfyjobs.jobs.store import AsyncJobStore
+from comfyjobs.jobs.store import AsyncJobStore, EventId
 from tests.jobs.test_reconciler import Fixture
 
 QUIET_S = 0.05  # a wait's timeout where nothing happens (the assertions count reads, not time)
@@ -65,12 +65,16 @@ async def pending_job(store: AsyncJobStore) -> str:
     return record.task_id
 
 
+async def last_event(store: AsyncJobStore, task_id: str) -> EventId:
+    snapshot = await store.snapshot(task_id)
+    assert snapshot is not None and snapshot.last_event_id is not None
+    return snapshot.last_event_id
+
+
 def test_a_kept_watch_reads_only_when_woken(redis_url: str) -> None:
     async def work(fx: Fixture, store: AsyncJobStore, client: CountingRedis, hub: ChangeHub) -> None:
         task_id = await pending_job(store)
-        snapshot = await store.snapshot(task_id)
-        assert snapshot is not None and snapshot.last_event_id is not None
-        cursor = snapshot.last_event_id
+        cursor = await last_event(store, task_id)
         with store.watching() as watch:
             assert (await store.wait_for_change(task_id, cursor, QUIET_S, watch=watch)).empty
             reads = client.xreads  # one when it registered (or two, had the admission's notice come late)
@@ -92,9 +96,7 @@ def test_a_change_right_after_a_read_wakes_the_next_wait(redis_url: str) -> None
 
     async def work(fx: Fixture, store: AsyncJobStore, client: CountingRedis, hub: ChangeHub) -> None:
         task_id = await pending_job(store)
-        snapshot = await store.snapshot(task_id)
-        assert snapshot is not None and snapshot.last_event_id is not None
-        cursor = snapshot.last_event_id
+        cursor = await last_event(store, task_id)
 
         async def change_and_let_the_hub_hear_of_it() -> None:
             with hub.watch([keys.job_events(task_id)]) as witness:
@@ -115,11 +117,10 @@ def test_a_change_right_after_a_read_wakes_the_next_wait(redis_url: str) -> None
 def test_a_new_watch_sees_what_came_before_it(redis_url: str) -> None:
     async def work(fx: Fixture, store: AsyncJobStore, client: CountingRedis, hub: ChangeHub) -> None:
         task_id = await pending_job(store)
-        snapshot = await store.snapshot(task_id)
-        assert snapshot is not None and snapshot.last_event_id is not None
+        cursor = await last_event(store, task_id)
         assert fx.sync.update(task_id, status=JobStatus.STARTED, worker="w-1")  # before anyone watches
 
-        change = await store.wait_for_change(task_id, snapshot.last_event_id, 30)
+        change = await store.wait_for_change(task_id, cursor, 30)
 
         assert [e.changes["status"] for e in change.events] == ["STARTED"]
 
