@@ -10,6 +10,7 @@ Redis errors become QueueUnavailableError here.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -386,25 +387,21 @@ class AsyncJobStore:
         jobs.changes), not on a Redis connection: the streams are read without blocking, when a stream
         is newly watched and when the subscriber says one got an entry. A reader that waits again and
         again passes its ``watch`` (``watching``): a quiet task then costs no Redis read per wait."""
-        if watch is None:
-            with self.watching() as once:
-                return await self.wait_for_change(
-                    task_id, after, timeout_s, departures_after, previews_after, once
-                )
         streams = {keys.job_events(task_id): after}
         if departures_after is not None:
             streams[self._keys.departures] = departures_after
         if previews_after is not None:
             streams[keys.job_previews(task_id)] = previews_after
         deadline = time.monotonic() + timeout_s
-        look = watch.follow(streams)  # registered before the read: nothing slips between
-        while True:
-            if not (look or await watch.wait(deadline - time.monotonic())):
-                return Change()
-            change = await self._read(task_id, streams)
-            if not change.empty:
-                return change
-            look = False  # woken for entries already read (or by a reconnection): wait on
+        with self.watching() if watch is None else contextlib.nullcontext(watch) as watched:
+            look = watched.follow(streams)  # registered before the read: nothing slips between
+            while True:
+                if not (look or await watched.wait(deadline - time.monotonic())):
+                    return Change()
+                change = await self._read(task_id, streams)
+                if not change.empty:
+                    return change
+                look = False  # woken for entries already read (or by a reconnection): wait on
 
     async def _read(self, task_id: str, streams: dict[str, EventId]) -> Change:
         replies: Any = await self._call(lambda: self._redis.xread(streams))  # type: ignore[arg-type]

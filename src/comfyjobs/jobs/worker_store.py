@@ -218,10 +218,10 @@ class JobStore:
         if expire is not None:
             batch.expire(expire, only_later=False)
         args = update_args(task_id, expect, fields, self._keys, ticket_for(self._messages, fields))
-        written = batch.script(scripts.UPDATE_UNLESS_TERMINAL, self._keys.update(task_id), args)
+        outcome = batch.script(scripts.UPDATE_UNLESS_TERMINAL, self._keys.update(task_id), args)
         batch.script(scripts.RELEASE_LEASE, [keys.job_lease(task_id)], [owner])
         if then is None:
-            return Finished(int(batch.execute()[written]) == 1)
+            return Finished(int(batch.execute()[outcome]) == 1)
         # Last, by its sha (the script is long): a Redis that forgot it fails this take alone, after
         # everything before it ran, and the take is made again on its own.
         batch.pipe.evalsha(self._claim.sha, 0, *self._take_args(then))
@@ -234,17 +234,17 @@ class JobStore:
                     text(taken[0]),
                 )
             raise QueueUnavailableError(f"Redis is unavailable: {failed}") from failed
-        written_ = int(replies[written]) == 1
+        written = int(replies[outcome]) == 1
         if isinstance(taken, redis.exceptions.NoScriptError):
             try:
-                return Finished(written_, self.take(then), took=True)
+                return Finished(written, self.take(then), took=True)
             except QueueUnavailableError as exc:  # the finish is written: the caller takes later
                 log.warning("the take after a finish failed: %s", exc)
-                return Finished(written_)
+                return Finished(written)
         if isinstance(taken, redis.RedisError):  # the outcome is written; the take is left to the caller
             log.error("a take with a job's finish failed: %s", taken)
-            return Finished(written_)
-        return Finished(written_, _claimed(taken), took=True)
+            return Finished(written)
+        return Finished(written, _claimed(taken), took=True)
 
     def take_ticket(self, timeout_s: float) -> TicketWait:
         """Waits up to ``timeout_s`` (in Redis) for a message on Celery's list and takes it, as Celery's
