@@ -43,6 +43,7 @@ class Service:
         self.up, self.api, self.data_dir = up, api, data_dir
         self.redis = redis.Redis.from_url(redis_url, socket_timeout=5)
         self.seen: dict[int, psutil.Process] = {}
+        self.unavailable = 0  # 503s answered to a GET of a task once every job had finished
 
     def children(self) -> list[psutil.Process]:
         found = psutil.Process(self.up.pid).children(recursive=True)
@@ -106,6 +107,21 @@ class Service:
                     if status:
                         statuses[task_id].append(status)
 
+    def record(self, task_id: str) -> dict[str, Any]:
+        """GET /tasks/{task_id}; a 503 (which says to try again) is retried and counted, anything but a 200
+        fails with the answer."""
+
+        def answered() -> httpx.Response | None:
+            resp = self.api.get(f"/tasks/{task_id}")
+            if resp.status_code == 503:
+                self.unavailable += 1
+                return None
+            return resp
+
+        resp = wait_for(answered, timeout_s=60, what=f"GET /tasks/{task_id} to be answered", interval_s=0.5)
+        assert resp.status_code == 200, f"GET /tasks/{task_id}: {resp.status_code} {resp.text}"
+        return dict(resp.json())
+
     def _redis_answers(self) -> bool:
         try:
             return bool(self.redis.ping())
@@ -158,14 +174,14 @@ def test_chaos(model_dir: Path, tmp_path: Path) -> None:
             kills[target] += 1
 
         statuses = svc.final_states(task_ids)
-        records = {t: svc.api.get(f"/tasks/{t}").json() for t in task_ids}
+        records = {t: svc.record(t) for t in task_ids}
 
         outcome = Counter(r["status"] for r in records.values())
         retried = sum(1 for r in records.values() if r["attempts"] > 1)
         print(
             f"\nchaos: {len(task_ids)} jobs accepted; outcomes {dict(outcome)}; "
             f"lost 0 of {len(task_ids)} (all have a record and a final state); "
-            f"kills {dict(kills)}; jobs run more than once: {retried}; "
+            f"kills {dict(kills)}; jobs run more than once: {retried}; GETs answered 503: {svc.unavailable}; "
             f"{time.monotonic() - started:.0f} s"
         )
         assert len(set(task_ids)) == JOBS  # no retried submission made a second job
@@ -188,7 +204,7 @@ def test_chaos(model_dir: Path, tmp_path: Path) -> None:
         print(f"chaos: `up` exit code {code}; processes left: {len(alive)}; orphans: {len(orphans)}")
         log.close()
         if os.environ.get("CI"):
-            print((tmp_path / "up.log").read_text()[-4000:])
+            print_log(tmp_path / "up.log")
         assert code == 0
         assert not alive and not orphans, [p.cmdline() for p in alive + orphans]
 
@@ -196,3 +212,14 @@ def test_chaos(model_dir: Path, tmp_path: Path) -> None:
 def records_not_done(records: dict[str, dict[str, Any]]) -> str:
     failed = [(t, r["status"], r["error"]) for t, r in records.items() if r["status"] != "SUCCESS"]
     return f"{len(failed)} not SUCCESS, e.g. {failed[:3]}"
+
+
+def print_log(path: Path) -> None:
+    """The log's errors (with the lines after each, for a traceback), then its last lines."""
+    lines = path.read_text(errors="replace").splitlines()
+    shown = [i for i, line in enumerate(lines) if " ERROR " in line or line.startswith("Traceback")]
+    for i in shown[:20]:
+        print("\n".join(lines[i : i + 15])[:3000])
+    refused = [line for line in lines if '"GET /tasks/' in line and '" 200 OK' not in line]
+    print("\n".join(refused[:20]))
+    print("\n".join(lines[-40:])[-4000:])
