@@ -46,7 +46,11 @@ class Service:
         self.unavailable = 0  # 503s answered to a GET of a task once every job had finished
 
     def children(self) -> list[psutil.Process]:
-        found = psutil.Process(self.up.pid).children(recursive=True)
+        """``up``'s processes, remembered in ``seen`` (none once ``up`` itself is gone)."""
+        try:
+            found = psutil.Process(self.up.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
         self.seen.update({p.pid: p for p in found})
         return found
 
