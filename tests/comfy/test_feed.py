@@ -13,7 +13,7 @@ import struct
 import threading
 from typing import Any
 
-from comfyjobs.comfy.feed import PromptFeed, Subscription
+from comfyjobs.comfy.feed import PromptFeed, Subscription, _BufferedWebSocket
 
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455
 
@@ -49,15 +49,15 @@ def test_messages_no_run_reads_are_dropped_and_the_rest_handed_on_in_order() -> 
     ]
 
 
-def frame(opcode: int, payload: bytes) -> bytes:
-    """A server's frame (unmasked, final), with the length in whichever of its three forms fits."""
-    n = len(payload)
+def frame(opcode: int, payload: bytes, final: bool = True) -> bytes:
+    """A server's frame (unmasked), with the length in whichever of its three forms fits."""
+    n, first = len(payload), (0x80 if final else 0) | opcode
     if n < 126:
-        head = bytes([0x80 | opcode, n])
+        head = bytes([first, n])
     elif n < 65536:
-        head = bytes([0x80 | opcode, 126]) + struct.pack("!H", n)
+        head = bytes([first, 126]) + struct.pack("!H", n)
     else:
-        head = bytes([0x80 | opcode, 127]) + struct.pack("!Q", n)
+        head = bytes([first, 127]) + struct.pack("!Q", n)
     return head + payload
 
 
@@ -84,16 +84,24 @@ def serve_once(listener: socket.socket, frames: bytes) -> None:
 
 
 def test_frames_come_whole_and_in_order_however_the_socket_splits_them() -> None:
-    """Many frames in one read, and frames across reads (a preview bigger than a read's chunk): the
-    buffered reads hand the frame parser every byte once, in order."""
+    """Many frames in one read, frames across reads (a preview bigger than a read's chunk), a message in
+    fragments with a ping among them, and frame headers cut by a read's end (the 64 kB chunks end inside
+    the 300 progress frames' run, at whatever byte): each message comes once, whole, in order, whichever
+    of the feed's fast path or websocket-client's parser took it."""
     preview = bytes(range(256)) * 1000  # 256 kB: split over several reads
     long_text = {"prompt_id": "p1", "node": "2", "output": {"text": ["x" * 70_000]}}
+    pieces = json.dumps({"type": "executed", "data": {"prompt_id": "p1", "node": "3", "output": {}}}).encode()
     sent = b"".join(
         [
             text("execution_start", {"prompt_id": "p1"}),
             *(text("progress", {"value": i, "max": 300, "prompt_id": "p1"}) for i in range(1, 301)),
             frame(0x2, preview),
             text("executed", long_text),  # a 64-bit length
+            frame(0x1, pieces[:10], final=False),
+            frame(0x9, b"ping"),  # answered by websocket-client, between a message's fragments
+            frame(0x0, pieces[10:20], final=False),
+            frame(0x0, pieces[20:], final=True),
+            *(text("progress", {"value": i, "max": 300, "prompt_id": "p1"}) for i in range(1, 1001)),
             text("executing", {"node": None, "prompt_id": "p1"}),
         ]
     )
@@ -118,8 +126,29 @@ def test_frames_come_whole_and_in_order_however_the_socket_splits_them() -> None
         *["progress"] * 300,
         "binary",
         "executed",
+        "executed",
+        *["progress"] * 1000,
         "executing",
     ]
-    assert [m.data["value"] for m in received if m.kind == "progress"] == list(range(1, 301))
+    assert [m.data["value"] for m in received if m.kind == "progress"] == [*range(1, 301), *range(1, 1001)]
     assert received[301].frame == preview
     assert received[302].data == long_text
+    assert received[303].data == {"prompt_id": "p1", "node": "3", "output": {}}
+
+
+def test_a_frame_cut_at_any_byte_by_a_read_comes_whole() -> None:
+    """The feed's socket, given a whole frame and the start of the next in one read, returns the first
+    and then the second once its rest arrives, wherever the cut falls: in its header, its length or its
+    payload (the fast path takes only frames all read; websocket-client's parser finishes the rest)."""
+    first, second = frame(0x1, b"hello"), frame(0x2, bytes(range(200)))  # (a 16-bit length)
+    stream = first + second + frame(0x1, b"after")
+    for cut in range(len(first) + 1, len(first) + len(second)):
+        ours, theirs = socket.socketpair()
+        with ours, theirs:
+            ws = _BufferedWebSocket(skip_utf8_validation=True)
+            ws.sock, ws.connected = ours, True  # (a socket past its handshake)
+            theirs.sendall(stream[:cut])
+            assert ws.recv() == "hello"
+            theirs.sendall(stream[cut:])
+            assert ws.recv() == bytes(range(200)), f"cut at byte {cut}"
+            assert ws.recv() == "after"
