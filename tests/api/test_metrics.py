@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from comfyjobs import metrics
 from comfyjobs.jobs.record import JobStatus
-from comfyjobs.jobs.worker_store import JobTimes
+from comfyjobs.jobs.worker_store import JobTimes, Take
 from comfyjobs.settings import Settings
 from tests.conftest import REPO
 from tests.support import worker_store
@@ -50,7 +50,7 @@ def test_a_scrape_counts_the_jobs_and_their_times(
     times = JobTimes("tiny", 0.2, 0.03, [("EmptyImage", 0.002), ("SaveImage", 0.004)])
     outcomes = [JobStatus.SUCCESS, JobStatus.SUCCESS, JobStatus.FAILURE]
     for i, (task_id, outcome) in enumerate(zip(ids, outcomes, strict=True)):
-        claimed = store.claim("w-metrics", lease_s=60)
+        claimed = store.take(Take("w-metrics", 60))
         assert claimed is not None and claimed.task_id == task_id
         assert store.update(task_id, status=JobStatus.STARTED, worker="w-metrics", attempts=1)
         mine = {"worker": "w-metrics"}

@@ -10,6 +10,7 @@ import pytest
 import redis
 
 from comfyjobs.comfy.doctor import WorkflowAvailability
+from comfyjobs.jobs.worker_store import Take
 from tests.api.conftest import LiveApi
 from tests.api.test_availability import MISSING, write_beat
 from tests.clients.conftest import run_client
@@ -73,7 +74,7 @@ def test_a_job_is_queued_with_its_priority_and_webhook(script: str, live_api: Li
         script, "run", "tiny", "--priority", "9", "--timeout", "0.5", "--server", live_api.url
     )
     assert result.code == cj.EXIT_TIMEOUT  # (no worker here)
-    claimed = live_api.store.claim("w-clients", lease_s=60)
+    claimed = live_api.store.take(Take("w-clients", 60))
     assert claimed is not None and claimed.record is not None and claimed.record.priority == 9
     # This service has no WEBHOOK_SECRET: the refusal names the field.
     hooked = run_client(

@@ -18,6 +18,7 @@ from comfyjobs.api.task_feed import ExpiryCheck
 from comfyjobs.jobs.changes import ChangeHub
 from comfyjobs.jobs.record import JobRecord, JobStatus
 from comfyjobs.jobs.store import AsyncJobStore, EventId
+from comfyjobs.jobs.worker_store import Take
 from tests.jobs.test_reconciler import Fixture
 
 QUIET_S = 0.05  # a wait's timeout where nothing happens (the assertions count reads, not time)
@@ -137,7 +138,7 @@ def test_departures_wake_a_watch_only_while_it_follows_them(redis_url: str) -> N
             # Not following departures: the first job leaving the queue does not wake the third's wait.
             assert (await store.wait_for_change(third, cursor, QUIET_S, watch=watch)).empty
             reads = client.xreads
-            assert fx.sync.claim("w-1", lease_s=60).task_id == first  # type: ignore[union-attr]
+            assert fx.sync.take(Take("w-1", 60)).task_id == first  # type: ignore[union-attr]
             assert (await store.wait_for_change(third, cursor, QUIET_S, watch=watch)).empty
             assert client.xreads == reads
             # Following them from now on: read at once, and what left before is there.
@@ -149,7 +150,7 @@ def test_departures_wake_a_watch_only_while_it_follows_them(redis_url: str) -> N
             # Dropped again (the job started, say): the next departure wakes nothing.
             assert (await store.wait_for_change(third, cursor, QUIET_S, watch=watch)).empty
             assert hub.waiting == 1
-            assert fx.sync.claim("w-1", lease_s=60).task_id == second  # type: ignore[union-attr]
+            assert fx.sync.take(Take("w-1", 60)).task_id == second  # type: ignore[union-attr]
             assert (await store.wait_for_change(third, cursor, QUIET_S, watch=watch)).empty
             assert client.xreads == reads + 1
 

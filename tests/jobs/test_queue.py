@@ -19,7 +19,7 @@ from comfyjobs.jobs.delivery import RUN_JOB_TASK, JobMessages, make_celery
 from comfyjobs.jobs.queue import Affinity
 from comfyjobs.jobs.record import JobRecord, JobStatus, utc_now
 from comfyjobs.jobs.store import AsyncJobStore
-from comfyjobs.jobs.worker_store import JobStore
+from comfyjobs.jobs.worker_store import JobStore, Take
 from comfyjobs.manifests.loader import load_registry
 from comfyjobs.settings import Settings
 from tests.conftest import REPO
@@ -62,7 +62,7 @@ class Line:
 
     def take_all(self) -> list[str]:
         taken = []
-        while (claimed := self.sync.claim("w1", lease_s=60)) is not None:
+        while (claimed := self.sync.take(Take("w1", 60))) is not None:
             assert claimed.record is not None and claimed.record.task_id == claimed.task_id
             taken.append(claimed.task_id)
         return taken
@@ -92,7 +92,7 @@ def test_positions_match_the_order_jobs_are_taken_in(redis_url: str) -> None:
     line = Line(redis_url)
     rng = random.Random(7)
     jobs = [line.add(rng.choice(["a", "b", "c"]), priority=rng.choice([0, 5, 5, 9])) for _ in range(40)]
-    one = line.sync.claim("w0", lease_s=60)  # the turns have moved once
+    one = line.sync.take(Take("w0", 60))  # the turns have moved once
     assert one is not None
     waiting = [t for t in jobs if t != one.task_id]
 
@@ -117,7 +117,7 @@ def test_a_job_cancelled_in_line_is_never_taken(redis_url: str) -> None:
 
 
 def take(line: Line, loaded: str, max_skip: int = 4, max_wait_s: float = 600) -> str | None:
-    claimed = line.sync.claim("w1", lease_s=60, affinity=Affinity(frozenset({loaded}), max_skip, max_wait_s))
+    claimed = line.sync.take(Take("w1", 60, affinity=Affinity(frozenset({loaded}), max_skip, max_wait_s)))
     return claimed.task_id if claimed else None
 
 
@@ -160,20 +160,20 @@ def test_a_take_without_a_ticket_removes_one_from_the_list(redis_url: str) -> No
     assert client.llen(line.messages.list_key) == 3  # one ticket per job put in line
 
     # A worker holding a ticket takes with it; going on to the next job, it takes one of the line's.
-    assert line.sync.claim("w1", lease_s=60) is not None
+    assert line.sync.take(Take("w1", 60)) is not None
     assert client.llen(line.messages.list_key) == 3
-    assert line.sync.claim("w1", lease_s=60, with_ticket=True) is not None
+    assert line.sync.take(Take("w1", 60, with_ticket=True)) is not None
     assert client.llen(line.messages.list_key) == 2
 
     # A message that is not a ticket (an earlier version's, naming its job) is left where it was.
     legacy = json.dumps({"headers": {"task": RUN_JOB_TASK, "id": jobs[2]}})
     client.delete(line.messages.list_key)
     client.rpush(line.messages.list_key, line.messages.ticket(), legacy)
-    claimed = line.sync.claim("w1", lease_s=60, with_ticket=True)
+    claimed = line.sync.take(Take("w1", 60, with_ticket=True))
     assert claimed is not None and claimed.task_id == jobs[2]
     assert [m.decode() for m in client.lrange(line.messages.list_key, 0, -1)][-1] == legacy
     assert client.llen(line.messages.list_key) == 2  # nothing taken: the next was not a ticket
-    assert line.sync.claim("w1", lease_s=60, with_ticket=True) is None  # an empty line takes nothing
+    assert line.sync.take(Take("w1", 60, with_ticket=True)) is None  # an empty line takes nothing
     assert client.llen(line.messages.list_key) == 2
 
 
@@ -187,7 +187,7 @@ def test_an_idle_thread_takes_the_next_ticket_itself_and_leaves_other_messages_t
     job = line.add("alice")  # its ticket: taken as Celery's consumer would, then the take is ours
     assert line.sync.take_ticket(0.05) == "taken"
     assert client.llen(line.messages.list_key) == 0
-    claimed = line.sync.claim("w1", lease_s=60)
+    claimed = line.sync.take(Take("w1", 60))
     assert claimed is not None and claimed.task_id == job
 
     legacy = json.dumps({"headers": {"task": RUN_JOB_TASK, "id": "old-job"}})

@@ -16,7 +16,7 @@ from comfyjobs.jobs.delivery import JobMessages, make_celery
 from comfyjobs.jobs.reconciler import Reconciled, Reconciler
 from comfyjobs.jobs.record import JobRecord, JobStatus, utc_now
 from comfyjobs.jobs.store import AsyncJobStore
-from comfyjobs.jobs.worker_store import JobStore
+from comfyjobs.jobs.worker_store import JobStore, Take
 from comfyjobs.manifests.loader import load_registry
 from comfyjobs.settings import Settings
 from tests.conftest import REPO
@@ -60,7 +60,7 @@ def test_a_running_job_without_lease_goes_back_in_line(redis_url: str, redis_cli
     for record in (lost, alive, behind):
         fx.admit(record)
     for worker in ("w-gone", "w-alive"):
-        task_id = fx.sync.claim(worker, lease_s=60).task_id
+        task_id = fx.sync.take(Take(worker, 60)).task_id
         assert fx.sync.update(str(task_id), status=JobStatus.STARTED, worker=worker, attempts=1)
     redis_client.delete(fx.queue)  # the workers took their tickets
     redis_client.delete(keys.job_lease(lost.task_id))  # w-gone died: its lease lapsed
@@ -77,7 +77,7 @@ def test_a_running_job_without_lease_goes_back_in_line(redis_url: str, redis_cli
     assert fx.run(lambda store, _: store.place(behind.task_id)).position == 2
     assert fx.sync.get(alive.task_id).status == JobStatus.STARTED  # type: ignore[union-attr]
     assert fx.run(lambda _, rec: rec.reconcile_once()).lost_workers == []  # nothing more to do
-    assert fx.sync.claim("w-next", lease_s=60).task_id == lost.task_id
+    assert fx.sync.take(Take("w-next", 60)).task_id == lost.task_id
 
 
 def test_lost_tickets_are_made_up_for_by_number(redis_url: str, redis_client: redis.Redis) -> None:
@@ -105,7 +105,7 @@ def test_a_worker_whose_job_was_taken_back_cannot_write_to_it(
     fx = Fixture(redis_url)
     record = JobRecord(task_id="stale-" + uuid.uuid4().hex, workflow_id="tiny")
     fx.admit(record)
-    assert fx.sync.claim("w1", lease_s=60).task_id == record.task_id
+    assert fx.sync.take(Take("w1", 60)).task_id == record.task_id
     assert fx.sync.update(
         record.task_id, expect={"attempts": 0}, status=JobStatus.STARTED, worker="w1", attempts=1
     )
@@ -127,11 +127,11 @@ def test_a_job_taken_by_a_worker_lost_before_it_started_goes_back(
     fx = Fixture(redis_url)
     record = JobRecord(task_id="taken-" + uuid.uuid4().hex, workflow_id="tiny")
     fx.admit(record)
-    assert fx.sync.claim("w-gone", lease_s=60).task_id == record.task_id
+    assert fx.sync.take(Take("w-gone", 60)).task_id == record.task_id
     redis_client.delete(fx.queue)  # its ticket went with the worker
     redis_client.delete(keys.job_lease(record.task_id))  # killed before it wrote STARTED
 
     assert fx.run(lambda _, rec: rec.reconcile_once()).lost_workers == [record.task_id]
     assert fx.run(lambda store, _: store.place(record.task_id)).position == 1
     assert tickets(redis_client, fx.queue) == 1
-    assert fx.sync.claim("w-next", lease_s=60).task_id == record.task_id
+    assert fx.sync.take(Take("w-next", 60)).task_id == record.task_id

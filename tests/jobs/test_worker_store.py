@@ -15,7 +15,7 @@ from tests.jobs.test_queue import Line
 
 def started(line: Line, worker: str) -> str:
     task_id = line.add("alice")
-    claimed = line.sync.claim(worker, lease_s=60)
+    claimed = line.sync.take(Take(worker, 60))
     assert claimed is not None and claimed.task_id == task_id
     assert line.sync.update(task_id, status=JobStatus.STARTED, worker=worker, attempts=1)
     return task_id
@@ -63,7 +63,7 @@ def test_a_worker_cannot_end_a_job_taken_over_by_another(redis_url: str) -> None
 def test_the_outputs_expiry_goes_with_the_start_then_the_end(redis_url: str) -> None:
     line, client = Line(redis_url), redis.Redis.from_url(redis_url)
     task_id = line.add("alice")
-    assert line.sync.claim("w1", lease_s=60) is not None
+    assert line.sync.take(Take("w1", 60)) is not None
     prefix = f"outputs/{task_id}/"
     started = {"status": JobStatus.STARTED, "worker": "w1", "attempts": 1}
     assert line.sync.update(task_id, expire=(prefix, 5000.0), **started)  # the bound, as it starts
@@ -86,7 +86,7 @@ def test_a_take_can_start_its_job_in_the_same_step(redis_url: str) -> None:
     task_id = line.add("alice")
     client.script_flush()  # as after a restart
 
-    claimed = line.sync.claim("w1", lease_s=60, start=START)
+    claimed = line.sync.take(Take("w1", 60, start=START))
     assert claimed is not None and claimed.task_id == task_id and claimed.started
     assert claimed.record is not None and claimed.record.status == JobStatus.PENDING  # as it was taken
     assert claimed.record.attempts == 0
@@ -103,7 +103,7 @@ def test_a_take_can_start_its_job_in_the_same_step(redis_url: str) -> None:
 
     # Put back in line (its worker was lost), it starts again as the next attempt.
     assert line.sync.update(task_id, status=JobStatus.PENDING, worker=None)
-    again = line.sync.claim("w2", lease_s=60, start=START)
+    again = line.sync.take(Take("w2", 60, start=START))
     assert again is not None and again.started and again.record is not None and again.record.attempts == 1
     assert line.sync.get(task_id).attempts == 2  # type: ignore[union-attr]
 
@@ -112,14 +112,14 @@ def test_a_take_does_not_start_a_job_out_of_attempts_or_gone(redis_url: str) -> 
     line, client = Line(redis_url), redis.Redis.from_url(redis_url)
     spent = line.add("alice")
     assert line.sync.update(spent, attempts=3)  # every attempt was cut short: the worker fails it
-    claimed = line.sync.claim("w1", lease_s=60, start=START)
+    claimed = line.sync.take(Take("w1", 60, start=START))
     assert claimed is not None and claimed.task_id == spent and not claimed.started
     assert line.sync.get(spent).status == JobStatus.PENDING  # type: ignore[union-attr]
     assert client.zscore(keys.OBJECT_EXPIRY, f"outputs/{spent}/") is None
 
     gone = line.add("alice")
     client.delete(keys.job(gone))  # expired while it waited
-    claimed = line.sync.claim("w1", lease_s=60, start=START)
+    claimed = line.sync.take(Take("w1", 60, start=START))
     assert claimed is not None and claimed.task_id == gone and claimed.record is None and not claimed.started
     assert not client.exists(keys.job(gone))  # not brought back to life by the start
 

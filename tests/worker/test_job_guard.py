@@ -12,6 +12,7 @@ import redis
 
 from comfyjobs import keys
 from comfyjobs.jobs.record import JobRecord, JobStatus
+from comfyjobs.jobs.worker_store import Take
 from comfyjobs.worker.job_guard import Guards
 from tests.jobs.test_reconciler import Fixture
 from tests.support import wait_for
@@ -53,7 +54,7 @@ def guards(fx: Fixture, prompts: Prompts) -> Iterator[Guards]:
 def running_job(fx: Fixture) -> str:
     record = JobRecord(task_id="guarded-" + uuid.uuid4().hex, workflow_id="tiny")
     fx.admit(record)
-    task_id = fx.sync.claim("w-test", lease_s=0.9).task_id
+    task_id = fx.sync.take(Take("w-test", 0.9)).task_id
     assert task_id == record.task_id
     assert fx.sync.update(task_id, status=JobStatus.STARTED, worker="w-test", attempts=1)
     return task_id

@@ -10,6 +10,7 @@ import pytest
 
 from comfyjobs.comfy.client import ComfyEvent
 from comfyjobs.jobs.record import JobRecord, JobStatus, Progress
+from comfyjobs.jobs.worker_store import Take
 from comfyjobs.worker.progress import ProgressWriter
 from tests.jobs.test_reconciler import Fixture
 
@@ -32,7 +33,7 @@ def fx(redis_url: str) -> Fixture:
 def running_job(fx: Fixture) -> str:
     record = JobRecord(task_id="progress-" + uuid.uuid4().hex, workflow_id="tiny")
     fx.admit(record)
-    task_id = str(fx.sync.claim("w-progress", lease_s=60).task_id)
+    task_id = str(fx.sync.take(Take("w-progress", 60)).task_id)
     assert fx.sync.update(task_id, status=JobStatus.STARTED, **MINE)
     return task_id
 

@@ -77,7 +77,7 @@ class Batch:
 
 
 class Start(NamedTuple):
-    """A take that starts the job it takes (``JobStore.claim``): at most ``max_attempts`` attempts, its
+    """A take that starts the job it takes (``JobStore.take``): at most ``max_attempts`` attempts, its
     outputs' deletion (under ``outputs_prefix``, a format of the task id) scheduled for ``outputs_expire_at``
     (epoch s) or later."""
 
@@ -87,7 +87,7 @@ class Start(NamedTuple):
 
 
 class Take(NamedTuple):
-    """A take, as ``JobStore.claim`` makes it (see there)."""
+    """What ``JobStore.take`` takes, and how (see there)."""
 
     owner: str
     lease_s: float
@@ -135,25 +135,13 @@ class JobStore:
         self._acquire = client.register_script(scripts.ACQUIRE_LEASE)
         self._release = client.register_script(scripts.RELEASE_LEASE)
 
-    def claim(
-        self,
-        owner: str,
-        lease_s: float,
-        affinity: Affinity | None = None,
-        *,
-        with_ticket: bool = False,
-        start: Start | None = None,
-    ) -> Claimed | None:
-        """Takes the next job in line (priority, then tenants in turn, then model affinity; see
-        jobs.queue) with its lease in ``owner``'s name, and reads its record in the same step; None when
-        none waits. ``with_ticket``: the taker holds no ticket for this take (it goes on from a job it
-        finished), so one of the line's tickets is taken with the job. ``start``: the same step starts
-        the job (STARTED by ``owner``, one more attempt, no error), unless its record is gone, finished
-        or out of attempts (``Claimed.started`` says which)."""
-        return self.take(Take(owner, lease_s, affinity, with_ticket, start))
-
     def take(self, take: Take) -> Claimed | None:
-        """``claim``, asked for as a ``Take``."""
+        """Takes the next job in line (priority, then tenants in turn, then model affinity; see
+        jobs.queue) with its lease in ``take.owner``'s name, and reads its record in the same step; None
+        when none waits. ``with_ticket``: the taker holds no ticket for this take (it goes on from a job
+        it finished), so one of the line's tickets is taken with the job. ``start``: the same step starts
+        the job (STARTED by the owner, one more attempt, no error), unless its record is gone, finished
+        or out of attempts (``Claimed.started`` says which)."""
         with translated():
             return _claimed(self._claim(keys=[], args=self._take_args(take)))
 
@@ -211,7 +199,7 @@ class JobStore:
         counted), then ``fields`` (its outcome) as ``update`` writes them, then ``owner`` lets go of its
         lease; ``expire``: when its outputs go, from now on (earlier than the bound its start set: a
         finish written later, even one refused, only ever sets a later time). ``then``: the worker's
-        next take, as ``claim`` makes it, in the same round trip (``Finished.taken``)."""
+        next take, as ``take`` makes it, in the same round trip (``Finished.taken``)."""
         batch = Batch(self._redis)
         if times is not None:
             self._add_times(batch, times)
@@ -301,7 +289,7 @@ class JobStore:
         return {tasks[text(stream)]: decode_events(entries) for stream, entries in replies or []}
 
     def acquire_lease(self, task_id: str, owner: str, ttl_s: float) -> bool:
-        """True if ``owner`` holds the lease now (taken, or already its own from ``claim``)."""
+        """True if ``owner`` holds the lease now (taken, or already its own from ``take``)."""
         with translated():
             return int(self._acquire(keys=[keys.job_lease(task_id)], args=[owner, int(ttl_s * 1000)])) == 1
 
