@@ -84,10 +84,10 @@ def serve_once(listener: socket.socket, frames: bytes) -> None:
 
 
 def test_frames_come_whole_and_in_order_however_the_socket_splits_them() -> None:
-    """Many frames in one read, frames across reads (a preview bigger than a read's chunk), a message in
-    fragments with a ping among them, and frame headers cut by a read's end (the 64 kB chunks end inside
-    the 300 progress frames' run, at whatever byte): each message comes once, whole, in order, whichever
-    of the feed's fast path or websocket-client's parser took it."""
+    """Many frames in one read, frames across reads (a preview bigger than a read's chunk, a text with a
+    64-bit length), a message in fragments with a ping among them, then a thousand more small frames
+    (where reads end at whatever byte): each message comes once, whole, in order, whichever of the
+    feed's fast path or websocket-client's parser took it."""
     preview = bytes(range(256)) * 1000  # 256 kB: split over several reads
     long_text = {"prompt_id": "p1", "node": "2", "output": {"text": ["x" * 70_000]}}
     pieces = json.dumps({"type": "executed", "data": {"prompt_id": "p1", "node": "3", "output": {}}}).encode()
@@ -145,6 +145,7 @@ def test_a_frame_cut_at_any_byte_by_a_read_comes_whole() -> None:
     for cut in range(len(first) + 1, len(first) + len(second)):
         ours, theirs = socket.socketpair()
         with ours, theirs:
+            ours.settimeout(5)  # (a frame parsed wrong waits for bytes that never come: fail, not hang)
             ws = _BufferedWebSocket(skip_utf8_validation=True)
             ws.sock, ws.connected = ours, True  # (a socket past its handshake)
             theirs.sendall(stream[:cut])
@@ -152,3 +153,29 @@ def test_a_frame_cut_at_any_byte_by_a_read_comes_whole() -> None:
             theirs.sendall(stream[cut:])
             assert ws.recv() == bytes(range(200)), f"cut at byte {cut}"
             assert ws.recv() == "after"
+
+
+def test_whole_frames_already_read_skip_websocket_clients_parser() -> None:
+    """What the fast path is for: text and binary frames all in one read never reach the frame parser
+    (which costs the feed's reader several times more per frame); a ping still does, and is answered."""
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        ours.settimeout(5)
+        ws = _BufferedWebSocket(skip_utf8_validation=True)
+        ws.sock, ws.connected = ours, True
+        parsed = []
+        parse = ws.frame_buffer.recv_frame
+
+        def counted() -> Any:
+            frame_ = parse()
+            parsed.append(frame_.opcode)
+            return frame_
+
+        ws.frame_buffer.recv_frame = counted  # type: ignore[method-assign]
+        theirs.sendall(frame(0x1, b"a") + frame(0x2, bytes(300)) + frame(0x9, b"hi") + frame(0x1, b"b"))
+        assert [ws.recv(), ws.recv()] == ["a", bytes(300)]
+        assert parsed == []
+        assert ws.recv() == "b"  # the ping before it went through the parser, which answered it
+        assert parsed == [0x9, 0x1]
+        theirs.settimeout(5)
+        assert theirs.recv(64)[0] == 0x8A  # the pong (masked, as a client's frames are)

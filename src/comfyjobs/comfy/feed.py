@@ -62,7 +62,10 @@ class _BufferedWebSocket(websocket.WebSocket):
     _at = 0
 
     def recv(self) -> str | bytes:
-        with self.readlock:
+        # Both locks: close() reads the server's close frame from another thread through the frame
+        # parser, which holds only the frame buffer's lock (and is not re-entrant: released before).
+        with self.readlock, self.frame_buffer.lock:
+            self._fill()  # (nothing read waits: read first, as the parser would)
             whole = self._whole_frame()
         if whole is None:
             return super().recv()
@@ -73,11 +76,12 @@ class _BufferedWebSocket(websocket.WebSocket):
         if len(unread) - at < 2 or unread[at] not in _WHOLE or unread[at + 1] & 0x80:  # (masked)
             return None
         length, start = unread[at + 1], at + 2
-        if length >= 126:
-            size = 2 if length == 126 else 8
-            if len(unread) < start + size:
+        if length == 127:  # (a 64-bit length: longer than a read's chunk can hold whole)
+            return None
+        if length == 126:
+            if len(unread) < start + 2:
                 return None
-            length, start = int.from_bytes(unread[start : start + size], "big"), start + size
+            length, start = int.from_bytes(unread[start : start + 2], "big"), start + 2
         end = start + length
         if end > len(unread):
             return None
@@ -86,11 +90,15 @@ class _BufferedWebSocket(websocket.WebSocket):
         return payload.decode("utf-8") if unread[at] == 0x81 else payload
 
     def _recv(self, bufsize: int) -> bytes:
-        if self._at >= len(self._unread):
-            self._unread, self._at = super()._recv(READ_CHUNK), 0  # type: ignore[no-untyped-call]
+        self._fill()
         chunk: bytes = self._unread[self._at : self._at + bufsize]
         self._at += len(chunk)
         return chunk
+
+    def _fill(self) -> None:
+        """Once every byte read was handed on: one read of the socket (blocking), up to READ_CHUNK."""
+        if self._at >= len(self._unread):
+            self._unread, self._at = super()._recv(READ_CHUNK), 0  # type: ignore[no-untyped-call]
 
 
 @dataclass(frozen=True)

@@ -138,10 +138,10 @@ class JobStore:
     def take(self, take: Take) -> Claimed | None:
         """Takes the next job in line (priority, then tenants in turn, then model affinity; see
         jobs.queue) with its lease in ``take.owner``'s name, and reads its record in the same step; None
-        when none waits. ``with_ticket``: the taker holds no ticket for this take (it goes on from a job
-        it finished), so one of the line's tickets is taken with the job. ``start``: the same step starts
-        the job (STARTED by the owner, one more attempt, no error), unless its record is gone, finished
-        or out of attempts (``Claimed.started`` says which)."""
+        when none waits. ``take.with_ticket``: the taker holds no ticket for this take (it goes on from a
+        job it finished), so one of the line's tickets is taken with the job. ``take.start``: the same
+        step starts the job (STARTED by the owner, one more attempt, no error), unless its record is gone,
+        finished or out of attempts (``Claimed.started`` says which)."""
         with translated():
             return _claimed(self._claim(keys=[], args=self._take_args(take)))
 
