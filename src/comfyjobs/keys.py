@@ -116,12 +116,6 @@ def queue_departures(queue: str) -> str:
     return f"{PREFIX}:queue:{queue}:departures"
 
 
-def queue_cancellations(queue: str) -> str:
-    """Stream (capped): one entry per job of ``queue`` cancelled, the one stream a worker's job guards
-    block on to stop a cancelled job's prompt (not every running job's events)."""
-    return f"{PREFIX}:queue:{queue}:cancellations"
-
-
 def idempotency(tenant: str, key: str) -> str:
     """String with the job's TTL: the task an Idempotency-Key header was first used for, and a hash of
     that request. The client's key is hashed so any header value makes a bounded, safe key."""

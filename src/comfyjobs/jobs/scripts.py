@@ -11,7 +11,6 @@ from comfyjobs.jobs.queue import QUEUE_FUNCTIONS, lua
 from comfyjobs.jobs.record import TERMINAL_STATUSES, JobStatus
 
 DEPARTURES_MAXLEN = 1000  # readers only need "someone left since I looked", not the history
-CANCELLATIONS_MAXLEN = 1000  # a worker reads it while it runs jobs: at most a read (2 s) behind
 
 
 def _statuses(script: str) -> str:
@@ -26,7 +25,6 @@ def _statuses(script: str) -> str:
         .replace("$CANCELLED", json.dumps(json.dumps(JobStatus.CANCELLED.value)))
         .replace("$WEBHOOKS_DUE", json.dumps(keys.WEBHOOKS_DUE))
         .replace("$WEBHOOK_PREFIX", json.dumps(keys.WEBHOOK_PREFIX))
-        .replace("$CANCELLATIONS_MAXLEN", str(CANCELLATIONS_MAXLEN))
     )
 
 
@@ -39,11 +37,10 @@ def _metrics(script: str) -> str:
 # Lua: ``update_job(k, id, expect, now, qp, ticket, fields)`` applies ``fields`` (a flat list: field,
 # value, ...) to job ``id`` unless its record is gone (-1), terminal or does not hold ``expect`` (0), with
 # everything that goes with the change (1): its event, its place in line and among the running jobs, the
-# finished metric, its webhook, a cancellation's entry. ``k``: the keys {job, events, waiting, departures,
-# running, by_tenant, list (the queue's Celery list), cancellations (nil: a caller that never cancels)};
-# ``expect``: fields the record must hold (JSON object of encoded values) or ""; ``now``: the time
-# (score); ``qp``: the queue key prefix; ``ticket``: a Celery message to send if the job goes back in
-# line, or "".
+# finished metric, its webhook. ``k``: the keys {job, events, waiting, departures, running, by_tenant,
+# list (the queue's Celery list)}; ``expect``: fields the record must hold (JSON object of encoded values)
+# or ""; ``now``: the time (score); ``qp``: the queue key prefix; ``ticket``: a Celery message to send if
+# the job goes back in line, or "".
 UPDATE_FUNCTION = _metrics(
     _statuses(
         """
@@ -91,9 +88,6 @@ local function update_job(k, id, expect, now, qp, ticket, fields)
       redis.call('ZADD', k.running, 'NX', now, id)
     elseif is_terminal(new) then
       redis.call('ZREM', k.running, id)
-      if new == $CANCELLED then  -- for the job guards of the worker running it, if one does
-        redis.call('XADD', k.cancellations, 'MAXLEN', '~', $CANCELLATIONS_MAXLEN, '*', 'task_id', id)
-      end
       local workflow = cjson.decode(redis.call('HGET', k.job, 'workflow_id'))
       local labels = cjson.encode({workflow, cjson.decode(tenant), cjson.decode(new)})
       redis.call('HINCRBY', $FINISHED_METRIC, labels, 1)
@@ -119,7 +113,7 @@ end
 )
 
 # KEYS[1] job hash, [2] job events stream, [3] queue waiting set, [4] queue departures, [5] running set,
-# [6] waiting-by-tenant set, [7] the queue's Celery list, [8] the queue's cancellations stream
+# [6] waiting-by-tenant set, [7] the queue's Celery list
 # ARGV[1] task id, [2] fields the record must hold (JSON object of encoded values) or "", [3] now (score),
 # [4] queue key prefix, [5] a ticket (Celery message) to send if the job goes back in line, or "",
 # then field, value, field, value, ...
@@ -128,7 +122,7 @@ UPDATE_UNLESS_TERMINAL = lua(
     + UPDATE_FUNCTION
     + """
 local k = {job = KEYS[1], events = KEYS[2], waiting = KEYS[3], departures = KEYS[4], running = KEYS[5],
-           by_tenant = KEYS[6], list = KEYS[7], cancellations = KEYS[8]}
+           by_tenant = KEYS[6], list = KEYS[7]}
 return update_job(k, ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], {unpack(ARGV, 6)})
 """,
     DEPARTURES_MAXLEN,

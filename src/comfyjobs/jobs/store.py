@@ -138,7 +138,6 @@ class QueueKeys:
         self.tickets = messages.list_key
         self.waiting = keys.queue_waiting(queue)
         self.departures = keys.queue_departures(queue)
-        self.cancellations = keys.queue_cancellations(queue)
         self.running = keys.queue_running(queue)
 
         self.by_tenant = keys.queue_waiting_by_tenant(queue)
@@ -152,7 +151,6 @@ class QueueKeys:
             self.running,
             self.by_tenant,
             self.tickets,
-            self.cancellations,
         ]
 
 

@@ -21,7 +21,9 @@ from comfyjobs.jobs.store import (
     PREVIEW_TTL_S,
     RUN_TIME_WEIGHT,
     EventId,
+    JobEvent,
     QueueKeys,
+    decode_events,
     text,
     ticket_for,
     translated,
@@ -277,15 +279,14 @@ class JobStore:
             batch.expire(expire)
         return int(batch.execute()[applied]) == 1
 
-    def read_cancellations(self, after: EventId, block_s: float) -> tuple[EventId, list[str]]:
-        """The jobs of this queue cancelled after ``after`` (an entry id of the cancellations stream,
-        "0-0": all it holds), waiting up to ``block_s`` (in Redis) for one; and the id to read on from."""
-        streams: dict[Any, Any] = {self._keys.cancellations: after}
+    def read_events_of(self, cursors: Mapping[str, EventId], block_s: float) -> dict[str, list[JobEvent]]:
+        """The events of each task after its cursor, waiting up to ``block_s`` (in Redis) for the first
+        of any; tasks with none are left out."""
+        streams: dict[Any, Any] = {keys.job_events(t): cursor for t, cursor in cursors.items()}
+        tasks = {keys.job_events(task_id): task_id for task_id in cursors}
         with translated():
             replies: Any = self._redis.xread(streams, block=int(block_s * 1000))
-        entries = replies[0][1] if replies else []
-        last = text(entries[-1][0]) if entries else after
-        return last, [text(fields[b"task_id"]) for _, fields in entries]
+        return {tasks[text(stream)]: decode_events(entries) for stream, entries in replies or []}
 
     def acquire_lease(self, task_id: str, owner: str, ttl_s: float) -> bool:
         """True if ``owner`` holds the lease now (taken, or already its own from ``take``)."""

@@ -6,10 +6,8 @@ or by ``JobGuard.acquire``) and renewed while it runs. Taking it fails if anothe
 puts the job back in line.
 
 Cancellation: DELETE /tasks/{id} marks the record CANCELLED (a final state, so nothing the worker writes
-afterwards lands) and, in the same step, adds the job to its queue's cancellations stream. The watcher
-blocks on that one stream (not on each running job's events, which would wake it at each of their
-changes) and, for a job of its own, takes the prompt out of ComfyUI: removed from its queue and
-interrupted. ComfyUI
+afterwards lands). The watcher blocks on the running jobs' event streams (the ones the API's SSE reads)
+and, on that change, takes the prompt out of ComfyUI: removed from its queue and interrupted. ComfyUI
 reports the interruption, ``ComfyClient.run`` returns, and the worker takes its next job. A lease this
 worker lost (Redis was away longer than JOB_LEASE_S, and the job may be running elsewhere now) stops the
 prompt the same way.
@@ -19,12 +17,11 @@ over, and the prompts stopped together in one call that deletes them all before 
 interrupt lets ComfyUI start its next prompt, which must not be one being cancelled (a job stopped before
 its prompt is sent never sends it).
 
-One thread per worker does both for all its jobs (``Guards``): one blocking read of the cancellations
+One thread per worker does both for all its jobs (``Guards``): one blocking read over every job's stream
 lasts until the next renewal is due, and the due leases are renewed together. A job's ``JobGuard`` is
-its handle: entered when the job starts, left when it ends (which releases the lease). The watcher reads
-on from where it stopped, whether jobs ran meanwhile or not (the first read takes what the stream holds),
-and keeps the last RECENT_CANCELLATIONS it read: a job cancelled after it was taken but read before its
-guard was entered is stopped as its guard enters.
+its handle: entered when the job starts, left when it ends (which releases the lease). A guard entered
+during a read is watched from the next one (at most a read's length later), from the start of its
+stream, so a cancellation in between is not missed.
 """
 
 from __future__ import annotations
@@ -37,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 
 from comfyjobs.errors import QueueUnavailableError
+from comfyjobs.jobs.record import JobStatus
 from comfyjobs.jobs.store import EventId
 from comfyjobs.jobs.worker_store import JobStore
 
@@ -45,7 +43,6 @@ log = logging.getLogger(__name__)
 # Longest single read on the streams: a third of a lease at most, so renewals are never late.
 MAX_BLOCK_S = 2.0
 POST_WAIT_S = 30.0  # a cancel waits this long at most for its prompt's POST (ComfyClient's own limit)
-RECENT_CANCELLATIONS = 1000  # kept for guards entered after their job's cancellation was read
 
 
 class JobGuard:
@@ -54,6 +51,7 @@ class JobGuard:
     def __init__(self, guards: Guards, task_id: str) -> None:
         self._guards = guards
         self.task_id = task_id
+        self.cursor: EventId = "0-0"  # the watcher's place in the job's event stream
         self.renewed_at = time.monotonic()  # the lease was just taken
         self._lock = threading.Lock()
         self._prompt_id: str | None = None
@@ -145,8 +143,6 @@ class Guards:
         self._block_s = min(MAX_BLOCK_S, lease_s / 3)
         self._changed = threading.Condition()
         self._guards: dict[str, JobGuard] = {}
-        self._cursor: EventId = "0-0"  # the watcher's place in the cancellations stream
-        self._cancelled: dict[str, None] = {}  # the last RECENT_CANCELLATIONS read, oldest first
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="job-guards", daemon=True)
 
@@ -180,9 +176,6 @@ class Guards:
         with self._changed:
             self._guards[guard.task_id] = guard
             self._changed.notify_all()
-            cancelled = guard.task_id in self._cancelled
-        if cancelled:  # read before the guard was entered (its prompt is not sent yet: nothing to cancel)
-            guard.stop("cancelled")
 
     def unwatch(self, guard: JobGuard) -> None:
         with self._changed:
@@ -206,16 +199,17 @@ class Guards:
                     self._stopping.wait(self._block_s)
 
     def _once(self, watched: list[JobGuard]) -> None:
-        """One blocking read of the cancellations, then the renewals due."""
-        self._cursor, task_ids = self.store.read_cancellations(self._cursor, self._block_s)
-        with self._changed:  # (with watch: a guard entered now is either found here or finds its id)
-            for task_id in task_ids:
-                self._cancelled[task_id] = None
-            while len(self._cancelled) > RECENT_CANCELLATIONS:
-                del self._cancelled[next(iter(self._cancelled))]
-            ours = [g for t in task_ids if (g := self._guards.get(t)) is not None]
-        # Their prompts are cancelled together: every delete first.
-        self.cancel([guard.stop("cancelled") for guard in ours])
+        """One blocking read over the watched jobs' streams, then the renewals due."""
+        events = self.store.read_events_of({g.task_id: g.cursor for g in watched}, self._block_s)
+        by_task = {g.task_id: g for g in watched}
+        stopped: list[JobGuard | None] = []  # their prompts are cancelled together: every delete first
+        for task_id, entries in events.items():
+            guard = by_task[task_id]
+            for event in entries:
+                guard.cursor = event.id
+                if event.changes.get("status") == JobStatus.CANCELLED:
+                    stopped.append(guard.stop("cancelled"))
+        self.cancel(stopped)
         now = time.monotonic()
         due = [g for g in watched if not g.done and g.stopped is None and now - g.renewed_at >= self._block_s]
         if not due:
