@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any, Literal, NamedTuple
 
 import redis
+from redis.commands.core import Script
 
 from comfyjobs import keys, metrics
 from comfyjobs.errors import QueueUnavailableError
@@ -60,6 +61,13 @@ class Batch:
         """Adds a script's run (its Lua ``source``); returns the index of its reply."""
         index = len(self.pipe)
         self.pipe.eval(source, len(keys_), *keys_, *args)
+        return index
+
+    def stored_script(self, script: Script, keys_: list[str], args: list[Any]) -> int:
+        """Adds a registered script's run by its sha (for a long script, put last: a Redis that forgot it
+        fails this one alone, with NoScriptError as its reply); returns the index of its reply."""
+        index = len(self.pipe)
+        self.pipe.evalsha(script.sha, len(keys_), *keys_, *args)
         return index
 
     def expire(self, expiry: ObjectExpiry, *, only_later: bool = True) -> None:
@@ -212,7 +220,7 @@ class JobStore:
             return Finished(int(batch.execute()[outcome]) == 1)
         # Last, by its sha (the script is long): a Redis that forgot it fails this take alone, after
         # everything before it ran, and the take is made again on its own.
-        batch.pipe.evalsha(self._claim.sha, 0, *self._take_args(then))
+        batch.stored_script(self._claim, [], self._take_args(then))
         *replies, taken = batch.execute(raise_on_error=False)
         failed = next((r for r in replies if isinstance(r, redis.RedisError)), None)
         if failed is not None:  # (a take that went through is left to its lease: see the log)
