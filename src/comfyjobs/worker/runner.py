@@ -27,7 +27,7 @@ from comfyjobs.errors import (
     StorageError,
 )
 from comfyjobs.jobs.record import JobError, JobRecord, JobStatus, Progress, utc_now
-from comfyjobs.jobs.worker_store import Claimed, JobStore, JobTimes, ObjectExpiry, Take
+from comfyjobs.jobs.worker_store import Finished, JobStore, JobTimes, ObjectExpiry, Take
 from comfyjobs.manifests.patching import build_graph
 from comfyjobs.manifests.registry import Registry
 from comfyjobs.settings import Settings
@@ -94,12 +94,11 @@ class RequeueJobError(Exception):
 class NextTake:
     """The worker's next take, made with a job's finish in the same round trip (worker.takes): ``ask``
     says what to take, or None when the worker is not to go on (stopping, its ComfyUI down or cold);
-    ``made``: whether the finish made it, and ``taken`` what it found."""
+    ``finished``: the finish written (None: none was), whose ``took`` and ``taken`` tell of the take."""
 
     def __init__(self, ask: Callable[[], Take | None]) -> None:
         self.ask = ask
-        self.made = False
-        self.taken: Claimed | None = None
+        self.finished: Finished | None = None
 
 
 def handle_delivery(task_id: str, ctx: WorkerContext) -> None:
@@ -324,7 +323,7 @@ def _finish(
             )
             guard.released = True
             if then is not None:
-                then.made, then.taken = finished.took, finished.taken
+                then.finished = finished
             if not finished.written:
                 log.warning("task %s: outcome not recorded (cancelled, or the job was taken back)", task_id)
             return

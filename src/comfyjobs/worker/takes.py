@@ -32,8 +32,8 @@ def take_jobs(ctx: WorkerContext) -> int:
     idle worker may take it, rather than this thread taking it straight back."""
     taken = 0
     holding = True  # a ticket not used yet: Celery's, at first
-    start_timeout_s = ctx.settings.comfyui_start_timeout_s
     settings = ctx.settings
+    start_timeout_s = settings.comfyui_start_timeout_s
     longest_s = _longest_time_limit_s(ctx)
 
     def take(with_ticket: bool) -> Take:
@@ -47,8 +47,8 @@ def take_jobs(ctx: WorkerContext) -> int:
 
     then = NextTake(going_on)
     while True:
-        if then.made:
-            claimed = then.taken
+        if then.finished is not None and then.finished.took:
+            claimed = then.finished.taken
         else:
             ready = not ctx.stopping.is_set() and ctx.comfy.wait_until_ready(start_timeout_s)
             ready = ready and ctx.warmup.ensure(ctx.thread_client(), ctx.comfy, start_timeout_s)
