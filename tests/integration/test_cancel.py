@@ -21,6 +21,8 @@ def sampling(changes: list[dict[str, Any]]) -> bool:
 
 
 def test_cancel_running_and_queued_jobs(service: Service, api: httpx.Client, events: JobEvents) -> None:
+    comfy = f"http://127.0.0.1:{service.env['COMFYUI_BASE_PORT']}"
+    earlier = set(httpx.get(f"{comfy}/history", timeout=30).json())  # (the session's ComfyUI is shared)
     running = submit(api, "txt2img", **LONG)
     events.wait_until(running, sampling, timeout_s=240, what="sampler step")
     queued = submit(api, "txt2img", **LONG)  # behind the running one: one worker, one job at a time
@@ -43,12 +45,12 @@ def test_cancel_running_and_queued_jobs(service: Service, api: httpx.Client, eve
     steps = [p["value"] for p in events.progress(running) if p["node_type"] == "KSampler" and p["max"]]
     assert max(steps) < LONG["steps"]
     # ComfyUI itself recorded the interruption of that prompt (it did not run on to the end).
-    comfy = f"http://127.0.0.1:{service.env['COMFYUI_BASE_PORT']}"
     history = httpx.get(f"{comfy}/history", timeout=30).json()
     interrupted = [
         entry
-        for entry in history.values()
-        if any(m[0] == "execution_interrupted" for m in entry.get("status", {}).get("messages", []))
+        for prompt_id, entry in history.items()
+        if prompt_id not in earlier
+        and any(m[0] == "execution_interrupted" for m in entry.get("status", {}).get("messages", []))
     ]
     assert len(interrupted) == 1
     assert interrupted[0]["prompt"][2]["3"]["inputs"]["steps"] == LONG["steps"]
