@@ -141,15 +141,26 @@ OBJECT_EXPIRY = f"{PREFIX}:objects:expiry"
 they expire; the retention sweep deletes what is due (O(due), never a listing of the bucket)."""
 
 
+CHANGES_OF = f"{PREFIX}:changes:"
+
+
+def changes_of(stream: str) -> str:
+    """Pub/sub channel: each entry appended to ``stream`` (a task's events or previews, a queue's departures,
+    WEBHOOKS_DUE) is announced on it, with the stream's name, in the same step as the append. An API
+    process subscribes to it only while some reader there waits on the stream (jobs.changes), so it hears
+    of its own readers' streams alone, however many jobs run."""
+    return CHANGES_OF + stream
+
+
 CHANGES = f"{PREFIX}:changes"
-"""Pub/sub channel: the name of each stream that just got an entry (a task's events or previews, a queue's
-departures), published with the append; the API's one subscriber wakes the readers waiting on it."""
+"""Pub/sub channel where versions before per-stream channels (``changes_of``) announced every append, by
+the stream's name. The API's subscriber still listens: workers not yet upgraded wake its readers."""
 
 
 WEBHOOKS_DUE = f"{PREFIX}:webhooks:due"
 """Sorted set: webhook delivery ids, scored by the epoch second their next attempt is due. A dispatcher
 takes the due ones by moving them a visibility timeout ahead (so a delivery whose API process died is
-taken again), and removes a delivery once it is done. Changes are announced on CHANGES under this name."""
+taken again), and removes a delivery once it is done. Its changes: on ``changes_of(WEBHOOKS_DUE)``."""
 
 
 def webhook(delivery_id: str) -> str:

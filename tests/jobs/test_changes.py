@@ -1,8 +1,9 @@
 """Waiting for a task's changes on the API's one change subscriber, against a real Redis: a watch that
 lasts across waits reads the task's streams only when newly registered or woken (a quiet task costs no
-read per wait), misses no change (before it registered, or between a read and the next wait), follows
-the queue's departures only while told, and lets go of everything at the end; a quiet stream asks
-whether its task expired only now and then."""
+read per wait), misses no change (before it registered, between its first read and its subscription,
+or between a read and the next wait), follows the queue's departures only while told, and lets go of
+everything at the end; the subscriber is subscribed to the streams waited on and no others, and still
+hears earlier versions' announcements; a quiet stream asks whether its task expired only now and then."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
 
 from comfyjobs import keys
 from comfyjobs.api.task_feed import ExpiryCheck
@@ -40,14 +42,35 @@ class CountingRedis(aioredis.Redis):
         return reply
 
 
+class LateSubscriber(aioredis.Redis):
+    """The hub's client; its subscription to the channel of ``stream`` is sent only once ``before`` ran."""
+
+    stream = ""
+    before: Callable[[], Awaitable[None]] | None = None
+
+    def pubsub(self, **kwargs: Any) -> PubSub:
+        client = self
+
+        class Late(PubSub):
+            async def subscribe(self, *args: Any, **kw: Any) -> None:
+                if client.before is not None and keys.changes_of(client.stream) in args:
+                    hook, client.before = client.before, None
+                    await hook()
+                await super().subscribe(*args, **kw)
+
+        return Late(self.connection_pool, **kwargs)
+
+
 def scene(
-    redis_url: str, work: Callable[[Fixture, AsyncJobStore, CountingRedis, ChangeHub], Awaitable[None]]
+    redis_url: str,
+    work: Callable[[Fixture, AsyncJobStore, CountingRedis, ChangeHub], Awaitable[None]],
+    subscriber: aioredis.Redis | None = None,
 ) -> None:
     fx = Fixture(redis_url)
 
     async def main() -> None:
         client = CountingRedis.from_url(redis_url)
-        hub = ChangeHub(aioredis.Redis.from_url(redis_url))
+        hub = ChangeHub(subscriber or aioredis.Redis.from_url(redis_url))
         hub.start()
         try:
             await hub.subscribed.wait()  # (subscribing wakes every watch: not counted below)
@@ -77,8 +100,9 @@ def test_a_kept_watch_reads_only_when_woken(redis_url: str) -> None:
         task_id = await pending_job(store)
         cursor = await last_event(store, task_id)
         with store.watching() as watch:
-            assert (await store.wait_for_change(task_id, cursor, QUIET_S, watch=watch)).empty
-            reads = client.xreads  # one when it registered (or two, had the admission's notice come late)
+            watch.follow([keys.job_events(task_id)])
+            assert await watch.wait(30)  # woken once its subscription is confirmed
+            reads = client.xreads
             for _ in range(3):
                 change = await store.wait_for_change(task_id, cursor, QUIET_S, watch=watch)
                 assert change.empty
@@ -115,6 +139,78 @@ def test_a_change_right_after_a_read_wakes_the_next_wait(redis_url: str) -> None
     scene(redis_url, work)
 
 
+def test_a_change_before_the_subscription_takes_effect_is_not_lost(redis_url: str) -> None:
+    """Announced after the watch's first read, before the hub subscribed to the stream: announced to
+    nobody. The subscription's confirmation wakes the watch, and it reads again."""
+    subscriber = LateSubscriber.from_url(redis_url)
+
+    async def work(fx: Fixture, store: AsyncJobStore, client: CountingRedis, hub: ChangeHub) -> None:
+        task_id = await pending_job(store)
+        cursor = await last_event(store, task_id)
+        read = asyncio.Event()
+
+        async def first_read_done() -> None:
+            read.set()
+
+        async def change_after_the_first_read() -> None:
+            await read.wait()
+            assert fx.sync.update(task_id, status=JobStatus.STARTED, worker="w-1")
+
+        subscriber.stream, subscriber.before = keys.job_events(task_id), change_after_the_first_read
+        client.after_read = first_read_done
+        change = await store.wait_for_change(task_id, cursor, 30)
+        assert [e.changes["status"] for e in change.events] == ["STARTED"]
+        assert subscriber.before is None and client.xreads == 2
+
+    scene(redis_url, work, subscriber)
+
+
+async def subscribers(client: aioredis.Redis, *streams: str) -> list[int]:
+    """How many subscribe to each stream's changes, as Redis counts them."""
+    counts: Any = await client.pubsub_numsub(*map(keys.changes_of, streams))
+    return [int(n) for _, n in counts]
+
+
+def test_the_hub_subscribes_to_the_streams_waited_on_and_no_others(redis_url: str) -> None:
+    async def work(fx: Fixture, store: AsyncJobStore, client: CountingRedis, hub: ChangeHub) -> None:
+        first, second = (keys.job_events(f"{n}-{uuid.uuid4().hex}") for n in ("first", "second"))
+        with hub.watch([first]) as watch:
+            assert await watch.wait(30)  # woken by its subscription's confirmation
+            assert await subscribers(client, first, second) == [1, 0]
+        with hub.watch([second]) as watch:
+            assert await watch.wait(30)  # (sent after the first's unsubscription)
+            assert await subscribers(client, first, second) == [0, 1]
+            await client.publish(keys.changes_of(second), second)
+            assert await watch.wait(30)
+
+    scene(redis_url, work)
+
+
+def test_the_hub_subscribes_again_after_losing_its_connection(redis_url: str) -> None:
+    async def work(fx: Fixture, store: AsyncJobStore, client: CountingRedis, hub: ChangeHub) -> None:
+        stream = keys.job_events("followed-" + uuid.uuid4().hex)
+        with hub.watch([stream]) as watch:
+            assert await watch.wait(30)  # subscribed
+            assert await client.client_kill_filter(_type="pubsub") == 1
+            while await subscribers(client, stream) != [1]:  # woken by the loss, then by the new subscription
+                assert await watch.wait(30)
+
+    scene(redis_url, work)
+
+
+def test_announcements_of_earlier_versions_still_wake_waiters(redis_url: str) -> None:
+    """Workers not yet upgraded announce every append on the one channel keys.CHANGES."""
+
+    async def work(fx: Fixture, store: AsyncJobStore, client: CountingRedis, hub: ChangeHub) -> None:
+        stream = keys.job_events("legacy-" + uuid.uuid4().hex)
+        with hub.watch([stream]) as watch:
+            assert await watch.wait(30)  # subscribed
+            await client.publish(keys.CHANGES, stream)
+            assert await watch.wait(30)
+
+    scene(redis_url, work)
+
+
 def test_a_new_watch_sees_what_came_before_it(redis_url: str) -> None:
     async def work(fx: Fixture, store: AsyncJobStore, client: CountingRedis, hub: ChangeHub) -> None:
         task_id = await pending_job(store)
@@ -135,9 +231,10 @@ def test_departures_wake_a_watch_only_while_it_follows_them(redis_url: str) -> N
         assert snapshot is not None and snapshot.last_event_id is not None
         cursor, departures = snapshot.last_event_id, snapshot.last_departure
         with store.watching() as watch:
-            # Not following departures: the first job leaving the queue does not wake the third's wait.
-            assert (await store.wait_for_change(third, cursor, QUIET_S, watch=watch)).empty
+            watch.follow([keys.job_events(third)])
+            assert await watch.wait(30)  # woken once its subscription is confirmed
             reads = client.xreads
+            # Not following departures: the first job leaving the queue does not wake the third's wait.
             assert fx.sync.take(Take("w-1", 60)).task_id == first  # type: ignore[union-attr]
             assert (await store.wait_for_change(third, cursor, QUIET_S, watch=watch)).empty
             assert client.xreads == reads
@@ -146,6 +243,7 @@ def test_departures_wake_a_watch_only_while_it_follows_them(redis_url: str) -> N
             assert change.departed is not None and change.departed != departures
             assert not change.events
             assert client.xreads == reads + 1
+            assert await watch.wait(30)  # (its subscription to them confirmed: that woke it)
             assert hub.waiting == 2  # the task's events and the departures
             # Dropped again (the job started, say): the next departure wakes nothing.
             assert (await store.wait_for_change(third, cursor, QUIET_S, watch=watch)).empty

@@ -2,11 +2,15 @@
 for their tasks without holding a Redis connection each.
 
 Every append to a stream a reader may wait on (a task's events, a queue's departures, a task's previews)
-is followed, in the same Lua call or pipeline, by ``PUBLISH keys.CHANGES <stream key>``. The hub holds one
-pub/sub connection and wakes the waiters of that stream. The streams stay the source of truth: a waiter
-registers, then reads them (without blocking), and only then sleeps; a notification lost while the
-subscriber reconnects costs a waiter nothing: every waiter is woken on reconnection, and reads. (The
-subscriber starts again after any failure, not only Redis's: the waiters depend on it.)
+is followed, in the same Lua call or pipeline, by ``PUBLISH keys.changes_of(stream) <stream>``. The hub
+holds one pub/sub connection, subscribed to the channels of the streams its process's readers wait on
+(and only those: a process hears of its own readers' streams, not of every job in the fleet), and wakes
+the waiters of a stream when it hears of it. The streams stay the source of truth: a waiter registers,
+then reads them (without blocking), and only then sleeps. What is appended between that read and the
+hub's subscription taking effect is announced to nobody, so the subscription's confirmation wakes the
+stream's waiters too, and they read again. A notification lost while the subscriber reconnects costs a
+waiter nothing either: every waiter is woken on reconnection, and reads. (The subscriber starts again
+after any failure, not only Redis's: the waiters depend on it.)
 A registration (``Watch``) lasts as long as its reader: an events stream that waits again after each
 heartbeat stays registered, and reads its streams only when woken.
 """
@@ -17,9 +21,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
 
 from comfyjobs import keys
 
@@ -33,8 +39,8 @@ class Watch:
     """A waiter's registration with the hub. It lasts across waits, so a reader that waits again and
     again (an events stream between its heartbeats) registers once and reads Redis only when woken."""
 
-    def __init__(self, waiters: dict[str, set[asyncio.Event]]) -> None:
-        self._waiters = waiters
+    def __init__(self, hub: ChangeHub) -> None:
+        self._hub = hub
         self._names: frozenset[str] = frozenset()
         self.woken = asyncio.Event()  # set when a followed stream got an entry (or the hub reconnected)
 
@@ -44,13 +50,9 @@ class Watch:
         names = frozenset(streams)
         added, dropped = names - self._names, self._names - names
         for name in added:
-            self._waiters.setdefault(name, set()).add(self.woken)
+            self._hub.add_waiter(name, self.woken)
         for name in dropped:
-            waiting = self._waiters.get(name)
-            if waiting is not None:
-                waiting.discard(self.woken)
-                if not waiting:
-                    del self._waiters[name]
+            self._hub.drop_waiter(name, self.woken)
         self._names = names
         return bool(added)
 
@@ -71,6 +73,7 @@ class ChangeHub:
         """``client``: its socket timeout must outlast LISTEN_S."""
         self._client = client
         self._waiters: dict[str, set[asyncio.Event]] = {}
+        self._moved = asyncio.Event()  # a stream got its first waiter or lost its last: subscribe anew
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.subscribed = asyncio.Event()
@@ -89,7 +92,7 @@ class ChangeHub:
     @contextlib.contextmanager
     def watch(self, streams: Iterable[str] = ()) -> Iterator[Watch]:
         """A watch on ``streams`` from now on (more may be followed later), ended on leaving."""
-        watch = Watch(self._waiters)
+        watch = Watch(self)
         watch.follow(streams)
         try:
             yield watch
@@ -99,6 +102,20 @@ class ChangeHub:
     @property
     def waiting(self) -> int:
         return sum(len(w) for w in self._waiters.values())
+
+    def add_waiter(self, stream: str, woken: asyncio.Event) -> None:
+        waiting = self._waiters.setdefault(stream, set())
+        if not waiting:
+            self._moved.set()
+        waiting.add(woken)
+
+    def drop_waiter(self, stream: str, woken: asyncio.Event) -> None:
+        waiting = self._waiters.get(stream)
+        if waiting is not None:
+            waiting.discard(woken)
+            if not waiting:
+                del self._waiters[stream]
+                self._moved.set()
 
     def _wake(self, stream: str) -> None:
         for woken in self._waiters.get(stream, ()):
@@ -111,16 +128,24 @@ class ChangeHub:
 
     async def _run(self) -> None:
         while not self._stopping.is_set():
-            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            pubsub = self._client.pubsub()
+            # Set as this connection is let go. Its tasks look at it as well as being cancelled: a cancel
+            # that lands as redis-py's send completes is lost (asyncio.wait_for in Python 3.11).
+            closed = asyncio.Event()
+            tasks: list[asyncio.Task[Any]] = []
             try:
-                await pubsub.subscribe(keys.CHANGES)
+                self._moved.clear()
+                followed = set(self._waiters)
+                await pubsub.subscribe(keys.CHANGES, *map(keys.changes_of, followed))
                 self.subscribed.set()
-                self._wake_all()  # whatever happened while nobody listened: look again
-                while not self._stopping.is_set():
-                    message = await pubsub.get_message(timeout=LISTEN_S)
-                    if message is not None:
-                        data = message["data"]
-                        self._wake(data.decode() if isinstance(data, bytes) else str(data))
+                tasks = [
+                    asyncio.create_task(self._listen(pubsub, closed)),
+                    asyncio.create_task(self._follow(pubsub, followed, closed)),
+                    asyncio.create_task(self._stopping.wait()),
+                ]
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    task.result()  # (the first two end only by failing)
             except Exception as exc:  # (Redis lost, or anything else: the streams depend on the hub)
                 self.subscribed.clear()
                 if isinstance(exc, redis.RedisError | OSError):
@@ -131,5 +156,39 @@ class ChangeHub:
                 with contextlib.suppress(TimeoutError):  # a back-off: nothing to wait on but the clock
                     await asyncio.wait_for(self._stopping.wait(), RECONNECT_S)
             finally:
+                closed.set()
+                self._moved.set()  # (the next connection subscribes to what is followed then)
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
                 with contextlib.suppress(redis.RedisError, OSError):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _listen(self, pubsub: PubSub, closed: asyncio.Event) -> None:
+        """Wakes the waiters of each stream announced, and of each stream whose subscription is confirmed
+        (what came between their first read and then was announced to nobody: they read again)."""
+        while not closed.is_set():
+            message: dict[str, Any] | None = await pubsub.get_message(timeout=LISTEN_S)
+            if message is None:
+                continue
+            kind, data = message["type"], message["data"]
+            if kind == "message":
+                self._wake(data.decode() if isinstance(data, bytes) else str(data))
+            elif kind == "subscribe":
+                channel = message["channel"]
+                channel = channel.decode() if isinstance(channel, bytes) else str(channel)
+                self._wake(channel.removeprefix(keys.CHANGES_OF))
+
+    async def _follow(self, pubsub: PubSub, followed: set[str], closed: asyncio.Event) -> None:
+        """Keeps the subscriptions to the streams waited on (``followed``: those subscribed to so far)."""
+        while not closed.is_set():
+            await self._moved.wait()
+            self._moved.clear()
+            wanted = set(self._waiters)
+            new, gone = wanted - followed, followed - wanted
+            followed.clear()
+            followed.update(wanted)
+            if gone:
+                await pubsub.unsubscribe(*map(keys.changes_of, gone))
+            if new:
+                await pubsub.subscribe(*map(keys.changes_of, new))

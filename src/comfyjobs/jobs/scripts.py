@@ -64,7 +64,7 @@ local function update_job(k, id, expect, now, qp, ticket, fields)
   local changes = {}
   for i = 1, #fields, 2 do changes[fields[i]] = fields[i + 1] end
   redis.call('XADD', k.events, '*', 'changes', cjson.encode(changes))
-  redis.call('PUBLISH', $CHANGES, k.events)
+  redis.call('PUBLISH', $CHANGES_OF .. k.events, k.events)
   local new = changes['status']
   local tenant = redis.call('HGET', k.job, 'tenant') or 'null'
   local priority = redis.call('HGET', k.job, 'priority') or '5'
@@ -81,7 +81,7 @@ local function update_job(k, id, expect, now, qp, ticket, fields)
     if redis.call('ZREM', k.waiting, id) == 1 then
       leave_queue(qp, id, tenant, priority)
       redis.call('XADD', k.departures, 'MAXLEN', '~', $DEPARTURES_MAXLEN, '*', 'task_id', id)
-      redis.call('PUBLISH', $CHANGES, k.departures)
+      redis.call('PUBLISH', $CHANGES_OF .. k.departures, k.departures)
     end
     redis.call('ZREM', k.by_tenant, by_tenant)
     if new == $STARTED or new == $PROGRESS then
@@ -102,7 +102,7 @@ local function update_job(k, id, expect, now, qp, ticket, fields)
         redis.call('HSET', $WEBHOOK_PREFIX .. msg, 'task_id', id, 'type', 'task.' .. kind, 'at', now,
                    'record', cjson.encode(redis.call('HGETALL', k.job)), 'attempts', 0)
         redis.call('ZADD', $WEBHOOKS_DUE, now, msg)
-        redis.call('PUBLISH', $CHANGES, $WEBHOOKS_DUE)
+        redis.call('PUBLISH', $CHANGES_OF .. $WEBHOOKS_DUE, $WEBHOOKS_DUE)
       end
     end
   end
@@ -186,7 +186,7 @@ redis.call('HINCRBY', $SUBMITTED_METRIC, cjson.encode({workflow, cjson.decode(AR
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('XADD', KEYS[2], '*', 'changes', ARGV[6])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
-redis.call('PUBLISH', $CHANGES, KEYS[2])
+redis.call('PUBLISH', $CHANGES_OF .. KEYS[2], KEYS[2])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
 enter_queue(ARGV[10], ARGV[1], ARGV[7], ARGV[11], seq)
 if KEYS[4] ~= '' then redis.call('SET', KEYS[4], ARGV[5], 'EX', ARGV[2]) end

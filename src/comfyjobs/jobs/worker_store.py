@@ -318,7 +318,7 @@ class JobStore:
         with translated(), self._redis.pipeline(transaction=True) as pipe:
             pipe.xadd(key, {"jpeg": jpeg}, maxlen=1, approximate=False)
             pipe.expire(key, PREVIEW_TTL_S)
-            pipe.publish(keys.CHANGES, key)
+            pipe.publish(keys.changes_of(key), key)
             pipe.execute()
 
     def forget_waiting(self, task_id: str) -> None:

@@ -26,7 +26,7 @@ end
 return out
 """
 
-# KEYS[1] due set, [2] the delivery, [3] the task's record, [4] the results metric, [5] the changes channel
+# KEYS[1] due set, [2] the delivery, [3] the task's record, [4] the results metric, [5] the due set's changes
 # ARGV[1] delivery id, [2] HTTP status or '' (no answer), [3] delivered at (ISO 8601) or '',
 # [4] 'done' or 'retry', [5] next due (retry), [6] the result's metric field
 RECORD_ATTEMPT = """
@@ -121,7 +121,7 @@ class Deliveries:
         now = time.time()
         with translated():
             await self._redis.zadd(keys.WEBHOOKS_DUE, dict.fromkeys(delivery_ids, now), xx=True)
-            await self._redis.publish(keys.CHANGES, keys.WEBHOOKS_DUE)
+            await self._redis.publish(keys.changes_of(keys.WEBHOOKS_DUE), keys.WEBHOOKS_DUE)
 
     async def next_due_at(self) -> float | None:
         with translated():
@@ -146,7 +146,7 @@ class Deliveries:
                     keys.webhook(delivery.id),
                     keys.job(delivery.task_id),
                     keys.metric(WEBHOOK_DELIVERIES),
-                    keys.CHANGES,
+                    keys.changes_of(keys.WEBHOOKS_DUE),
                 ],
                 args=[
                     delivery.id,

@@ -9,8 +9,9 @@ WEBHOOK_TIMEOUT_S) is tried again after exponential back-off, up to WEBHOOK_MAX_
 Sends run in a thread pool of their own, at most PER_HOST at once per receiver, with at most HOST_BACKLOG
 more waiting here for it: a slow or dead receiver holds its own slots only, never a job's path
 (deliveries are created in Redis by the status change) nor another receiver's deliveries. The
-dispatcher sleeps until the next delivery is due or a new one is
-announced on keys.CHANGES; a delivery taken by a process that died is taken again after VISIBILITY_S.
+dispatcher sleeps until the next delivery is due or a new one is announced (on
+``keys.changes_of(WEBHOOKS_DUE)``); a delivery taken by a process that died is taken again after
+VISIBILITY_S.
 """
 
 from __future__ import annotations
@@ -98,8 +99,9 @@ class WebhookDispatcher:
     async def run_forever(self) -> None:
         self._executor = ThreadPoolExecutor(THREADS, thread_name_prefix="webhook")
         try:
-            while not self._stopping.is_set():
-                with self._hub.watch([keys.WEBHOOKS_DUE]) as announced:
+            with self._hub.watch([keys.WEBHOOKS_DUE]) as announced:  # (one subscription, kept)
+                while not self._stopping.is_set():
+                    announced.woken.clear()  # what is announced from here on ends the sleep below
                     try:
                         sleep_s = await self._take()
                     except QueueUnavailableError as exc:
