@@ -128,8 +128,10 @@ def test_a_change_right_after_a_read_wakes_the_next_wait(redis_url: str) -> None
                 assert fx.sync.update(task_id, status=JobStatus.PROGRESS)
                 assert await witness.wait(30)  # the hub has woken every watch of the stream by now
 
-        assert fx.sync.update(task_id, status=JobStatus.STARTED, worker="w-1")
         with store.watching() as watch:
+            watch.follow([keys.job_events(task_id)])
+            assert await watch.wait(30)  # subscribed: from here on, each change's notice wakes it
+            assert fx.sync.update(task_id, status=JobStatus.STARTED, worker="w-1")
             client.after_read = change_and_let_the_hub_hear_of_it  # after the read that sees STARTED
             change = await store.wait_for_change(task_id, cursor, 30, watch=watch)
             assert [e.changes["status"] for e in change.events] == ["STARTED"]
@@ -191,7 +193,7 @@ def test_the_hub_subscribes_again_after_losing_its_connection(redis_url: str) ->
         stream = keys.job_events("followed-" + uuid.uuid4().hex)
         with hub.watch([stream]) as watch:
             assert await watch.wait(30)  # subscribed
-            assert await client.client_kill_filter(_type="pubsub") == 1
+            assert await client.client_kill_filter(_type="pubsub") >= 1
             while await subscribers(client, stream) != [1]:  # woken by the loss, then by the new subscription
                 assert await watch.wait(30)
 

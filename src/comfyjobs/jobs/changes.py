@@ -26,6 +26,8 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from comfyjobs import keys
 
@@ -133,7 +135,14 @@ class ChangeHub:
             # that lands as redis-py's send completes is lost (asyncio.wait_for in Python 3.11).
             closed = asyncio.Event()
             tasks: list[asyncio.Task[Any]] = []
+            failed = False
             try:
+                await pubsub.connect()  # type: ignore[no-untyped-call]
+                assert pubsub.connection is not None
+                # Two tasks use the connection: a retry by either (redis-py reconnects, and subscribes
+                # again to what it knows of) could lose what the other sent. Any failure ends them both
+                # instead, and this starts again, from what the waiters follow then.
+                pubsub.connection.retry = Retry(NoBackoff(), 0)
                 self._moved.clear()
                 followed = set(self._waiters)
                 await pubsub.subscribe(keys.CHANGES, *map(keys.changes_of, followed))
@@ -153,16 +162,19 @@ class ChangeHub:
                 else:
                     log.exception("change subscriber failed; starting it again")
                 self._wake_all()
-                with contextlib.suppress(TimeoutError):  # a back-off: nothing to wait on but the clock
-                    await asyncio.wait_for(self._stopping.wait(), RECONNECT_S)
+                failed = True
             finally:
                 closed.set()
-                self._moved.set()  # (the next connection subscribes to what is followed then)
                 for task in tasks:
                     task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+                # (A cancel lost in a send leaves a read of up to LISTEN_S: closing the connection ends it.)
+                late = (await asyncio.wait(tasks, timeout=RECONNECT_S))[1] if tasks else set()
                 with contextlib.suppress(redis.RedisError, OSError):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await asyncio.gather(*late, return_exceptions=True)
+            if failed:
+                with contextlib.suppress(TimeoutError):  # a back-off: nothing to wait on but the clock
+                    await asyncio.wait_for(self._stopping.wait(), RECONNECT_S)
 
     async def _listen(self, pubsub: PubSub, closed: asyncio.Event) -> None:
         """Wakes the waiters of each stream announced, and of each stream whose subscription is confirmed
