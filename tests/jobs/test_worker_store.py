@@ -99,6 +99,7 @@ def test_a_take_can_start_its_job_in_the_same_step(redis_url: str) -> None:
     assert client.zscore(keys.OBJECT_EXPIRY, f"outputs/{task_id}/") == 5000.0
     last = decode_events(client.xrange(keys.job_events(task_id)))[-1]  # what the SSE and the guard read
     assert last.changes["status"] == JobStatus.STARTED and last.changes["attempts"] == 1
+    assert claimed.started_event == last.id  # (the guard reads from there on)
     assert line.positions([task_id]) == {task_id: None}  # out of line
 
     # Put back in line (its worker was lost), it starts again as the next attempt.
@@ -114,6 +115,7 @@ def test_a_take_does_not_start_a_job_out_of_attempts_or_gone(redis_url: str) -> 
     assert line.sync.update(spent, attempts=3)  # every attempt was cut short: the worker fails it
     claimed = line.sync.take(Take("w1", 60, start=START))
     assert claimed is not None and claimed.task_id == spent and not claimed.started
+    assert claimed.started_event is None
     assert line.sync.get(spent).status == JobStatus.PENDING  # type: ignore[union-attr]
     assert client.zscore(keys.OBJECT_EXPIRY, f"outputs/{spent}/") is None
 

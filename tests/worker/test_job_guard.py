@@ -12,7 +12,7 @@ import redis
 
 from comfyjobs import keys
 from comfyjobs.jobs.record import JobRecord, JobStatus
-from comfyjobs.jobs.worker_store import Take
+from comfyjobs.jobs.worker_store import Start, Take
 from comfyjobs.worker.job_guard import Guards
 from tests.jobs.test_reconciler import Fixture
 from tests.support import wait_for
@@ -70,6 +70,21 @@ def test_a_cancelled_job_has_its_prompt_stopped(fx: Fixture, guards: Guards, pro
         assert prompts.changed.wait(10)
         assert prompts.cancelled == ["prompt-1"]
         assert guard.stopped == "cancelled"
+
+
+def test_a_guard_from_its_jobs_start_sees_a_later_cancel(
+    fx: Fixture, guards: Guards, prompts: Prompts
+) -> None:
+    """A job started by its take is guarded from the take's STARTED event on, not from its first."""
+    fx.admit(JobRecord(task_id="guarded-" + uuid.uuid4().hex, workflow_id="tiny"))
+    claimed = fx.sync.take(Take("w-test", 0.9, start=Start(3, "outputs/%s/", 5000.0)))
+    assert claimed is not None and claimed.started_event is not None
+    with guards.guard(claimed.task_id, after=claimed.started_event) as guard:
+        assert guard.submitting("prompt-1")
+        guard.submitted("prompt-1")
+        assert fx.run(lambda store, _: store.cancel(claimed.task_id))
+        assert prompts.changed.wait(10)
+        assert prompts.cancelled == ["prompt-1"]
 
 
 def test_a_job_cancelled_before_its_prompt_was_sent_never_sends_it(

@@ -40,7 +40,7 @@ def _metrics(script: str) -> str:
 # finished metric, its webhook. ``k``: the keys {job, events, waiting, departures, running, by_tenant,
 # list (the queue's Celery list)}; ``expect``: fields the record must hold (JSON object of encoded values)
 # or ""; ``now``: the time (score); ``qp``: the queue key prefix; ``ticket``: a Celery message to send if
-# the job goes back in line, or "".
+# the job goes back in line, or "". ``appended``: the id of the event it last appended.
 UPDATE_FUNCTION = _metrics(
     _statuses(
         """
@@ -51,6 +51,7 @@ local function is_terminal(s)
   for _, t in ipairs(TERMINAL) do if s == t then return true end end
   return false
 end
+local appended = false
 local function update_job(k, id, expect, now, qp, ticket, fields)
   local status = redis.call('HGET', k.job, 'status')
   if not status then return -1 end
@@ -63,7 +64,7 @@ local function update_job(k, id, expect, now, qp, ticket, fields)
   redis.call('HSET', k.job, unpack(fields))
   local changes = {}
   for i = 1, #fields, 2 do changes[fields[i]] = fields[i + 1] end
-  redis.call('XADD', k.events, '*', 'changes', cjson.encode(changes))
+  appended = redis.call('XADD', k.events, '*', 'changes', cjson.encode(changes))
   redis.call('PUBLISH', $CHANGES_OF .. k.events, k.events)
   local new = changes['status']
   local tenant = redis.call('HGET', k.job, 'tenant') or 'null'
@@ -133,7 +134,8 @@ return update_job(k, ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], {unpack(ARGV, 
 # gone, finished or out of attempts. ARGV[16] MAX_ATTEMPTS (0: take only), [17] the job events key
 # prefix, [18] the start's fields (JSON object of encoded values; "attempts" is added), [19] the object
 # expiry set, [20] the job's outputs prefix as a format ("%s": the task id), [21] when they go (epoch s).
-# Returns {task id, its record's fields as taken (HGETALL), 1 if started, else 0}, or false.
+# Returns {task id, its record's fields as taken (HGETALL), 1 if started (and its STARTED event's id), else
+# 0}, or false.
 CLAIM = lua(
     QUEUE_FUNCTIONS
     + UPDATE_FUNCTION
@@ -151,7 +153,7 @@ local function taken(id, fields)
              running = ARGV[13], by_tenant = ARGV[7], list = ARGV[14]}
   if update_job(k, id, '', ARGV[12], ARGV[1], '', start) ~= 1 then return {id, fields, 0} end
   redis.call('ZADD', ARGV[19], 'GT', ARGV[21], string.format(ARGV[20], id))
-  return {id, fields, 1}
+  return {id, fields, 1, appended}
 end
 """
     + queue.CLAIM,

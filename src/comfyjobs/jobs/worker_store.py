@@ -106,11 +106,12 @@ class Take(NamedTuple):
 
 class Claimed(NamedTuple):
     """A job taken from the line, and its record as it was then (None: it expired meanwhile); ``started``:
-    the take started it too."""
+    the take started it too, with the event ``started_event`` (its id)."""
 
     task_id: str
     record: JobRecord | None
     started: bool = False
+    started_event: EventId | None = None
 
 
 class Finished(NamedTuple):
@@ -128,7 +129,8 @@ def _claimed(taken: Any) -> Claimed | None:
         return None
     task_id, flat = text(taken[0]), taken[1]
     fields = dict(zip(flat[::2], flat[1::2], strict=True))
-    return Claimed(task_id, decode_record(fields) if fields else None, bool(taken[2]))
+    started_event = text(taken[3]) if taken[2] else None
+    return Claimed(task_id, decode_record(fields) if fields else None, bool(taken[2]), started_event)
 
 
 class JobStore:

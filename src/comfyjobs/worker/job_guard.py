@@ -48,10 +48,11 @@ POST_WAIT_S = 30.0  # a cancel waits this long at most for its prompt's POST (Co
 class JobGuard:
     """One job's lease and cancellation, watched by its worker's ``Guards``."""
 
-    def __init__(self, guards: Guards, task_id: str) -> None:
+    def __init__(self, guards: Guards, task_id: str, after: EventId = "0-0") -> None:
+        """``after``: the job's events up to this one need no look (the event of its start, by the take)."""
         self._guards = guards
         self.task_id = task_id
-        self.cursor: EventId = "0-0"  # the watcher's place in the job's event stream
+        self.cursor = after  # the watcher's place in the job's event stream
         self.renewed_at = time.monotonic()  # the lease was just taken
         self._lock = threading.Lock()
         self._prompt_id: str | None = None
@@ -146,8 +147,8 @@ class Guards:
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="job-guards", daemon=True)
 
-    def guard(self, task_id: str) -> JobGuard:
-        return JobGuard(self, task_id)
+    def guard(self, task_id: str, after: EventId = "0-0") -> JobGuard:
+        return JobGuard(self, task_id, after)
 
     def cancel(self, stopped: list[JobGuard | None]) -> None:
         """Cancels the prompts of these stopped jobs in ComfyUI, together: each once its POST is over."""
