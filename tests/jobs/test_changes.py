@@ -189,15 +189,18 @@ def test_the_hub_subscribes_to_the_streams_waited_on_and_no_others(redis_url: st
 
 
 def test_the_hub_subscribes_again_after_losing_its_connection(redis_url: str) -> None:
+    name = "hub-" + uuid.uuid4().hex  # (the session's Redis has other subscribers: only this one is cut)
+
     async def work(fx: Fixture, store: AsyncJobStore, client: CountingRedis, hub: ChangeHub) -> None:
         stream = keys.job_events("followed-" + uuid.uuid4().hex)
         with hub.watch([stream]) as watch:
             assert await watch.wait(30)  # subscribed
-            assert await client.client_kill_filter(_type="pubsub") >= 1
+            [connection] = [c for c in await client.client_list(_type="pubsub") if c["name"] == name]
+            assert await client.client_kill_filter(_id=connection["id"]) == 1
             while await subscribers(client, stream) != [1]:  # woken by the loss, then by the new subscription
                 assert await watch.wait(30)
 
-    scene(redis_url, work)
+    scene(redis_url, work, aioredis.Redis.from_url(redis_url, client_name=name))
 
 
 def test_announcements_of_earlier_versions_still_wake_waiters(redis_url: str) -> None:

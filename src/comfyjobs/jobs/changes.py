@@ -139,9 +139,9 @@ class ChangeHub:
             try:
                 await pubsub.connect()  # type: ignore[no-untyped-call]
                 assert pubsub.connection is not None
-                # Two tasks use the connection: a retry by either (redis-py reconnects, and subscribes
-                # again to what it knows of) could lose what the other sent. Any failure ends them both
-                # instead, and this starts again, from what the waiters follow then.
+                # Two tasks use the connection: a command retried by either (redis-py reconnects, and
+                # subscribes again to what it knows of) could lose what the other sent meanwhile. Without
+                # retries a failure is raised, ends both, and this starts again from what is followed then.
                 pubsub.connection.retry = Retry(NoBackoff(), 0)
                 self._moved.clear()
                 followed = set(self._waiters)
