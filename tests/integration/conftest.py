@@ -19,11 +19,18 @@ import pytest
 
 from comfyjobs.comfy.smoke_model import write_smoke_checkpoint
 from comfyjobs.comfy.smoke_upscaler import write_smoke_upscaler
-from tests.conftest import REPO
+from tests.conftest import REPO, run_redis
 from tests.support import JobEvents, free_port, wait_for
 
 COMFYUI_DIR = Path(os.environ.get("COMFYUI_DIR", REPO / "ComfyUI"))
 WORKER_READY_TIMEOUT_S = 240.0
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The integration tests' own Redis: the service's worker keeps its heartbeat there (and its queue),
+    which the other tests, that expect no worker, must not see, whichever runs first."""
+    yield from run_redis(tmp_path_factory)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
