@@ -105,13 +105,16 @@ class Take(NamedTuple):
 
 
 class Claimed(NamedTuple):
-    """A job taken from the line, and its record as it was then (None: it expired meanwhile); ``started``:
-    the take started it too, with the event ``started_event`` (its id)."""
+    """A job taken from the line, and its record as it was then (None: it expired meanwhile);
+    ``started_event``: the id of its STARTED event, when the take started it too (None: it did not)."""
 
     task_id: str
     record: JobRecord | None
-    started: bool = False
     started_event: EventId | None = None
+
+    @property
+    def started(self) -> bool:
+        return self.started_event is not None
 
 
 class Finished(NamedTuple):
@@ -130,7 +133,7 @@ def _claimed(taken: Any) -> Claimed | None:
     task_id, flat = text(taken[0]), taken[1]
     fields = dict(zip(flat[::2], flat[1::2], strict=True))
     started_event = text(taken[3]) if taken[2] else None
-    return Claimed(task_id, decode_record(fields) if fields else None, bool(taken[2]), started_event)
+    return Claimed(task_id, decode_record(fields) if fields else None, started_event)
 
 
 class JobStore:

@@ -48,11 +48,12 @@ POST_WAIT_S = 30.0  # a cancel waits this long at most for its prompt's POST (Co
 class JobGuard:
     """One job's lease and cancellation, watched by its worker's ``Guards``."""
 
-    def __init__(self, guards: Guards, task_id: str, after: EventId = "0-0") -> None:
-        """``after``: the job's events up to this one need no look (the event of its start, by the take)."""
+    def __init__(self, guards: Guards, task_id: str, after: EventId | None = None) -> None:
+        """``after``: the job's events up to this one need no look (the event of its start, by the take);
+        None: all of them."""
         self._guards = guards
         self.task_id = task_id
-        self.cursor = after  # the watcher's place in the job's event stream
+        self.cursor: EventId = after or "0-0"  # the watcher's place in the job's event stream
         self.renewed_at = time.monotonic()  # the lease was just taken
         self._lock = threading.Lock()
         self._prompt_id: str | None = None
@@ -147,7 +148,7 @@ class Guards:
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="job-guards", daemon=True)
 
-    def guard(self, task_id: str, after: EventId = "0-0") -> JobGuard:
+    def guard(self, task_id: str, after: EventId | None = None) -> JobGuard:
         return JobGuard(self, task_id, after)
 
     def cancel(self, stopped: list[JobGuard | None]) -> None:

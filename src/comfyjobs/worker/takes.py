@@ -66,7 +66,7 @@ def take_jobs(ctx: WorkerContext) -> int:
             continue
         taken += 1
         task_id = claimed.task_id
-        with ctx.guards.guard(task_id, after=claimed.started_event or "0-0") as guard:
+        with ctx.guards.guard(task_id, after=claimed.started_event) as guard:
             try:
                 execute_job(task_id, ctx, guard, claimed.record, started=claimed.started, then=then)
             except RequeueJobError as exc:
