@@ -13,6 +13,7 @@ import redis
 
 from comfyjobs import keys
 from comfyjobs.jobs.store import text
+from comfyjobs.settings import Settings
 from tests.integration.conftest import Service, api_process
 from tests.integration.test_cancel import LONG, sampling
 from tests.integration.test_service import submit
@@ -25,9 +26,9 @@ def taken_order(service: Service, task_ids: list[str]) -> list[str]:
     """These jobs in the order they were taken: the order they left the line (the queue's departures
     stream, appended by each take in its own step). Not their ``started_at``: each is its taking thread's
     clock as the take was asked for, and the worker's two threads may take at the same moment."""
-    client = redis.Redis.from_url(service.redis_url)
-    queue = service.env.get("QUEUE_NAME", "comfyjobs")
-    left = [text(fields[b"task_id"]) for _, fields in client.xrange(keys.queue_departures(queue))]
+    queue = service.env.get("QUEUE_NAME") or Settings.model_fields["queue_name"].default
+    with redis.Redis.from_url(service.redis_url) as client:
+        left = [text(fields[b"task_id"]) for _, fields in client.xrange(keys.queue_departures(queue))]
     return [task_id for task_id in left if task_id in task_ids]
 
 
