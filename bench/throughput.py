@@ -22,8 +22,9 @@ Bursts run side by side in halves, raw, comfyjobs, comfyjobs, raw, so that a dri
 favours neither side; a side's jobs/s is over its two halves. Each half's line ([4], [5]) also gives
 ComfyUI's busy share, a prompt's execution time, how long after the first POST the first prompt started
 and after the last one ended the client saw it done, and the CPU seconds used meanwhile by comfyjobs'
-processes (API, worker, Redis) and by ComfyUI. On a 2-core machine anything else running skews all of
-it: compare the load averages printed at the start and the end.
+processes (API, worker, Redis), by ComfyUI and by this bench itself (the client of both sides, which
+shares the cores). On a 2-core machine anything else running skews all of it: compare the load averages
+printed at the start and the end.
 
     COMFYUI_DIR=/path/to/ComfyUI .venv/bin/python bench/throughput.py [--jobs 200] [--sequential 30]
                                                                       [--txt2img 6] [--gpu N] [--quick]
@@ -36,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import signal
 import statistics
@@ -45,7 +47,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from itertools import pairwise
 from pathlib import Path
@@ -113,7 +115,8 @@ class RawComfy:
         resp.raise_for_status()
         return str(resp.json()["prompt_id"])
 
-    def wait(self, prompt_ids: set[str], timeout_s: float) -> float:
+    def wait(self, prompt_ids: Iterable[str], timeout_s: float) -> float:
+        prompt_ids = set(prompt_ids)
         deadline = time.monotonic() + timeout_s
         with self.changed:
             while not prompt_ids <= self.done.keys():
@@ -159,13 +162,15 @@ class Bursts:
         return roles
 
     def run(
-        self, submit: Callable[[int], str], n: int, wait: Callable[[set[str], float], float]
+        self, submit: Callable[[int], str], n: int, wait: Callable[[list[str], float], float]
     ) -> tuple[float, str]:
         """One burst of ``n`` (``submit(0..n-1)``, 8 at a time); its seconds and its description."""
         before, cpu0, roles0 = set(self.raw.history()), self.cpu_s(), self.by_role()
+        client0 = own_cpu_s()
         with ThreadPoolExecutor(8) as pool:
             started = time.perf_counter()
-            ended = wait(set(pool.map(submit, range(n))), 1800)
+            ended = wait(list(pool.map(submit, range(n))), 1800)  # (in the order submitted)
+        client_s = own_cpu_s() - client0
         (service_s, comfy_s), history, roles = self.cpu_s(), self.raw.history(), self.by_role()
         per_job = ", ".join(f"{r} {(roles[r] - roles0[r]) * 1000 / n:.1f}" for r in sorted(roles))
         spans = []
@@ -183,13 +188,14 @@ class Bursts:
             f"busy {busy:.0%} of its span; a prompt runs {median([float(e - s) for s, e in spans]):.0f} ms; "
             f"first started {lead:.0f} ms after the first POST, last seen done {tail:.0f} ms after it "
             f"ended; CPU s over {ended - started:.1f} s: comfyjobs processes {service_s - cpu0[0]:.1f} "
-            f"(ms per job: {per_job}), ComfyUI {comfy_s - cpu0[1]:.1f}"
+            f"(ms per job: {per_job}), ComfyUI {comfy_s - cpu0[1]:.1f}, this bench (its client) "
+            f"{client_s:.1f} ({client_s * 1000 / n:.1f} ms per job)"
         )
 
     def side_by_side(
         self,
-        raw: tuple[Callable[[int], str], Callable[[set[str], float], float]],
-        ours: tuple[Callable[[int], str], Callable[[set[str], float], float]],
+        raw: tuple[Callable[[int], str], Callable[[list[str], float], float]],
+        ours: tuple[Callable[[int], str], Callable[[list[str], float], float]],
         n: int,
     ) -> tuple[float, float, list[str], list[str]]:
         """``n`` jobs a side, in halves ordered raw, ours, ours, raw, so that a drift in the machine's speed
@@ -207,6 +213,12 @@ class Bursts:
                 seconds[side] += took_s
                 lines[side].append(line)
         return n / seconds["raw"], n / seconds["ours"], lines["raw"], lines["ours"]
+
+
+def own_cpu_s() -> float:
+    """CPU seconds this process (the bench: the client of both sides) used so far, all threads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def shifted(submit: Callable[[int], str], offset: int) -> Callable[[int], str]:
