@@ -10,6 +10,7 @@ import httpx
 from celery import Celery
 from PIL import Image
 
+from comfyjobs.comfy.output_files import KEEP_PROMPTS
 from comfyjobs.jobs.delivery import TAKE_JOB_TASK
 from tests.integration.conftest import Service
 from tests.support import JobEvents
@@ -145,3 +146,23 @@ def test_an_idle_worker_takes_the_next_job_itself(
     for color in (23, 24):  # one after the other, as to an idle worker
         assert run(api, events, "tiny", color=color)["status"] == "SUCCESS"
     assert celery_deliveries(service) == before
+
+
+def test_comfyui_keeps_only_the_last_prompts_outputs(
+    api: httpx.Client, events: JobEvents, service: Service
+) -> None:
+    # Stored, a job's outputs are deleted from ComfyUI's output folder once KEEP_PROMPTS later prompts
+    # are done (left there, they fill the disk twice and slow every SaveImage, which lists the folder).
+    folder = service.data_dir / "comfyui" / "cpu" / "output"
+    tasks = [run(api, events, "tiny", color=9000 + n) for n in range(KEEP_PROMPTS + 2)]
+    assert [task["status"] for task in tasks] == ["SUCCESS"] * len(tasks)
+    names = [task["outputs"][0]["filename"] for task in tasks]  # ComfyUI's names, as stored
+    on_disk = {path.name for path in folder.iterdir()}
+    assert not on_disk & set(names[:2])
+    assert set(names[2:]) <= on_disk
+
+    # The latest prompt again is served from ComfyUI's cache, which reports its file: still there.
+    again = run(api, events, "tiny", color=9000 + KEEP_PROMPTS + 1)
+    assert again["status"] == "SUCCESS", again["error"]
+    assert again["outputs"][0]["filename"] == names[-1]
+    assert api.get(again["outputs"][0]["url"]).content == api.get(tasks[-1]["outputs"][0]["url"]).content

@@ -18,12 +18,13 @@ import subprocess
 import sys
 import threading
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import requests
 
 from comfyjobs import procs
 from comfyjobs.comfy.client import OutputFile
+from comfyjobs.comfy.output_files import output_path
 from comfyjobs.errors import ComfyStartError
 from comfyjobs.manifests.schema import MODEL_FOLDERS
 
@@ -75,17 +76,21 @@ class ComfyInstance:
     def log_path(self) -> Path:
         return self.instance_dir / "comfyui.log"
 
+    @property
+    def output_folders(self) -> dict[str, Path]:
+        """ComfyUI's folders by the ``type`` it gives an output file."""
+        return {"output": self.output_dir, "temp": self.temp_dir}
+
     def copy_output(self, output: OutputFile, dest: Path) -> bool:
         """Copies an output of this instance to ``dest`` straight from its folder instead of over HTTP
         (a copy, not a link: a node that rewrote a file of the same name later must not change what
         was stored). False if it is not a file of its output or temp folder (a text output, or a name
         leading elsewhere): download it then."""
-        base = {"output": self.output_dir, "temp": self.temp_dir}.get(output.type)
-        parts = PurePosixPath(output.subfolder.replace("\\", "/"), output.filename).parts
-        if base is None or output.text is not None or any(p in ("..", "/") for p in parts):
+        source = output_path(self.output_folders, output)
+        if source is None:
             return False
         try:
-            shutil.copyfile(base.joinpath(*parts), dest)
+            shutil.copyfile(source, dest)
         except OSError:
             return False
         return True

@@ -28,6 +28,7 @@ from celery import signals as celery_signals
 from comfyjobs.backoff import DEFAULT_DELAYS_S, Backoff, capped
 from comfyjobs.comfy.client import ComfyClient
 from comfyjobs.comfy.feed import PromptFeed
+from comfyjobs.comfy.output_files import ComfyOutputFiles, keeps_older_results
 from comfyjobs.comfy.process import ComfyInstance, ComfyProcess, default_python
 from comfyjobs.errors import ComfyError
 from comfyjobs.heartbeat import DeviceMemory, Heartbeat, WorkerBeat, devices_of
@@ -227,6 +228,11 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
                 models=models,
                 objects=objects,
                 outputs=OutputSaver(objects, instance.temp_dir / "comfyjobs-outputs"),
+                comfy_files=ComfyOutputFiles(
+                    instance.output_folders,
+                    lambda: comfy.pid,
+                    enabled=not keeps_older_results(instance.extra_args),
+                ),
                 guards=guards,
                 warmup=warmup,
                 stopping=stopping,

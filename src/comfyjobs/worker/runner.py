@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from comfyjobs.comfy.client import ComfyClient, OutputFile
+from comfyjobs.comfy.output_files import ComfyOutputFiles
 from comfyjobs.comfy.process import ComfyProcess
 from comfyjobs.errors import (
     ComfyHungError,
@@ -53,6 +54,7 @@ class WorkerContext:
     thread_client: Callable[[], ComfyClient]
     objects: ObjectStore
     outputs: OutputSaver
+    comfy_files: ComfyOutputFiles  # ComfyUI's own copies of the outputs, deleted once done with
     guards: Guards  # leases and cancellation of the jobs running here
     warmup: Warmup  # jobs wait for each ComfyUI start's warm-up
     models: LoadedModels
@@ -196,6 +198,7 @@ def _run_leased(
                 graph = build_graph(workflow, staged.stage(record.params, record.inputs), ctx.registry.loras)
             try:
                 ctx.models.use(record.models)
+                ran_on = ctx.comfy.pid  # the ComfyUI that saves the outputs
                 files = client.run(
                     graph,
                     on_event=progress,
@@ -208,15 +211,18 @@ def _run_leased(
                 raise JobTimeoutError(f"timed out after {time_limit_s:g} s") from None
             finally:
                 progress.stop()  # its times end with ComfyUI's part, not with storing the outputs
-        if guard.stopped:
-            log.info("task %s: stopped (%s); its outputs are not kept", task_id, guard.stopped)
-            return
 
         def fetch(item: OutputFile, dest: Path) -> None:
             if not ctx.comfy.instance.copy_output(item, dest):
                 client.download(item, dest)
 
-        outputs = ctx.outputs.save_all(task_id, files, fetch, retried=attempt > 1)
+        try:
+            if guard.stopped:
+                log.info("task %s: stopped (%s); its outputs are not kept", task_id, guard.stopped)
+                return
+            outputs = ctx.outputs.save_all(task_id, files, fetch, retried=attempt > 1)
+        finally:
+            ctx.comfy_files.done(files, ran_on)  # stored, or not wanted: ComfyUI's copies may go
         if guard.stopped:  # cancelled while its outputs were stored: the outcome would be refused
             log.info("task %s: stopped (%s) as it ended", task_id, guard.stopped)
             return
