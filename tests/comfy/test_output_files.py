@@ -26,6 +26,11 @@ class Folders:
         return {p.name for folder in self.by_type.values() for p in folder.rglob("*") if p.is_file()}
 
 
+def done(files: ComfyOutputFiles, outputs: list[OutputFile], ran_on: int | None) -> None:
+    with files.reported(outputs, ran_on):
+        pass  # (stored)
+
+
 @pytest.fixture
 def folders(tmp_path: Path) -> Folders:
     return Folders(tmp_path)
@@ -39,13 +44,13 @@ def test_the_files_of_the_last_prompts_are_kept_and_older_ones_deleted(folders: 
         [folders.save("s_00001_.png", subfolder="sub")],
         [folders.save("a_00003_.png")],
     ]
-    files.done(prompts[0], 100)
-    files.done(prompts[1], 100)
+    done(files, prompts[0], 100)
+    done(files, prompts[1], 100)
     assert folders.names() == {"a_00001_.png", "a_00002_.png", "p_00001_.png", "s_00001_.png", "a_00003_.png"}
 
-    files.done(prompts[2], 100)
+    done(files, prompts[2], 100)
     assert folders.names() == {"p_00001_.png", "s_00001_.png", "a_00003_.png"}
-    files.done(prompts[3], 100)
+    done(files, prompts[3], 100)
     assert folders.names() == {"s_00001_.png", "a_00003_.png"}
 
 
@@ -53,37 +58,50 @@ def test_a_file_a_newer_prompt_reported_again_stays(folders: Folders) -> None:
     # A prompt served from ComfyUI's cache reports the files of the prompt it repeats, under their names.
     files = ComfyOutputFiles(folders.by_type, lambda: 100, enabled=True, keep=1)
     first = [folders.save("a_00001_.png")]
-    files.done(first, 100)
-    files.done(first, 100)  # the repeat
+    done(files, first, 100)
+    done(files, first, 100)  # the repeat
     assert folders.names() == {"a_00001_.png"}
 
-    files.done([folders.save("a_00002_.png")], 100)
+    done(files, [folders.save("a_00002_.png")], 100)
     assert folders.names() == {"a_00002_.png"}
+
+
+def test_files_a_job_still_stores_are_not_deleted(folders: Folders) -> None:
+    # A repeat of an earlier prompt (served from ComfyUI's cache) reports that prompt's file; while its
+    # job stores it, other jobs finish prompts beyond the last kept ones.
+    files = ComfyOutputFiles(folders.by_type, lambda: 100, enabled=True, keep=1)
+    first = [folders.save("a_00001_.png")]
+    done(files, first, 100)
+    with files.reported(first, 100):
+        done(files, [folders.save("b_00001_.png")], 100)
+        done(files, [folders.save("b_00002_.png")], 100)
+        assert folders.names() == {"a_00001_.png", "b_00002_.png"}
+    assert folders.names() == {"a_00001_.png"}  # the newest kept now
 
 
 def test_outputs_of_a_comfyui_since_restarted_are_left_alone(folders: Folders) -> None:
     running = {"pid": 100}
     files = ComfyOutputFiles(folders.by_type, lambda: running["pid"], enabled=True, keep=1)
-    files.done([folders.save("a_00001_.png")], 100)
+    done(files, [folders.save("a_00001_.png")], 100)
     running["pid"] = 200  # restarted: it numbers its files from 1 again
     new = [folders.save("a_00002_.png")]
 
-    files.done([folders.save("a_00007_.png")], 100)  # a job that ran on the one before ends late
-    files.done(new, None)  # (or on none at all)
+    done(files, [folders.save("a_00007_.png")], 100)  # a job that ran on the one before ends late
+    done(files, new, None)  # (or on none at all)
     assert folders.names() == {"a_00001_.png", "a_00002_.png", "a_00007_.png"}
 
     # What was kept of the one before is forgotten: its names may be the new one's files now.
-    files.done(new, 200)
-    files.done(new, 200)
+    done(files, new, 200)
+    done(files, new, 200)
     assert folders.names() == {"a_00001_.png", "a_00002_.png", "a_00007_.png"}
-    files.done([folders.save("a_00003_.png")], 200)
+    done(files, [folders.save("a_00003_.png")], 200)
     assert folders.names() == {"a_00001_.png", "a_00003_.png", "a_00007_.png"}
 
 
 def test_nothing_is_deleted_when_disabled(folders: Folders) -> None:
     files = ComfyOutputFiles(folders.by_type, lambda: 100, enabled=False, keep=1)
     for n in range(3):
-        files.done([folders.save(f"a_0000{n}_.png")], 100)
+        done(files, [folders.save(f"a_0000{n}_.png")], 100)
     assert len(folders.names()) == 3
 
 
@@ -96,6 +114,9 @@ def test_nothing_is_deleted_when_disabled(folders: Folders) -> None:
         (("--cache-lru", "10"), True),
         (("--cache-lru=10",), True),
         (("--cache-ram",), True),
+        (("--cache-l", "5"), True),  # (ComfyUI's parser takes an unambiguous prefix)
+        (("--cache-ra",), True),
+        (("--cache-",), False),
     ],
 )
 def test_a_cache_that_keeps_older_results_is_recognised(args: tuple[str, ...], lasting: bool) -> None:

@@ -6,36 +6,43 @@ there, they would fill the disk a second time, and slow ComfyUI down job after j
 next file number by listing the whole folder, in Python, on every save (O(files) per image).
 
 They cannot all go at once: a prompt served from ComfyUI's cache reports the files the cached output
-node saved earlier, under their old names. With ComfyUI's default (classic) cache only the latest prompt's
-nodes stay cached, so the files of this worker's last KEEP_PROMPTS finished prompts are kept and older ones
-deleted (a file a newer prompt reported again stays with it). Deleting only older files also keeps
-SaveImage's numbering rising, so a new file never takes the name of one still reported. With a cache
-that keeps older prompts' results (``--cache-lru``, ``--cache-ram`` in COMFYUI_EXTRA_ARGS) nothing is
-deleted: ComfyUI's folders are emptied when it restarts, as always.
+node saved earlier, under their old names. With ComfyUI's default (classic) cache a node's result stays
+cached only while every prompt run since has the same node (same inputs), and each of those reports its
+files again. So the files of this worker's last KEEP_PROMPTS finished prompts are kept, and older ones
+deleted, but for a file a kept prompt reported too, or one a job still copies (reported by its prompt,
+not stored yet). A deleted name may be used again (SaveImage numbers from the highest file left); it is
+never the name of a file still reported. With a cache that keeps older prompts' results (``--cache-lru``,
+``--cache-ram`` in COMFYUI_EXTRA_ARGS) nothing is deleted; nor are the files of a prompt that failed
+(they go when ComfyUI restarts and its folders are emptied, as always). Not covered: a custom node that
+expands into a subgraph keeps its children's results by node id, so an output node inside it could be
+served from cache again after more than KEEP_PROMPTS prompts.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections import deque
-from collections.abc import Callable, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
 from comfyjobs.comfy.client import OutputFile
 
 log = logging.getLogger(__name__)
 
-KEEP_PROMPTS = 4  # > the prompts a worker has in flight (jobs.delivery.PIPELINE_DEPTH)
+KEEP_PROMPTS = 4  # (finished prompts may be done with out of ComfyUI's order: PIPELINE_DEPTH at once)
 LASTING_CACHE_ARGS = ("--cache-lru", "--cache-ram")  # ComfyUI caches that outlive the next prompt
+SHORTEST_UNIQUE = len("--cache-l")  # ComfyUI's argument parser takes any unambiguous prefix
 
 
 def keeps_older_results(comfyui_args: Sequence[str]) -> bool:
     """Whether ComfyUI, started with these arguments, may serve an older prompt's outputs from cache."""
-    return any(arg.split("=", 1)[0] in LASTING_CACHE_ARGS for arg in comfyui_args)
+    names = (arg.split("=", 1)[0] for arg in comfyui_args)
+    return any(len(n) >= SHORTEST_UNIQUE and f.startswith(n) for n in names for f in LASTING_CACHE_ARGS)
 
 
-def output_path(folders: dict[str, Path], output: OutputFile) -> Path | None:
+def output_path(folders: Mapping[str, Path], output: OutputFile) -> Path | None:
     """Where ``output`` lies, given ComfyUI's folders by type ("output", "temp"); None for a text output,
     another type, or a name that would lead out of its folder."""
     base = folders.get(output.type)
@@ -46,14 +53,15 @@ def output_path(folders: dict[str, Path], output: OutputFile) -> Path | None:
 
 
 class ComfyOutputFiles:
-    """The files of one worker's ComfyUI's last KEEP_PROMPTS finished prompts; ``done`` deletes older
-    ones. A restarted ComfyUI starts with empty folders and numbers its files from 1 again: what was kept
-    of the one before is forgotten then, and files of a prompt it ran are left alone (gone with it).
-    Thread-safe: a worker's job threads finish prompts concurrently."""
+    """The files of one worker's ComfyUI's last KEEP_PROMPTS finished prompts, and of the prompts whose
+    jobs still store them (``reported``); older files are deleted. A restarted ComfyUI starts with empty
+    folders and numbers its files from 1 again: what was kept of the one before is forgotten then, and
+    files of a prompt it ran are left alone (gone with it). Thread-safe: a worker's job threads finish
+    prompts concurrently."""
 
     def __init__(
         self,
-        folders: dict[str, Path],
+        folders: Mapping[str, Path],
         comfyui_pid: Callable[[], int | None],
         *,
         enabled: bool,
@@ -66,15 +74,28 @@ class ComfyOutputFiles:
         self._lock = threading.Lock()
         self._pid: int | None = None  # the ComfyUI whose files are kept
         self._recent: deque[frozenset[Path]] = deque()
+        self._in_use: Counter[Path] = Counter()  # files jobs are storing now
 
-    def done(self, outputs: list[OutputFile], ran_on: int | None) -> None:
-        """A job is done with its prompt's ``outputs`` (stored, or not wanted), which the ComfyUI of pid
-        ``ran_on`` saved: they become the newest kept; the files of the prompt that falls out of the last
-        ``keep`` are deleted, but for any a kept prompt reported too."""
+    @contextmanager
+    def reported(self, outputs: Sequence[OutputFile], ran_on: int | None) -> Iterator[None]:
+        """While the block runs (its job stores ``outputs``, which the ComfyUI of pid ``ran_on`` reported
+        for its prompt), none of them is deleted; after it they are the newest kept, and the files of the
+        prompt that falls out of the last ``keep`` are deleted, but for any still kept or in use."""
         if not self._enabled:
+            yield
             return
         paths = frozenset(p for o in outputs if (p := output_path(self._folders, o)) is not None)
         with self._lock:
+            self._in_use.update(paths)
+        try:
+            yield
+        finally:
+            self._done(paths, ran_on)
+
+    def _done(self, paths: frozenset[Path], ran_on: int | None) -> None:
+        with self._lock:
+            self._in_use.subtract(paths)
+            self._in_use = +self._in_use  # (drops the counts down to 0)
             if ran_on is None or ran_on != self._comfyui_pid():
                 return  # ComfyUI restarted since: its folders were emptied
             if ran_on != self._pid:
@@ -84,7 +105,7 @@ class ComfyOutputFiles:
             if len(self._recent) <= self._keep:
                 return
             oldest = self._recent.popleft()
-            stale = oldest.difference(*self._recent)
+            stale = oldest.difference(*self._recent, self._in_use)
         for path in stale:
             try:
                 path.unlink(missing_ok=True)

@@ -216,13 +216,11 @@ def _run_leased(
             if not ctx.comfy.instance.copy_output(item, dest):
                 client.download(item, dest)
 
-        try:
+        with ctx.comfy_files.reported(files, ran_on):  # (ComfyUI's copies: kept until stored)
             if guard.stopped:
                 log.info("task %s: stopped (%s); its outputs are not kept", task_id, guard.stopped)
                 return
             outputs = ctx.outputs.save_all(task_id, files, fetch, retried=attempt > 1)
-        finally:
-            ctx.comfy_files.done(files, ran_on)  # stored, or not wanted: ComfyUI's copies may go
         if guard.stopped:  # cancelled while its outputs were stored: the outcome would be refused
             log.info("task %s: stopped (%s) as it ended", task_id, guard.stopped)
             return
