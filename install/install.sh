@@ -164,6 +164,14 @@ if [ "$NODES" = 1 ] && has_entries install/configs/custom_nodes.txt; then
         || die "custom nodes failed to install (see the table above); fix the file or pass --no-nodes"
 fi
 
+step "Bytecode (compiled once, here, not at every start)"
+# uv installs without it, and Python compiles a module it finds none for at every import where it cannot
+# write one (PYTHONDONTWRITEBYTECODE, common in containers; a read-only tree): each start of ComfyUI, a
+# worker or the API then compiled everything it imports, torch included (13 of a 28 s cold start here).
+site_packages="$("$PY" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')"
+"$PY" -m compileall -q -j 0 "$site_packages" "$COMFYUI_DIR" src >/dev/null \
+    || echo "note: some files did not compile (e.g. torch's tests written for a newer Python): each is compiled, or fails, only if imported"
+
 step "Settings (.env)"
 if [ -f .env ]; then echo "present: .env (left as it is)"
 else cp .env.example .env && echo "written: .env from .env.example"; fi
