@@ -287,9 +287,11 @@ def measure(
         resp.raise_for_status()
         return str(resp.json()["task_id"])
 
-    # Warm-up, both ways (ComfyUI's first prompt imports node code; the API's first request warms its paths).
+    # Warm-up, both ways (ComfyUI's first prompt imports node code; the API's first request warms its paths,
+    # the first event stream its subscriber of change notices).
     raw.wait({raw_tiny(16_000_000 + i) for i in range(3)}, 60)
     watcher.wait_succeeded({ours("tiny", {"color": 16_100_000 + i}) for i in range(3)}, 60)
+    sse_final(api, ours("tiny", {"color": 16_100_003}))
 
     # [1] and [3]: one at a time.
     raw_seq, our_seq = [], []
