@@ -81,6 +81,9 @@ async def submit(
         models=job_models(workflow, media.params, svc.registry.loras),
         webhook_url=webhook_url,
     )
+    if idempotency_key is None:  # (nothing to tell a retry by)
+        await admit(svc, record, caller, None, "")
+        return Submitted(record=record, replayed=False)
     fingerprint = request_hash(
         workflow,
         request,
@@ -90,7 +93,7 @@ async def submit(
     value = json.dumps({"task_id": record.task_id, "request": fingerprint})
     admission = await admit(svc, record, caller, idempotency_key, value)
     if admission.outcome == "duplicate":
-        return await _replay(svc, idempotency_key or "", admission.detail, fingerprint, caller)
+        return await _replay(svc, idempotency_key, admission.detail, fingerprint, caller)
     return Submitted(record=record, replayed=False)
 
 
