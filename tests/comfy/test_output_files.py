@@ -26,7 +26,7 @@ class Folders:
         return {p.name for folder in self.by_type.values() for p in folder.rglob("*") if p.is_file()}
 
 
-def done(files: ComfyOutputFiles, outputs: list[OutputFile], ran_on: int | None) -> None:
+def done(files: ComfyOutputFiles, outputs: list[OutputFile], ran_on: int) -> None:
     with files.reported(outputs, ran_on):
         pass  # (stored)
 
@@ -80,21 +80,20 @@ def test_files_a_job_still_stores_are_not_deleted(folders: Folders) -> None:
 
 
 def test_outputs_of_a_comfyui_since_restarted_are_left_alone(folders: Folders) -> None:
-    running = {"pid": 100}
-    files = ComfyOutputFiles(folders.by_type, lambda: running["pid"], enabled=True, keep=1)
-    done(files, [folders.save("a_00001_.png")], 100)
-    running["pid"] = 200  # restarted: it numbers its files from 1 again
+    running = {"start": 0}  # (ComfyProcess.restarts)
+    files = ComfyOutputFiles(folders.by_type, lambda: running["start"], enabled=True, keep=1)
+    done(files, [folders.save("a_00001_.png")], 0)
+    running["start"] = 1  # restarted: it numbers its files from 1 again
     new = [folders.save("a_00002_.png")]
 
-    done(files, [folders.save("a_00007_.png")], 100)  # a job that ran on the one before ends late
-    done(files, new, None)  # (or on none at all)
+    done(files, [folders.save("a_00007_.png")], 0)  # a job that ran on the one before ends late
     assert folders.names() == {"a_00001_.png", "a_00002_.png", "a_00007_.png"}
 
     # What was kept of the one before is forgotten: its names may be the new one's files now.
-    done(files, new, 200)
-    done(files, new, 200)
+    done(files, new, 1)
+    done(files, new, 1)
     assert folders.names() == {"a_00001_.png", "a_00002_.png", "a_00007_.png"}
-    done(files, [folders.save("a_00003_.png")], 200)
+    done(files, [folders.save("a_00003_.png")], 1)
     assert folders.names() == {"a_00001_.png", "a_00003_.png", "a_00007_.png"}
 
 

@@ -57,28 +57,29 @@ class ComfyOutputFiles:
     jobs still store them (``reported``); older files are deleted. A restarted ComfyUI starts with empty
     folders and numbers its files from 1 again: what was kept of the one before is forgotten then, and
     files of a prompt it ran are left alone (gone with it). Thread-safe: a worker's job threads finish
-    prompts concurrently."""
+    prompts concurrently. (A job's files are held from when its prompt's run returns: KEEP_PROMPTS is
+    well above the prompts of the other job thread that could end meanwhile.)"""
 
     def __init__(
         self,
         folders: Mapping[str, Path],
-        comfyui_pid: Callable[[], int | None],
+        comfyui_start: Callable[[], int],
         *,
         enabled: bool,
         keep: int = KEEP_PROMPTS,
     ) -> None:
         self._folders = folders
-        self._comfyui_pid = comfyui_pid  # the ComfyUI running now
+        self._comfyui_start = comfyui_start  # which start of ComfyUI runs now (ComfyProcess.restarts)
         self._enabled = enabled
         self._keep = keep
         self._lock = threading.Lock()
-        self._pid: int | None = None  # the ComfyUI whose files are kept
+        self._start: int | None = None  # the start of ComfyUI whose files are kept
         self._recent: deque[frozenset[Path]] = deque()
         self._in_use: Counter[Path] = Counter()  # files jobs are storing now
 
     @contextmanager
-    def reported(self, outputs: Sequence[OutputFile], ran_on: int | None) -> Iterator[None]:
-        """While the block runs (its job stores ``outputs``, which the ComfyUI of pid ``ran_on`` reported
+    def reported(self, outputs: Sequence[OutputFile], ran_on: int) -> Iterator[None]:
+        """While the block runs (its job stores ``outputs``, which ComfyUI's start ``ran_on`` reported
         for its prompt), none of them is deleted; after it they are the newest kept, and the files of the
         prompt that falls out of the last ``keep`` are deleted, but for any still kept or in use."""
         if not self._enabled:
@@ -92,14 +93,14 @@ class ComfyOutputFiles:
         finally:
             self._done(paths, ran_on)
 
-    def _done(self, paths: frozenset[Path], ran_on: int | None) -> None:
+    def _done(self, paths: frozenset[Path], ran_on: int) -> None:
         with self._lock:
             self._in_use.subtract(paths)
             self._in_use = +self._in_use  # (drops the counts down to 0)
-            if ran_on is None or ran_on != self._comfyui_pid():
+            if ran_on != self._comfyui_start():
                 return  # ComfyUI restarted since: its folders were emptied
-            if ran_on != self._pid:
-                self._pid = ran_on
+            if ran_on != self._start:
+                self._start = ran_on
                 self._recent.clear()
             self._recent.append(paths)
             if len(self._recent) <= self._keep:

@@ -230,7 +230,7 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
                 outputs=OutputSaver(objects, instance.temp_dir / "comfyjobs-outputs"),
                 comfy_files=ComfyOutputFiles(
                     instance.output_folders,
-                    lambda: comfy.pid,
+                    lambda: comfy.restarts,
                     enabled=not keeps_older_results(instance.extra_args),
                 ),
                 guards=guards,

@@ -198,7 +198,7 @@ def _run_leased(
                 graph = build_graph(workflow, staged.stage(record.params, record.inputs), ctx.registry.loras)
             try:
                 ctx.models.use(record.models)
-                ran_on = ctx.comfy.pid  # the ComfyUI that saves the outputs
+                ran_on = ctx.comfy.restarts  # the start of ComfyUI that saves the outputs
                 files = client.run(
                     graph,
                     on_event=progress,
