@@ -116,7 +116,7 @@ def burst(api: httpx.Client, url: str, n: int) -> Result:
         if resp.status_code != 202:
             raise RuntimeError(f"POST /workflows/txt2img: {resp.status_code} {resp.text}")
         ids.append(str(resp.json()["task_id"]))
-    ended = Watcher(url).wait_succeeded(set(ids), 1800)
+    ended = Watcher(url).wait_succeeded(ids, 1800)  # (in the order submitted)
     time.sleep(3 * HEARTBEAT_S)  # the workers' last beats carry their final model_loads
     workers = ready_workers(api)
     records = [decode_record(client.hgetall(keys.job(t))) for t in ids]

@@ -42,8 +42,8 @@ class Watcher:
     finished yet: naming every unfinished task's stream in each call would cost Redis, and this process,
     O(tasks) per finished job (O(n^2) a burst) on the cores the service runs on. A task is noted when it
     is seen finished: one finished outside the window is noted once the window reaches it, so give the
-    tasks in the order they were submitted; the last ones are always in the window, so a burst's end is
-    seen when it happens."""
+    tasks in the order they were submitted (the order they mostly finish in). Once 16 or fewer are left,
+    all are in the window, so a burst's end is seen when it happens."""
 
     def __init__(self, url: str) -> None:
         self.client = redis.Redis.from_url(url)

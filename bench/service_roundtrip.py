@@ -141,7 +141,7 @@ def main() -> int:
         )
 
         burst_start = time.perf_counter()
-        ids = {submit("tiny", color=100_000 + i)[0] for i in range(args.burst)}
+        ids = [submit("tiny", color=100_000 + i)[0] for i in range(args.burst)]
         submitted = time.perf_counter() - burst_start
         watcher.wait(ids, 600)
         total = max(watcher.done[t][1] for t in ids) - burst_start
