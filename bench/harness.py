@@ -52,13 +52,14 @@ class Watcher:
 
     def wait(self, task_ids: Iterable[str], timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
-        pending = list(dict.fromkeys(task_ids))
+        pending = [t for t in dict.fromkeys(task_ids) if t not in self.done]
         for task_id in pending:
             self.cursors.setdefault(task_id, "0-0")
-        while pending := [t for t in pending if t not in self.done]:
+        while pending:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{len(pending)} job(s) unfinished")
-            waiting = {keys.job_events(t): self.cursors[t] for t in pending[:WATCH_WINDOW]}
+            window = pending[:WATCH_WINDOW]
+            waiting = {keys.job_events(t): self.cursors[t] for t in window}
             replies: Any = self.client.xread(waiting, block=1000)  # type: ignore[arg-type]
             for stream, entries in replies or []:
                 task_id = stream.decode().rsplit(":", 1)[-1]
@@ -66,6 +67,7 @@ class Watcher:
                     self.cursors[task_id] = event.id
                     if (status := event.changes.get("status")) in TERMINAL:
                         self.done[task_id] = (status, time.perf_counter())
+            pending[:WATCH_WINDOW] = [t for t in window if t not in self.done]  # (only these were read)
 
     def wait_succeeded(self, task_ids: Iterable[str], timeout_s: float) -> float:
         """Returns when the last of them finished (perf_counter); raises if any did not succeed."""
