@@ -81,19 +81,19 @@ async def submit(
         models=job_models(workflow, media.params, svc.registry.loras),
         webhook_url=webhook_url,
     )
-    if idempotency_key is None:  # (nothing to tell a retry by)
+    if idempotency_key is None:  # (no retry to tell apart: no fingerprint)
         await admit(svc, record, caller, None, "")
-        return Submitted(record=record, replayed=False)
-    fingerprint = request_hash(
-        workflow,
-        request,
-        priority=None if priority == PRIORITY_DEFAULT else priority,
-        webhook_url=webhook_url,
-    )
-    value = json.dumps({"task_id": record.task_id, "request": fingerprint})
-    admission = await admit(svc, record, caller, idempotency_key, value)
-    if admission.outcome == "duplicate":
-        return await _replay(svc, idempotency_key, admission.detail, fingerprint, caller)
+    else:
+        fingerprint = request_hash(
+            workflow,
+            request,
+            priority=None if priority == PRIORITY_DEFAULT else priority,
+            webhook_url=webhook_url,
+        )
+        value = json.dumps({"task_id": record.task_id, "request": fingerprint})
+        admission = await admit(svc, record, caller, idempotency_key, value)
+        if admission.outcome == "duplicate":
+            return await _replay(svc, idempotency_key, admission.detail, fingerprint, caller)
     return Submitted(record=record, replayed=False)
 
 
