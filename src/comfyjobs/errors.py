@@ -296,3 +296,15 @@ class WorkflowUnavailableError(ComfyJobsError):
 
     def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), **self.missing}
+
+
+class CatalogError(ComfyJobsError):
+    """A catalog version that is not there (never published, or pruned), or a name that is not one."""
+
+    code = "catalog_version_not_found"
+
+
+class NoActiveCatalogError(CatalogError):
+    """Nothing is published and activated yet on this queue (`comfyjobs catalog publish`)."""
+
+    code = "catalog_not_published"

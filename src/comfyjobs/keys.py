@@ -41,6 +41,46 @@ def queue_prefix(queue: str) -> str:
     return f"{PREFIX}:queue:{queue}:"
 
 
+def catalog_jobs(queue: str, version: str) -> str:
+    """Sorted set: the jobs of ``queue`` built from catalog ``version`` that have not ended (waiting or
+    running), scored by their admission time (epoch s): kept by the admission and end scripts (whose Lua
+    writes this key as ``queue_prefix .. 'catalog-jobs:' .. version``); a version with any is never
+    pruned. Entries older than JOB_TTL_S are of expired records and trimmed by the prune."""
+    return f"{queue_prefix(queue)}catalog-jobs:{version}"
+
+
+def catalog_prefix(queue: str) -> str:
+    return f"{PREFIX}:catalog:{queue}:"
+
+
+def catalog_bundle(queue: str, version: str) -> str:
+    """String: catalog ``version`` of ``queue`` (comfyjobs.catalog.bundle, JSON), whose sha256 is the
+    version. Written once, never changed; deleted when pruned."""
+    return f"{catalog_prefix(queue)}bundle:{version}"
+
+
+def catalog_versions(queue: str) -> str:
+    """Sorted set: the published catalog versions of ``queue``, scored by when last published (epoch s)."""
+    return f"{catalog_prefix(queue)}versions"
+
+
+def catalog_info(queue: str) -> str:
+    """Hash: catalog version -> what `catalog list` shows of it (JSON: when and from where it was
+    published, its workflows)."""
+    return f"{catalog_prefix(queue)}info"
+
+
+def catalog_active(queue: str) -> str:
+    """String: the catalog version the API validates new jobs against (`catalog activate`)."""
+    return f"{catalog_prefix(queue)}active"
+
+
+def catalog_activated(queue: str) -> str:
+    """Pub/sub channel: the version just activated, published in the step that activates it; every API
+    process and worker subscribes, and reads ``catalog_active`` again whenever it (re)subscribes."""
+    return f"{catalog_prefix(queue)}activated"
+
+
 def run_times(queue: str) -> str:
     """Hash: workflow id (and "*" for all) -> a moving average of its jobs' run time in seconds (JSON),
     written by workers as jobs succeed; the API's ETAs read it whole (O(workflows))."""

@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     model_dir: Path = Path("models")
     manifest_dir: Path = Path("manifests")
     workflow_dir: Path = Path("workflows")
+    catalog_keep: Annotated[int, Field(ge=2, le=1000)] = Field(
+        default=10,
+        description="Catalog versions kept per queue (the most recently published or activated), besides "
+        "the active one and any a job that has not ended was built from.",
+    )
 
     # --- Storage: outputs and input assets ------------------------------------------------------------
     storage_backend: Literal["local", "s3"] = Field(

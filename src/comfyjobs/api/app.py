@@ -7,12 +7,14 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import redis
 import redis.asyncio as aioredis
 from fastapi import Depends, FastAPI
 
 from comfyjobs import __version__
 from comfyjobs.api.auth import require_api_key
 from comfyjobs.api.availability import FleetView
+from comfyjobs.api.catalog import CatalogView
 from comfyjobs.api.errors import install_error_handlers
 from comfyjobs.api.eta import Estimator
 from comfyjobs.api.limits import install_limits
@@ -27,12 +29,13 @@ from comfyjobs.api.v2 import jobs as v2_jobs
 from comfyjobs.api.v2.graphs import GraphIntake, Policy
 from comfyjobs.api.views import Links, TaskView
 from comfyjobs.backoff import exponential
+from comfyjobs.catalog.publishing import ensure_active
+from comfyjobs.catalog.registries import Versioned
+from comfyjobs.catalog.store import AsyncCatalogReads, CatalogStore
 from comfyjobs.jobs.changes import LISTEN_S, ChangeHub
 from comfyjobs.jobs.delivery import JobMessages, make_celery
 from comfyjobs.jobs.reconciler import Reconciler
 from comfyjobs.jobs.store import AsyncJobStore
-from comfyjobs.manifests.loader import load_registry
-from comfyjobs.manifests.registry import Registry
 from comfyjobs.media.fetch import UrlPolicy
 from comfyjobs.media.resolve import MediaLimits, MediaResolver
 from comfyjobs.settings import Settings
@@ -50,14 +53,29 @@ REDIS_TIMEOUT_S = 5.0  # a hung Redis fails a request with 503 rather than holdi
 REDIS_WAIT_MARGIN_S = 10.0  # a subscriber's read ends at its deadline; the socket may wait this much more
 
 
-def create_app(settings: Settings, registry: Registry | None = None) -> FastAPI:
-    """Fails fast: bad manifests or a missing REDIS_URL raise here, before the server binds."""
-    registry = registry or load_registry(settings.manifest_dir, settings.workflow_dir)
+def _active_catalog(settings: Settings, redis_url: str) -> Versioned:
+    """The active catalog version's registry; none active yet: this machine's folders, published and
+    activated (ManifestError unless they pass `comfyjobs check`). Blocking: run once, at start."""
+    client = redis.Redis.from_url(
+        redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
+    )
+    try:
+        store = CatalogStore(client, settings.queue_name)
+        version = ensure_active(store, settings)
+        return Versioned(version, store.bundle(version).registry())
+    finally:
+        client.close()
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Fails fast: a missing REDIS_URL raises here, before the server binds; the catalog is read (or this
+    machine's published, if none is active) as the app starts (bad manifests stop it then)."""
     redis_url = settings.require_redis_url()
     objects: ObjectStore = open_object_store(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        initial = await asyncio.to_thread(_active_catalog, settings, redis_url)
         # A bounded pool: past API_REDIS_CONNECTIONS a request waits (up to REDIS_TIMEOUT_S) for a
         # connection instead of failing. Streams and long polls hold none while they wait (ChangeHub).
         pool = aioredis.BlockingConnectionPool.from_url(
@@ -75,7 +93,16 @@ def create_app(settings: Settings, registry: Registry | None = None) -> FastAPI:
         )
         hub = ChangeHub(subscriber)
         hub.start()
-        messages = JobMessages(make_celery(settings, registry), settings.queue_name)
+        catalog = CatalogView(
+            AsyncCatalogReads(client, settings.queue_name),
+            subscriber,
+            settings.queue_name,
+            initial,
+            on_switch=typed_routes.install,
+        )
+        typed_routes.install(initial)
+        catalog.start()
+        messages = JobMessages(make_celery(settings, initial.registry), settings.queue_name)
         store = AsyncJobStore(client, settings.job_ttl_s, settings.queue_name, messages, hub)
         links = Links(objects, settings.url_ttl_s)
         tenants = {DEFAULT_TENANT, *(p.tenant for p in settings.principals.values())}
@@ -93,7 +120,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> FastAPI:
         )
         app.state.services = Services(
             settings=settings,
-            registry=registry,
+            catalog=catalog,
             redis=client,
             fleet=fleet,
             store=store,
@@ -141,6 +168,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> FastAPI:
                     await asyncio.wait_for(task, RECONCILER_STOP_TIMEOUT_S)
                 except TimeoutError:
                     log.warning("%s did not stop in time; cancelled", task.get_name())
+            await catalog.stop()
             await hub.stop()
             await subscriber.aclose()
             await client.aclose()
@@ -155,7 +183,8 @@ def create_app(settings: Settings, registry: Registry | None = None) -> FastAPI:
     install_error_handlers(app)
     keyed = [Depends(require_api_key)]
     app.include_router(generate.router, dependencies=keyed)
-    app.include_router(workflows.build_router(registry), dependencies=keyed)
+    app.include_router(workflows.router, dependencies=keyed)
+    typed_routes = workflows.TypedRoutes(app, keyed)  # installed from the catalog as the app starts
     app.include_router(tasks.router, dependencies=keyed)
     app.include_router(assets.router, dependencies=keyed)
     # Signed links (local backend): the signature is the credential, so a browser can fetch them.

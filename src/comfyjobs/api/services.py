@@ -8,6 +8,7 @@ import redis.asyncio as aioredis
 from fastapi import Request
 
 from comfyjobs.api.availability import FleetView
+from comfyjobs.api.catalog import CatalogView
 from comfyjobs.api.model_catalog import ModelCatalog
 from comfyjobs.api.quotas import RateLimiter
 from comfyjobs.api.task_feed import TaskFeed
@@ -16,7 +17,6 @@ from comfyjobs.api.views import Links
 from comfyjobs.errors import TaskNotFoundError
 from comfyjobs.jobs.record import JobRecord
 from comfyjobs.jobs.store import AsyncJobStore
-from comfyjobs.manifests.registry import Registry
 from comfyjobs.media.fetch import UrlPolicy
 from comfyjobs.media.resolve import MediaResolver
 from comfyjobs.settings import Settings
@@ -28,7 +28,7 @@ from comfyjobs.tenancy import Principal
 @dataclass(frozen=True)
 class Services:
     settings: Settings
-    registry: Registry
+    catalog: CatalogView  # the active version's registry (and any version's, for jobs built from it)
     redis: aioredis.Redis
     fleet: FleetView
     store: AsyncJobStore

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from comfyjobs.api.availability import require_available
 from comfyjobs.api.services import Services
+from comfyjobs.catalog.registries import Versioned
 from comfyjobs.errors import (
     FieldProblem,
     IdempotencyConflictError,
@@ -58,6 +59,7 @@ def request_hash(workflow: Workflow, request: BaseModel, **options: Any) -> str:
 
 async def submit(
     svc: Services,
+    catalog: Versioned,
     workflow: Workflow,
     request: BaseModel,
     caller: Principal,
@@ -74,11 +76,12 @@ async def submit(
     record = JobRecord(
         task_id=uuid.uuid4().hex,
         workflow_id=workflow.id,
+        catalog_version=catalog.version,
         tenant=caller.tenant,
         params=media.params,
         inputs=media.inputs,
         priority=priority,
-        models=job_models(workflow, media.params, svc.registry.loras),
+        models=job_models(workflow, media.params, catalog.registry.loras),
         webhook_url=webhook_url,
     )
     if idempotency_key is None:  # (no retry to tell apart: no fingerprint)

@@ -75,6 +75,9 @@ class QueueView(BaseModel):
 class TaskView(BaseModel):
     task_id: str
     workflow_id: str
+    catalog_version: str | None = Field(
+        default=None, description="the workflow catalog version it was validated against and is run from"
+    )
     tenant: str | None = Field(default=None, description="whose task it is (the API key's tenant)")
     status: JobStatus
     priority: int = Field(default=5, description="0-9, higher first")
@@ -141,6 +144,7 @@ class Accepted(BaseModel):
     task_id: str
     status: JobStatus
     workflow_id: str
+    catalog_version: str | None = None
     params: dict[str, Any]
     priority: int
     status_url: str

@@ -26,8 +26,9 @@ from comfyjobs.authoring.guess import ROLES, Guess, Role, fits_type, guess_param
 from comfyjobs.authoring.ui_format import is_ui_format, ui_to_api
 from comfyjobs.authoring.yaml_text import append_entries, remove_entry
 from comfyjobs.errors import ManifestError, WorkflowImportError
-from comfyjobs.manifests.loader import BASE_FILE, WORKFLOWS_FILE, load_registry, load_template
+from comfyjobs.manifests.loader import load_registry, load_template
 from comfyjobs.manifests.registry import RANDOM
+from comfyjobs.manifests.sources import BASE_FILE, WORKFLOWS_FILE
 
 # The loader's rules for workflow ids and parameter names.
 _WORKFLOW_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")

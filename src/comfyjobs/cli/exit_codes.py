@@ -8,3 +8,4 @@ COMFYUI = 4  # ComfyUI could not be started
 QUEUE = 5  # Redis / the queue unavailable
 CHILD_DIED = 6  # `up`: a supervised process exited on its own
 NOT_READY = 7  # `doctor`: a workflow cannot run (missing nodes or models)
+CATALOG = 8  # `catalog`: no such version (never published, pruned, or an ambiguous prefix)

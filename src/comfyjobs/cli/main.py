@@ -9,8 +9,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from comfyjobs import __version__
+from comfyjobs.cli import catalog as catalog_cli
 from comfyjobs.cli import exit_codes
 from comfyjobs.errors import (
+    CatalogError,
     ComfyError,
     ComfyJobsError,
     ComfyStartError,
@@ -48,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     where.add_argument("--gpus", metavar="all|0,1", help="one worker per GPU, supervised together")
 
     sub.add_parser("check", help="validate manifests and workflow templates; starts nothing")
+    catalog_cli.add_parser(sub)
 
     doctor = sub.add_parser("doctor", help="check every workflow's nodes and models against ComfyUI")
     doctor.add_argument("--comfyui-url", help="a running ComfyUI to ask (default: start one for the check)")
@@ -120,6 +123,8 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.command == "check":
         return _check(settings)
+    if args.command == "catalog":
+        return catalog_cli.run_catalog(settings, args)
     if args.command == "nodes":
         from comfyjobs.comfy.process import default_python
         from comfyjobs.provision.custom_nodes import run_nodes_install
@@ -200,6 +205,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ComfyError as exc:
         print(f"comfyjobs: {exc.message}", file=sys.stderr)
         return exit_codes.COMFYUI
+    except CatalogError as exc:
+        print(f"comfyjobs: {exc.message}", file=sys.stderr)
+        return exit_codes.CATALOG
     except QueueUnavailableError as exc:
         print(f"comfyjobs: {exc.message}", file=sys.stderr)
         return exit_codes.QUEUE

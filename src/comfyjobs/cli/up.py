@@ -23,7 +23,12 @@ import os
 import subprocess
 import sys
 
+import redis
+
 from comfyjobs.backoff import DEFAULT_DELAYS_S, Backoff, capped
+from comfyjobs.catalog.bundle import short
+from comfyjobs.catalog.publishing import publish_folders
+from comfyjobs.catalog.store import CatalogStore
 from comfyjobs.cli import exit_codes
 from comfyjobs.errors import ConfigError
 from comfyjobs.jobs.delivery import longest_job_s
@@ -83,6 +88,17 @@ def _worker_stop_timeout_s(settings: Settings) -> float:
     return longest_job_s(settings, registry) + settings.comfyui_stop_timeout_s + 10
 
 
+def _publish_catalog(settings: Settings, redis_url: str) -> None:
+    """A single box runs what its folders hold: they are published and activated before anything starts
+    (a publish of unchanged folders is the version already there)."""
+    client = redis.Redis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=5)
+    try:
+        published = publish_folders(CatalogStore(client, settings.queue_name), settings, activate=True)
+    finally:
+        client.close()
+    log.info("catalog %s active (from %s)", short(published.version), settings.manifest_dir)
+
+
 def add_workers(sup: Supervisor, settings: Settings, env: dict[str, str], gpus: list[int] | None) -> None:
     stop_timeout_s = _worker_stop_timeout_s(settings)
     for gpu in gpus if gpus else [None]:
@@ -133,6 +149,7 @@ def run_up(settings: Settings, *, cpu: bool) -> int:
             )
         else:
             log.info("using the Redis at %s", redact_url(settings.redis_url))
+        _publish_catalog(settings, env["REDIS_URL"] if not settings.redis_url else settings.redis_url)
         add_workers(sup, settings, env, None if cpu else detect_gpus())
         sup.add("api", _cli("api", "--host", host, "--port", str(port)), env, 30.0, backoff(settings))
         log.info("comfyjobs is starting on http://%s:%d (Ctrl-C stops everything)", host, port)

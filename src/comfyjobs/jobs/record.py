@@ -106,6 +106,9 @@ class JobRecord(BaseModel):
     outputs: list[StoredOutput] = Field(default_factory=list)
     inputs: dict[str, InputRef] = Field(default_factory=dict)  # media parameter (or "node.input") → its file
     graph: dict[str, Any] | None = None  # RAW_GRAPH jobs: the API-format graph, run as it is
+    # The catalog version (comfyjobs.catalog) it was validated against; its worker builds it from that
+    # version. None: a RAW_GRAPH job, or accepted before catalogs (built from the active version).
+    catalog_version: str | None = None
     priority: int = 5  # 0-9, higher first (jobs.queue)
     queue_seq: int | None = None  # its place within its lane, taken at admission (jobs.queue)
     models: list[str] = Field(default_factory=list)  # model files its graph loads (model affinity)

@@ -92,6 +92,10 @@ local function update_job(k, id, expect, now, qp, ticket, fields)
       local workflow = cjson.decode(redis.call('HGET', k.job, 'workflow_id'))
       local labels = cjson.encode({workflow, cjson.decode(tenant), cjson.decode(new)})
       redis.call('HINCRBY', $FINISHED_METRIC, labels, 1)
+      local version = redis.call('HGET', k.job, 'catalog_version')  -- (keys.catalog_jobs)
+      if version and version ~= 'null' then
+        redis.call('ZREM', qp .. 'catalog-jobs:' .. cjson.decode(version), id)
+      end
     end
     -- Its webhook's delivery, with the task as it is now, in the same step as the change (webhooks).
     local kind = WEBHOOK_EVENTS[new]
@@ -185,6 +189,10 @@ redis.call('HSET', KEYS[1], unpack(ARGV, 12))
 redis.call('HSET', KEYS[1], 'queue_seq', tostring(seq))
 local workflow = cjson.decode(redis.call('HGET', KEYS[1], 'workflow_id'))
 redis.call('HINCRBY', $SUBMITTED_METRIC, cjson.encode({workflow, cjson.decode(ARGV[7])}), 1)
+local version = redis.call('HGET', KEYS[1], 'catalog_version')  -- its version is kept while it lives
+if version and version ~= 'null' then
+  redis.call('ZADD', ARGV[10] .. 'catalog-jobs:' .. cjson.decode(version), ARGV[3], ARGV[1])
+end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('XADD', KEYS[2], '*', 'changes', ARGV[6])
 redis.call('EXPIRE', KEYS[2], ARGV[2])

@@ -6,13 +6,11 @@ broken manifest in one pass instead of one restart per typo.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from comfyjobs.errors import ManifestError, ManifestProblem
@@ -28,10 +26,17 @@ from comfyjobs.manifests.schema import (
     WorkflowsFile,
     WorkflowSpec,
 )
-
-BASE_FILE = "base.yaml"
-WORKFLOWS_FILE = "workflows.yaml"
-LORAS_FILE = "loras.yaml"
+from comfyjobs.manifests.sources import (
+    BASE_FILE,
+    LORAS_FILE,
+    MISSING,
+    WORKFLOWS_FILE,
+    DirSources,
+    SourceError,
+    Sources,
+    check_template,
+    read_template_file,
+)
 
 _PARAM_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 _WORKFLOW_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
@@ -54,45 +59,31 @@ def _loc_to_key(loc: tuple[int | str, ...]) -> str:
     return key or "(top level)"
 
 
-def _read_yaml(path: Path, model: type[FileModel], problems: _Problems, *, required: bool) -> FileModel:
-    if not path.is_file():
-        if required:
-            problems.add(str(path), "(file)", "file not found")
-        return model()
+def _read_yaml(
+    sources: Sources, name: str, model: type[FileModel], problems: _Problems, *, required: bool
+) -> FileModel:
+    label = sources.manifest_label(name)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        problems.add(str(path), "(file)", f"not valid YAML: {exc}")
+        data = sources.manifest(name)
+    except SourceError as exc:
+        problems.add(label, "(file)", exc.reason)
+        return model()
+    if data is MISSING:
+        if required:
+            problems.add(label, "(file)", "file not found")
         return model()
     try:
         return model.model_validate(data if data is not None else {})
     except ValidationError as exc:
         for err in exc.errors():
             reason = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-            problems.add(str(path), _loc_to_key(err["loc"]), reason)
+            problems.add(label, _loc_to_key(err["loc"]), reason)
         return model()
 
 
 def load_template(path: Path) -> dict[str, Any]:
     """Reads an API-format workflow. Raises ValueError with a reason a person can act on."""
-    if not path.is_file():
-        raise ValueError(f"template file not found: {path}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ValueError(f"template cannot be read: {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"template is not valid JSON: {exc}") from None
-    if isinstance(data, dict) and "nodes" in data and "links" in data:
-        raise ValueError("template is a UI-format export; export it with 'Export (API)' in ComfyUI")
-    if not isinstance(data, dict) or not data:
-        raise ValueError("template must be a JSON object of node id -> node (ComfyUI API format)")
-    for node_id, node in data.items():
-        if not isinstance(node, dict) or not isinstance(node.get("class_type"), str):
-            raise ValueError(f"node {node_id!r} has no class_type (ComfyUI API format expected)")
-        if not isinstance(node.get("inputs", {}), dict):
-            raise ValueError(f"node {node_id!r}: inputs must be an object")
-    return data
+    return check_template(read_template_file(path))
 
 
 def _is_link(value: Any) -> bool:
@@ -197,7 +188,7 @@ def _build_workflow(
     workflow_id: str,
     spec: WorkflowSpec,
     base: Mapping[str, ParameterSpec],
-    workflow_dir: Path,
+    sources: Sources,
     problems: _Problems,
     file: str,
 ) -> Workflow | None:
@@ -209,7 +200,7 @@ def _build_workflow(
         problems.add(file, f"{key}.template", "must be a file name inside the workflows folder")
         return None
     try:
-        template = load_template(workflow_dir / spec.template)
+        template = check_template(sources.template(spec.template))
     except ValueError as exc:
         problems.add(file, f"{key}.template", str(exc))
         return None
@@ -289,11 +280,17 @@ def _build_workflow(
 
 
 def load_registry(manifest_dir: Path, workflow_dir: Path) -> Registry:
+    """The registry of the manifests and templates in these folders (``comfyjobs check``)."""
+    return build_registry(DirSources(manifest_dir, workflow_dir))
+
+
+def build_registry(sources: Sources) -> Registry:
+    """Every problem of ``sources`` at once (ManifestError), or their registry."""
     problems = _Problems()
-    base_path, workflows_path = str(manifest_dir / BASE_FILE), str(manifest_dir / WORKFLOWS_FILE)
-    base = _read_yaml(manifest_dir / BASE_FILE, BaseFile, problems, required=True)
-    workflows_file = _read_yaml(manifest_dir / WORKFLOWS_FILE, WorkflowsFile, problems, required=True)
-    loras = _read_yaml(manifest_dir / LORAS_FILE, LorasFile, problems, required=False)
+    base_path, workflows_path = sources.manifest_label(BASE_FILE), sources.manifest_label(WORKFLOWS_FILE)
+    base = _read_yaml(sources, BASE_FILE, BaseFile, problems, required=True)
+    workflows_file = _read_yaml(sources, WORKFLOWS_FILE, WorkflowsFile, problems, required=True)
+    loras = _read_yaml(sources, LORAS_FILE, LorasFile, problems, required=False)
 
     for name in base.parameters:
         if not _PARAM_NAME.match(name):
@@ -301,7 +298,7 @@ def load_registry(manifest_dir: Path, workflow_dir: Path) -> Registry:
 
     workflows: dict[str, Workflow] = {}
     for workflow_id, spec in workflows_file.workflows.items():
-        workflow = _build_workflow(workflow_id, spec, base.parameters, workflow_dir, problems, workflows_path)
+        workflow = _build_workflow(workflow_id, spec, base.parameters, sources, problems, workflows_path)
         if workflow is not None:
             workflows[workflow_id] = workflow
     if not workflows_file.workflows and not problems.items:

@@ -13,6 +13,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 import redis
 
@@ -29,8 +30,10 @@ OBJECT_INFO_TTL_S = 86400  # renewed at each check; a digest no worker has named
 
 
 class AvailabilityMonitor:
-    def __init__(self, registry: Registry, client: ComfyClient, redis_client: redis.Redis) -> None:
-        self._registry = registry
+    def __init__(
+        self, registry: Callable[[], Registry], client: ComfyClient, redis_client: redis.Redis
+    ) -> None:
+        self._registry = registry  # the active catalog version's
         self._client = client
         self._redis = redis_client
         self.object_info_digest: str | None = None
@@ -45,7 +48,7 @@ class AvailabilityMonitor:
             log.warning("could not check workflows against ComfyUI: %s", exc)
             return self._result
         self._publish(object_info)
-        result = check_registry(self._registry, object_info)
+        result = check_registry(self._registry(), object_info)
         for workflow_id, availability in result.items():
             if not availability.ready:
                 log.warning("workflow %s cannot run here: %s", workflow_id, availability.model_dump())

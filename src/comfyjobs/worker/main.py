@@ -26,6 +26,7 @@ import redis
 from celery import signals as celery_signals
 
 from comfyjobs.backoff import DEFAULT_DELAYS_S, Backoff, capped
+from comfyjobs.catalog.registries import Versioned
 from comfyjobs.comfy.client import ComfyClient
 from comfyjobs.comfy.feed import PromptFeed
 from comfyjobs.comfy.output_files import ComfyOutputFiles, keeps_older_results
@@ -35,13 +36,13 @@ from comfyjobs.heartbeat import DeviceMemory, Heartbeat, WorkerBeat, devices_of
 from comfyjobs.jobs.delivery import PIPELINE_DEPTH, JobMessages, make_celery
 from comfyjobs.jobs.record import utc_now
 from comfyjobs.jobs.worker_store import JobStore
-from comfyjobs.manifests.loader import load_registry
 from comfyjobs.settings import Settings
 from comfyjobs.storage.models import list_model_folder
 from comfyjobs.storage.objects import open_object_store
 from comfyjobs.storage.outputs import OutputSaver
 from comfyjobs.worker import tasks
 from comfyjobs.worker.availability import AvailabilityMonitor
+from comfyjobs.worker.catalog import WorkerCatalog
 from comfyjobs.worker.job_guard import Guards
 from comfyjobs.worker.runner import LoadedModels, WorkerContext
 from comfyjobs.worker.warmup import Warmup
@@ -116,10 +117,25 @@ def _exit_on_signal(signum: int, _: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
+CATALOG_WAIT_LOG_S = 30.0  # a worker waiting for the first published catalog says so this often
+
+
+def wait_for_catalog(catalog: WorkerCatalog) -> Versioned:
+    """The active catalog version: jobs are built from the versions they record, but the warm-up, the
+    capability checks and the time limits need one. Waits for the first publish (`comfyjobs up` and the
+    API publish one when none is active)."""
+    while True:
+        found = catalog.wait_active(CATALOG_WAIT_LOG_S)
+        if found is not None:
+            return found
+        log.warning("waiting for a catalog to be published and activated (`comfyjobs catalog publish`)")
+
+
 def run_worker(settings: Settings, gpu: int | None) -> int:
     """Runs until a shutdown signal; returns the process exit code."""
-    registry = load_registry(settings.manifest_dir, settings.workflow_dir)
     redis_client = redis.Redis.from_url(settings.require_redis_url(), health_check_interval=30)
+    catalog = WorkerCatalog(redis_client, settings.queue_name)
+    catalog.start()
     device = device_name(gpu)
     worker_id = f"{device}.{os.getpid()}@{socket.gethostname()}"
     instance = ComfyInstance(
@@ -138,21 +154,13 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
         stop_timeout_s=settings.comfyui_stop_timeout_s,
     )
     started_at = utc_now()
-    model_folders = sorted(registry.model_folders)
-    warmup = Warmup(
-        registry,
-        settings.warmup_workflow,
-        settings.warmup_params,
-        lambda folder: list_model_folder(settings.model_dir, folder),
-        settings.job_time_limit_s,
-        settings.comfyui_hang_timeout_s,
-    )
     client = ComfyClient(comfy.base_url)
     warm_client = ComfyClient(comfy.base_url)
     control = ComfyClient(comfy.base_url)  # the guards' (cancelling prompts the job threads wait on)
     feed = PromptFeed(client.ws_url)  # one websocket for the job threads' prompts
     guards: Guards | None = None
-    availability = AvailabilityMonitor(registry, client, redis_client)
+    availability = AvailabilityMonitor(lambda: catalog.active().registry, client, redis_client)
+    catalog.on_switch(lambda _: availability.invalidate())
     models = LoadedModels()
     stopping = threading.Event()
 
@@ -170,7 +178,10 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
             comfyui_restarts=max(comfy.restarts, 0),
             started_at=started_at,
             workflows=workflows,
-            models={folder: list_model_folder(settings.model_dir, folder) for folder in model_folders},
+            models={
+                folder: list_model_folder(settings.model_dir, folder)
+                for folder in sorted(catalog.active().registry.model_folders)
+            },
             object_info=availability.object_info_digest,
             loaded_models=sorted(models.current()),
             model_loads=models.loads,
@@ -201,6 +212,15 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
         comfy.start()
         comfy.wait_ready()
         log.info("ComfyUI ready on %s after %.1f s", comfy.base_url, time.monotonic() - t0)
+        registry = wait_for_catalog(catalog).registry  # (meanwhile published, as a rule)
+        warmup = Warmup(  # the version active now (a wrong setting stops the worker here)
+            registry,
+            settings.warmup_workflow,
+            settings.warmup_params,
+            lambda folder: list_model_folder(settings.model_dir, folder),
+            settings.job_time_limit_s,
+            settings.comfyui_hang_timeout_s,
+        )
         availability.refresh()
         supervisor.start()
         app = make_celery(settings, registry)
@@ -221,7 +241,7 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
             WorkerContext(
                 settings=settings,
                 worker_id=worker_id,
-                registry=registry,
+                catalog=catalog,
                 store=store,
                 comfy=comfy,
                 thread_client=thread_client,
@@ -273,4 +293,6 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
         warm_client.close()
         control.close()
         feed.close()
+        catalog.stop()
+        catalog.join(settings.comfyui_stop_timeout_s)
         redis_client.close()

@@ -6,6 +6,7 @@ Everything here is a plain function of typed inputs; the Celery task only decode
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -30,10 +31,10 @@ from comfyjobs.errors import (
 from comfyjobs.jobs.record import JobError, JobRecord, JobStatus, Progress, utc_now
 from comfyjobs.jobs.worker_store import Finished, JobStore, JobTimes, ObjectExpiry, Take
 from comfyjobs.manifests.patching import build_graph
-from comfyjobs.manifests.registry import Registry
 from comfyjobs.settings import Settings
 from comfyjobs.storage.objects import ObjectStore, output_prefix
 from comfyjobs.storage.outputs import OutputSaver
+from comfyjobs.worker.catalog import WorkerCatalog
 from comfyjobs.worker.inputs import StagedInputs
 from comfyjobs.worker.job_guard import Guards, JobGuard
 from comfyjobs.worker.progress import ProgressWriter
@@ -46,7 +47,7 @@ log = logging.getLogger(__name__)
 class WorkerContext:
     settings: Settings
     worker_id: str
-    registry: Registry
+    catalog: WorkerCatalog  # jobs are built from the catalog version they record
     store: JobStore
     comfy: ComfyProcess
     # This thread's ComfyUI client: a worker runs PIPELINE_DEPTH jobs' threads at once (one executing
@@ -185,7 +186,8 @@ def _run_leased(
     queue_wait_s = (utc_now() - record.created_at).total_seconds() if attempt == 1 else None
     progress = ProgressWriter(ctx.store, task_id, mine, ctx.settings.progress_interval_s)
     try:
-        workflow = None if record.graph is not None else ctx.registry.workflow(record.workflow_id)
+        registry = None if record.graph is not None else ctx.catalog.registry(record.catalog_version)
+        workflow = None if registry is None else registry.workflow(record.workflow_id)
         # The task already waited for ComfyUI before taking the job; only a crash since then is left.
         if not ctx.comfy.is_ready():
             raise ComfyUnavailableError("ComfyUI is not running on this worker")
@@ -194,8 +196,8 @@ def _run_leased(
             if record.graph is not None:  # RAW_GRAPH: run as given (checked by the API when accepted)
                 graph = staged.stage_graph(record.graph, record.inputs)
             else:
-                assert workflow is not None  # not a raw graph: a manifest's
-                graph = build_graph(workflow, staged.stage(record.params, record.inputs), ctx.registry.loras)
+                assert registry is not None and workflow is not None  # not a raw graph: a manifest's
+                graph = build_graph(workflow, staged.stage(record.params, record.inputs), registry.loras)
             try:
                 ctx.models.use(record.models)
                 ran_on = ctx.comfy.restarts  # the start of ComfyUI that saves the outputs
@@ -275,7 +277,10 @@ def _run_leased(
 
 def _time_limit_s(ctx: WorkerContext, record: JobRecord) -> float:
     """How long the job may run in ComfyUI: its workflow's limit, or JOB_TIME_LIMIT_S."""
-    workflow = ctx.registry.workflows.get(record.workflow_id) if record.graph is None else None
+    workflow = None
+    if record.graph is None:
+        with contextlib.suppress(ComfyJobsError):  # (its version is gone: the job fails as it starts)
+            workflow = ctx.catalog.registry(record.catalog_version).workflows.get(record.workflow_id)
     return (workflow and workflow.time_limit_s) or ctx.settings.job_time_limit_s
 
 

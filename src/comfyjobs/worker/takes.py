@@ -84,7 +84,8 @@ def _start(ctx: WorkerContext, longest_s: float) -> Start:
 
 
 def _longest_time_limit_s(ctx: WorkerContext) -> float:
-    limits = [w.time_limit_s for w in ctx.registry.workflows.values() if w.time_limit_s]
+    workflows = ctx.catalog.active().registry.workflows.values()
+    limits = [w.time_limit_s for w in workflows if w.time_limit_s]
     return max([ctx.settings.job_time_limit_s, *limits])
 
 

@@ -65,6 +65,7 @@ def accepted(svc: Services, response: Response, submitted: Submitted) -> Accepte
         status_url=status_url,
         status=record.status,
         workflow_id=record.workflow_id,
+        catalog_version=record.catalog_version,
         params=record.params,
         priority=record.priority,
     )
@@ -80,7 +81,10 @@ async def generate(
 ) -> Accepted:
     """Queue a job. The parameters of each workflow are listed at `GET /workflows/{id}` and, typed, under
     `POST /workflows/{id}` in these docs."""
-    workflow = svc.registry.workflow(body.workflow_id)
+    catalog = svc.catalog.current  # this request's version throughout, whatever is activated meanwhile
+    workflow = catalog.registry.workflow(body.workflow_id)
     params = validate_params(workflow, body.params)
-    submitted = await submit(svc, workflow, params, caller, idempotency_key, body.priority, body.webhook_url)
+    submitted = await submit(
+        svc, catalog, workflow, params, caller, idempotency_key, body.priority, body.webhook_url
+    )
     return accepted(svc, response, submitted)

@@ -16,5 +16,5 @@ async def list_loras(svc: Annotated[Services, Depends(services)]) -> list[dict[s
     installed = set((await svc.models.lists(["loras"])).get("loras", []))  # none reported yet: none
     return [
         {"name": name, "installed": name in installed, **spec.model_dump()}
-        for name, spec in sorted(svc.registry.loras.items())
+        for name, spec in sorted(svc.catalog.current.registry.loras.items())
     ]

@@ -150,8 +150,13 @@ async def get_job_workflow(
     record = await owned_task(svc, job_id, caller)
     if record.graph is not None:
         return {"workflow": record.graph, "format": "api"}
-    workflow = svc.registry.workflow(record.workflow_id)
-    return {"workflow": build_graph(workflow, record.params, svc.registry.loras), "format": "api"}
+    registry = (
+        await svc.catalog.registry_of(record.catalog_version)
+        if record.catalog_version is not None
+        else svc.catalog.current.registry
+    )
+    workflow = registry.workflow(record.workflow_id)
+    return {"workflow": build_graph(workflow, record.params, registry.loras), "format": "api"}
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=None)
