@@ -59,6 +59,11 @@ class WorkerBeat(BaseModel):
     # Model files per folder the manifests choose from (`choices_from`), for an API without this disk.
     models: dict[str, list[str]] = {}
     object_info: str | None = None  # digest of its ComfyUI's /object_info, published at keys.object_info
+    # The job classes ("<workflow>@<catalog version>", every kept version) it takes, and why not others.
+    runs: list[str] = []
+    cannot: dict[str, str] = {}
+    labels: list[str] = []  # WORKER_LABELS
+    queue: str | None = None  # the queue it consumes (None: a worker of an earlier version)
     loaded_models: list[str] = []  # what its ComfyUI has loaded, as its jobs tell (model affinity)
     model_loads: int = 0  # jobs it ran that needed other models than the ones loaded
     # starting: its ComfyUI is not up; warming: up, running WARMUP_WORKFLOW (no job is taken meanwhile)

@@ -81,6 +81,14 @@ def catalog_activated(queue: str) -> str:
     return f"{catalog_prefix(queue)}activated"
 
 
+def queue_arrivals(queue: str) -> str:
+    """Pub/sub channel: the class (``<workflow>@<catalog version>``) of each job put in line on ``queue``,
+    published by the step that puts it there (the Lua writes it as ``queue_prefix .. 'arrivals'``). A
+    worker whose job threads found only jobs they cannot run subscribes while they wait, to look again
+    when one it can run arrives."""
+    return f"{queue_prefix(queue)}arrivals"
+
+
 def run_times(queue: str) -> str:
     """Hash: workflow id (and "*" for all) -> a moving average of its jobs' run time in seconds (JSON),
     written by workers as jobs succeed; the API's ETAs read it whole (O(workflows))."""

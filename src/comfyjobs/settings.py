@@ -208,6 +208,11 @@ class Settings(BaseSettings):
 
     # --- Workers -----------------------------------------------------------------------------------
     worker_heartbeat_s: Annotated[float, Field(gt=0)] = 5.0
+    worker_labels: str = Field(
+        default="",
+        description="This worker's labels, comma-separated (e.g. video,80gb): it runs a workflow whose "
+        "manifest `requires: {labels: [...]}` only if it has all of them.",
+    )
     worker_linger_s: Annotated[float, Field(ge=0)] = Field(
         default=2.0,
         description="How long a worker thread whose line ran empty waits for the next job itself (on "
@@ -322,6 +327,10 @@ class Settings(BaseSettings):
         """None: every installed class (less the denylist)."""
         names = frozenset(comma_list(self.raw_workflow_node_allowlist))
         return names or None
+
+    @property
+    def labels(self) -> frozenset[str]:
+        return frozenset(comma_list(self.worker_labels))
 
     @property
     def url_allowlist(self) -> list[str]:

@@ -12,10 +12,11 @@ import redis.asyncio as aioredis
 from fastapi.testclient import TestClient
 
 from comfyjobs import keys
-from comfyjobs.api.availability import FleetView
+from comfyjobs.api.availability import FleetView, blocked_reason
+from comfyjobs.catalog.store import CatalogStore
 from comfyjobs.comfy.doctor import WorkflowAvailability
 from comfyjobs.heartbeat import Heartbeat, WorkerBeat
-from comfyjobs.jobs.record import utc_now
+from comfyjobs.jobs.record import JobRecord, utc_now
 from comfyjobs.settings import Settings
 
 
@@ -28,12 +29,18 @@ def beats(redis_client: redis.Redis) -> Iterator[list[str]]:
 
 
 def write_beat(
-    redis_client: redis.Redis, beats: list[str], worker_id: str, **workflows: WorkflowAvailability
+    redis_client: redis.Redis,
+    beats: list[str],
+    worker_id: str,
+    runs: list[str] | None = None,
+    cannot: dict[str, str] | None = None,
+    queue: str | None = None,
+    **workflows: WorkflowAvailability,
 ) -> None:
     beat = WorkerBeat(
         worker_id=worker_id, device="gpu0", pid=1, comfyui_ready=True, comfyui_pid=2, comfyui_restarts=0,
         started_at=utc_now(), seen_at=utc_now(), workflows=workflows,
-        expires_at=utc_now() + timedelta(seconds=60),
+        expires_at=utc_now() + timedelta(seconds=60), runs=runs or [], cannot=cannot or {}, queue=queue,
     )  # fmt: skip
     redis_client.hset(keys.WORKERS, worker_id, beat.model_dump_json())
     beats.append(worker_id)
@@ -42,20 +49,37 @@ def write_beat(
 MISSING = WorkflowAvailability(ready=False, missing_models=["checkpoints/sdxl.safetensors"])
 
 
-def test_a_workflow_no_worker_can_run_is_refused_with_409(
+def test_a_job_no_worker_can_run_waits_and_says_why(
     client: TestClient, redis_client: redis.Redis, settings: Settings, beats: list[str]
 ) -> None:
-    write_beat(redis_client, beats, "w1", tiny=WorkflowAvailability(ready=True), txt2img=MISSING)
+    version = CatalogStore(redis_client, settings.queue_name).require_active()
+    why = "missing model checkpoints/sdxl.safetensors"
+    write_beat(
+        redis_client, beats, "w1", runs=[f"tiny@{version}"], cannot={f"txt2img@{version}": why},
+        queue=settings.queue_name,
+        tiny=WorkflowAvailability(ready=True), txt2img=MISSING,
+    )  # fmt: skip
 
     resp = client.post("/generate", json={"workflow_id": "txt2img", "params": {"prompt": "x"}})
+    assert resp.status_code == 202, resp.text
+    queue = client.get(f"/tasks/{resp.json()['task_id']}").json()["queue"]
+    assert queue["blocked"] == f"no worker can run txt2img@{version[:12]}: {why}"
+    assert redis_client.llen(settings.queue_name) == 1  # in line, with its ticket
 
-    assert resp.status_code == 409
-    error = resp.json()["error"]
-    assert error["code"] == "workflow_unavailable"
-    assert error["missing_models"] == ["checkpoints/sdxl.safetensors"]
-    assert "checkpoints/sdxl.safetensors" in error["message"]
-    assert redis_client.llen(settings.queue_name) == 0
-    assert client.post("/workflows/tiny", json={}).status_code == 202
+    tiny = client.post("/workflows/tiny", json={}).json()["task_id"]
+    assert client.get(f"/tasks/{tiny}").json()["queue"]["blocked"] is None  # w1 runs it
+
+
+def test_one_worker_that_runs_the_class_unblocks_it_and_silent_workers_block_nothing() -> None:
+    record = JobRecord(task_id="t", workflow_id="txt2img", catalog_version="ab" * 32)
+    cannot = _beat("w1").model_copy(update={"runs": ["tiny@" + "ab" * 32], "queue": "q"})
+    assert blocked_reason([cannot], record, "q") == (
+        f"no worker can run txt2img@{'ab' * 6}: not checked against catalog {'ab' * 6} yet"
+    )
+    can = _beat("w2").model_copy(update={"runs": ["txt2img@" + "ab" * 32], "queue": "q"})
+    assert blocked_reason([cannot, can], record, "q") is None
+    assert blocked_reason([cannot, can], record, "another-queue") is None  # none of its workers said
+    assert blocked_reason([_beat("old-version-worker")], record, "q") is None  # says nothing of classes
 
 
 def test_one_ready_worker_is_enough(client: TestClient, redis_client: redis.Redis, beats: list[str]) -> None:

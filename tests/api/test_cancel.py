@@ -29,7 +29,7 @@ def test_cancel_a_queued_job(api: httpx.Client, live_api: LiveApi) -> None:
     assert task["status"] == "CANCELLED"
     assert task["error"]["type"] == "cancelled"
     assert task["finished_at"] is not None
-    assert api.get(f"/tasks/{second}").json()["queue"] == {"position": 1, "waiting": 1}
+    assert api.get(f"/tasks/{second}").json()["queue"] == {"position": 1, "waiting": 1, "blocked": None}
     # A worker that later receives the delivery finds a final state and cannot start it.
     assert not live_api.store.update(first, status=JobStatus.STARTED, started_at=utc_now())
     with api.stream("GET", f"/tasks/{first}/events") as stream:

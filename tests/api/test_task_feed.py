@@ -68,14 +68,14 @@ def records(events: Iterator[SseEvent], count: int) -> list[SseEvent]:
 def test_waiting_jobs_show_their_place_in_line(api: httpx.Client, live_api: LiveApi) -> None:
     first, second, third = submit(api), submit(api), submit(api)
 
-    assert api.get(f"/tasks/{first}").json()["queue"] == {"position": 1, "waiting": 3}
-    assert api.get(f"/tasks/{third}").json()["queue"] == {"position": 3, "waiting": 3}
+    assert api.get(f"/tasks/{first}").json()["queue"] == {"position": 1, "waiting": 3, "blocked": None}
+    assert api.get(f"/tasks/{third}").json()["queue"] == {"position": 3, "waiting": 3, "blocked": None}
 
     take(live_api.store, first)
 
     assert api.get(f"/tasks/{first}").json()["queue"] is None  # a worker has it
-    assert api.get(f"/tasks/{second}").json()["queue"] == {"position": 1, "waiting": 2}
-    assert api.get(f"/tasks/{third}").json()["queue"] == {"position": 2, "waiting": 2}
+    assert api.get(f"/tasks/{second}").json()["queue"] == {"position": 1, "waiting": 2, "blocked": None}
+    assert api.get(f"/tasks/{third}").json()["queue"] == {"position": 2, "waiting": 2, "blocked": None}
 
 
 # --- SSE -----------------------------------------------------------------------------------------------
@@ -91,7 +91,7 @@ def test_stream_follows_the_record_to_the_end(
         events = sse_events(resp.iter_lines())
         (queued,) = records(events, 1)
         assert queued.event == "queued"
-        assert queued.data["queue"] == {"position": 1, "waiting": 1}
+        assert queued.data["queue"] == {"position": 1, "waiting": 1, "blocked": None}
 
         take(live_api.store, task_id)
         for value in (1, 2, 3):
@@ -178,7 +178,7 @@ def test_stream_announces_moving_up_in_line(api: httpx.Client, live_api: LiveApi
         (moved,) = records(events, 1)
 
     assert moved.event == "queued"
-    assert moved.data["queue"] == {"position": 1, "waiting": 1}
+    assert moved.data["queue"] == {"position": 1, "waiting": 1, "blocked": None}
     assert moved.id is None  # not a change of this record: a resume must not skip past it
 
 
@@ -234,10 +234,10 @@ def test_long_poll_counts_moving_up_in_line_as_a_change(api: httpx.Client, live_
     take(live_api.store, first)
     poll["thread"].join()
 
-    assert poll["body"]["queue"] == {"position": 1, "waiting": 1}
+    assert poll["body"]["queue"] == {"position": 1, "waiting": 1, "blocked": None}
     # Asked again with the old position: it moved since, so the answer comes at once.
     again = api.get(f"/tasks/{second}", params=params, timeout=httpx.Timeout(30, read=20))
-    assert again.json()["queue"] == {"position": 1, "waiting": 1}
+    assert again.json()["queue"] == {"position": 1, "waiting": 1, "blocked": None}
 
 
 def test_long_poll_answers_at_once_when_already_changed_or_finished(

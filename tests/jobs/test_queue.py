@@ -19,7 +19,7 @@ from comfyjobs.jobs.delivery import RUN_JOB_TASK, JobMessages, make_celery
 from comfyjobs.jobs.queue import Affinity
 from comfyjobs.jobs.record import JobRecord, JobStatus, utc_now
 from comfyjobs.jobs.store import AsyncJobStore
-from comfyjobs.jobs.worker_store import JobStore, Take
+from comfyjobs.jobs.worker_store import Blocked, Claimed, JobStore, Take
 from comfyjobs.manifests.loader import load_registry
 from comfyjobs.settings import Settings
 from tests.conftest import REPO
@@ -46,10 +46,19 @@ class Line:
 
         return asyncio.run(main())
 
-    def add(self, tenant: str, priority: int = 5, models: tuple[str, ...] = (), age_s: float = 0) -> str:
+    def add(
+        self,
+        tenant: str,
+        priority: int = 5,
+        models: tuple[str, ...] = (),
+        age_s: float = 0,
+        workflow_id: str = "tiny",
+        version: str | None = None,
+    ) -> str:
         record = JobRecord(
-            task_id=f"{tenant}-{uuid.uuid4().hex[:12]}", workflow_id="tiny", tenant=tenant, priority=priority,
-            models=list(models), created_at=utc_now() - timedelta(seconds=age_s),
+            task_id=f"{tenant}-{uuid.uuid4().hex[:12]}", workflow_id=workflow_id, tenant=tenant,
+            priority=priority, models=list(models), created_at=utc_now() - timedelta(seconds=age_s),
+            catalog_version=version,
         )  # fmt: skip
         assert self.run(lambda store: store.admit(record)).outcome == "created"
         return record.task_id
@@ -60,9 +69,9 @@ class Line:
 
         return self.run(read)
 
-    def take_all(self) -> list[str]:
+    def take_all(self, runs: frozenset[str] | None = None) -> list[str]:
         taken = []
-        while (claimed := self.sync.take(Take("w1", 60))) is not None:
+        while isinstance(claimed := self.sync.take(Take("w1", 60, runs=runs)), Claimed):
             assert claimed.record is not None and claimed.record.task_id == claimed.task_id
             taken.append(claimed.task_id)
         return taken
@@ -194,3 +203,75 @@ def test_an_idle_thread_takes_the_next_ticket_itself_and_leaves_other_messages_t
     client.lpush(line.messages.list_key, legacy)
     assert line.sync.take_ticket(0.05) == "not_a_ticket"
     assert [m.decode() for m in client.lrange(line.messages.list_key, 0, -1)] == [legacy]  # for Celery
+
+
+def test_a_worker_takes_only_the_classes_it_runs_keeping_priority_and_turns(redis_url: str) -> None:
+    line = Line(redis_url)
+    v1, v2 = "1" * 64, "2" * 64
+    a1 = line.add("alice", workflow_id="txt2img", version=v1)
+    b1 = line.add("bob", workflow_id="video", version=v1)
+    a2 = line.add("alice", workflow_id="video", version=v1)
+    b2 = line.add("bob", workflow_id="txt2img", version=v1)
+    urgent_video = line.add("carol", priority=9, workflow_id="video", version=v1)
+    a3 = line.add("alice", workflow_id="txt2img", version=v2)  # another version: another class
+
+    image = frozenset({f"txt2img@{v1}"})
+    # The urgent job is not its class: the order among its own classes is as if the others were not there.
+    assert line.take_all(runs=image) == [a1, b2]
+    assert isinstance(line.sync.take(Take("w1", 60, runs=image)), Blocked)  # others still wait
+    # Turns went alice (a1), bob (b2): alice's turn again.
+    assert line.take_all(runs=frozenset({f"video@{v1}"})) == [urgent_video, a2, b1]
+    assert line.take_all(runs=frozenset({f"txt2img@{v2}", f"video@{v1}"})) == [a3]
+    assert line.sync.take(Take("w1", 60, runs=image)) is None  # nothing waits
+
+
+def test_a_blocked_take_hands_its_ticket_on_and_a_going_on_take_leaves_them(redis_url: str) -> None:
+    line = Line(redis_url)
+    line.add("alice", workflow_id="video", version="1" * 64)
+    client = redis.Redis.from_url(redis_url)
+    list_key = line.messages.list_key
+    assert client.llen(list_key) == 1  # the job's ticket
+    client.rpop(list_key)  # taken by this worker's Celery consumer: it holds it now
+    assert isinstance(line.sync.take(Take("w1", 60, runs=frozenset({"x@"}))), Blocked)
+    assert client.llen(list_key) == 1  # handed on, for a worker that runs video
+    assert isinstance(line.sync.take(Take("w1", 60, with_ticket=True, runs=frozenset({"x@"}))), Blocked)
+    assert client.llen(list_key) == 1  # a take without a ticket in hand adds none
+    (taken,) = line.take_all(runs=frozenset({f"video@{'1' * 64}"}))
+    assert taken.startswith("alice-")
+    client.close()
+
+
+def test_the_take_reads_a_head_per_class_not_the_jobs(redis_url: str) -> None:
+    """10,000 waiting jobs of a class the worker does not run cost its take no more than 10."""
+    line = Line(redis_url)
+    client = redis.Redis.from_url(redis_url)
+    for _ in range(10):
+        line.add("alice", workflow_id="video", version="1" * 64)
+    mine = line.add("bob", workflow_id="tiny", version="1" * 64)
+    before = _claim_calls(client)
+    (first,) = line.take_all(runs=frozenset({f"tiny@{'1' * 64}"}))
+    assert first == mine
+    lua_commands = _claim_calls(client) - before
+
+    async def many(store: AsyncJobStore) -> None:
+        for _ in range(10_000 - 10):
+            record = JobRecord(
+                task_id=uuid.uuid4().hex, workflow_id="video", tenant="alice", catalog_version="1" * 64
+            )
+            assert (await store.admit(record)).outcome == "created"
+
+    line.run(many)
+    mine = line.add("bob", workflow_id="tiny", version="1" * 64)
+    before = _claim_calls(client)
+    assert line.take_all(runs=frozenset({f"tiny@{'1' * 64}"})) == [mine]
+    assert _claim_calls(client) - before == lua_commands
+    client.close()
+
+
+def _claim_calls(client: redis.Redis) -> int:
+    """Commands Redis has run in scripts so far (ZRANGE and the like a take makes)."""
+    stats = client.info("commandstats")
+    return sum(int(v["calls"]) for k, v in stats.items() if k in _TAKE_COMMANDS)
+
+
+_TAKE_COMMANDS = {f"cmdstat_{c}" for c in ("zrange", "smembers", "zcard", "lrange", "hget", "zscore")}

@@ -124,7 +124,7 @@ def create_app(settings: Settings) -> FastAPI:
             redis=client,
             fleet=fleet,
             store=store,
-            feed=TaskFeed(store, links, settings.sse_heartbeat_s, Estimator(store, fleet)),
+            feed=TaskFeed(store, links, settings.sse_heartbeat_s, Estimator(store, fleet), fleet),
             objects=objects,
             links=links,
             assets=assets,

@@ -6,8 +6,11 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel
 
 from comfyjobs.api.refreshed import Refreshed
+from comfyjobs.catalog.bundle import short
 from comfyjobs.errors import WorkflowUnavailableError
 from comfyjobs.heartbeat import WorkerBeat, live_workers
+from comfyjobs.jobs.queue import job_class
+from comfyjobs.jobs.record import JobRecord, JobStatus
 
 FLEET_MAX_AGE_S = 1.0  # heartbeats come every few seconds: a second-old view of them is as good as new
 
@@ -60,6 +63,22 @@ def availability_of(beats: list[WorkerBeat]) -> dict[str, Availability]:
             problems=[] if ready else problems,
         )
     return result
+
+
+def blocked_reason(beats: list[WorkerBeat], record: JobRecord, queue: str) -> str | None:
+    """Why no live worker of ``queue`` can run this waiting job (from what each advertised:
+    worker.capabilities); None when one can, or when none has said yet what it runs (it may, once up)."""
+    checked = [b for b in beats if b.runs and b.queue == queue]
+    if record.status != JobStatus.PENDING or not checked:
+        return None
+    cls = job_class(record.workflow_id, record.catalog_version)
+    if any(cls in b.runs for b in checked):
+        return None
+    version = record.catalog_version
+    unchecked = f"not checked against catalog {short(version)} yet" if version else ""
+    reasons = sorted({b.cannot.get(cls, unchecked) for b in checked} - {""})
+    name = f"{record.workflow_id}@{short(version)}" if version else record.workflow_id
+    return f"no worker can run {name}: {'; '.join(reasons) or 'not among its workflows'}"
 
 
 async def require_available(fleet: FleetView, workflow_id: str) -> None:

@@ -18,7 +18,6 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from comfyjobs.api.availability import require_available
 from comfyjobs.api.services import Services
 from comfyjobs.catalog.registries import Versioned
 from comfyjobs.errors import (
@@ -69,7 +68,6 @@ async def submit(
 ) -> Submitted:
     check_priority(svc, caller, priority)
     await check_webhook_url(svc, webhook_url)
-    await require_available(svc.fleet, workflow.id)
     models = await svc.models.lists(workflow.model_folders)
     params = resolve_params(workflow, request, models.get)
     media = await svc.media.resolve(workflow, params, caller.tenant)

@@ -19,6 +19,7 @@ from typing import Any
 
 from fastapi.sse import format_sse_event
 
+from comfyjobs.api.availability import FleetView, blocked_reason
 from comfyjobs.api.eta import Estimator
 from comfyjobs.api.views import Links, TaskView
 from comfyjobs.errors import QueueUnavailableError, TaskNotFoundError
@@ -68,8 +69,11 @@ class ExpiryCheck:
 
 
 class TaskFeed:
-    def __init__(self, store: AsyncJobStore, links: Links, heartbeat_s: float, estimator: Estimator) -> None:
+    def __init__(
+        self, store: AsyncJobStore, links: Links, heartbeat_s: float, estimator: Estimator, fleet: FleetView
+    ) -> None:
         self._store = store
+        self._fleet = fleet  # (what the workers run: a waiting job says why none can run it)
         self._estimator = estimator
         self._links = links
         self._heartbeat_s = heartbeat_s
@@ -79,7 +83,12 @@ class TaskFeed:
     ) -> TaskView:
         place = await self._store.place_if_waiting(record, place)
         eta = (await self._estimator.model()).estimate(record, place)
-        return TaskView.from_record(record, self._links, place, last_event_id, eta)
+        blocked = (
+            blocked_reason(await self._fleet.beats(), record, self._store.queue_name)
+            if place is not None
+            else None
+        )
+        return TaskView.from_record(record, self._links, place, last_event_id, eta, blocked)
 
     async def _snapshot(self, task_id: str, caller: Principal) -> Snapshot:
         """Another tenant's task is not found, exactly as an unknown one."""
@@ -91,7 +100,12 @@ class TaskFeed:
     async def _snapshot_view(self, snapshot: Snapshot) -> TaskView:
         record, place = snapshot.record, snapshot.place
         eta = (await self._estimator.model()).estimate(record, place)
-        return TaskView.from_record(record, self._links, place, snapshot.last_event_id, eta)
+        blocked = (
+            blocked_reason(await self._fleet.beats(), record, self._store.queue_name)
+            if place is not None
+            else None
+        )
+        return TaskView.from_record(record, self._links, place, snapshot.last_event_id, eta, blocked)
 
     async def current(self, task_id: str, caller: Principal) -> TaskView:
         return await self._snapshot_view(await self._snapshot(task_id, caller))

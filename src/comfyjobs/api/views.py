@@ -70,6 +70,11 @@ class QueueView(BaseModel):
         description="1 = the next job a worker takes (counting higher priorities, and tenants' turns)"
     )
     waiting: int = Field(description="jobs waiting on the queue in all")
+    blocked: str | None = Field(
+        default=None,
+        description="why no live worker can run it (it waits until one can), e.g. "
+        '"no worker can run txt2img@3f2a9c1e0b7d: missing model checkpoints/sdxl.safetensors"',
+    )
 
 
 class TaskView(BaseModel):
@@ -119,6 +124,7 @@ class TaskView(BaseModel):
         place: QueuePlace | None = None,
         last_event_id: str | None = None,
         eta: Eta | None = None,
+        blocked: str | None = None,
     ) -> TaskView:
         outputs = []
         expired = record.outputs_expire_at is not None and record.outputs_expire_at <= utc_now()
@@ -128,7 +134,7 @@ class TaskView(BaseModel):
                 outputs.append(OutputView(url=url, url_expires_at=url_expires_at, **o.model_dump()))
         queue = None
         if place is not None and place.position is not None and record.status == JobStatus.PENDING:
-            queue = QueueView(position=place.position, waiting=place.waiting)
+            queue = QueueView(position=place.position, waiting=place.waiting, blocked=blocked)
         return cls(
             outputs=outputs,
             outputs_deleted=expired,

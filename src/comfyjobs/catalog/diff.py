@@ -112,6 +112,7 @@ def _workflow_changes(wid: str, a: Workflow, b: Workflow) -> list[Change]:
         ("description", a.description, b.description),
         ("time_limit_s", a.time_limit_s, b.time_limit_s),
         ("template file", a.template_file, b.template_file),
+        ("requires.labels", sorted(a.labels), sorted(b.labels)),
     ):
         if before != after:
             out.append(Change("changed", wid, label, before, after))

@@ -45,17 +45,34 @@ Priority = Annotated[
 QUEUE_FUNCTIONS = """
 local function lane_key(qp, p, tenant) return qp .. 'lane:' .. p .. ':' .. tenant end
 local function turns_key(qp, p) return qp .. 'turns:' .. p end
-local function enter_queue(qp, id, tenant, p, seq)
+local function clane_key(qp, p, tenant, cls) return qp .. 'clane:' .. p .. ':' .. tenant .. ':' .. cls end
+local function classes_key(qp, p, tenant) return qp .. 'classes:' .. p .. ':' .. tenant end
+local function job_class(job)
+  local workflow = cjson.decode(redis.call('HGET', job, 'workflow_id') or '""')
+  local version = redis.call('HGET', job, 'catalog_version')
+  if version and version ~= 'null' then return workflow .. '@' .. cjson.decode(version) end
+  return workflow .. '@'
+end
+local function enter_queue(qp, id, tenant, p, seq, cls)
   local lane = lane_key(qp, p, tenant)
   redis.call('ZADD', lane, seq, id)
   if redis.call('ZCARD', lane) == 1 then redis.call('RPUSH', turns_key(qp, p), tenant) end
+  redis.call('ZADD', clane_key(qp, p, tenant, cls), seq, id)
+  redis.call('SADD', classes_key(qp, p, tenant), cls)
   redis.call('HINCRBY', qp .. 'depths', p, 1)
+  redis.call('PUBLISH', qp .. 'arrivals', cls)
 end
-local function leave_queue(qp, id, tenant, p)
+local function leave_class(qp, id, tenant, p, cls)
+  local lane = clane_key(qp, p, tenant, cls)
+  redis.call('ZREM', lane, id)
+  if redis.call('ZCARD', lane) == 0 then redis.call('SREM', classes_key(qp, p, tenant), cls) end
+end
+local function leave_queue(qp, id, tenant, p, cls)
   local lane = lane_key(qp, p, tenant)
   if redis.call('ZREM', lane, id) == 1 then
     redis.call('HINCRBY', qp .. 'depths', p, -1)
     if redis.call('ZCARD', lane) == 0 then redis.call('LREM', turns_key(qp, p), 0, tenant) end
+    leave_class(qp, id, tenant, p, cls)
   end
 end
 """
@@ -67,20 +84,34 @@ end
 # from here: the reconciler puts it back if its lease lapses before it starts), [14] Celery's list, when
 # the taker holds no ticket for this take (a worker going on to its next job), or "", [15] the text every
 # ticket starts with: such a take removes one ticket from the list with the job, so the list keeps one
-# ticket per waiting job (a message that is not a ticket, of an earlier version, is left where it was).
-# For the job taken it returns ``taken(id, its record's fields (HGETALL))``, a Lua function the script
-# defines before this (jobs.scripts ``CLAIM``: it may also start the job), or false when nothing waits.
+# ticket per waiting job (a message that is not a ticket, of an earlier version, is left where it was);
+# ARGV[16]-[21] are jobs.scripts ``CLAIM``'s; [22] the job classes the worker can run (JSON list of
+# "<workflow>@<catalog version>", see ``job_class``) or "" for any, [23] a ticket to hand on, [24] Celery's
+# list. For the job taken it returns ``taken(id, its record's fields (HGETALL))``, a Lua function the
+# script defines before this (jobs.scripts ``CLAIM``: it may also start the job); false when nothing
+# waits; "blocked" when jobs wait but none of a class the worker can run: then a taker holding a ticket
+# hands one on ([23], pushed where the next consumer takes it), since it is another worker's to use.
 #
-# Model affinity, within the highest priority that has waiting jobs: the job whose turn it is is taken
-# unless its models are not loaded on this worker while a job among the next AFFINITY_MAX_SKIP
-# candidates (the head of each tenant's lane in turn order, and the next jobs of the tenant whose turn
-# it is) uses only loaded models. Then that one is taken, and each job it overtook counts a skip; a job
-# with AFFINITY_MAX_SKIP skips, or waiting AFFINITY_MAX_WAIT_S, is not overtaken any more.
+# Only jobs of the worker's classes are candidates; among them the order is as if the others were not
+# there: the highest priority with such jobs, the first tenant in turn order with one (only its turn is
+# used), its earliest by sequence. Each (priority, tenant) lane has a lane per class beside it (``clane``,
+# and the set of its classes), so a take reads one head per class it can run: never a scan of the jobs.
+#
+# Model affinity, within that priority: the job whose turn it is is taken unless its models are not
+# loaded on this worker while a job among the next AFFINITY_MAX_SKIP candidates (the head of each other
+# tenant's lane in turn order, and the next jobs of the tenant whose turn it is) uses only loaded models.
+# Then that one is taken, and each job it overtook counts a skip; a job with AFFINITY_MAX_SKIP skips, or
+# waiting AFFINITY_MAX_WAIT_S, is not overtaken any more.
 CLAIM = """
 local qp = ARGV[1]
 local loaded = {}
 for _, m in ipairs(cjson.decode(ARGV[9])) do loaded[m] = true end
 local max_skip, max_wait, now = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
+local runs = nil
+if ARGV[22] and ARGV[22] ~= '' then
+  runs = {}
+  for _, c in ipairs(cjson.decode(ARGV[22])) do runs[c] = true end
+end
 local function affine(id)
   local raw = redis.call('HGET', ARGV[8] .. id, 'models')
   if not raw then return true end
@@ -92,9 +123,32 @@ local function must_go(id)
   local since = tonumber(redis.call('ZSCORE', ARGV[6], id) or now)
   return skips >= max_skip or now - since >= max_wait
 end
-local function take(p, tenant, id)
+-- A tenant's first `count` jobs at priority p of classes the worker runs, by sequence: {{id, cls}, ...}.
+local function runnable(p, tenant, count)
+  local found = {}
+  local classes = redis.call('SMEMBERS', classes_key(qp, p, tenant))
+  if #classes == 0 then  -- jobs put in line before class lanes: their class is read from the record
+    local head = redis.call('ZRANGE', lane_key(qp, p, tenant), 0, count - 1, 'WITHSCORES')
+    for i = 1, #head, 2 do
+      local cls = job_class(ARGV[8] .. head[i])
+      if runs == nil or runs[cls] then found[#found + 1] = {head[i], cls, tonumber(head[i + 1])} end
+    end
+  end
+  for _, cls in ipairs(classes) do
+    if runs == nil or runs[cls] then
+      local head = redis.call('ZRANGE', clane_key(qp, p, tenant, cls), 0, count - 1, 'WITHSCORES')
+      for i = 1, #head, 2 do found[#found + 1] = {head[i], cls, tonumber(head[i + 1])} end
+    end
+  end
+  table.sort(found, function(x, y) return x[3] < y[3] end)
+  local out = {}
+  for i = 1, math.min(count, #found) do out[i] = found[i] end
+  return out
+end
+local function take(p, tenant, id, cls)
   local turns, lane = turns_key(qp, p), lane_key(qp, p, tenant)
   redis.call('ZREM', lane, id)
+  leave_class(qp, id, tenant, p, cls)
   redis.call('LREM', turns, 1, tenant)  -- its turn is used: to the back of the line of tenants
   if redis.call('ZCARD', lane) > 0 then redis.call('RPUSH', turns, tenant) end
   redis.call('HINCRBY', qp .. 'depths', p, -1)
@@ -110,41 +164,53 @@ local function take(p, tenant, id)
   end
   return taken(id, redis.call('HGETALL', ARGV[8] .. id))
 end
+local waiting = false
 for p = $MAX, $MIN, -1 do
   local turns = turns_key(qp, p)
   local tenants = redis.call('LRANGE', turns, 0, -1)
-  if #tenants > 0 then
-    local first = tenants[1]
-    local head = redis.call('ZRANGE', lane_key(qp, p, first), 0, max_skip)
-    if #head == 0 then
-      redis.call('LREM', turns, 0, first)  -- an empty lane left behind: never, but do not stall on it
-      return false
+  local at, head = nil, {}
+  for i, tenant in ipairs(tenants) do
+    head = runnable(p, tenant, max_skip + 1)
+    if #head > 0 then at = i break end
+    if redis.call('ZCARD', lane_key(qp, p, tenant)) == 0 then
+      redis.call('LREM', turns, 0, tenant)  -- an empty lane left behind: never, but do not stall on it
+    else
+      waiting = true  -- jobs of classes this worker does not run
     end
+  end
+  if at ~= nil then
+    local first = tenants[at]
     local due = head[1]
-    if max_skip == 0 or next(loaded) == nil or affine(due) or must_go(due) then
-      return take(p, first, due)
+    if max_skip == 0 or next(loaded) == nil or affine(due[1]) or must_go(due[1]) then
+      return take(p, first, due[1], due[2])
     end
     -- Candidates in the order they would be taken: the next jobs of this tenant, the other tenants' heads.
     local candidates = {}
     for i = 2, #head do candidates[#candidates + 1] = {first, head[i]} end
-    for i = 2, #tenants do
-      local other = redis.call('ZRANGE', lane_key(qp, p, tenants[i]), 0, 0)
-      if #other > 0 then table.insert(candidates, i - 1, {tenants[i], other[1]}) end
-    end
-    local passed = {due}
-    for i = 1, math.min(#candidates, max_skip) do
-      local tenant, id = candidates[i][1], candidates[i][2]
-      if affine(id) then
-        for _, skipped in ipairs(passed) do redis.call('HINCRBY', ARGV[8] .. skipped, 'skips', 1) end
-        return take(p, tenant, id)
+    local others = 0
+    for i = at + 1, #tenants do
+      local other = runnable(p, tenants[i], 1)
+      if #other > 0 then
+        others = others + 1
+        table.insert(candidates, others, {tenants[i], other[1]})
       end
-      if must_go(id) then break end  -- it may not be overtaken either: go in order
-      passed[#passed + 1] = id
     end
-    return take(p, first, due)
+    local passed = {due[1]}
+    for i = 1, math.min(#candidates, max_skip) do
+      local tenant, job = candidates[i][1], candidates[i][2]
+      if affine(job[1]) then
+        for _, skipped in ipairs(passed) do redis.call('HINCRBY', ARGV[8] .. skipped, 'skips', 1) end
+        return take(p, tenant, job[1], job[2])
+      end
+      if must_go(job[1]) then break end  -- it may not be overtaken either: go in order
+      passed[#passed + 1] = job[1]
+    end
+    return take(p, first, due[1], due[2])
   end
 end
-return false
+if not waiting then return false end
+if ARGV[14] == '' and ARGV[23] ~= '' then redis.call('RPUSH', ARGV[24], ARGV[23]) end
+return 'blocked'
 """
 
 # ARGV[1] queue prefix, [2] task id, [3] its job hash, [4] the waiting set
@@ -174,6 +240,11 @@ end
 return {ahead + 1, waiting}
 """
 )
+
+
+def job_class(workflow_id: str, catalog_version: str | None) -> str:
+    """A job's class, as the Lua ``job_class`` makes it from its record: what a worker says it can run."""
+    return f"{workflow_id}@{catalog_version or ''}"
 
 
 @dataclass(frozen=True)

@@ -73,14 +73,14 @@ local function update_job(k, id, expect, now, qp, ticket, fields)
   if new == $PENDING then
     if redis.call('ZADD', k.waiting, now, id) == 1 then
       local seq = tonumber(redis.call('HGET', k.job, 'queue_seq')) or 0
-      enter_queue(qp, id, tenant, priority, seq)  -- its old place: it waited its turn before
+      enter_queue(qp, id, tenant, priority, seq, job_class(k.job))  -- its old place: it waited its turn
       if ticket ~= '' then redis.call('LPUSH', k.list, ticket) end
     end
     redis.call('ZADD', k.by_tenant, 0, by_tenant)
     redis.call('ZREM', k.running, id)
   elseif new then
     if redis.call('ZREM', k.waiting, id) == 1 then
-      leave_queue(qp, id, tenant, priority)
+      leave_queue(qp, id, tenant, priority, job_class(k.job))
       redis.call('XADD', k.departures, 'MAXLEN', '~', $DEPARTURES_MAXLEN, '*', 'task_id', id)
       redis.call('PUBLISH', $CHANGES_OF .. k.departures, k.departures)
     end
@@ -198,7 +198,7 @@ redis.call('XADD', KEYS[2], '*', 'changes', ARGV[6])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 redis.call('PUBLISH', $CHANGES_OF .. KEYS[2], KEYS[2])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
-enter_queue(ARGV[10], ARGV[1], ARGV[7], ARGV[11], seq)
+enter_queue(ARGV[10], ARGV[1], ARGV[7], ARGV[11], seq, job_class(KEYS[1]))
 if KEYS[4] ~= '' then redis.call('SET', KEYS[4], ARGV[5], 'EX', ARGV[2]) end
 redis.call('LPUSH', KEYS[6], ARGV[9])
 redis.call('ZADD', KEYS[7], ARGV[3], ARGV[1])

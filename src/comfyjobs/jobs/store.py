@@ -184,6 +184,7 @@ class AsyncJobStore:
         self._messages = messages
         self._hub = hub  # what waits for changes (wait_for_change); readers that never wait need none
         self._ttl_s = ttl_s
+        self.queue_name = queue
         self._keys = QueueKeys(queue, messages)
         self._update = client.register_script(scripts.UPDATE_UNLESS_TERMINAL)
         self._admit = client.register_script(scripts.ADMIT)

@@ -102,6 +102,13 @@ class Take(NamedTuple):
     affinity: Affinity | None = None
     with_ticket: bool = False
     start: Start | None = None
+    # The job classes ("<workflow>@<catalog version>") the taker can run; None: any (jobs.queue CLAIM).
+    runs: frozenset[str] | None = None
+
+
+class Blocked(NamedTuple):
+    """A take's finding: jobs wait, but none of a class the taker can run. A ticket it held is handed on
+    in the same step (the next consumer gets it); it is another worker's to use."""
 
 
 class Claimed(NamedTuple):
@@ -122,14 +129,16 @@ class Finished(NamedTuple):
     with it was made (``took``), and what it found (``taken``; None: nothing waits)."""
 
     written: bool
-    taken: Claimed | None = None
+    taken: Claimed | Blocked | None = None
     took: bool = False
 
 
-def _claimed(taken: Any) -> Claimed | None:
+def _claimed(taken: Any) -> Claimed | Blocked | None:
     """A take's reply (jobs.scripts ``CLAIM``)."""
     if not taken:
         return None
+    if taken == b"blocked" or taken == "blocked":
+        return Blocked()
     task_id, flat = text(taken[0]), taken[1]
     fields = dict(zip(flat[::2], flat[1::2], strict=True))
     started_event = text(taken[3]) if taken[2] else None
@@ -148,13 +157,14 @@ class JobStore:
         self._acquire = client.register_script(scripts.ACQUIRE_LEASE)
         self._release = client.register_script(scripts.RELEASE_LEASE)
 
-    def take(self, take: Take) -> Claimed | None:
+    def take(self, take: Take) -> Claimed | Blocked | None:
         """Takes the next job in line (priority, then tenants in turn, then model affinity; see
         jobs.queue) with its lease in ``take.owner``'s name, and reads its record in the same step; None
         when none waits. ``take.with_ticket``: the taker holds no ticket for this take (it goes on from a
         job it finished), so one of the line's tickets is taken with the job. ``take.start``: the same
         step starts the job (STARTED by the owner, one more attempt, no error), unless its record is gone,
-        finished or out of attempts (``Claimed.started`` says which)."""
+        finished or out of attempts (``Claimed.started`` says which). ``take.runs``: only jobs of those
+        classes are taken; Blocked when others wait."""
         with translated():
             return _claimed(self._claim(keys=[], args=self._take_args(take)))
 
@@ -175,7 +185,10 @@ class JobStore:
                 start.max_attempts, keys.job_events(""), json.dumps(encode_fields(starting)),
                 keys.OBJECT_EXPIRY, start.outputs_prefix, start.outputs_expire_at,
             ]  # fmt: skip
-        return args
+        else:
+            args += [0, "", "{}", "", "", 0]  # (take only)
+        runs = "" if take.runs is None else json.dumps(sorted(take.runs))
+        return [*args, runs, "" if take.with_ticket else m.ticket(), m.list_key]
 
     def record_times(self, times: JobTimes) -> None:
         """A job's times, in one round trip."""

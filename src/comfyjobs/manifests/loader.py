@@ -276,6 +276,7 @@ def _build_workflow(
         prompt_parameter=prompt_parameter,
         time_limit_s=spec.time_limit_s,
         request_model=request_model,
+        labels=frozenset(spec.requires.labels),
     )
 
 

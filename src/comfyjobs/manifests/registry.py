@@ -88,6 +88,7 @@ class Workflow:
     prompt_parameter: str | None
     time_limit_s: float | None
     request_model: type[BaseModel] = field(compare=False, repr=False)
+    labels: frozenset[str] = frozenset()  # WORKER_LABELS a worker needs to take its jobs (`requires`)
 
     @property
     def public_parameters(self) -> list[Parameter]:

@@ -104,6 +104,12 @@ class ParameterOverride(_Strict):
     targets: list[TargetSpec] | None = None
 
 
+class Requirements(_Strict):
+    labels: list[str] = Field(
+        default_factory=list, description="Only workers with all of these WORKER_LABELS take its jobs."
+    )
+
+
 class WorkflowSpec(_Strict):
     template: str = Field(min_length=1, description="File name under the workflows folder (API format).")
     description: str = ""
@@ -112,6 +118,7 @@ class WorkflowSpec(_Strict):
         default=None, description="Parameter that LoRA prompt prefixes/suffixes apply to (default: prompt)."
     )
     time_limit_s: float | None = Field(default=None, gt=0)
+    requires: Requirements = Field(default_factory=Requirements)
 
 
 class LoraSpec(_Strict):

@@ -1,6 +1,7 @@
-"""Which workflows this worker's ComfyUI can run, kept fresh for the heartbeat.
+"""Which workflows this worker can run, kept fresh for the heartbeat and the take.
 
-Checked when ComfyUI becomes ready (also after a restart) and again every AVAILABILITY_REFRESH_S, since
+Checked when ComfyUI becomes ready (also after a restart), when another catalog version is activated, and
+again every AVAILABILITY_REFRESH_S, since
 ComfyUI lists model folders anew on each `/object_info`: a model dropped in is noticed within that time.
 The `/object_info` itself is published in Redis under its digest (named by the heartbeat), so the API
 can check a raw graph (the v2 API) against what this worker's ComfyUI has before queueing it.
@@ -19,9 +20,10 @@ import redis
 
 from comfyjobs import keys
 from comfyjobs.comfy.client import ComfyClient
-from comfyjobs.comfy.doctor import WorkflowAvailability, check_registry
+from comfyjobs.comfy.doctor import WorkflowAvailability
 from comfyjobs.errors import ComfyError
-from comfyjobs.manifests.registry import Registry
+from comfyjobs.worker.capabilities import Capabilities, capabilities
+from comfyjobs.worker.catalog import WorkerCatalog
 
 log = logging.getLogger(__name__)
 
@@ -30,16 +32,27 @@ OBJECT_INFO_TTL_S = 86400  # renewed at each check; a digest no worker has named
 
 
 class AvailabilityMonitor:
+    """Checks this worker's capabilities (worker.capabilities) and keeps them for the heartbeat and the
+    take; ``on_change`` runs when the classes it can run changed (parked job threads look again)."""
+
     def __init__(
-        self, registry: Callable[[], Registry], client: ComfyClient, redis_client: redis.Redis
+        self,
+        catalog: WorkerCatalog,
+        labels: frozenset[str],
+        client: ComfyClient,
+        redis_client: redis.Redis,
+        on_change: Callable[[], None] = lambda: None,
     ) -> None:
-        self._registry = registry  # the active catalog version's
+        self._catalog = catalog
+        self._labels = labels
         self._client = client
         self._redis = redis_client
+        self._on_change = on_change
         self.object_info_digest: str | None = None
         self._lock = threading.Lock()
         self._checked_at = float("-inf")
         self._result: dict[str, WorkflowAvailability] = {}
+        self.capabilities = Capabilities()  # (replaced whole: readers need no lock)
 
     def refresh(self) -> dict[str, WorkflowAvailability]:
         try:
@@ -48,12 +61,15 @@ class AvailabilityMonitor:
             log.warning("could not check workflows against ComfyUI: %s", exc)
             return self._result
         self._publish(object_info)
-        result = check_registry(self._registry(), object_info)
+        found, result = capabilities(self._catalog, object_info, self._labels)
         for workflow_id, availability in result.items():
             if not availability.ready:
                 log.warning("workflow %s cannot run here: %s", workflow_id, availability.model_dump())
         with self._lock:
-            self._result, self._checked_at = result, time.monotonic()
+            changed = found.runs != self.capabilities.runs
+            self._result, self._checked_at, self.capabilities = result, time.monotonic(), found
+        if changed:
+            self._on_change()
         return result
 
     def _publish(self, object_info: dict[str, object]) -> None:
@@ -78,5 +94,5 @@ class AvailabilityMonitor:
             return self._result
 
     def invalidate(self) -> None:
-        """ComfyUI restarted: check again at the next beat."""
+        """ComfyUI restarted (or another catalog version is active): check again at the next beat."""
         self._checked_at = float("-inf")

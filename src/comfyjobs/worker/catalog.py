@@ -51,6 +51,10 @@ class WorkerCatalog:
                 found = self._registries.put(version, self._store.bundle(version).registry()).registry
         return found
 
+    def kept(self) -> list[str]:
+        """The versions published and not pruned, newest first (jobs may wait built from any of them)."""
+        return [v.version for v in self._store.versions()]
+
     def active(self) -> Versioned:
         found = self._active
         if found is None:

@@ -44,6 +44,7 @@ from comfyjobs.worker import tasks
 from comfyjobs.worker.availability import AvailabilityMonitor
 from comfyjobs.worker.catalog import WorkerCatalog
 from comfyjobs.worker.job_guard import Guards
+from comfyjobs.worker.parking import ArrivalsListener, Parking
 from comfyjobs.worker.runner import LoadedModels, WorkerContext
 from comfyjobs.worker.warmup import Warmup
 
@@ -159,8 +160,11 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
     control = ComfyClient(comfy.base_url)  # the guards' (cancelling prompts the job threads wait on)
     feed = PromptFeed(client.ws_url)  # one websocket for the job threads' prompts
     guards: Guards | None = None
-    availability = AvailabilityMonitor(lambda: catalog.active().registry, client, redis_client)
-    catalog.on_switch(lambda _: availability.invalidate())
+    parking = Parking()
+    availability = AvailabilityMonitor(catalog, settings.labels, client, redis_client, parking.wake)
+    arrivals = ArrivalsListener(
+        redis_client, settings.queue_name, lambda: availability.capabilities.runs, parking
+    )
     models = LoadedModels()
     stopping = threading.Event()
 
@@ -183,6 +187,10 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
                 for folder in sorted(catalog.active().registry.model_folders)
             },
             object_info=availability.object_info_digest,
+            runs=sorted(availability.capabilities.runs),
+            cannot=availability.capabilities.cannot,
+            labels=sorted(settings.labels),
+            queue=settings.queue_name,
             loaded_models=sorted(models.current()),
             model_loads=models.loads,
             state="starting" if not ready else "warming" if warmup.warming(comfy.pid) else "ready",
@@ -222,6 +230,16 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
             settings.comfyui_hang_timeout_s,
         )
         availability.refresh()
+
+        # Another active version: checked now, in the watch's thread (its jobs may already wait).
+        def switched(_: Versioned) -> None:
+            if comfy.is_ready():
+                availability.refresh()
+            else:
+                availability.invalidate()
+
+        catalog.on_switch(switched)
+        arrivals.start()
         supervisor.start()
         app = make_celery(settings, registry)
         messages = JobMessages(app, settings.queue_name)
@@ -256,6 +274,8 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
                 guards=guards,
                 warmup=warmup,
                 stopping=stopping,
+                parking=parking,
+                runs=lambda: availability.capabilities.runs,
             )
         )
         tasks.register(app)
@@ -267,8 +287,13 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
                 threading.Thread(target=warmup.run, args=(warm_client, comfy), name="warmup").start()
 
         celery_signals.worker_ready.connect(consuming, weak=False)
+
         # A warm shutdown lets the running jobs finish; their threads take no next job.
-        celery_signals.worker_shutting_down.connect(lambda **_: stopping.set(), weak=False)
+        def shutting_down(**_: object) -> None:
+            stopping.set()
+            parking.wake()  # (parked threads end too)
+
+        celery_signals.worker_shutting_down.connect(shutting_down, weak=False)
         worker = app.Worker(
             hostname=worker_id,
             pool="threads",  # PIPELINE_DEPTH jobs: one runs in ComfyUI while the next waits queued there
@@ -293,6 +318,8 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
         warm_client.close()
         control.close()
         feed.close()
+        arrivals.stop()
+        arrivals.join(settings.comfyui_stop_timeout_s)
         catalog.stop()
         catalog.join(settings.comfyui_stop_timeout_s)
         redis_client.close()

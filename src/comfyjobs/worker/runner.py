@@ -37,6 +37,7 @@ from comfyjobs.storage.outputs import OutputSaver
 from comfyjobs.worker.catalog import WorkerCatalog
 from comfyjobs.worker.inputs import StagedInputs
 from comfyjobs.worker.job_guard import Guards, JobGuard
+from comfyjobs.worker.parking import Parking
 from comfyjobs.worker.progress import ProgressWriter
 from comfyjobs.worker.warmup import Warmup
 
@@ -60,6 +61,8 @@ class WorkerContext:
     warmup: Warmup  # jobs wait for each ComfyUI start's warm-up
     models: LoadedModels
     stopping: threading.Event  # set when the worker begins to shut down: no more jobs are taken
+    parking: Parking  # job threads that found only jobs this worker cannot run wait there
+    runs: Callable[[], frozenset[str] | None]  # the job classes it can run (worker.capabilities)
 
 
 class LoadedModels:

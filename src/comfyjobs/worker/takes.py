@@ -8,7 +8,7 @@ import time
 
 from comfyjobs.errors import QueueUnavailableError
 from comfyjobs.jobs.queue import Affinity
-from comfyjobs.jobs.worker_store import Start, Take
+from comfyjobs.jobs.worker_store import Blocked, Start, Take
 from comfyjobs.storage.objects import output_prefix
 from comfyjobs.worker.runner import NextTake, RequeueJobError, WorkerContext, execute_job
 
@@ -38,7 +38,8 @@ def take_jobs(ctx: WorkerContext) -> int:
 
     def take(with_ticket: bool) -> Take:
         affinity = Affinity(ctx.models.current(), settings.affinity_max_skip, settings.affinity_max_wait_s)
-        return Take(ctx.worker_id, settings.job_lease_s, affinity, with_ticket, _start(ctx, longest_s))
+        start = _start(ctx, longest_s)
+        return Take(ctx.worker_id, settings.job_lease_s, affinity, with_ticket, start, ctx.runs())
 
     def going_on() -> Take | None:  # asked as a job finishes; no wait here
         if ctx.stopping.is_set() or not ctx.comfy.is_ready() or ctx.warmup.warming(ctx.comfy.pid):
@@ -46,6 +47,7 @@ def take_jobs(ctx: WorkerContext) -> int:
         return take(with_ticket=True)
 
     then = NextTake(going_on)
+    looked = ctx.parking.generation()
     while True:
         if then.finished is not None and then.finished.took:
             claimed = then.finished.taken
@@ -57,8 +59,17 @@ def take_jobs(ctx: WorkerContext) -> int:
                     ctx.store.send_ticket()
                 return taken
             claimed = ctx.store.take(take(with_ticket=not holding))
-        holding = False  # used: by this take, or by finding the line empty (a ticket too many)
+        holding = False  # used: by this take, by finding the line empty (a ticket too many), or handed on
         then = NextTake(going_on)
+        if isinstance(claimed, Blocked):
+            # Jobs wait that this worker cannot run (their ticket, if held, was handed on in the take):
+            # wait for one it can run, holding this thread's Celery slot, then look again.
+            ctx.parking.wait(since=looked)
+            looked = ctx.parking.generation()
+            if ctx.stopping.is_set():
+                return taken
+            continue
+        looked = ctx.parking.generation()
         if claimed is None:
             if not _next_ticket(ctx):
                 return taken
