@@ -140,6 +140,7 @@ local function runnable(p, tenant, count)
       for i = 1, #head, 2 do found[#found + 1] = {head[i], cls, tonumber(head[i + 1])} end
     end
   end
+  if #found <= 1 then return found end
   table.sort(found, function(x, y) return x[3] < y[3] end)
   local out = {}
   for i = 1, math.min(count, #found) do out[i] = found[i] end
@@ -170,7 +171,7 @@ for p = $MAX, $MIN, -1 do
   local tenants = redis.call('LRANGE', turns, 0, -1)
   local at, head = nil, {}
   for i, tenant in ipairs(tenants) do
-    head = runnable(p, tenant, max_skip + 1)
+    head = runnable(p, tenant, 1)
     if #head > 0 then at = i break end
     if redis.call('ZCARD', lane_key(qp, p, tenant)) == 0 then
       redis.call('LREM', turns, 0, tenant)  -- an empty lane left behind: never, but do not stall on it
@@ -185,6 +186,7 @@ for p = $MAX, $MIN, -1 do
       return take(p, first, due[1], due[2])
     end
     -- Candidates in the order they would be taken: the next jobs of this tenant, the other tenants' heads.
+    head = runnable(p, first, max_skip + 1)
     local candidates = {}
     for i = 2, #head do candidates[#candidates + 1] = {first, head[i]} end
     local others = 0

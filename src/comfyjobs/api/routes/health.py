@@ -9,6 +9,7 @@ import redis
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
+from comfyjobs.api.availability import availability_of
 from comfyjobs.api.services import Services, services
 from comfyjobs.errors import QueueUnavailableError
 from comfyjobs.heartbeat import live_workers
@@ -27,12 +28,15 @@ async def health() -> dict[str, str]:
 async def ready(svc: Annotated[Services, Depends(services)]) -> JSONResponse:
     reasons: list[str] = []
     workers: list[dict[str, Any]] = []
+    runnable: dict[str, int] = {}
     waiting: int | None = None
     try:
         async with asyncio.timeout(REDIS_CHECK_TIMEOUT_S):
             await svc.redis.ping()
             beats = await live_workers(svc.redis)
         workers = [b.model_dump(mode="json") for b in beats]
+        # Per workflow of the active catalog version: the live workers that can run it.
+        runnable = {wid: found.workers_ready for wid, found in availability_of(beats).items()}
         if not beats:
             reasons.append("no worker is running")
         elif not any(b.comfyui_ready for b in beats):
@@ -46,5 +50,11 @@ async def ready(svc: Annotated[Services, Depends(services)]) -> JSONResponse:
             reasons.append(f"saturated: {waiting} jobs waiting (MAX_QUEUE_DEPTH={limit})")
     except (redis.RedisError, TimeoutError, QueueUnavailableError) as exc:
         reasons.append(f"Redis is unreachable: {exc or 'timed out'}")
-    body = {"ready": not reasons, "reasons": reasons, "workers": workers, "waiting": waiting}
+    body = {
+        "ready": not reasons,
+        "reasons": reasons,
+        "workers": workers,
+        "workflows": runnable,
+        "waiting": waiting,
+    }
     return JSONResponse(body, status_code=200 if not reasons else 503)
