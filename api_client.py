@@ -185,7 +185,9 @@ class LiveBar:
         if status == "PENDING":
             queue = task.get("queue")
             where = f" (position {queue['position']} of {queue['waiting']})" if queue else ""
-            if task.get("estimated_start_at"):
+            if queue and queue.get("blocked"):
+                where += f": {queue['blocked']}"
+            elif task.get("estimated_start_at"):
                 where += f", starts {core.eta_text(task['estimated_start_at'])}"
             self.progress.update(self.bar, description=f"queued{where}")
             return

@@ -87,9 +87,10 @@ class ApiError(Exception):
 class WaitTimeoutError(ApiError):
     def __init__(self, task_id: str, timeout_s: float, task: dict[str, Any] | None) -> None:
         status = task["status"] if task else "unknown"
+        blocked = ((task or {}).get("queue") or {}).get("blocked")
         super().__init__(
             f"task {task_id} is still {status} after {timeout_s:g} s; it goes on in the service "
-            f"(follow it with: status {task_id})",
+            f"(follow it with: status {task_id})" + (f"\nit waits because {blocked}" if blocked else ""),
             exit_code=EXIT_TIMEOUT,
         )
         self.task = task
@@ -598,7 +599,9 @@ def _progress_line(task: dict[str, Any]) -> str:
     status = str(task["status"])
     if status == "PENDING" and task.get("queue"):
         line = f"{status}: position {task['queue']['position']} of {task['queue']['waiting']} in the queue"
-        if task.get("estimated_start_at"):
+        if task["queue"].get("blocked"):
+            line += f"; {task['queue']['blocked']}"
+        elif task.get("estimated_start_at"):
             line += f", starts {eta_text(task['estimated_start_at'])}"
         return line
     progress = task.get("progress") or {}

@@ -110,7 +110,10 @@ class Heartbeat:
     def _run(self) -> None:
         # A timer, not a poll: nothing to wait on but the clock.
         while not self._stopping.wait(self._interval_s):
-            self.beat()
+            try:
+                self.beat()
+            except Exception:  # one failed beat (ComfyUI or Redis away while it was made) is not the last
+                log.exception("heartbeat not made; the next in %.0f s", self._interval_s)
 
 
 def fresh_beats(

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from comfyjobs.catalog.bundle import Bundle, read_bundle
-from comfyjobs.errors import ManifestError
+from comfyjobs.errors import CatalogError, ManifestError
 from comfyjobs.manifests.loader import load_registry
 from tests.catalog.folders import copy_folders, edit_workflows, swap_tiny_size
 from tests.conftest import REPO
@@ -71,5 +71,5 @@ def test_stored_bytes_that_are_not_the_version_are_refused() -> None:
     bundle, _ = read_bundle(REPO / "manifests", REPO / "workflows")
     tampered = bundle.to_bytes().replace(b'"default":64', b'"default":65', 1)
     assert tampered != bundle.to_bytes()
-    with pytest.raises(ValueError, match="do not match"):
+    with pytest.raises(CatalogError, match="do not match"):
         Bundle.from_bytes(tampered, bundle.version)

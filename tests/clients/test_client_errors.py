@@ -9,6 +9,7 @@ import api_client_minimal as cj
 import pytest
 import redis
 
+from comfyjobs.catalog.store import CatalogStore
 from comfyjobs.comfy.doctor import WorkflowAvailability
 from comfyjobs.jobs.worker_store import Take
 from tests.api.conftest import LiveApi
@@ -41,14 +42,23 @@ def test_unknown_task_and_workflow(script: str, live_api: LiveApi) -> None:
 
 
 @pytest.mark.parametrize("script", CLIENTS)
-def test_unavailable_workflow(
+def test_a_job_no_worker_can_run_says_why_it_waits(
     script: str, live_api: LiveApi, redis_client: redis.Redis, beats: list[str]
 ) -> None:
-    write_beat(redis_client, beats, "w-clients", tiny=WorkflowAvailability(ready=True), txt2img=MISSING)
-    result = run_client(script, "run", "txt2img", "--param", "prompt=a fox", "--server", live_api.url)
-    assert result.code == cj.EXIT_UNAVAILABLE
-    assert "cannot run on any worker" in result.stderr
-    assert "checkpoints/sdxl.safetensors" in result.stderr
+    queue = live_api.settings.queue_name
+    version = CatalogStore(redis_client, queue).require_active()
+    write_beat(
+        redis_client, beats, "w-clients", runs=[f"tiny@{version}"],
+        cannot={f"txt2img@{version}": "missing model checkpoints/sdxl.safetensors"}, queue=queue,
+        tiny=WorkflowAvailability(ready=True), txt2img=MISSING,
+    )  # fmt: skip
+    result = run_client(
+        script, "run", "txt2img", "--param", "prompt=a fox", "--timeout", "1", "--server", live_api.url
+    )
+    assert result.code == cj.EXIT_TIMEOUT
+    said = " ".join(result.stderr.split())  # (rich wraps long lines)
+    assert f"no worker can run txt2img@{version[:12]}: missing model checkpoints/sdxl.safetensors" in said
+    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("script", CLIENTS)

@@ -275,3 +275,34 @@ def _claim_calls(client: redis.Redis) -> int:
 
 
 _TAKE_COMMANDS = {f"cmdstat_{c}" for c in ("zrange", "smembers", "zcard", "lrange", "hget", "zscore")}
+
+
+def test_jobs_an_earlier_version_put_in_line_are_taken_and_its_takes_leave_nothing_stale(
+    redis_url: str,
+) -> None:
+    line = Line(redis_url)
+    client = redis.Redis.from_url(redis_url)
+    prefix = keys.queue_prefix(line.queue)
+    old = line.add("alice", workflow_id="video", version="1" * 64)
+    # As an earlier version left it: in the tenant's lane only.
+    client.delete(f'{prefix}clane:5:"alice":video@{"1" * 64}', f'{prefix}classes:5:"alice"')
+    new = line.add("alice", workflow_id="video", version="1" * 64)
+    assert line.sync.adopt_earlier_jobs() == 1
+    # A worker of the earlier version takes `new` from the tenant's lane and leaves its class entry.
+    client.zrem(f'{prefix}lane:5:"alice"', new)
+    client.hincrby(f"{prefix}depths", "5", -1)
+    assert line.take_all(runs=frozenset({f"video@{'1' * 64}"})) == [old]  # not `new` a second time
+    later = line.add("alice", workflow_id="video", version="1" * 64)
+    assert line.take_all(runs=frozenset({f"video@{'1' * 64}"})) == [later]  # the stale entry dropped
+    assert client.zcard(f'{prefix}clane:5:"alice":video@{"1" * 64}') == 0
+    client.close()
+
+
+def test_a_job_whose_record_expired_while_blocked_leaves_the_line(redis_url: str) -> None:
+    line = Line(redis_url)
+    client = redis.Redis.from_url(redis_url)
+    gone = line.add("alice", workflow_id="video", version="9" * 64)  # a version no worker runs any more
+    client.delete(keys.job(gone))  # (JOB_TTL_S)
+    assert line.sync.take(Take("w1", 60, runs=frozenset({"tiny@"}))) is None  # not "blocked" for ever
+    assert line.positions([gone]) == {gone: None}
+    client.close()

@@ -85,7 +85,10 @@ class CatalogView:
                 return
             before, self.current = self.current, Versioned(version, registry)
             log.info("catalog: switched from %s to %s", short(before.version), short(version))
-            self._on_switch(self.current)
+            try:
+                self._on_switch(self.current)
+            except Exception:  # (the typed routes: requests still validate against the new version)
+                log.exception("catalog: the switch to %s could not update the typed routes", short(version))
 
     async def _watch(self) -> None:
         backoff = Backoff(DEFAULT_DELAYS_S)
@@ -101,9 +104,14 @@ class CatalogView:
                     if message["type"] == "subscribe":
                         self.subscribed.set()
                     await self.refresh()  # on the confirmation too: what was activated meanwhile
-            except (redis.RedisError, OSError, ComfyJobsError) as exc:
+            except Exception as exc:  # (Redis, or a bug: the watch must go on either way)
                 delay_s = backoff.next_delay() or 1.0
-                log.warning("catalog watch: %s; again in %.0f s", exc, delay_s)
+                log.warning(
+                    "catalog watch: %s; again in %.0f s",
+                    exc,
+                    delay_s,
+                    exc_info=not isinstance(exc, redis.RedisError | OSError | ComfyJobsError),
+                )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), delay_s)
             finally:

@@ -15,6 +15,7 @@ from comfyjobs.errors import (
     ApiV2Error,
     AssetNotFoundError,
     AuthenticationError,
+    CatalogError,
     ComfyJobsError,
     ConfigError,
     FieldProblem,
@@ -22,6 +23,7 @@ from comfyjobs.errors import (
     IdempotencyConflictError,
     InvalidParamsError,
     MediaError,
+    NoActiveCatalogError,
     ObjectNotFoundError,
     PayloadTooLargeError,
     QueueFullError,
@@ -56,6 +58,8 @@ HTTP_STATUS: dict[type[ComfyJobsError], int] = {
     PayloadTooLargeError: 413,
     MediaError: 422,
     WorkflowUnavailableError: 409,
+    NoActiveCatalogError: 503,
+    CatalogError: 404,  # (a job's version, pruned after it ended)
     QueueUnavailableError: 503,
     ConfigError: 500,
 }

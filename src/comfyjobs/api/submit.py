@@ -52,7 +52,12 @@ def request_hash(workflow: Workflow, request: BaseModel, **options: Any) -> str:
     """Of the request as the client sent it (before `random` seeds are drawn) and its ``options``
     (priority, webhook_url), to tell a retry of the same request from another one reusing its key."""
     given = {name: value for name, value in options.items() if value is not None}  # (older keys' hashes hold)
-    sent = {"workflow_id": workflow.id, "params": request.model_dump(mode="json"), **given}
+    # What the client set, not the version's defaults: a retry across a catalog switch is the same request.
+    sent = {
+        "workflow_id": workflow.id,
+        "params": request.model_dump(mode="json", exclude_unset=True),
+        **given,
+    }
     return hashlib.sha256(json.dumps(sent, sort_keys=True).encode()).hexdigest()
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from comfyjobs.errors import ManifestError, ManifestProblem
+from comfyjobs.errors import CatalogError, ManifestError, ManifestProblem
 from comfyjobs.manifests.loader import build_registry
 from comfyjobs.manifests.registry import Registry
 from comfyjobs.manifests.sources import MANIFEST_FILES, DataSources, DirSources
@@ -47,12 +47,18 @@ class Bundle:
 
     @classmethod
     def from_bytes(cls, raw: bytes, version: str) -> Bundle:
-        """The bundle stored as ``version``; ValueError if the bytes are not that version's."""
+        """The bundle stored as ``version``; CatalogError if the bytes are not that version's, or not a
+        bundle this release reads."""
         if hashlib.sha256(raw).hexdigest() != version:
-            raise ValueError(f"catalog {short(version)}: stored bytes do not match the version's sha256")
+            raise CatalogError(f"catalog {short(version)}: stored bytes do not match the version's sha256")
         data = json.loads(raw)
-        if not isinstance(data, dict) or data.get("format") != BUNDLE_FORMAT:
-            raise ValueError(f"catalog {short(version)}: not a bundle of format {BUNDLE_FORMAT}")
+        if (
+            not isinstance(data, dict)
+            or data.get("format") != BUNDLE_FORMAT
+            or not isinstance(data.get("manifests"), dict)
+            or not isinstance(data.get("templates"), dict)
+        ):
+            raise CatalogError(f"catalog {short(version)}: not a bundle of format {BUNDLE_FORMAT}")
         return cls(manifests=data["manifests"], templates=data["templates"])
 
 

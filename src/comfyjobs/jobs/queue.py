@@ -134,10 +134,24 @@ local function runnable(p, tenant, count)
       if runs == nil or runs[cls] then found[#found + 1] = {head[i], cls, tonumber(head[i + 1])} end
     end
   end
+  local lane = lane_key(qp, p, tenant)
   for _, cls in ipairs(classes) do
     if runs == nil or runs[cls] then
-      local head = redis.call('ZRANGE', clane_key(qp, p, tenant, cls), 0, count - 1, 'WITHSCORES')
-      for i = 1, #head, 2 do found[#found + 1] = {head[i], cls, tonumber(head[i + 1])} end
+      local clane = clane_key(qp, p, tenant, cls)
+      for _ = 1, 8 do  -- (re-read after dropping entries a worker of an earlier version took)
+        local head = redis.call('ZRANGE', clane, 0, count - 1, 'WITHSCORES')
+        local stale = false
+        for i = 1, #head, 2 do
+          if redis.call('ZSCORE', lane, head[i]) then
+            found[#found + 1] = {head[i], cls, tonumber(head[i + 1])}
+          else
+            leave_class(qp, head[i], tenant, p, cls)
+            stale = true
+          end
+        end
+        if not stale then break end
+        for i = #found, 1, -1 do if found[i][2] == cls then table.remove(found, i) end end
+      end
     end
   end
   if #found <= 1 then return found end
@@ -173,8 +187,21 @@ for p = $MAX, $MIN, -1 do
   for i, tenant in ipairs(tenants) do
     head = runnable(p, tenant, 1)
     if #head > 0 then at = i break end
-    if redis.call('ZCARD', lane_key(qp, p, tenant)) == 0 then
-      redis.call('LREM', turns, 0, tenant)  -- an empty lane left behind: never, but do not stall on it
+    local lane = lane_key(qp, p, tenant)
+    local oldest = redis.call('ZRANGE', lane, 0, 0)
+    if #oldest > 0 and redis.call('EXISTS', ARGV[8] .. oldest[1]) == 0 then
+      -- Its record expired while it waited (JOB_TTL_S), maybe with its catalog version: out of line.
+      local id = oldest[1]
+      redis.call('ZREM', lane, id)
+      for _, cls in ipairs(redis.call('SMEMBERS', classes_key(qp, p, tenant))) do
+        leave_class(qp, id, tenant, p, cls)
+      end
+      redis.call('HINCRBY', qp .. 'depths', p, -1)
+      redis.call('ZREM', ARGV[6], id)
+      redis.call('ZREM', ARGV[7], tenant .. '|' .. id)
+    end
+    if redis.call('ZCARD', lane) == 0 then
+      redis.call('LREM', turns, 0, tenant)  -- an empty lane left behind: do not stall on it
     else
       waiting = true  -- jobs of classes this worker does not run
     end
@@ -214,6 +241,34 @@ if not waiting then return false end
 if ARGV[14] == '' and ARGV[23] ~= '' then redis.call('RPUSH', ARGV[24], ARGV[23]) end
 return 'blocked'
 """
+
+# Jobs put in line by a version before class lanes (in a tenant's lane, in no class lane) are added to their
+# class lane: run once by each worker as it starts (O(waiting jobs), once). ARGV[1] queue prefix, [2] the
+# job key prefix. Returns how many were adopted.
+ADOPT = (
+    QUEUE_FUNCTIONS
+    + """
+local qp, adopted = ARGV[1], 0
+for p = $MIN, $MAX do
+  for _, tenant in ipairs(redis.call('LRANGE', turns_key(qp, p), 0, -1)) do
+    local entries = redis.call('ZRANGE', lane_key(qp, p, tenant), 0, -1, 'WITHSCORES')
+    for i = 1, #entries, 2 do
+      local id = entries[i]
+      if redis.call('EXISTS', ARGV[2] .. id) == 1 then
+        local cls = job_class(ARGV[2] .. id)
+        local clane = clane_key(qp, p, tenant, cls)
+        if not redis.call('ZSCORE', clane, id) then
+          redis.call('ZADD', clane, entries[i + 1], id)
+          redis.call('SADD', classes_key(qp, p, tenant), cls)
+          adopted = adopted + 1
+        end
+      end
+    end
+  end
+end
+return adopted
+"""
+)
 
 # ARGV[1] queue prefix, [2] task id, [3] its job hash, [4] the waiting set
 # Returns {position (1 = next), waiting}, or {false, waiting} for a job not in line.

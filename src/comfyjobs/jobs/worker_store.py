@@ -16,7 +16,7 @@ from comfyjobs import keys, metrics
 from comfyjobs.errors import QueueUnavailableError
 from comfyjobs.jobs import scripts
 from comfyjobs.jobs.delivery import JobMessages
-from comfyjobs.jobs.queue import Affinity
+from comfyjobs.jobs.queue import ADOPT, Affinity, lua
 from comfyjobs.jobs.record import JobRecord, JobStatus, decode_record, encode_fields, utc_now
 from comfyjobs.jobs.store import (
     PREVIEW_TTL_S,
@@ -154,8 +154,15 @@ class JobStore:
         self._messages = messages
         self._keys = QueueKeys(queue, messages)
         self._claim = client.register_script(scripts.CLAIM)
+        self._adopt = client.register_script(lua(ADOPT, scripts.DEPARTURES_MAXLEN))
         self._acquire = client.register_script(scripts.ACQUIRE_LEASE)
         self._release = client.register_script(scripts.RELEASE_LEASE)
+
+    def adopt_earlier_jobs(self) -> int:
+        """Puts jobs an earlier version put in line (before class lanes) in their class lanes too, so
+        takes see them; once per worker start, O(waiting jobs). Returns how many it found."""
+        with translated():
+            return int(self._adopt(keys=[], args=[self._keys.prefix, keys.job("")]))
 
     def take(self, take: Take) -> Claimed | Blocked | None:
         """Takes the next job in line (priority, then tenants in turn, then model affinity; see

@@ -54,7 +54,12 @@ def capabilities(
     runs, cannot = {RAW_GRAPH_CLASS}, {}
     active = catalog.active()
     checked: dict[str, WorkflowAvailability] = {}
-    versions = [active.version, *(v for v in catalog.kept() if v != active.version)]
+    try:
+        kept = catalog.kept()
+    except ComfyJobsError as exc:  # (Redis away: the active version is checked, the others next time)
+        log.warning("kept catalog versions not read: %s", exc)
+        kept = []
+    versions = [active.version, *(v for v in kept if v != active.version)]
     for version in versions:
         try:
             registry = catalog.registry(version)

@@ -14,7 +14,7 @@ import redis
 from comfyjobs import keys
 from comfyjobs.backoff import DEFAULT_DELAYS_S, Backoff
 from comfyjobs.catalog.bundle import short
-from comfyjobs.catalog.registries import Registries, Versioned
+from comfyjobs.catalog.registries import MAX_VERSIONS, Registries, Versioned
 from comfyjobs.catalog.store import CatalogStore
 from comfyjobs.errors import ComfyJobsError, NoActiveCatalogError
 from comfyjobs.manifests.registry import Registry
@@ -25,11 +25,12 @@ LISTEN_S = 1.0  # the watch's read of the channel ends this often to ask whether
 
 
 class WorkerCatalog:
-    def __init__(self, client: redis.Redis, queue: str) -> None:
+    def __init__(self, client: redis.Redis, queue: str, keep: int = MAX_VERSIONS) -> None:
         self._store = CatalogStore(client, queue)
         self._client = client
         self._channel = keys.catalog_activated(queue)
-        self._registries = Registries()
+        # Every kept version is checked each minute (worker.capabilities): all of them stay built.
+        self._registries = Registries(max(MAX_VERSIONS, keep + 8))
         self._building = threading.Lock()
         self._active: Versioned | None = None
         self._has_active = threading.Event()
@@ -112,9 +113,10 @@ class WorkerCatalog:
                     message = pubsub.get_message(timeout=LISTEN_S)
                     if message is not None:  # the subscription's confirmation too: what came meanwhile
                         self.refresh()
-            except (redis.RedisError, OSError, ComfyJobsError) as exc:
+            except Exception as exc:  # (Redis, or a bug: the watch must go on either way)
                 delay_s = backoff.next_delay() or 1.0
-                log.warning("catalog watch: %s; again in %.0f s", exc, delay_s)
+                expected = isinstance(exc, redis.RedisError | OSError | ComfyJobsError)
+                log.warning("catalog watch: %s; again in %.0f s", exc, delay_s, exc_info=not expected)
                 self._stopping.wait(delay_s)
             finally:
                 pubsub.close()

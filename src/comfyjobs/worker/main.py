@@ -26,12 +26,14 @@ import redis
 from celery import signals as celery_signals
 
 from comfyjobs.backoff import DEFAULT_DELAYS_S, Backoff, capped
+from comfyjobs.catalog.publishing import ensure_active
 from comfyjobs.catalog.registries import Versioned
+from comfyjobs.catalog.store import CatalogStore
 from comfyjobs.comfy.client import ComfyClient
 from comfyjobs.comfy.feed import PromptFeed
 from comfyjobs.comfy.output_files import ComfyOutputFiles, keeps_older_results
 from comfyjobs.comfy.process import ComfyInstance, ComfyProcess, default_python
-from comfyjobs.errors import ComfyError
+from comfyjobs.errors import ComfyError, ManifestError
 from comfyjobs.heartbeat import DeviceMemory, Heartbeat, WorkerBeat, devices_of
 from comfyjobs.jobs.delivery import PIPELINE_DEPTH, JobMessages, make_celery
 from comfyjobs.jobs.record import utc_now
@@ -121,10 +123,15 @@ def _exit_on_signal(signum: int, _: FrameType | None) -> None:
 CATALOG_WAIT_LOG_S = 30.0  # a worker waiting for the first published catalog says so this often
 
 
-def wait_for_catalog(catalog: WorkerCatalog) -> Versioned:
+def wait_for_catalog(catalog: WorkerCatalog, settings: Settings, client: redis.Redis) -> Versioned:
     """The active catalog version: jobs are built from the versions they record, but the warm-up, the
-    capability checks and the time limits need one. Waits for the first publish (`comfyjobs up` and the
-    API publish one when none is active)."""
+    capability checks and the time limits need one. With none active yet, this machine's folders are
+    published and activated, as the API does (a single box needs no extra step); if they do not pass
+    `comfyjobs check`, it waits for a publish."""
+    try:
+        ensure_active(CatalogStore(client, settings.queue_name), settings)
+    except ManifestError as exc:
+        log.warning("no catalog is active, and this machine's manifests cannot be published: %s", exc)
     while True:
         found = catalog.wait_active(CATALOG_WAIT_LOG_S)
         if found is not None:
@@ -135,7 +142,7 @@ def wait_for_catalog(catalog: WorkerCatalog) -> Versioned:
 def run_worker(settings: Settings, gpu: int | None) -> int:
     """Runs until a shutdown signal; returns the process exit code."""
     redis_client = redis.Redis.from_url(settings.require_redis_url(), health_check_interval=30)
-    catalog = WorkerCatalog(redis_client, settings.queue_name)
+    catalog = WorkerCatalog(redis_client, settings.queue_name, settings.catalog_keep)
     catalog.start()
     device = device_name(gpu)
     worker_id = f"{device}.{os.getpid()}@{socket.gethostname()}"
@@ -220,7 +227,9 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
         comfy.start()
         comfy.wait_ready()
         log.info("ComfyUI ready on %s after %.1f s", comfy.base_url, time.monotonic() - t0)
-        registry = wait_for_catalog(catalog).registry  # (meanwhile published, as a rule)
+        registry = wait_for_catalog(
+            catalog, settings, redis_client
+        ).registry  # (meanwhile published, as a rule)
         warmup = Warmup(  # the version active now (a wrong setting stops the worker here)
             registry,
             settings.warmup_workflow,
@@ -252,6 +261,9 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
             return made
 
         store = JobStore(redis_client, settings.job_ttl_s, settings.queue_name, messages)
+        adopted = store.adopt_earlier_jobs()
+        if adopted:
+            log.info("%d waiting job(s) of an earlier version put in their class lanes", adopted)
         guards = Guards(store, worker_id, settings.job_lease_s, lambda ids: control.cancel(*ids))
         guards.start()
 

@@ -36,7 +36,8 @@ async def ready(svc: Annotated[Services, Depends(services)]) -> JSONResponse:
             beats = await live_workers(svc.redis)
         workers = [b.model_dump(mode="json") for b in beats]
         # Per workflow of the active catalog version: the live workers that can run it.
-        runnable = {wid: found.workers_ready for wid, found in availability_of(beats).items()}
+        ours = [b for b in beats if b.queue in (None, svc.settings.queue_name)]
+        runnable = {wid: found.workers_ready for wid, found in availability_of(ours).items()}
         if not beats:
             reasons.append("no worker is running")
         elif not any(b.comfyui_ready for b in beats):
