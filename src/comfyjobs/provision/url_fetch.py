@@ -11,7 +11,7 @@ import logging
 import os
 import re
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -43,6 +43,13 @@ MAX_ATTEMPTS = MAX_RESUMES + 3
 _CONTENT_RANGE = re.compile(r"^bytes\s+(?:(?P<start>\d+)-(?P<end>\d+)|\*)/(?P<total>\d+|\*)$")
 
 
+OnBytes = Callable[[int, int | None], None]
+
+
+class _TooLargeError(Exception):
+    """More bytes than allowed came: nothing of the file is kept."""
+
+
 class _InterruptedError(Exception):
     """The body stopped before its end; the partial file is kept and the download resumed."""
 
@@ -69,8 +76,12 @@ def fetch_url(
     read_timeout_s: float,
     show_progress: bool,
     label: str,
+    on_bytes: OnBytes | None = None,
+    max_bytes: int | None = None,
 ) -> int:
-    """Downloads ``url`` to ``final`` (through ``final``.part); returns its size in bytes.
+    """Downloads ``url`` to ``final`` (through ``final``.part); returns its size in bytes. ``on_bytes``
+    hears (bytes so far, total or None) as they come; past ``max_bytes`` the download stops, the partial
+    file deleted.
 
     Raises ModelDownloadError with a one-line reason; after a checksum mismatch nothing is left behind,
     after a broken connection the partial file stays for the next run to resume.
@@ -81,7 +92,8 @@ def fetch_url(
         bar = _Bar(progress, progress.add_task(label, total=None))
         for _ in range(MAX_ATTEMPTS):
             try:
-                if _fetch_once(url, part, session, (connect_timeout_s, read_timeout_s), bar, label):
+                timeouts = (connect_timeout_s, read_timeout_s)
+                if _fetch_once(url, part, session, timeouts, bar, label, on_bytes, max_bytes):
                     break
             except _InterruptedError as exc:
                 resumes += 1
@@ -109,6 +121,8 @@ def _fetch_once(
     timeout_s: tuple[float, float],
     bar: _Bar,
     label: str,
+    on_bytes: OnBytes | None = None,
+    max_bytes: int | None = None,
 ) -> bool:
     """One GET, from the partial file's end. True: the partial file is complete. False: start again."""
     offset = part.stat().st_size if part.exists() else 0
@@ -153,13 +167,23 @@ def _fetch_once(
             raise ModelDownloadError(_http_status_reason(response))
 
         written = offset
+        if max_bytes is not None and total is not None and total > max_bytes:
+            part.unlink(missing_ok=True)
+            raise ModelDownloadError(f"the file is {total} bytes, over the limit of {max_bytes}")
         bar.progress.update(bar.task, total=total, completed=offset)
         try:
             with part.open(mode) as f:
                 for chunk in response.iter_content(CHUNK_BYTES):
                     f.write(chunk)
                     written += len(chunk)
+                    if max_bytes is not None and written > max_bytes:
+                        raise _TooLargeError(f"over the limit of {max_bytes} bytes")
                     bar.progress.update(bar.task, completed=written)
+                    if on_bytes is not None:
+                        on_bytes(written, total)
+        except _TooLargeError as exc:
+            part.unlink(missing_ok=True)
+            raise ModelDownloadError(f"the file is {exc}") from None
         except requests.RequestException as exc:  # before OSError: requests' errors are OSErrors too
             raise _InterruptedError(f"after {written} bytes: {_short(exc)}") from exc
         except OSError as exc:
