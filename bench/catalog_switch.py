@@ -12,7 +12,8 @@ turn, --switches times, --interval-s apart. Prints, one line per figure:
   - accepted jobs whose record names another version than the one that accepted it (the goal is 0:
     each job records the version it was validated against, and width 150 is only valid in the first);
   - the switch: from `activate` to the first GET /workflows answered with the new version, p50/max,
-    seen from a client asking in a loop (with N API processes the last one to switch decides);
+    seen from a client asking in a loop (with N API processes: whichever answers; each switches on its
+    own announcement);
   - request latency p50/p99 over the run.
 
     .venv/bin/python bench/catalog_switch.py [--clients 16] [--switches 20] [--interval-s 0.5]
