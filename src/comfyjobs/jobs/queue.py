@@ -86,11 +86,11 @@ end
 # ticket starts with: such a take removes one ticket from the list with the job, so the list keeps one
 # ticket per waiting job (a message that is not a ticket, of an earlier version, is left where it was);
 # ARGV[16]-[21] are jobs.scripts ``CLAIM``'s; [22] the job classes the worker can run (JSON list of
-# "<workflow>@<catalog version>", see ``job_class``) or "" for any, [23] a ticket to hand on, [24] Celery's
-# list. For the job taken it returns ``taken(id, its record's fields (HGETALL))``, a Lua function the
-# script defines before this (jobs.scripts ``CLAIM``: it may also start the job); false when nothing
-# waits; "blocked" when jobs wait but none of a class the worker can run: then a taker holding a ticket
-# hands one on ([23], pushed where the next consumer takes it), since it is another worker's to use.
+# "<workflow>@<catalog version>", see ``job_class``) or "" for any. For the job taken it returns
+# ``taken(id, its record's fields (HGETALL))``, a Lua function the script defines before this
+# (jobs.scripts ``CLAIM``: it may also start the job); false when nothing waits; "blocked" when jobs
+# wait but none of a class the worker can run (a ticket the taker held is another worker's to use:
+# worker_store.JobStore.take hands it on).
 #
 # Only jobs of the worker's classes are candidates; among them the order is as if the others were not
 # there: the highest priority with such jobs, the first tenant in turn order with one (only its turn is
@@ -126,16 +126,8 @@ end
 -- A tenant's first `count` jobs at priority p of classes the worker runs, by sequence: {{id, cls}, ...}.
 local function runnable(p, tenant, count)
   local found = {}
-  local classes = redis.call('SMEMBERS', classes_key(qp, p, tenant))
-  if #classes == 0 then  -- jobs put in line before class lanes: their class is read from the record
-    local head = redis.call('ZRANGE', lane_key(qp, p, tenant), 0, count - 1, 'WITHSCORES')
-    for i = 1, #head, 2 do
-      local cls = job_class(ARGV[8] .. head[i])
-      if runs == nil or runs[cls] then found[#found + 1] = {head[i], cls, tonumber(head[i + 1])} end
-    end
-  end
   local lane = lane_key(qp, p, tenant)
-  for _, cls in ipairs(classes) do
+  for _, cls in ipairs(redis.call('SMEMBERS', classes_key(qp, p, tenant))) do
     if runs == nil or runs[cls] then
       local clane = clane_key(qp, p, tenant, cls)
       for _ = 1, 8 do  -- (re-read after dropping entries a worker of an earlier version took)
@@ -238,12 +230,12 @@ for p = $MAX, $MIN, -1 do
   end
 end
 if not waiting then return false end
-if ARGV[14] == '' and ARGV[23] ~= '' then redis.call('RPUSH', ARGV[24], ARGV[23]) end
 return 'blocked'
 """
 
 # Jobs put in line by a version before class lanes (in a tenant's lane, in no class lane) are added to their
-# class lane: run once by each worker as it starts (O(waiting jobs), once). ARGV[1] queue prefix, [2] the
+# class lane: run once by each worker as it starts, before it takes any (O(waiting jobs), once; API
+# processes are upgraded first, so none is put in line the old way after it). ARGV[1] queue prefix, [2] the
 # job key prefix. Returns how many were adopted.
 ADOPT = (
     QUEUE_FUNCTIONS

@@ -108,7 +108,7 @@ class Take(NamedTuple):
 
 class Blocked(NamedTuple):
     """A take's finding: jobs wait, but none of a class the taker can run. A ticket it held is handed on
-    in the same step (the next consumer gets it); it is another worker's to use."""
+    (``JobStore.take``): it is another worker's to use."""
 
 
 class Claimed(NamedTuple):
@@ -137,7 +137,7 @@ def _claimed(taken: Any) -> Claimed | Blocked | None:
     """A take's reply (jobs.scripts ``CLAIM``)."""
     if not taken:
         return None
-    if taken == b"blocked" or taken == "blocked":
+    if isinstance(taken, bytes | str):  # (the one reply that is not a job's)
         return Blocked()
     task_id, flat = text(taken[0]), taken[1]
     fields = dict(zip(flat[::2], flat[1::2], strict=True))
@@ -171,9 +171,12 @@ class JobStore:
         job it finished), so one of the line's tickets is taken with the job. ``take.start``: the same
         step starts the job (STARTED by the owner, one more attempt, no error), unless its record is gone,
         finished or out of attempts (``Claimed.started`` says which). ``take.runs``: only jobs of those
-        classes are taken; Blocked when others wait."""
+        classes are taken; Blocked when others wait, and then a ticket the taker held is sent again."""
         with translated():
-            return _claimed(self._claim(keys=[], args=self._take_args(take)))
+            claimed = _claimed(self._claim(keys=[], args=self._take_args(take)))
+        if isinstance(claimed, Blocked) and not take.with_ticket:
+            self.send_ticket()
+        return claimed
 
     def _take_args(self, take: Take) -> list[str | int | float]:
         k, a, m = self._keys, take.affinity or Affinity(), self._messages
@@ -194,8 +197,7 @@ class JobStore:
             ]  # fmt: skip
         else:
             args += [0, "", "{}", "", "", 0]  # (take only)
-        runs = "" if take.runs is None else json.dumps(sorted(take.runs))
-        return [*args, runs, "" if take.with_ticket else m.ticket(), m.list_key]
+        return [*args, "" if take.runs is None else json.dumps(sorted(take.runs))]
 
     def record_times(self, times: JobTimes) -> None:
         """A job's times, in one round trip."""
@@ -249,10 +251,11 @@ class JobStore:
         *replies, taken = batch.execute(raise_on_error=False)
         failed = next((r for r in replies if isinstance(r, redis.RedisError)), None)
         if failed is not None:  # (a take that went through is left to its lease: see the log)
-            if taken and not isinstance(taken, redis.RedisError):
+            claimed = None if isinstance(taken, redis.RedisError) else _claimed(taken)
+            if isinstance(claimed, Claimed):
                 log.error(
                     "job %s was taken with a finish that failed; back in line once its lease lapses",
-                    text(taken[0]),
+                    claimed.task_id,
                 )
             raise QueueUnavailableError(f"Redis is unavailable: {failed}") from failed
         written = int(replies[outcome]) == 1
