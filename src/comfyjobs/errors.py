@@ -285,19 +285,6 @@ class WorkflowImportError(ComfyJobsError):
     code = "workflow_import_failed"
 
 
-class WorkflowUnavailableError(ComfyJobsError):
-    """No running worker can run this workflow (missing node classes or model files)."""
-
-    code = "workflow_unavailable"
-
-    def __init__(self, message: str, *, missing: dict[str, Any]) -> None:
-        super().__init__(message)
-        self.missing = missing
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**super().to_dict(), **self.missing}
-
-
 class CatalogError(ComfyJobsError):
     """A catalog version that is not there (never published, or pruned), or a name that is not one."""
 

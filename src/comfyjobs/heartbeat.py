@@ -116,6 +116,12 @@ class Heartbeat:
                 log.exception("heartbeat not made; the next in %.0f s", self._interval_s)
 
 
+def of_queue(beats: list[WorkerBeat], queue: str) -> list[WorkerBeat]:
+    """The beats of the workers consuming ``queue`` (every queue's workers beat into one hash), and of
+    workers of an earlier version, which do not say."""
+    return [b for b in beats if b.queue in (None, queue)]
+
+
 def fresh_beats(
     raw: Mapping[bytes | str, bytes | str], now: datetime | None = None
 ) -> tuple[list[WorkerBeat], list[str]]:

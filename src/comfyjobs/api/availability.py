@@ -7,8 +7,7 @@ from pydantic import BaseModel
 
 from comfyjobs.api.refreshed import Refreshed
 from comfyjobs.catalog.bundle import short
-from comfyjobs.errors import WorkflowUnavailableError
-from comfyjobs.heartbeat import WorkerBeat, live_workers
+from comfyjobs.heartbeat import WorkerBeat, live_workers, of_queue
 from comfyjobs.jobs.queue import job_class
 from comfyjobs.jobs.record import JobRecord, JobStatus
 
@@ -68,7 +67,7 @@ def availability_of(beats: list[WorkerBeat]) -> dict[str, Availability]:
 def blocked_reason(beats: list[WorkerBeat], record: JobRecord, queue: str) -> str | None:
     """Why no live worker of ``queue`` can run this waiting job (from what each advertised:
     worker.capabilities); None when one can, or when none has said yet what it runs (it may, once up)."""
-    checked = [b for b in beats if b.runs and b.queue == queue]
+    checked = [b for b in of_queue(beats, queue) if b.runs]  # (earlier versions' beats have no runs)
     if record.status != JobStatus.PENDING or not checked:
         return None
     cls = job_class(record.workflow_id, record.catalog_version)
@@ -79,28 +78,3 @@ def blocked_reason(beats: list[WorkerBeat], record: JobRecord, queue: str) -> st
     reasons = sorted({b.cannot.get(cls, unchecked) for b in checked} - {""})
     name = f"{record.workflow_id}@{short(version)}" if version else record.workflow_id
     return f"no worker can run {name}: {'; '.join(reasons) or 'not among its workflows'}"
-
-
-async def require_available(fleet: FleetView, workflow_id: str) -> None:
-    """409 before queueing a job no running worker can run; unknown (no worker yet) is let through,
-    since the job waits in the queue for a worker that may have what it needs."""
-    found = availability_of(await fleet.beats()).get(workflow_id)
-    if found is None or found.ready:
-        return
-    missing = {
-        "missing_nodes": found.missing_nodes,
-        "missing_models": found.missing_models,
-        "problems": found.problems,
-    }
-    what = "; ".join(
-        f"{label}: {', '.join(items)}"
-        for label, items in (
-            ("missing node classes", found.missing_nodes),
-            ("missing models", found.missing_models),
-            ("problems", found.problems),
-        )
-        if items
-    )
-    raise WorkflowUnavailableError(
-        f"workflow {workflow_id!r} cannot run on any worker ({what})", missing=missing
-    )

@@ -50,7 +50,6 @@ class CatalogView:
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._switching = asyncio.Lock()
-        self.subscribed = asyncio.Event()  # (tests: the first subscription is in effect)
 
     async def registry_of(self, version: str) -> Registry:
         """The registry of ``version``, built once; CatalogError if it is not published."""
@@ -99,11 +98,8 @@ class CatalogView:
                 backoff.started()
                 while not self._stopping.is_set():
                     message = await pubsub.get_message(timeout=LISTEN_S)
-                    if message is None:
-                        continue
-                    if message["type"] == "subscribe":
-                        self.subscribed.set()
-                    await self.refresh()  # on the confirmation too: what was activated meanwhile
+                    if message is not None:  # the subscription's confirmation too: what came meanwhile
+                        await self.refresh()
             except Exception as exc:  # (Redis, or a bug: the watch must go on either way)
                 delay_s = backoff.next_delay() or 1.0
                 log.warning(

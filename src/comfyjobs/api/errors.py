@@ -35,7 +35,6 @@ from comfyjobs.errors import (
     TaskRunningError,
     UrlSignatureError,
     WorkflowNotFoundError,
-    WorkflowUnavailableError,
 )
 
 log = logging.getLogger(__name__)
@@ -57,7 +56,6 @@ HTTP_STATUS: dict[type[ComfyJobsError], int] = {
     HashMismatchError: 409,
     PayloadTooLargeError: 413,
     MediaError: 422,
-    WorkflowUnavailableError: 409,
     NoActiveCatalogError: 503,
     CatalogError: 404,  # (a job's version, pruned after it ended)
     QueueUnavailableError: 503,

@@ -83,12 +83,14 @@ class TaskFeed:
     ) -> TaskView:
         place = await self._store.place_if_waiting(record, place)
         eta = (await self._estimator.model()).estimate(record, place)
-        blocked = (
-            blocked_reason(await self._fleet.beats(), record, self._store.queue_name)
-            if place is not None
-            else None
-        )
+        blocked = await self._blocked(record, place)
         return TaskView.from_record(record, self._links, place, last_event_id, eta, blocked)
+
+    async def _blocked(self, record: JobRecord, place: QueuePlace | None) -> str | None:
+        """Why no worker can run it, while it waits in line (the live workers' view, read once a second)."""
+        if place is None:
+            return None
+        return blocked_reason(await self._fleet.beats(), record, self._store.queue_name)
 
     async def _snapshot(self, task_id: str, caller: Principal) -> Snapshot:
         """Another tenant's task is not found, exactly as an unknown one."""
@@ -100,11 +102,7 @@ class TaskFeed:
     async def _snapshot_view(self, snapshot: Snapshot) -> TaskView:
         record, place = snapshot.record, snapshot.place
         eta = (await self._estimator.model()).estimate(record, place)
-        blocked = (
-            blocked_reason(await self._fleet.beats(), record, self._store.queue_name)
-            if place is not None
-            else None
-        )
+        blocked = await self._blocked(record, place)
         return TaskView.from_record(record, self._links, place, snapshot.last_event_id, eta, blocked)
 
     async def current(self, task_id: str, caller: Principal) -> TaskView:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +34,16 @@ class Bundle:
     templates: dict[str, Any]  # template file name -> its parsed JSON (ComfyUI API format)
 
     def to_bytes(self) -> bytes:
+        return self._bytes
+
+    @cached_property
+    def _bytes(self) -> bytes:  # (made once: a publish needs them, their digest and a check that they can be)
         data = {"format": BUNDLE_FORMAT, "manifests": self.manifests, "templates": self.templates}
         return json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
-    @property
+    @cached_property
     def version(self) -> str:
-        return hashlib.sha256(self.to_bytes()).hexdigest()
+        return hashlib.sha256(self._bytes).hexdigest()
 
     def registry(self, label: str | None = None) -> Registry:
         """Built and checked as `comfyjobs check` does (ManifestError naming ``label``/file)."""

@@ -4,7 +4,7 @@ checked against), the template inputs each parameter patches, the templates them
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from comfyjobs.manifests.registry import Parameter, Registry, Target, Workflow
@@ -37,13 +37,7 @@ class Change:
     after: Any = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "workflow": self.workflow,
-            "what": self.what,
-            "before": self.before,
-            "after": self.after,
-        }
+        return asdict(self)
 
     def line(self) -> str:
         mark = {"added": "+", "removed": "-", "changed": "~"}[self.kind]

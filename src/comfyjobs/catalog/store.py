@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import redis
@@ -63,14 +63,7 @@ class VersionInfo:
     jobs: int  # jobs built from it that have not ended
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "version": self.version,
-            "published_at": self.published_at,
-            "source": self.source,
-            "workflows": self.workflows,
-            "active": self.active,
-            "jobs": self.jobs,
-        }
+        return asdict(self)
 
 
 @dataclass(frozen=True)

@@ -227,9 +227,7 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
         comfy.start()
         comfy.wait_ready()
         log.info("ComfyUI ready on %s after %.1f s", comfy.base_url, time.monotonic() - t0)
-        registry = wait_for_catalog(
-            catalog, settings, redis_client
-        ).registry  # (meanwhile published, as a rule)
+        registry = wait_for_catalog(catalog, settings, redis_client).registry
         warmup = Warmup(  # the version active now (a wrong setting stops the worker here)
             registry,
             settings.warmup_workflow,

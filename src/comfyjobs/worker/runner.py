@@ -62,7 +62,7 @@ class WorkerContext:
     models: LoadedModels
     stopping: threading.Event  # set when the worker begins to shut down: no more jobs are taken
     parking: Parking  # job threads that found only jobs this worker cannot run wait there
-    runs: Callable[[], frozenset[str] | None]  # the job classes it can run (worker.capabilities)
+    runs: Callable[[], frozenset[str]]  # the job classes it can run (worker.capabilities)
 
 
 class LoadedModels:

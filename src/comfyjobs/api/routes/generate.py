@@ -13,6 +13,7 @@ from comfyjobs.api.submit import Submitted, submit
 from comfyjobs.api.views import Accepted
 from comfyjobs.jobs.queue import PRIORITY_DEFAULT, Priority
 from comfyjobs.manifests.params import validate_params
+from comfyjobs.tenancy import Principal
 
 router = APIRouter(tags=["jobs"])
 
@@ -81,10 +82,26 @@ async def generate(
 ) -> Accepted:
     """Queue a job. The parameters of each workflow are listed at `GET /workflows/{id}` and, typed, under
     `POST /workflows/{id}` in these docs."""
-    catalog = svc.catalog.current  # this request's version throughout, whatever is activated meanwhile
-    workflow = catalog.registry.workflow(body.workflow_id)
-    params = validate_params(workflow, body.params)
-    submitted = await submit(
-        svc, catalog, workflow, params, caller, idempotency_key, body.priority, body.webhook_url
+    return await submit_to_active(
+        svc, response, body.workflow_id, body.params, caller, idempotency_key, body.priority, body.webhook_url
     )
+
+
+async def submit_to_active(
+    svc: Services,
+    response: Response,
+    workflow_id: str,
+    params: dict[str, Any],
+    caller: Principal,
+    idempotency_key: str | None,
+    priority: int,
+    webhook_url: str | None,
+) -> Accepted:
+    """A job of the active catalog version's ``workflow_id`` (404 when it has none), ``params`` checked
+    against that workflow's model: POST /generate, and POST /workflows/{id} for a workflow the typed
+    routes do not have."""
+    catalog = svc.catalog.current  # this request's version throughout, whatever is activated meanwhile
+    workflow = catalog.registry.workflow(workflow_id)
+    request = validate_params(workflow, params)
+    submitted = await submit(svc, catalog, workflow, request, caller, idempotency_key, priority, webhook_url)
     return accepted(svc, response, submitted)

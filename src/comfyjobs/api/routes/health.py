@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from comfyjobs.api.availability import availability_of
 from comfyjobs.api.services import Services, services
 from comfyjobs.errors import QueueUnavailableError
-from comfyjobs.heartbeat import live_workers
+from comfyjobs.heartbeat import live_workers, of_queue
 
 router = APIRouter(tags=["health"])
 
@@ -36,7 +36,7 @@ async def ready(svc: Annotated[Services, Depends(services)]) -> JSONResponse:
             beats = await live_workers(svc.redis)
         workers = [b.model_dump(mode="json") for b in beats]
         # Per workflow of the active catalog version: the live workers that can run it.
-        ours = [b for b in beats if b.queue in (None, svc.settings.queue_name)]
+        ours = of_queue(beats, svc.settings.queue_name)
         runnable = {wid: found.workers_ready for wid, found in availability_of(ours).items()}
         if not beats:
             reasons.append("no worker is running")

@@ -12,13 +12,18 @@ from starlette.routing import BaseRoute
 
 from comfyjobs.api.auth import Caller
 from comfyjobs.api.availability import workflow_availability
-from comfyjobs.api.routes.generate import ACCEPT_RESPONSES, IdempotencyKey, WebhookUrl, accepted
+from comfyjobs.api.routes.generate import (
+    ACCEPT_RESPONSES,
+    IdempotencyKey,
+    WebhookUrl,
+    accepted,
+    submit_to_active,
+)
 from comfyjobs.api.services import Services, services
 from comfyjobs.api.submit import submit
 from comfyjobs.api.views import Accepted
 from comfyjobs.catalog.registries import Versioned
 from comfyjobs.jobs.queue import PRIORITY_DEFAULT, Priority
-from comfyjobs.manifests.params import validate_params
 from comfyjobs.manifests.registry import Workflow
 from comfyjobs.storage.models import ModelLists
 
@@ -110,11 +115,9 @@ async def run_any_workflow(
     webhook_url: Annotated[WebhookUrl, Query()] = None,
 ) -> Accepted:
     """What the typed routes do, for a workflow they do not have (yet): the active version decides."""
-    catalog = svc.catalog.current
-    workflow = catalog.registry.workflow(workflow_id)
-    params = validate_params(workflow, body)
-    submitted = await submit(svc, catalog, workflow, params, caller, idempotency_key, priority, webhook_url)
-    return accepted(svc, response, submitted)
+    return await submit_to_active(
+        svc, response, workflow_id, body, caller, idempotency_key, priority, webhook_url
+    )
 
 
 def _add_typed_route(router: APIRouter, catalog: Versioned, workflow: Workflow) -> None:
