@@ -7,7 +7,6 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import redis
 import redis.asyncio as aioredis
 from fastapi import Depends, FastAPI
 
@@ -31,7 +30,7 @@ from comfyjobs.api.views import Links, TaskView
 from comfyjobs.backoff import exponential
 from comfyjobs.catalog.publishing import ensure_active
 from comfyjobs.catalog.registries import Versioned
-from comfyjobs.catalog.store import AsyncCatalogReads, CatalogStore
+from comfyjobs.catalog.store import AsyncCatalogReads, opened
 from comfyjobs.jobs.changes import LISTEN_S, ChangeHub
 from comfyjobs.jobs.delivery import JobMessages, make_celery
 from comfyjobs.jobs.reconciler import Reconciler
@@ -56,15 +55,9 @@ REDIS_WAIT_MARGIN_S = 10.0  # a subscriber's read ends at its deadline; the sock
 def _active_catalog(settings: Settings, redis_url: str) -> Versioned:
     """The active catalog version's registry; none active yet: this machine's folders, published and
     activated (ManifestError unless they pass `comfyjobs check`). Blocking: run once, at start."""
-    client = redis.Redis.from_url(
-        redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
-    )
-    try:
-        store = CatalogStore(client, settings.queue_name)
+    with opened(redis_url, settings.queue_name, REDIS_TIMEOUT_S) as store:
         version = ensure_active(store, settings)
         return Versioned(version, store.bundle(version).registry())
-    finally:
-        client.close()
 
 
 def create_app(settings: Settings) -> FastAPI:

@@ -9,8 +9,10 @@ was built from (``keys.catalog_jobs``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -75,6 +77,16 @@ class Published:
 
 def _text(value: bytes | str | None) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
+
+
+@contextlib.contextmanager
+def opened(redis_url: str, queue: str, timeout_s: float = 10.0) -> Iterator[CatalogStore]:
+    """A store on a connection of its own, closed after the block: for a command, or a process's start."""
+    client = redis.Redis.from_url(redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    try:
+        yield CatalogStore(client, queue)
+    finally:
+        client.close()
 
 
 class CatalogStore:

@@ -6,12 +6,10 @@ import argparse
 import json
 from datetime import UTC, datetime
 
-import redis
-
 from comfyjobs.catalog.bundle import short
 from comfyjobs.catalog.diff import diff
 from comfyjobs.catalog.publishing import publish_folders
-from comfyjobs.catalog.store import CatalogStore
+from comfyjobs.catalog.store import CatalogStore, opened
 from comfyjobs.cli import exit_codes
 from comfyjobs.settings import Settings
 
@@ -43,11 +41,8 @@ def _when(epoch_s: float) -> str:
 
 
 def run_catalog(settings: Settings, args: argparse.Namespace) -> int:
-    client = redis.Redis.from_url(settings.require_redis_url(), socket_timeout=10, socket_connect_timeout=5)
-    try:
-        return _run(CatalogStore(client, settings.queue_name), settings, args)
-    finally:
-        client.close()
+    with opened(settings.require_redis_url(), settings.queue_name) as store:
+        return _run(store, settings, args)
 
 
 def _run(store: CatalogStore, settings: Settings, args: argparse.Namespace) -> int:

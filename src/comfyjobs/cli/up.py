@@ -23,12 +23,10 @@ import os
 import subprocess
 import sys
 
-import redis
-
 from comfyjobs.backoff import DEFAULT_DELAYS_S, Backoff, capped
 from comfyjobs.catalog.bundle import short
 from comfyjobs.catalog.publishing import publish_folders
-from comfyjobs.catalog.store import CatalogStore
+from comfyjobs.catalog.store import opened
 from comfyjobs.cli import exit_codes
 from comfyjobs.errors import ConfigError
 from comfyjobs.jobs.delivery import longest_job_s
@@ -91,11 +89,8 @@ def _worker_stop_timeout_s(settings: Settings) -> float:
 def _publish_catalog(settings: Settings, redis_url: str) -> None:
     """A single box runs what its folders hold: they are published and activated before anything starts
     (a publish of unchanged folders is the version already there)."""
-    client = redis.Redis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=5)
-    try:
-        published = publish_folders(CatalogStore(client, settings.queue_name), settings, activate=True)
-    finally:
-        client.close()
+    with opened(redis_url, settings.queue_name) as store:
+        published = publish_folders(store, settings, activate=True)
     log.info("catalog %s active (from %s)", short(published.version), settings.manifest_dir)
 
 
@@ -149,7 +144,7 @@ def run_up(settings: Settings, *, cpu: bool) -> int:
             )
         else:
             log.info("using the Redis at %s", redact_url(settings.redis_url))
-        _publish_catalog(settings, env["REDIS_URL"] if not settings.redis_url else settings.redis_url)
+        _publish_catalog(settings, settings.redis_url or env["REDIS_URL"])
         add_workers(sup, settings, env, None if cpu else detect_gpus())
         sup.add("api", _cli("api", "--host", host, "--port", str(port)), env, 30.0, backoff(settings))
         log.info("comfyjobs is starting on http://%s:%d (Ctrl-C stops everything)", host, port)
