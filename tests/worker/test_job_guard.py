@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack
+from typing import Any, cast
 
 import pytest
 import redis
 
 from comfyjobs import keys
 from comfyjobs.jobs.record import JobRecord, JobStatus
-from comfyjobs.jobs.worker_store import Start, Take
+from comfyjobs.jobs.store import EventId
+from comfyjobs.jobs.worker_store import JobStore, Start, Take
 from comfyjobs.worker.job_guard import Guards
 from tests.jobs.test_reconciler import Fixture
 from tests.support import wait_for
@@ -139,6 +142,53 @@ def test_jobs_cancelled_together_have_their_prompts_cancelled_in_one_call(
     finally:
         watcher.stop()
         watcher.join(5)
+
+
+class ReadHook:
+    """The guards' store, with something done once as a blocking read begins over these tasks only."""
+
+    def __init__(self, store: JobStore, tasks: set[str], hook: Callable[[], None]) -> None:
+        self._store, self._tasks, self._hook = store, tasks, hook
+        self.hooked = threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def read_events_of(self, cursors: Mapping[str, EventId], block_s: float | None) -> Any:
+        if block_s is not None and set(cursors) == self._tasks and not self.hooked.is_set():
+            self._hook()
+            self.hooked.set()
+        return self._store.read_events_of(cursors, block_s)
+
+
+def test_a_job_guarded_during_a_read_and_cancelled_first_is_deleted_in_the_same_call(
+    fx: Fixture, prompts: Prompts
+) -> None:
+    # The worker queues its next job in ComfyUI (a guard entered while the watcher's read is under way,
+    # over the running job's stream only); the client cancels that job, then the running one. The read
+    # returns with the running job's cancel alone: the other's must be in the same call (deleted before
+    # the interrupt), or ComfyUI starts it when the running prompt is interrupted.
+    running, queued = running_job(fx), running_job(fx)
+    with ExitStack() as stack:
+
+        def next_job_queued_then_both_cancelled() -> None:
+            second = stack.enter_context(watcher.guard(queued))
+            assert second.submitting("prompt-queued")
+            second.submitted("prompt-queued")
+            assert fx.run(lambda store, _: store.cancel(queued))
+            assert fx.run(lambda store, _: store.cancel(running))
+
+        store = ReadHook(fx.sync, {running}, next_job_queued_then_both_cancelled)
+        watcher = Guards(cast(JobStore, store), "w-test", lease_s=0.9, cancel_prompts=prompts.cancel)
+        stack.callback(watcher.join, 5)
+        stack.callback(watcher.stop)
+        first = stack.enter_context(watcher.guard(running))
+        assert first.submitting("prompt-running")
+        first.submitted("prompt-running")
+        watcher.start()
+        assert prompts.changed.wait(10)
+        assert store.hooked.is_set()
+        assert sorted(prompts.calls[0]) == ["prompt-queued", "prompt-running"]
 
 
 def test_a_lost_lease_stops_the_prompt(

@@ -315,13 +315,16 @@ class JobStore:
             batch.expire(expire)
         return int(batch.execute()[applied]) == 1
 
-    def read_events_of(self, cursors: Mapping[str, EventId], block_s: float) -> dict[str, list[JobEvent]]:
+    def read_events_of(
+        self, cursors: Mapping[str, EventId], block_s: float | None
+    ) -> dict[str, list[JobEvent]]:
         """The events of each task after its cursor, waiting up to ``block_s`` (in Redis) for the first
-        of any; tasks with none are left out."""
+        of any (None: no wait); tasks with none are left out."""
         streams: dict[Any, Any] = {keys.job_events(t): cursor for t, cursor in cursors.items()}
         tasks = {keys.job_events(task_id): task_id for task_id in cursors}
+        block = None if block_s is None else max(1, int(block_s * 1000))  # (0 would wait for ever)
         with translated():
-            replies: Any = self._redis.xread(streams, block=int(block_s * 1000))
+            replies: Any = self._redis.xread(streams, block=block)
         return {tasks[text(stream)]: decode_events(entries) for stream, entries in replies or []}
 
     def acquire_lease(self, task_id: str, owner: str, ttl_s: float) -> bool:

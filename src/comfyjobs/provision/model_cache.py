@@ -10,7 +10,8 @@ Layout, per entry (``key``: the file's sha256 when it is known, else ``url-`` an
                              process of the host waits on it for that one download, never a second
   <root>/<key>.use.lock      held shared by each job using the file; eviction takes it exclusively
                              without waiting, and skips the entry if it cannot
-  <root>/<key>/.used         touched at each use: its time orders eviction
+  <root>/<key>/.used         its mtime set at each use (to the ns: the kernel's own touch is too coarse
+                             to order uses close together): it orders eviction
 
 Locks are flock(2) locks: they hold between threads (each opens its own file) and between processes,
 and go with a process that dies.
@@ -22,8 +23,10 @@ import contextlib
 import fcntl
 import hashlib
 import logging
+import os
 import re
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,7 +68,7 @@ class CachedModel:
     key: str
     path: Path
     size_bytes: int
-    last_used: float  # epoch s
+    last_used_ns: int  # epoch ns
 
 
 @contextlib.contextmanager
@@ -114,7 +117,9 @@ class ModelCache:
                         with contextlib.suppress(OSError):
                             entry.rmdir()  # (empty unless a cut download's .part waits to be resumed)
                         raise
+                stamp = time.time_ns()
                 (entry / USED).touch()
+                os.utime(entry / USED, ns=(stamp, stamp))
             self.evict(keep=key)
             yield final
 
@@ -131,9 +136,9 @@ class ModelCache:
                 f for f in entry.iterdir() if f.is_file() and f.name != USED and not f.name.endswith(".part")
             ]
             for f in files:
-                stamp = used.stat().st_mtime if used.exists() else f.stat().st_mtime
+                stamp = used.stat().st_mtime_ns if used.exists() else f.stat().st_mtime_ns
                 found.append(CachedModel(entry.name, f, f.stat().st_size, stamp))
-        return sorted(found, key=lambda m: m.last_used)
+        return sorted(found, key=lambda m: m.last_used_ns)
 
     def size_bytes(self) -> int:
         return sum(m.size_bytes for m in self.entries())

@@ -200,17 +200,31 @@ class Guards:
                     log.exception("guarding the jobs failed; again shortly")
                     self._stopping.wait(self._block_s)
 
-    def _once(self, watched: list[JobGuard]) -> None:
-        """One blocking read over the watched jobs' streams, then the renewals due."""
-        events = self.store.read_events_of({g.task_id: g.cursor for g in watched}, self._block_s)
-        by_task = {g.task_id: g for g in watched}
-        stopped: list[JobGuard | None] = []  # their prompts are cancelled together: every delete first
+    def _cancelled(self, guards: list[JobGuard], block_s: float | None) -> list[JobGuard | None]:
+        """One read over these jobs' streams (waiting up to ``block_s``; None: not at all): the stops of
+        those cancelled."""
+        events = self.store.read_events_of({g.task_id: g.cursor for g in guards}, block_s)
+        by_task = {g.task_id: g for g in guards}
+        stopped: list[JobGuard | None] = []
         for task_id, entries in events.items():
             guard = by_task[task_id]
             for event in entries:
                 guard.cursor = event.id
                 if event.changes.get("status") == JobStatus.CANCELLED:
                     stopped.append(guard.stop("cancelled"))
+        return stopped
+
+    def _once(self, watched: list[JobGuard]) -> None:
+        """One blocking read over the watched jobs' streams, then the renewals due."""
+        stopped = self._cancelled(watched, self._block_s)  # cancelled together: every delete first
+        if stopped:
+            # Jobs guarded since the read began were not in it: one cancelled before these (the job
+            # queued in ComfyUI behind a running one, cancelled first) must be deleted in the same call,
+            # or this interrupt lets ComfyUI start it.
+            with self._changed:
+                joined = [g for g in self._guards.values() if all(g is not w for w in watched)]
+            if joined:
+                stopped += self._cancelled(joined, None)
         self.cancel(stopped)
         now = time.monotonic()
         due = [g for g in watched if not g.done and g.stopped is None and now - g.renewed_at >= self._block_s]
