@@ -145,6 +145,10 @@ class MediaError(ComfyJobsError):
     code = "invalid_media"
 
 
+class BodyCutError(MediaError):
+    """The connection failed while the body was being read (what came so far may be resumed)."""
+
+
 class PayloadTooLargeError(MediaError):
     code = "payload_too_large"
 

@@ -254,7 +254,7 @@ class Settings(BaseSettings):
     @field_validator("input_url_allowlist", "webhook_url_allowlist")
     @classmethod
     def _allowlist_parses(cls, value: str) -> str:
-        from comfyjobs.media.fetch import UrlPolicy  # the one parser of these entries
+        from comfyjobs.media.url_policy import UrlPolicy  # the one parser of these entries
 
         UrlPolicy(comma_list(value))  # ValueError names the entry
         return value

@@ -10,11 +10,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import requests
 
 from comfyjobs.errors import ModelDownloadError
+from comfyjobs.media.url_policy import UrlPolicy
 from comfyjobs.provision.model_cache import ModelCache, ModelSource
-from comfyjobs.provision.url_fetch import fetch_url
+from comfyjobs.provision.url_fetch import Transfer, fetch_url
 from tests.provision.fileserver import FileServer, Route, running_file_server
 
 
@@ -25,11 +25,10 @@ def server() -> Iterator[FileServer]:
 
 
 def _download(url: str, final: Path, sha256: str | None, on_bytes: Callable[[int, int | None], None]) -> int:
-    with requests.Session() as session:
-        return fetch_url(
-            url, final, sha256=sha256, session=session, connect_timeout_s=5, read_timeout_s=30,
-            show_progress=False, label=final.name, on_bytes=on_bytes,
-        )  # fmt: skip
+    return fetch_url(
+        url, final, sha256=sha256, transfer=Transfer(UrlPolicy(["127.0.0.1"])), show_progress=False,
+        label=final.name, on_bytes=on_bytes,
+    )  # fmt: skip
 
 
 def _cache(tmp_path: Path, max_bytes: int | None = None) -> ModelCache:

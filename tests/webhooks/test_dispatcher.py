@@ -20,7 +20,7 @@ from comfyjobs import keys
 from comfyjobs.jobs.changes import ChangeHub
 from comfyjobs.jobs.record import JobRecord, JobStatus
 from comfyjobs.jobs.store import AsyncJobStore
-from comfyjobs.media.fetch import UrlPolicy
+from comfyjobs.media.url_policy import UrlPolicy
 from comfyjobs.metrics import WEBHOOK_DELIVERIES
 from comfyjobs.webhooks.deliveries import Deliveries
 from comfyjobs.webhooks.dispatcher import WebhookDispatcher

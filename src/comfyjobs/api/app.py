@@ -35,8 +35,8 @@ from comfyjobs.jobs.changes import LISTEN_S, ChangeHub
 from comfyjobs.jobs.delivery import JobMessages, make_celery
 from comfyjobs.jobs.reconciler import Reconciler
 from comfyjobs.jobs.store import AsyncJobStore
-from comfyjobs.media.fetch import UrlPolicy
 from comfyjobs.media.resolve import MediaLimits, MediaResolver
+from comfyjobs.media.url_policy import UrlPolicy
 from comfyjobs.settings import Settings
 from comfyjobs.storage.assets import AssetRecords
 from comfyjobs.storage.objects import ObjectStore, open_object_store

@@ -17,8 +17,8 @@ from comfyjobs.api.views import Links
 from comfyjobs.errors import TaskNotFoundError
 from comfyjobs.jobs.record import JobRecord
 from comfyjobs.jobs.store import AsyncJobStore
-from comfyjobs.media.fetch import UrlPolicy
 from comfyjobs.media.resolve import MediaResolver
+from comfyjobs.media.url_policy import UrlPolicy
 from comfyjobs.settings import Settings
 from comfyjobs.storage.assets import AssetRecords
 from comfyjobs.storage.objects import ObjectStore

@@ -26,7 +26,7 @@ import contextlib
 import ipaddress
 import socket
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from email.message import Message
 from http.client import HTTPException
@@ -37,15 +37,13 @@ import urllib3
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
 
 import comfyjobs
-from comfyjobs.errors import MediaError, PayloadTooLargeError
+from comfyjobs.errors import BodyCutError, MediaError, PayloadTooLargeError
+from comfyjobs.media.url_policy import IPAddress, UrlPolicy, clip
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], list[str]]  # host, port -> IP address strings
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _CHUNK = 64 * 1024
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
-_SHARED = ipaddress.IPv4Network("100.64.0.0/10")
 _HEADERS = {"User-Agent": f"comfyjobs/{comfyjobs.__version__}", "Accept-Encoding": "identity"}
 # Any of these while talking to the server is a failed fetch (they never escape as themselves).
 _TRANSPORT_ERRORS = (urllib3.exceptions.HTTPError, HTTPException, OSError, ValueError)
@@ -57,81 +55,6 @@ class Fetched:
     content_type: str | None  # from the response's Content-Type, without parameters
     final_url: str  # after redirects
     filename: str | None  # Content-Disposition filename, else the final URL's last segment if it has a dot
-
-
-def _clip(text: str, limit: int = 200) -> str:
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-def _embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
-    if isinstance(address, ipaddress.IPv4Address):
-        return None
-    if address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    if address.sixtofour is not None:
-        return address.sixtofour
-    if address.teredo is not None:
-        return address.teredo[1]  # the client's address; the server half is a relay
-    if address in _NAT64:
-        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-    return None
-
-
-def _refusal(address: IPAddress) -> str | None:
-    """What makes an address unreachable for URL inputs ("a loopback address"), or None if it is public."""
-    kinds = (
-        ("an unspecified address", address.is_unspecified),
-        ("a loopback address", address.is_loopback),
-        ("a link-local address", address.is_link_local),
-        ("a multicast address", address.is_multicast),
-        ("a reserved address", address.is_reserved),
-        ("a private address", address.is_private),
-        ("a shared (carrier-grade NAT) address", address.version == 4 and address in _SHARED),
-        ("not a public address", not address.is_global),
-    )
-    return next((kind for kind, applies in kinds if applies), None)
-
-
-class UrlPolicy:
-    """Where URL inputs may connect: every public address, plus the non-public ones allowlisted by
-    network ("10.0.0.0/8", "::1", "127.0.0.1") or by the URL's host name ("minio.internal", exact and
-    case-insensitive)."""
-
-    def __init__(self, allowlist: Sequence[str] = (), setting: str = "INPUT_URL_ALLOWLIST") -> None:
-        self._hint = f"(allow it with {setting})"
-        if isinstance(allowlist, str):
-            raise TypeError("allowlist is a sequence of entries, not one string")
-        self._hosts: set[str] = set()
-        self._networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
-        for raw in allowlist:
-            entry = raw.strip()
-            if not entry:
-                continue
-            try:
-                self._networks.append(ipaddress.ip_network(entry, strict=False))
-            except ValueError:
-                if "/" in entry or ":" in entry or any(c.isspace() for c in entry):
-                    raise ValueError(f"allowlist entry {entry!r} is not a host name, IP or CIDR") from None
-                self._hosts.add(entry.lower().rstrip("."))
-
-    def check_address(self, host: str, address: IPAddress) -> None:
-        """Raises MediaError unless a connection for ``host`` may go to ``address``."""
-        name = host.strip("[]").lower().rstrip(".")
-        if name in self._hosts:
-            return
-        embedded = _embedded_ipv4(address)
-        candidates = [address] if embedded is None else [address, embedded]
-        if any(a in network for a in candidates for network in self._networks):
-            return
-        kind = _refusal(embedded or address)
-        if kind is None:
-            return
-        shown = str(address) if embedded is None else f"{address} (embedding {embedded})"
-        try:
-            ipaddress.ip_address(name)
-        except ValueError:
-            raise MediaError(f"refused: {_clip(name)} resolves to {shown}, {kind} {self._hint}") from None
-        raise MediaError(f"refused: {shown} is {kind} {self._hint}")
 
 
 @dataclass(frozen=True)
@@ -153,20 +76,20 @@ def _parse(url: str) -> _Target:
         parts = urlsplit(url.strip())
         port = parts.port
     except ValueError as exc:
-        raise MediaError(f"invalid URL {_clip(url)!r}: {exc}") from None
+        raise MediaError(f"invalid URL {clip(url)!r}: {exc}") from None
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
-        raise MediaError(f"refused: only http and https URLs can be fetched, not {_clip(url)!r}")
+        raise MediaError(f"refused: only http and https URLs can be fetched, not {clip(url)!r}")
     if parts.username is not None or parts.password is not None:
         raise MediaError("refused: URLs with a user name or password are not accepted")
     host = parts.hostname or ""
     if not host:
-        raise MediaError(f"refused: the URL has no host: {_clip(url)!r}")
+        raise MediaError(f"refused: the URL has no host: {clip(url)!r}")
     if not host.isascii():
         try:
             host = host.encode("idna").decode("ascii")
         except UnicodeError:
-            raise MediaError(f"invalid host name in {_clip(url)!r}") from None
+            raise MediaError(f"invalid host name in {clip(url)!r}") from None
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     return _Target(url, scheme, host, port or (443 if scheme == "https" else 80), path)
 
@@ -182,39 +105,56 @@ def _checked_addresses(target: _Target, policy: UrlPolicy, resolve: Resolver) ->
         try:
             texts = resolve(target.host, target.port)
         except (OSError, UnicodeError) as exc:
-            raise MediaError(f"cannot resolve host {_clip(target.host)!r}") from exc
+            reason = exc.strerror if isinstance(exc, socket.gaierror) and exc.strerror else str(exc)
+            raise MediaError(f"cannot resolve host name {clip(target.host)}: {reason}") from exc
     addresses: list[IPAddress] = []
     for text in dict.fromkeys(texts):
         try:
             addresses.append(ipaddress.ip_address(text))
         except ValueError:
-            raise MediaError(f"host {_clip(target.host)!r} resolved to a non-address {text[:60]!r}") from None
+            raise MediaError(f"host {clip(target.host)!r} resolved to a non-address {text[:60]!r}") from None
     if not addresses:
-        raise MediaError(f"host {_clip(target.host)!r} has no address")
+        raise MediaError(f"host {clip(target.host)!r} has no address")
     for address in addresses:
         policy.check_address(target.host, address)
     return addresses
 
 
-def _remaining(deadline: float, timeout_s: float, url: str) -> float:
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise MediaError(f"timed out after {timeout_s:g} s fetching {_clip(url)}")
-    return left
+@dataclass(frozen=True)
+class _Timing:
+    """How long each step may wait: with an overall deadline (a media fetch: the whole fetch within
+    ``timeout_s``), or per step only (a model download of many minutes: ``connect_s`` per connect,
+    ``timeout_s`` per read)."""
+
+    timeout_s: float
+    connect_s: float
+    deadline: float | None
+
+    @classmethod
+    def overall(cls, timeout_s: float) -> _Timing:
+        return cls(timeout_s, timeout_s, time.monotonic() + timeout_s)
+
+    def left(self, url: str, *, connecting: bool = False) -> float:
+        step = self.connect_s if connecting else self.timeout_s
+        if self.deadline is None:
+            return step
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise MediaError(f"timed out after {self.timeout_s:g} s fetching {clip(url)}")
+        return min(left, step)
 
 
-def _failure(exc: Exception, timeout_s: float, url: str) -> MediaError:
+def _failure(exc: Exception, timing: _Timing, url: str) -> MediaError:
     if isinstance(exc, ReadTimeoutError | ConnectTimeoutError | TimeoutError):
-        return MediaError(f"timed out after {timeout_s:g} s fetching {_clip(url)}")
+        return MediaError(f"timed out after {timing.timeout_s:g} s fetching {clip(url)}")
     detail = exc.args[0] if len(exc.args) == 2 and isinstance(exc.args[0], str) else str(exc)  # ProtocolError
-    return MediaError(f"fetching {_clip(url)} failed: {_clip(detail or type(exc).__name__)}")
+    return MediaError(f"fetching {clip(url)} failed: {clip(detail or type(exc).__name__)}")
 
 
 def _open(
     target: _Target,
     addresses: list[IPAddress],
-    deadline: float,
-    timeout_s: float,
+    timing: _Timing,
     method: str = "GET",
     body: bytes | None = None,
     extra_headers: Mapping[str, str] | None = None,
@@ -222,8 +162,8 @@ def _open(
     headers = {**_HEADERS, **(extra_headers or {}), "Host": target.host_header}
     reason = "no address"
     for address in addresses:
-        left = _remaining(deadline, timeout_s, target.url)
-        timeout = urllib3.Timeout(connect=left, read=left)
+        connect_s = timing.left(target.url, connecting=True)
+        timeout = urllib3.Timeout(connect=connect_s, read=timing.left(target.url))
         pool: urllib3.HTTPConnectionPool
         if target.scheme == "https":
             pool = urllib3.HTTPSConnectionPool(
@@ -254,40 +194,42 @@ def _open(
             )
         except ConnectTimeoutError as exc:  # NewConnectionError too: try the next address
             pool.close()
-            reason = "connection timed out"
+            reason = f"no answer within {connect_s:g} s (host down or unreachable)"
             if isinstance(exc, NewConnectionError) and isinstance(exc.__cause__, OSError):
                 reason = exc.__cause__.strerror or str(exc.__cause__)
         except _TRANSPORT_ERRORS as exc:
             pool.close()
-            raise _failure(exc, timeout_s, target.url) from exc
+            raise _failure(exc, timing, target.url) from exc
         else:
             return response, pool
-    raise MediaError(f"could not connect to {_clip(target.host_header)}: {reason}")
+    where = target.host_header if ":" in target.host_header else f"{target.host_header}:{target.port}"
+    raise MediaError(f"cannot connect to {clip(where)}: {reason}")
 
 
-def _read_body(
-    response: urllib3.BaseHTTPResponse, url: str, max_bytes: int, deadline: float, timeout_s: float
-) -> bytes:
+def _read_chunk(response: urllib3.BaseHTTPResponse, url: str, size: int, timing: _Timing) -> bytes:
+    """The next bytes of the body (b"" at its end); BodyCutError when the connection fails."""
+    left = timing.left(url)
+    sock = getattr(response.connection, "sock", None)
+    if isinstance(sock, socket.socket):
+        sock.settimeout(left)  # each read waits no longer than the deadline allows
+    try:
+        return response.read1(size, decode_content=False)
+    except _TRANSPORT_ERRORS as exc:
+        raise BodyCutError(_failure(exc, timing, url).message) from exc
+
+
+def _read_body(response: urllib3.BaseHTTPResponse, url: str, max_bytes: int, timing: _Timing) -> bytes:
     length = (response.headers.get("Content-Length") or "").strip()
     if length.isdigit() and int(length) > max_bytes:
-        raise PayloadTooLargeError(f"{_clip(url)} is {int(length)} bytes, over the limit of {max_bytes}")
+        raise PayloadTooLargeError(f"{clip(url)} is {int(length)} bytes, over the limit of {max_bytes}")
     chunks: list[bytes] = []
     total = 0
-    while True:
-        left = _remaining(deadline, timeout_s, url)
-        sock = getattr(response.connection, "sock", None)
-        if isinstance(sock, socket.socket):
-            sock.settimeout(left)  # each read waits no longer than the overall deadline allows
-        try:
-            chunk = response.read1(min(_CHUNK, max_bytes - total + 1), decode_content=False)
-        except _TRANSPORT_ERRORS as exc:
-            raise _failure(exc, timeout_s, url) from exc
-        if not chunk:
-            return b"".join(chunks)
+    while chunk := _read_chunk(response, url, min(_CHUNK, max_bytes - total + 1), timing):
         total += len(chunk)
         if total > max_bytes:
-            raise PayloadTooLargeError(f"{_clip(url)} is over the limit of {max_bytes} bytes")
+            raise PayloadTooLargeError(f"{clip(url)} is over the limit of {max_bytes} bytes")
         chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _safe_name(name: str | None) -> str | None:
@@ -310,6 +252,43 @@ def _filename(disposition: str | None, final_url: str) -> str | None:
     return last if last and "." in last else None
 
 
+HeadersFor = Callable[[str], Mapping[str, str]]  # host name -> headers for a request to it (credentials)
+
+
+def _no_headers(_host: str) -> Mapping[str, str]:
+    return {}
+
+
+@contextlib.contextmanager
+def _follow(
+    url: str,
+    policy: UrlPolicy,
+    timing: _Timing,
+    headers: Mapping[str, str],
+    headers_for: HeadersFor,
+    max_redirects: int,
+    resolve: Resolver | None,
+) -> Iterator[tuple[urllib3.BaseHTTPResponse, str]]:
+    """The first answer that is not a redirect, and the URL that gave it: every hop checked."""
+    current = url
+    for _ in range(max_redirects + 1):
+        target = _parse(current)
+        addresses = _checked_addresses(target, policy, resolve or _system_resolve)
+        hop_headers = {**headers, **headers_for(target.host)}  # credentials only to the host they are for
+        response, pool = _open(target, addresses, timing, extra_headers=hop_headers)
+        try:
+            location = response.headers.get("Location")
+            if response.status in _REDIRECTS and location:
+                current = urljoin(current, location.strip())
+                continue
+            yield response, current
+            return
+        finally:
+            response.close()
+            pool.close()
+    raise MediaError(f"too many redirects (more than {max_redirects}) fetching {clip(url)}")
+
+
 def fetch_url(
     url: str,
     *,
@@ -320,28 +299,57 @@ def fetch_url(
     resolve: Resolver | None = None,
 ) -> Fetched:
     """GETs ``url`` (following checked redirects) and returns its body; raises MediaError otherwise."""
-    deadline = time.monotonic() + timeout_s
-    current = url
-    for _ in range(max_redirects + 1):
-        target = _parse(current)
-        addresses = _checked_addresses(target, policy, resolve or _system_resolve)
-        response, pool = _open(target, addresses, deadline, timeout_s)
-        try:
-            location = response.headers.get("Location")
-            if response.status in _REDIRECTS and location:
-                current = urljoin(current, location.strip())
-                continue
-            if not 200 <= response.status < 300:
-                status = f"{response.status} {response.reason or ''}".strip()
-                raise MediaError(f"fetching {_clip(current)} failed: the server answered HTTP {status}")
-            data = _read_body(response, current, max_bytes, deadline, timeout_s)
-            content_type = (response.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
-            filename = _filename(response.headers.get("Content-Disposition"), current)
-            return Fetched(data, content_type or None, current, filename)
-        finally:
-            response.close()
-            pool.close()
-    raise MediaError(f"too many redirects (more than {max_redirects}) fetching {_clip(url)}")
+    timing = _Timing.overall(timeout_s)
+    with _follow(url, policy, timing, {}, _no_headers, max_redirects, resolve) as (response, current):
+        if not 200 <= response.status < 300:
+            status = f"{response.status} {response.reason or ''}".strip()
+            raise MediaError(f"fetching {clip(current)} failed: the server answered HTTP {status}")
+        data = _read_body(response, current, max_bytes, timing)
+        content_type = (response.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
+        filename = _filename(response.headers.get("Content-Disposition"), current)
+        return Fetched(data, content_type or None, current, filename)
+
+
+@dataclass(frozen=True)
+class Stream:
+    """An answer whose body is read as it comes (``open_stream``): whatever its status."""
+
+    status: int
+    reason: str
+    headers: Mapping[str, str]
+    url: str  # after redirects
+    _response: urllib3.BaseHTTPResponse
+    _timing: _Timing
+
+    def chunks(self, size: int) -> Iterator[bytes]:
+        """The body, ``size`` bytes at most at a time; BodyCutError if the connection fails."""
+        while chunk := _read_chunk(self._response, self.url, size, self._timing):
+            yield chunk
+
+
+@contextlib.contextmanager
+def open_stream(
+    url: str,
+    *,
+    policy: UrlPolicy,
+    connect_timeout_s: float,
+    read_timeout_s: float,
+    headers: Mapping[str, str] | None = None,
+    headers_for: HeadersFor = _no_headers,
+    max_redirects: int = 5,
+    resolve: Resolver | None = None,
+) -> Iterator[Stream]:
+    """GETs ``url`` through the same guard as ``fetch_url`` (every redirect checked), waiting at most
+    ``connect_timeout_s`` per connect and ``read_timeout_s`` per read (no overall deadline: a large file
+    takes what it takes). ``headers_for(host)`` adds headers for one host only (a token is never sent on
+    to another host a redirect leads to). Raises MediaError when refused or unreachable."""
+    timing = _Timing(read_timeout_s, connect_timeout_s, None)
+    with _follow(url, policy, timing, headers or {}, headers_for, max_redirects, resolve) as (
+        response,
+        final,
+    ):
+        content_headers = {k.lower(): v for k, v in response.headers.items()}
+        yield Stream(response.status, response.reason or "", content_headers, final, response, timing)
 
 
 def check_url(url: str, policy: UrlPolicy, resolve: Resolver | None = None) -> None:
@@ -362,14 +370,14 @@ def post(
     """POSTs ``body`` to ``url`` through the same guard as a fetch (the connection goes to the checked
     address; redirects are not followed) and returns the HTTP status; raises MediaError when refused
     or unreachable. The answer's body is read up to a small limit and dropped."""
-    deadline = time.monotonic() + timeout_s
+    timing = _Timing.overall(timeout_s)
     target = _parse(url)
     addresses = _checked_addresses(target, policy, resolve or _system_resolve)
-    response, pool = _open(target, addresses, deadline, timeout_s, "POST", body, headers)
+    response, pool = _open(target, addresses, timing, "POST", body, headers)
     try:
         # Its status is all we want: a long or stalled answer after it changes nothing.
         with contextlib.suppress(MediaError):
-            _read_body(response, url, _CHUNK, deadline, timeout_s)
+            _read_body(response, url, _CHUNK, timing)
         return response.status
     finally:
         response.release_conn()

@@ -25,8 +25,9 @@ from comfyjobs.errors import (
 )
 from comfyjobs.jobs.record import InputRef
 from comfyjobs.manifests.registry import Workflow
-from comfyjobs.media.fetch import UrlPolicy, fetch_url
+from comfyjobs.media.fetch import fetch_url
 from comfyjobs.media.probe import require_kind
+from comfyjobs.media.url_policy import UrlPolicy
 from comfyjobs.storage.assets import ASSET_ID, Asset, AssetRecords, ingest_bytes
 from comfyjobs.storage.objects import ObjectStore
 

@@ -18,10 +18,11 @@ import requests
 
 from comfyjobs import __version__
 from comfyjobs.errors import ModelDownloadError
+from comfyjobs.media.url_policy import UrlPolicy
 from comfyjobs.provision.checksums import sha256_file
 from comfyjobs.provision.hf_fetch import HfFetcher
 from comfyjobs.provision.models_ini import HfSource, ModelEntry
-from comfyjobs.provision.url_fetch import fetch_url
+from comfyjobs.provision.url_fetch import Transfer, fetch_url
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,9 @@ def download_models(
             cache_dir=hf_cache_dir,
         )
 
+        # models.ini is the operator's own file: its URLs may point anywhere, a NAS on the LAN included.
+        transfer = Transfer(UrlPolicy.anywhere(), connect_timeout_s, read_timeout_s)
+
         def fetch(entry: ModelEntry, final: Path) -> int:
             if isinstance(entry.source, HfSource):
                 return hf.fetch(entry.source, final, sha256=entry.sha256)
@@ -78,9 +82,7 @@ def download_models(
                 entry.source.url,
                 final,
                 sha256=entry.sha256,
-                session=session,
-                connect_timeout_s=connect_timeout_s,
-                read_timeout_s=read_timeout_s,
+                transfer=transfer,
                 show_progress=progress,
                 label=entry.target,
             )

@@ -13,8 +13,11 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import requests
 from huggingface_hub import constants as hf_constants
@@ -32,7 +35,6 @@ from huggingface_hub.utils.tqdm import silent_tqdm
 from comfyjobs.errors import ModelDownloadError
 from comfyjobs.provision.checksums import verify_sha256
 from comfyjobs.provision.models_ini import HfSource
-from comfyjobs.provision.url_fetch import describe_request_failure
 
 log = logging.getLogger(__name__)
 
@@ -165,3 +167,46 @@ def _root_cause(exc: BaseException) -> str:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0]
+
+
+def describe_request_failure(exc: requests.RequestException, url: str, timeout_s: tuple[float, float]) -> str:
+    """One line that says what went wrong before any response: DNS, refused, unreachable, timed out."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    where = f"{host}:{parts.port}" if parts.port else host
+    connect_timeout_s, read_timeout_s = timeout_s
+    if isinstance(exc, requests.ConnectTimeout):
+        return (
+            f"cannot connect to {where}: no answer within {connect_timeout_s:g} s (host down or unreachable)"
+        )
+    if isinstance(exc, requests.exceptions.SSLError):
+        return f"TLS handshake with {where} failed: {_short(exc)}"
+    if isinstance(exc, requests.ConnectionError):
+        for cause in _causes(exc):
+            if isinstance(cause, socket.gaierror):
+                return f"cannot resolve host name {host}: {cause.strerror or cause}"
+            if isinstance(cause, OSError) and isinstance(cause.errno, int):
+                return f"cannot connect to {where}: {os.strerror(cause.errno)}"
+        return f"connection to {where} failed: {_short(exc)}"
+    if isinstance(exc, requests.ReadTimeout):
+        return f"{where} accepted the connection but did not answer within {read_timeout_s:g} s"
+    return f"request to {where} failed: {_short(exc)}"
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and everything it wraps: requests → urllib3 (``reason``, args) → the socket error."""
+    seen: set[int] = set()
+    pending: list[BaseException] = [exc]
+    while pending:
+        current = pending.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        linked = [current.__cause__, current.__context__, getattr(current, "reason", None), *current.args]
+        pending.extend(e for e in linked if isinstance(e, BaseException))
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."

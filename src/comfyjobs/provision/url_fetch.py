@@ -1,5 +1,9 @@
-"""Plain http(s) downloads that resume: `<final>.part` grows across attempts and runs, and gets its final name
-only once it is complete and its checksum (if given) matches.
+"""Downloads of large files over http(s) that resume: `<final>.part` grows across attempts and runs, and gets
+its final name only once it is complete and its checksum (if given) matches.
+
+The one downloader of models: models.ini's URLs (an operator's: ``UrlPolicy.anywhere()``) and models on
+demand (a client's: MODEL_URL_ALLOWLIST's policy, the SSRF guard of URL inputs). Connections go through
+``media.fetch.open_stream``: every address and every redirect checked, credentials only to their host.
 
 Failing to connect fails at once (no retry loop: a host that is down now will be down in a second too);
 a connection that breaks mid-file is resumed with a Range request, a bounded number of times.
@@ -8,15 +12,11 @@ a connection that breaks mid-file is resumed with a Range request, a bounded num
 from __future__ import annotations
 
 import logging
-import os
 import re
-import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
-import requests
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -28,7 +28,9 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from comfyjobs.errors import ModelDownloadError
+from comfyjobs.errors import BodyCutError, MediaError, ModelDownloadError
+from comfyjobs.media.fetch import HeadersFor, Stream, open_stream
+from comfyjobs.media.url_policy import UrlPolicy
 from comfyjobs.provision.checksums import verify_sha256
 
 log = logging.getLogger(__name__)
@@ -66,14 +68,24 @@ def part_path(final: Path) -> Path:
     return final.with_name(final.name + ".part")
 
 
+@dataclass(frozen=True)
+class Transfer:
+    """Where and how a download may connect."""
+
+    policy: UrlPolicy
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 60.0
+    headers_for: HeadersFor = lambda _host: {}
+    # content type (or None) -> why a file of that type is refused, or None
+    refuse_type: Callable[[str | None], str | None] = lambda _type: None
+
+
 def fetch_url(
     url: str,
     final: Path,
     *,
     sha256: str | None,
-    session: requests.Session,
-    connect_timeout_s: float,
-    read_timeout_s: float,
+    transfer: Transfer,
     show_progress: bool,
     label: str,
     on_bytes: OnBytes | None = None,
@@ -92,8 +104,7 @@ def fetch_url(
         bar = _Bar(progress, progress.add_task(label, total=None))
         for _ in range(MAX_ATTEMPTS):
             try:
-                timeouts = (connect_timeout_s, read_timeout_s)
-                if _fetch_once(url, part, session, timeouts, bar, label, on_bytes, max_bytes):
+                if _fetch_once(url, part, transfer, bar, label, on_bytes, max_bytes):
                     break
             except _InterruptedError as exc:
                 resumes += 1
@@ -117,8 +128,7 @@ def fetch_url(
 def _fetch_once(
     url: str,
     part: Path,
-    session: requests.Session,
-    timeout_s: tuple[float, float],
+    transfer: Transfer,
     bar: _Bar,
     label: str,
     on_bytes: OnBytes | None = None,
@@ -131,63 +141,84 @@ def _fetch_once(
     if offset:
         headers["Range"] = f"bytes={offset}-"
     try:
-        response = session.get(url, headers=headers, stream=True, timeout=timeout_s)
-    except requests.RequestException as exc:
-        raise ModelDownloadError(describe_request_failure(exc, url, timeout_s)) from exc
+        with open_stream(
+            url,
+            policy=transfer.policy,
+            connect_timeout_s=transfer.connect_timeout_s,
+            read_timeout_s=transfer.read_timeout_s,
+            headers=headers,
+            headers_for=transfer.headers_for,
+        ) as response:
+            return _receive(response, part, offset, transfer, bar, label, on_bytes, max_bytes)
+    except BodyCutError as exc:
+        raise _InterruptedError(str(exc)) from exc
+    except MediaError as exc:
+        raise ModelDownloadError(exc.message) from exc
 
-    with response:
-        status = response.status_code
-        content_range = _parse_content_range(response.headers.get("Content-Range"))
-        if status == 416 and offset:
-            total = content_range[1] if content_range else None
-            if total == offset:
-                return True  # an earlier run got every byte but stopped before renaming
-            log.warning(
-                "%s: stale partial file (%d bytes, server has %s); starting again", label, offset, total
-            )
+
+def _receive(
+    response: Stream,
+    part: Path,
+    offset: int,
+    transfer: Transfer,
+    bar: _Bar,
+    label: str,
+    on_bytes: OnBytes | None,
+    max_bytes: int | None,
+) -> bool:
+    status = response.status
+    content_range = _parse_content_range(response.headers.get("content-range"))
+    if status == 416 and offset:
+        total = content_range[1] if content_range else None
+        if total == offset:
+            return True  # an earlier run got every byte but stopped before renaming
+        log.warning("%s: stale partial file (%d bytes, server has %s); starting again", label, offset, total)
+        part.unlink()
+        return False
+    if status == 206:
+        if content_range is None or content_range[0] != offset:
+            log.warning("%s: server answered a different range (%s); starting again", label, content_range)
             part.unlink()
             return False
-        if status == 206:
-            if content_range is None or content_range[0] != offset:
-                log.warning(
-                    "%s: server answered a different range (%s); starting again", label, content_range
-                )
-                part.unlink()
-                return False
-            total = content_range[1]
-            mode = "ab"
-        elif status == 200:
-            if offset:
-                log.info("%s: server does not resume (ignored Range); starting again", label)
-            offset = 0
-            length = response.headers.get("Content-Length")
-            total = int(length) if length and length.isdigit() else None
-            mode = "wb"
-        else:
-            raise ModelDownloadError(_http_status_reason(response))
+        total = content_range[1]
+        mode = "ab"
+    elif status == 200:
+        if offset:
+            log.info("%s: server does not resume (ignored Range); starting again", label)
+        offset = 0
+        length = response.headers.get("content-length")
+        total = int(length) if length and length.isdigit() else None
+        mode = "wb"
+    else:
+        raise ModelDownloadError(_http_status_reason(response))
+    content_type = (response.headers.get("content-type") or "").split(";", 1)[0].strip().lower() or None
+    refused = transfer.refuse_type(content_type)
+    if refused is not None:
+        part.unlink(missing_ok=True)
+        raise ModelDownloadError(refused)
 
-        written = offset
-        if max_bytes is not None and total is not None and total > max_bytes:
-            part.unlink(missing_ok=True)
-            raise ModelDownloadError(f"the file is {total} bytes, over the limit of {max_bytes}")
-        bar.progress.update(bar.task, total=total, completed=offset)
-        try:
-            with part.open(mode) as f:
-                for chunk in response.iter_content(CHUNK_BYTES):
-                    f.write(chunk)
-                    written += len(chunk)
-                    if max_bytes is not None and written > max_bytes:
-                        raise _TooLargeError(f"over the limit of {max_bytes} bytes")
-                    bar.progress.update(bar.task, completed=written)
-                    if on_bytes is not None:
-                        on_bytes(written, total)
-        except _TooLargeError as exc:
-            part.unlink(missing_ok=True)
-            raise ModelDownloadError(f"the file is {exc}") from None
-        except requests.RequestException as exc:  # before OSError: requests' errors are OSErrors too
-            raise _InterruptedError(f"after {written} bytes: {_short(exc)}") from exc
-        except OSError as exc:
-            raise ModelDownloadError(f"cannot write {part}: {exc}") from exc
+    written = offset
+    if max_bytes is not None and total is not None and total > max_bytes:
+        part.unlink(missing_ok=True)
+        raise ModelDownloadError(f"the file is {total} bytes, over the limit of {max_bytes}")
+    bar.progress.update(bar.task, total=total, completed=offset)
+    try:
+        with part.open(mode) as f:
+            for chunk in response.chunks(CHUNK_BYTES):
+                f.write(chunk)
+                written += len(chunk)
+                if max_bytes is not None and written > max_bytes:
+                    raise _TooLargeError(f"over the limit of {max_bytes} bytes")
+                bar.progress.update(bar.task, completed=written)
+                if on_bytes is not None:
+                    on_bytes(written, total)
+    except _TooLargeError as exc:
+        part.unlink(missing_ok=True)
+        raise ModelDownloadError(f"the file is {exc}") from None
+    except BodyCutError as exc:  # before OSError: the connection's, not the file's
+        raise _InterruptedError(f"after {written} bytes: {exc.message}") from exc
+    except OSError as exc:
+        raise ModelDownloadError(f"cannot write {part}: {exc}") from exc
 
     if total is not None and written < total:
         raise _InterruptedError(f"got {written} of {total} bytes")
@@ -197,35 +228,11 @@ def _fetch_once(
     return True
 
 
-def describe_request_failure(exc: requests.RequestException, url: str, timeout_s: tuple[float, float]) -> str:
-    """One line that says what went wrong before any response: DNS, refused, unreachable, timed out."""
-    parts = urlsplit(url)
-    host = parts.hostname or "?"
-    where = f"{host}:{parts.port}" if parts.port else host
-    connect_timeout_s, read_timeout_s = timeout_s
-    if isinstance(exc, requests.ConnectTimeout):
-        return (
-            f"cannot connect to {where}: no answer within {connect_timeout_s:g} s (host down or unreachable)"
-        )
-    if isinstance(exc, requests.exceptions.SSLError):
-        return f"TLS handshake with {where} failed: {_short(exc)}"
-    if isinstance(exc, requests.ConnectionError):
-        for cause in _causes(exc):
-            if isinstance(cause, socket.gaierror):
-                return f"cannot resolve host name {host}: {cause.strerror or cause}"
-            if isinstance(cause, OSError) and isinstance(cause.errno, int):
-                return f"cannot connect to {where}: {os.strerror(cause.errno)}"
-        return f"connection to {where} failed: {_short(exc)}"
-    if isinstance(exc, requests.ReadTimeout):
-        return f"{where} accepted the connection but did not answer within {read_timeout_s:g} s"
-    return f"request to {where} failed: {_short(exc)}"
-
-
-def _http_status_reason(response: requests.Response) -> str:
-    reason = f"HTTP {response.status_code} {response.reason or ''}".rstrip()
-    if response.status_code in (401, 403):
+def _http_status_reason(response: Stream) -> str:
+    reason = f"HTTP {response.status} {response.reason or ''}".rstrip()
+    if response.status in (401, 403):
         return f"{reason} (the file needs credentials or is not public)"
-    if response.status_code == 404:
+    if response.status == 404:
         return f"{reason} (no such file at this URL)"
     return reason
 
@@ -238,25 +245,6 @@ def _parse_content_range(value: str | None) -> tuple[int | None, int | None] | N
     start = int(match["start"]) if match["start"] is not None else None
     total = int(match["total"]) if match["total"] != "*" else None
     return start, total
-
-
-def _causes(exc: BaseException) -> Iterator[BaseException]:
-    """``exc`` and everything it wraps: requests → urllib3 (``reason``, args) → the socket error."""
-    seen: set[int] = set()
-    pending: list[BaseException] = [exc]
-    while pending:
-        current = pending.pop(0)
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        yield current
-        linked = [current.__cause__, current.__context__, getattr(current, "reason", None), *current.args]
-        pending.extend(e for e in linked if isinstance(e, BaseException))
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _progress_bar(enabled: bool) -> Progress:

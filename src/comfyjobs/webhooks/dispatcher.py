@@ -34,7 +34,8 @@ from comfyjobs import keys
 from comfyjobs.errors import MediaError, QueueUnavailableError
 from comfyjobs.jobs.changes import ChangeHub
 from comfyjobs.jobs.record import JobRecord
-from comfyjobs.media.fetch import UrlPolicy, post
+from comfyjobs.media.fetch import post
+from comfyjobs.media.url_policy import UrlPolicy
 from comfyjobs.webhooks.deliveries import Deliveries, Delivery, Result
 
 log = logging.getLogger(__name__)
