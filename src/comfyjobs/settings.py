@@ -204,7 +204,37 @@ class Settings(BaseSettings):
     )
 
     # --- Model downloads ---------------------------------------------------------------------------
-    hf_token: str | None = Field(default=None, description="Hugging Face token for gated/private models.")
+    hf_token: SecretStr | None = Field(
+        default=None,
+        description="Hugging Face token for gated/private models (sent only to huggingface.co; never "
+        "logged).",
+    )
+    civitai_token: SecretStr | None = Field(
+        default=None, description="Civitai API token for model URLs on civitai.com (never logged)."
+    )
+    model_url_allowlist: str = Field(
+        default="huggingface.co,civitai.com",
+        description="Hosts a model given as a URL may come from, comma-separated: a name (its sub-domains "
+        "too), an IP or a CIDR. Its redirects may lead elsewhere, but never to a private address unless "
+        "listed here.",
+    )
+    model_max_bytes: Annotated[int, Field(gt=0)] = Field(
+        default=64 * 1024**3, description="Largest model file a URL may bring (bytes)."
+    )
+    model_cache_dir: Path | None = Field(
+        default=None,
+        description="The host's cache of models fetched on demand (default: DATA_DIR/model-cache); share "
+        "it between the workers of one host so each file is downloaded once.",
+    )
+    model_cache_max_gb: Annotated[float, Field(gt=0)] | None = Field(
+        default=None,
+        description="Cap of the model cache: past it the least recently used models no job uses go.",
+    )
+    models_shared_dir: Path | None = Field(
+        default=None,
+        description="A shared, read-only models tree (a NAS mount, same folder layout as MODEL_DIR) that "
+        "each worker's ComfyUI also reads, through extra_model_paths.",
+    )
 
     # --- Workers -----------------------------------------------------------------------------------
     worker_heartbeat_s: Annotated[float, Field(gt=0)] = 5.0
@@ -251,7 +281,15 @@ class Settings(BaseSettings):
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         return upper
 
-    @field_validator("input_url_allowlist", "webhook_url_allowlist")
+    @property
+    def model_cache_root(self) -> Path:
+        return self.model_cache_dir if self.model_cache_dir is not None else self.data_dir / "model-cache"
+
+    @property
+    def model_cache_max_bytes(self) -> int | None:
+        return None if self.model_cache_max_gb is None else int(self.model_cache_max_gb * 1024**3)
+
+    @field_validator("input_url_allowlist", "webhook_url_allowlist", "model_url_allowlist")
     @classmethod
     def _allowlist_parses(cls, value: str) -> str:
         from comfyjobs.media.url_policy import UrlPolicy  # the one parser of these entries

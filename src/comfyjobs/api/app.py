@@ -37,6 +37,7 @@ from comfyjobs.jobs.reconciler import Reconciler
 from comfyjobs.jobs.store import AsyncJobStore
 from comfyjobs.media.resolve import MediaLimits, MediaResolver
 from comfyjobs.media.url_policy import UrlPolicy
+from comfyjobs.provision.model_refs import ModelUrls
 from comfyjobs.settings import Settings
 from comfyjobs.storage.assets import AssetRecords
 from comfyjobs.storage.objects import ObjectStore, open_object_store
@@ -132,6 +133,7 @@ def create_app(settings: Settings) -> FastAPI:
                 hold_s=settings.job_ttl_s,
             ),
             webhook_policy=UrlPolicy(settings.webhook_allowlist, setting="WEBHOOK_URL_ALLOWLIST"),
+            model_urls=ModelUrls.from_settings(settings),
         )
         reconciler = Reconciler(client, store, settings.queue_name, settings.reconcile_interval_s)
         sweeper = RetentionSweeper(client, objects, settings.retention_interval_s)

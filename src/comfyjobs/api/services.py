@@ -19,6 +19,7 @@ from comfyjobs.jobs.record import JobRecord
 from comfyjobs.jobs.store import AsyncJobStore
 from comfyjobs.media.resolve import MediaResolver
 from comfyjobs.media.url_policy import UrlPolicy
+from comfyjobs.provision.model_refs import ModelUrls
 from comfyjobs.settings import Settings
 from comfyjobs.storage.assets import AssetRecords
 from comfyjobs.storage.objects import ObjectStore
@@ -41,6 +42,7 @@ class Services:
     rate: RateLimiter
     graphs: GraphIntake  # raw graphs (the v2 API): policy, assets, the workers' object_info
     webhook_policy: UrlPolicy  # where webhook targets may be (WEBHOOK_URL_ALLOWLIST)
+    model_urls: ModelUrls  # which models a client may give as URLs (MODEL_URL_ALLOWLIST)
 
 
 async def owned_task(svc: Services, task_id: str, caller: Principal) -> JobRecord:

@@ -37,6 +37,7 @@ from comfyjobs.manifests.patching import build_graph
 from comfyjobs.manifests.registry import Workflow
 from comfyjobs.manifests.schema import LoraSpec
 from comfyjobs.media.fetch import check_url
+from comfyjobs.provision.model_refs import source_of
 from comfyjobs.tenancy import Principal
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ async def submit(
     await check_webhook_url(svc, webhook_url)
     models = await svc.models.lists(workflow.model_folders)
     params = resolve_params(workflow, request, models.get)
+    await check_model_urls(svc, workflow, params)
     media = await svc.media.resolve(workflow, params, caller.tenant)
     record = JobRecord(
         task_id=uuid.uuid4().hex,
@@ -134,6 +136,27 @@ def job_models(workflow: Workflow, params: dict[str, Any], loras: Mapping[str, L
     if not workflow.model_folders and not models_of(workflow.template):
         return []
     return models_of(build_graph(workflow, params, loras))
+
+
+async def check_model_urls(svc: Services, workflow: Workflow, params: dict[str, Any]) -> None:
+    """Each model parameter given as a URL: from a host of MODEL_URL_ALLOWLIST, resolving only to
+    addresses the SSRF guard allows (its redirects are checked as the worker follows them)."""
+    problems = []
+    for param in workflow.model_parameters:
+        source = None if param.fixed else source_of(params.get(param.name))
+        if source is None:
+            continue
+        field = f"params.{param.name}"
+        refused = svc.model_urls.refusal(source.url)
+        if refused is None:
+            try:
+                await asyncio.to_thread(check_url, source.url, svc.model_urls.policy)
+            except MediaError as exc:
+                refused = exc.message
+        if refused is not None:
+            problems.append(FieldProblem(field, refused))
+    if problems:
+        raise InvalidParamsError(problems)
 
 
 async def check_webhook_url(svc: Services, url: str | None) -> None:

@@ -156,7 +156,7 @@ def _run(args: argparse.Namespace) -> int:
             args.file,
             settings.model_dir,
             allow_missing=args.allow_missing,
-            hf_token=settings.hf_token,
+            hf_token=settings.hf_token.get_secret_value() if settings.hf_token else None,
         )
     if args.command == "smoke-model":
         from comfyjobs.comfy.smoke_model import write_smoke_checkpoint

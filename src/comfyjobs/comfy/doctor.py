@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from comfyjobs.manifests.registry import Parameter, Registry, Workflow
+from comfyjobs.provision.model_refs import source_of
 from comfyjobs.storage.models import MODEL_EXTENSIONS
 
 # Which ComfyUI input types can hold a parameter's values.
@@ -31,6 +32,8 @@ _COMPATIBLE_TYPES = {
     "video": {"COMBO", "STRING"},
     "audio": {"COMBO", "STRING"},
     "file": {"COMBO", "STRING"},
+    # A model loader's file list; a URL's file is downloaded and linked into the folder per job.
+    "model": {"COMBO", "STRING"},
 }
 
 
@@ -106,10 +109,10 @@ def _check_param_target(param: Parameter, where: str, spec: InputSpec, found: _F
     if options is None or param.is_media:
         return  # a media input's file is uploaded per job: not in ComfyUI's list beforehand
     for value in _values_of(param):
-        if value is None or value in options:
+        if value is None or value in options or (param.is_model and source_of(value) is not None):
             continue
-        if param.choices_from is not None or _looks_like_model(value):
-            found.missing_models.add(f"{param.choices_from or 'models'}/{value}")
+        if param.choices_from is not None or param.is_model or _looks_like_model(value):
+            found.missing_models.add(f"{param.choices_from or param.folder or 'models'}/{value}")
         else:
             found.problems.append(f"{where}: ComfyUI does not offer {value!r}")
 

@@ -55,6 +55,7 @@ class ComfyInstance:
     model_dir: Path
     gpu: int | None  # None: run on the CPU
     extra_args: tuple[str, ...] = ()
+    shared_model_dir: Path | None = None  # MODELS_SHARED_DIR: read beside model_dir (a NAS mount)
 
     @property
     def base_url(self) -> str:
@@ -102,6 +103,9 @@ class ComfyInstance:
             (self.model_dir / folder).mkdir(parents=True, exist_ok=True)
         lines = ["comfyjobs:", f"  base_path: {self.model_dir.resolve()}", "  is_default: true"]
         lines += [f"  {folder}: {folder}/" for folder in MODEL_FOLDERS]
+        if self.shared_model_dir is not None:
+            lines += ["comfyjobs_shared:", f"  base_path: {self.shared_model_dir.resolve()}"]
+            lines += [f"  {folder}: {folder}/" for folder in MODEL_FOLDERS]
         # Our one custom node package: the Host/Origin guard (comfyui_nodes/comfyjobs_guard).
         lines += ["comfyjobs_nodes:", f"  custom_nodes: {GUARD_NODES_DIR}"]
         (self.instance_dir / "extra_model_paths.yaml").write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -40,6 +40,10 @@ class Progress(BaseModel):
     percent: float = 0.0
     node: str | None = None
     node_type: str | None = None
+    # "downloading": the worker fetches the job's models first (bytes_done of bytes_total, None: unknown)
+    stage: Literal["downloading"] | None = None
+    bytes_done: int | None = None
+    bytes_total: int | None = None
 
 
 OutputKind = Literal["image", "animated_image", "video", "audio", "text", "file"]

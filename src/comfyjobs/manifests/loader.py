@@ -165,6 +165,8 @@ def _check_shape(m: dict[str, Any], problems: _Problems, file: str, key: str) ->
         problems.add(file, key, f"min ({m['min']}) is greater than max ({m['max']})")
     if kind != "string" and m.get("max_length") is not None:
         problems.add(file, key, f"max_length applies to string parameters (type is {kind})")
+    if (kind == "model") != (m.get("folder") is not None):
+        problems.add(file, key, "a model parameter needs `folder` (its model folder), and only it has one")
     if kind in MEDIA_TYPES and m.get("default") is not None:
         problems.add(
             file, f"{key}.default", f"{kind} parameters have no default (null, or leave it required)"
@@ -237,6 +239,7 @@ def _build_workflow(
             max_length=m.get("max_length"),
             choices=tuple(m["choices"]) if m.get("choices") is not None else None,
             choices_from=m.get("choices_from"),
+            folder=m.get("folder"),
             nullable=nullable,
             example=m.get("example"),
             targets=tuple(targets),
@@ -277,6 +280,7 @@ def _build_workflow(
         time_limit_s=spec.time_limit_s,
         request_model=request_model,
         labels=frozenset(spec.requires.labels),
+        models=tuple(spec.models),
     )
 
 

@@ -19,6 +19,7 @@ from pydantic_core import PydanticCustomError
 
 from comfyjobs.errors import FieldProblem, InvalidParamsError
 from comfyjobs.manifests.registry import RANDOM, Parameter, Workflow
+from comfyjobs.provision.model_refs import ModelRef, is_url
 
 # Seeds drawn by the server stay within what every ComfyUI sampler accepts.
 RANDOM_SEED_MAX = 2**32 - 1
@@ -73,6 +74,8 @@ def value_type(param: Parameter) -> Any:
         base = Annotated[StrictBool, BeforeValidator(_parse_bool)]
     elif param.is_media:  # an asset id, an http(s) URL or a data: URL; checked by media.resolve
         base = Annotated[str, Field(min_length=1)]
+    elif param.is_model:  # a file name in its folder, or a URL ({url, sha256}): models on demand
+        base = Annotated[str, Field(min_length=1, max_length=2048)] | ModelRef
     elif param.choices is not None:
         base = Literal[param.choices]
     else:  # choices_from a model folder: any name here, checked against the folder by resolve_params
@@ -142,16 +145,19 @@ def resolve_params(workflow: Workflow, request: BaseModel, list_models: ModelLis
             low = int(param.minimum) if param.minimum is not None else 0
             high = int(param.maximum) if param.maximum is not None else RANDOM_SEED_MAX
             values[param.name] = low + secrets.randbelow(min(high - low, RANDOM_SEED_MAX) + 1)
-        elif param.choices_from is not None and value is not None:
-            available = list_models(param.choices_from)
+        elif (folder := param.choices_from or param.folder) is not None and value is not None:
+            if param.is_model and (isinstance(value, dict) or is_url(value)):
+                continue  # a URL: checked by api.submit against MODEL_URL_ALLOWLIST
+            available = list_models(folder)
             if available is None:
                 continue  # not known yet (no worker has reported): the job waits for one that has it
             if value not in available:
                 shown = ", ".join(available[:20]) or "none installed"
+                also = " or an http(s) URL" if param.is_model else ""
                 problems.append(
                     FieldProblem(
                         field=f"params.{param.name}",
-                        reason=f"{value!r} is not in the {param.choices_from} folder (available: {shown})",
+                        reason=f"{value!r} is not in the {folder} folder{also} (available: {shown})",
                     )
                 )
     if problems:

@@ -12,6 +12,7 @@ from typing import Any
 from comfyjobs.errors import FieldProblem, InvalidParamsError
 from comfyjobs.manifests.registry import Target, Workflow
 from comfyjobs.manifests.schema import LoraSpec
+from comfyjobs.provision.model_refs import linked_name, source_of
 
 
 def apply_lora_prompt(prompt: str, lora: LoraSpec) -> str:
@@ -46,6 +47,9 @@ def build_graph(
     if missing:
         raise InvalidParamsError([FieldProblem(f"params.{name}", "missing") for name in missing])
     values = {p.name: (p.value if p.fixed else params[p.name]) for p in workflow.parameters.values()}
+    for param in workflow.model_parameters:  # a URL: the name its file is linked under (the worker's)
+        if (source := source_of(values[param.name])) is not None:
+            values[param.name] = linked_name(source)
 
     if workflow.prompt_parameter is not None:
         for param in workflow.parameters.values():

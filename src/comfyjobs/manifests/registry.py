@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from comfyjobs.errors import WorkflowNotFoundError
-from comfyjobs.manifests.schema import MEDIA_TYPES, LoraSpec, ParamType
+from comfyjobs.manifests.schema import MEDIA_TYPES, LoraSpec, ModelSpec, ParamType
 
 RANDOM = "random"
 
@@ -44,6 +44,12 @@ class Parameter:
     targets: tuple[Target, ...]
     fixed: bool = False
     value: Any = None
+    folder: str | None = None  # a model parameter's model folder
+
+    @property
+    def is_model(self) -> bool:
+        """A model file: a name in ``folder``, or a URL the worker downloads (models on demand)."""
+        return self.type == "model"
 
     @property
     def is_media(self) -> bool:
@@ -69,6 +75,7 @@ class Parameter:
             ("max_length", self.max_length),
             ("choices", list(self.choices) if self.choices is not None else None),
             ("choices_from", self.choices_from),
+            ("folder", self.folder),
             ("example", self.example),
         ):
             if val is not None:
@@ -89,6 +96,7 @@ class Workflow:
     time_limit_s: float | None
     request_model: type[BaseModel] = field(compare=False, repr=False)
     labels: frozenset[str] = frozenset()  # WORKER_LABELS a worker needs to take its jobs (`requires`)
+    models: tuple[ModelSpec, ...] = ()  # files a worker lacking them downloads (manifest `models`)
 
     @property
     def public_parameters(self) -> list[Parameter]:
@@ -96,8 +104,12 @@ class Workflow:
 
     @property
     def model_folders(self) -> set[str]:
-        """The model folders its parameters choose from (`choices_from`)."""
-        return {p.choices_from for p in self.public_parameters if p.choices_from is not None}
+        """The model folders its parameters choose from (`choices_from`, a model parameter's `folder`)."""
+        return {folder for p in self.public_parameters if (folder := p.choices_from or p.folder) is not None}
+
+    @property
+    def model_parameters(self) -> list[Parameter]:
+        return [p for p in self.parameters.values() if p.is_model]
 
     @property
     def media_parameters(self) -> list[Parameter]:

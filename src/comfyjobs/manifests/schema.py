@@ -11,8 +11,10 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 ParamType = Literal[
-    "string", "integer", "number", "boolean", "choice", "image", "mask", "video", "audio", "file"
+    "string", "integer", "number", "boolean", "choice", "image", "mask", "video", "audio", "file", "model"
 ]
+# A `model` parameter's value is a file name in its `folder`, or a URL ({url, sha256}) the worker downloads
+# into its host's model cache and links into that folder (models on demand).
 # Media parameters: the value is an asset id, an http(s) URL or a data: URL; the worker hands the file to
 # its ComfyUI (POST /upload/image) and writes the uploaded name into the target (LoadImage.image, ...).
 MediaType = Literal["image", "mask", "video", "audio", "file"]
@@ -82,6 +84,7 @@ class ParameterSpec(_Strict):
     max_length: int | None = Field(default=None, ge=1)
     choices: list[Scalar] | None = None
     choices_from: ModelFolder | None = None
+    folder: ModelFolder | None = Field(default=None, description="A model parameter's model folder.")
     nullable: bool = False
     example: Any = None
     targets: list[TargetSpec] = Field(default_factory=list)
@@ -110,6 +113,15 @@ class Requirements(_Strict):
     )
 
 
+class ModelSpec(_Strict):
+    """A model file a workflow's template loads, and where a worker without it downloads it from."""
+
+    folder: ModelFolder
+    name: str = Field(min_length=1, description="Its name in the folder, as the template names it.")
+    url: str = Field(min_length=1, description="http(s) URL of the file (MODEL_URL_ALLOWLIST applies).")
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
+
+
 class WorkflowSpec(_Strict):
     template: str = Field(min_length=1, description="File name under the workflows folder (API format).")
     description: str = ""
@@ -119,6 +131,9 @@ class WorkflowSpec(_Strict):
     )
     time_limit_s: float | None = Field(default=None, gt=0)
     requires: Requirements = Field(default_factory=Requirements)
+    models: list[ModelSpec] = Field(
+        default_factory=list, description="Model files a worker downloads (once per host) if it lacks them."
+    )
 
 
 class LoraSpec(_Strict):

@@ -22,7 +22,7 @@ from comfyjobs import keys
 from comfyjobs.comfy.client import ComfyClient
 from comfyjobs.comfy.doctor import WorkflowAvailability
 from comfyjobs.errors import ComfyError
-from comfyjobs.worker.capabilities import Capabilities, capabilities
+from comfyjobs.worker.capabilities import Capabilities, Fetchable, capabilities
 from comfyjobs.worker.catalog import WorkerCatalog
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,9 @@ class AvailabilityMonitor:
         client: ComfyClient,
         redis_client: redis.Redis,
         on_change: Callable[[], None] = lambda: None,
+        fetchable: Fetchable = lambda _model: False,
     ) -> None:
+        self._fetchable = fetchable
         self._catalog = catalog
         self._labels = labels
         self._client = client
@@ -61,7 +63,7 @@ class AvailabilityMonitor:
             log.warning("could not check workflows against ComfyUI: %s", exc)
             return self._result
         self._publish(object_info)
-        found, result = capabilities(self._catalog, object_info, self._labels)
+        found, result = capabilities(self._catalog, object_info, self._labels, self._fetchable)
         for workflow_id, availability in result.items():
             if not availability.ready:
                 log.warning("workflow %s cannot run here: %s", workflow_id, availability.model_dump())

@@ -7,7 +7,7 @@ model files it lists) and its WORKER_LABELS; and, for the others, why not (shown
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +17,7 @@ from comfyjobs.errors import ComfyJobsError
 from comfyjobs.jobs.queue import job_class
 from comfyjobs.jobs.record import RAW_GRAPH
 from comfyjobs.manifests.registry import Workflow
+from comfyjobs.manifests.schema import ModelSpec
 from comfyjobs.worker.catalog import WorkerCatalog
 
 log = logging.getLogger(__name__)
@@ -46,8 +47,27 @@ def why_not(found: WorkflowAvailability, workflow: Workflow, labels: frozenset[s
     return "; ".join(reasons) or None
 
 
+Fetchable = Callable[[ModelSpec], bool]  # whether this worker may download a listed model (its URL)
+
+
+def _without_fetchable(
+    found: WorkflowAvailability, workflow: Workflow, fetchable: Fetchable
+) -> WorkflowAvailability:
+    """A missing model the workflow's `models` list gives a URL for that this worker may download is not
+    missing: the worker downloads it before the job runs."""
+    fetched = {n for m in workflow.models if fetchable(m) for n in (m.name, f"{m.folder}/{m.name}")}
+    missing = [m for m in found.missing_models if m not in fetched]
+    if len(missing) == len(found.missing_models):
+        return found
+    ready = not (missing or found.missing_nodes or found.problems)
+    return found.model_copy(update={"missing_models": missing, "ready": ready})
+
+
 def capabilities(
-    catalog: WorkerCatalog, object_info: Mapping[str, Any], labels: frozenset[str]
+    catalog: WorkerCatalog,
+    object_info: Mapping[str, Any],
+    labels: frozenset[str],
+    fetchable: Fetchable = lambda _model: False,
 ) -> tuple[Capabilities, dict[str, WorkflowAvailability]]:
     """This worker's classes over every kept version, and the active version's availability per workflow
     (what the heartbeat shows as before)."""
@@ -67,7 +87,7 @@ def capabilities(
             log.warning("catalog %s not checked: %s", short(version), exc)
             continue
         for workflow_id, workflow in registry.workflows.items():
-            found = check_workflow(workflow, object_info)
+            found = _without_fetchable(check_workflow(workflow, object_info), workflow, fetchable)
             reason = why_not(found, workflow, labels)
             if version == active.version:  # (only labels lacking: said as a problem)
                 checked[workflow_id] = found if not found.ready or reason is None else _lacking(reason)

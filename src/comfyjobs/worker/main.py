@@ -38,6 +38,8 @@ from comfyjobs.heartbeat import DeviceMemory, Heartbeat, WorkerBeat, devices_of
 from comfyjobs.jobs.delivery import PIPELINE_DEPTH, JobMessages, make_celery
 from comfyjobs.jobs.record import utc_now
 from comfyjobs.jobs.worker_store import JobStore
+from comfyjobs.provision.model_cache import ModelCache
+from comfyjobs.provision.model_refs import ModelUrls
 from comfyjobs.settings import Settings
 from comfyjobs.storage.models import list_model_folder
 from comfyjobs.storage.objects import open_object_store
@@ -46,6 +48,7 @@ from comfyjobs.worker import tasks
 from comfyjobs.worker.availability import AvailabilityMonitor
 from comfyjobs.worker.catalog import WorkerCatalog
 from comfyjobs.worker.job_guard import Guards
+from comfyjobs.worker.on_demand import OnDemandModels
 from comfyjobs.worker.parking import ArrivalsListener, Parking
 from comfyjobs.worker.runner import LoadedModels, WorkerContext
 from comfyjobs.worker.warmup import Warmup
@@ -152,6 +155,7 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
         port=settings.comfyui_base_port + (gpu or 0),
         instance_dir=settings.comfy_instances_dir / device,
         model_dir=settings.model_dir,
+        shared_model_dir=settings.models_shared_dir,
         gpu=gpu,
         extra_args=preview_args(settings) + tuple(settings.comfyui_extra_args.split()),
     )
@@ -168,7 +172,17 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
     feed = PromptFeed(client.ws_url)  # one websocket for the job threads' prompts
     guards: Guards | None = None
     parking = Parking()
-    availability = AvailabilityMonitor(catalog, settings.labels, client, redis_client, parking.wake)
+    model_urls = ModelUrls.from_settings(settings)
+    on_demand = OnDemandModels(
+        ModelCache(settings.model_cache_root, settings.model_cache_max_bytes, model_urls.download),
+        model_urls,
+        settings.model_dir,
+        settings.models_shared_dir,
+        on_fetched=lambda: availability.invalidate(),
+    )
+    availability = AvailabilityMonitor(
+        catalog, settings.labels, client, redis_client, parking.wake, fetchable=on_demand.fetchable
+    )
     arrivals = ArrivalsListener(
         redis_client, settings.queue_name, lambda: availability.capabilities.runs, parking
     )
@@ -286,6 +300,7 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
                 stopping=stopping,
                 parking=parking,
                 runs=lambda: availability.capabilities.runs,
+                on_demand=on_demand,
             )
         )
         tasks.register(app)

@@ -48,6 +48,7 @@ class ProgressWriter:
         self._node: tuple[str, float] | None = None  # the node executing now (its class), since when
         self._node_times: list[tuple[str, float]] = []
         self._ended_at: float | None = None
+        self._download_written_at = float("-inf")
 
     @property
     def last(self) -> Progress:
@@ -73,6 +74,22 @@ class ProgressWriter:
             return list(self._node_times)
         node_type, since = self._node
         return [*self._node_times, (node_type, self._end() - since)]
+
+    def downloading(self, done: int, total: int | None) -> None:
+        """The job's models are being fetched: ``done`` bytes of ``total`` (of the file under way)."""
+        now = self._clock()
+        finished = total is not None and done >= total
+        if not finished and now - self._download_written_at < self._interval_s:
+            return
+        self._download_written_at = now
+        percent = round(100.0 * done / total, 1) if total else 0.0
+        progress = Progress(stage="downloading", bytes_done=done, bytes_total=total, percent=percent)
+        try:
+            self._store.update(
+                self._task_id, expect=self._expect, status=JobStatus.PROGRESS, progress=progress
+            )
+        except QueueUnavailableError as exc:
+            log.warning("task %s: download progress not recorded: %s", self._task_id, exc)
 
     def __call__(self, event: ComfyEvent) -> None:
         try:

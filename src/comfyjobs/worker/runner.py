@@ -24,6 +24,7 @@ from comfyjobs.errors import (
     ComfyJobsError,
     ComfyUnavailableError,
     JobTimeoutError,
+    ModelDownloadError,
     ObjectNotFoundError,
     QueueUnavailableError,
     StorageError,
@@ -37,6 +38,7 @@ from comfyjobs.storage.outputs import OutputSaver
 from comfyjobs.worker.catalog import WorkerCatalog
 from comfyjobs.worker.inputs import StagedInputs
 from comfyjobs.worker.job_guard import Guards, JobGuard
+from comfyjobs.worker.on_demand import OnDemandModels
 from comfyjobs.worker.parking import Parking
 from comfyjobs.worker.progress import ProgressWriter
 from comfyjobs.worker.warmup import Warmup
@@ -63,6 +65,7 @@ class WorkerContext:
     stopping: threading.Event  # set when the worker begins to shut down: no more jobs are taken
     parking: Parking  # job threads that found only jobs this worker cannot run wait there
     runs: Callable[[], frozenset[str]]  # the job classes it can run (worker.capabilities)
+    on_demand: OnDemandModels  # models fetched by URL into the host's cache, linked for ComfyUI
 
 
 class LoadedModels:
@@ -195,7 +198,17 @@ def _run_leased(
         if not ctx.comfy.is_ready():
             raise ComfyUnavailableError("ComfyUI is not running on this worker")
         client = ctx.thread_client()
-        with StagedInputs(client, ctx.objects, ctx.comfy.instance.input_dir) as staged:
+
+        def downloading(done: int, total: int | None) -> None:
+            if guard.stopped:  # (the part downloaded stays for the next job to resume)
+                raise ModelDownloadError(f"download stopped: {guard.stopped}")
+            progress.downloading(done, total)
+
+        needs = ctx.on_demand.prepared(workflow, record.params, downloading) if workflow else None
+        with (
+            needs or contextlib.nullcontext(),
+            StagedInputs(client, ctx.objects, ctx.comfy.instance.input_dir) as staged,
+        ):
             if record.graph is not None:  # RAW_GRAPH: run as given (checked by the API when accepted)
                 graph = staged.stage_graph(record.graph, record.inputs)
             else:

@@ -1,0 +1,151 @@
+"""Models given by URL (models on demand): what a `type: model` parameter's value or a workflow's model
+list names, which URLs are allowed (MODEL_URL_ALLOWLIST), how they are fetched (tokens, content types,
+MODEL_MAX_BYTES), and the stable name a fetched file gets in ComfyUI's folder.
+
+Used by the API (a refused URL is a 422 at submit) and by the workers (checked again, then downloaded
+into the host's ``ModelCache`` and linked into ComfyUI's folder).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from comfyjobs.media.url_policy import UrlPolicy
+from comfyjobs.provision.model_cache import ModelSource
+from comfyjobs.provision.url_fetch import OnBytes, Transfer, fetch_url
+from comfyjobs.settings import Settings, comma_list
+from comfyjobs.storage.models import MODEL_EXTENSIONS
+
+ON_DEMAND = "on-demand"  # the sub-folder of each ComfyUI model folder where URL models are linked
+SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+_NOT_MODELS = ("text/", "image/", "video/", "audio/", "multipart/")
+_NOT_MODEL_SUBTYPES = ("json", "xml", "html", "javascript")
+
+
+class ModelRef(BaseModel):
+    """A model parameter's value as an object: its URL, and the sha256 its bytes must have."""
+
+    model_config = ConfigDict(extra="forbid", title="ModelUrl")
+
+    url: str = Field(min_length=1, max_length=2048, description="http(s) URL of the model file.")
+    sha256: str | None = Field(default=None, pattern=SHA256.pattern, description="Its sha256 (hex).")
+
+
+def is_url(value: Any) -> bool:
+    return isinstance(value, str) and value.lower().startswith(("http://", "https://"))
+
+
+def source_of(value: Any) -> ModelSource | None:
+    """The download a model value names (a URL, or ``{url, sha256}``); None: a file name in the folder."""
+    if isinstance(value, ModelRef):
+        value = value.model_dump()
+    if isinstance(value, Mapping):
+        sha = value.get("sha256")
+        return ModelSource(str(value["url"]), sha.lower() if isinstance(sha, str) else None)
+    if is_url(value):
+        return ModelSource(str(value))
+    return None
+
+
+def linked_name(source: ModelSource) -> str:
+    """The name a URL model has in ComfyUI's folder: stable for its content (or URL), with an extension
+    ComfyUI lists (a URL such as civitai's /api/download/models/123 has none)."""
+    name = source.name
+    if PurePosixPath(name).suffix.lower() not in MODEL_EXTENSIONS:
+        name += ".safetensors"
+    return f"{ON_DEMAND}/{source.key[:16]}-{name}"
+
+
+def _not_a_model(content_type: str | None) -> str | None:
+    if content_type is None:
+        return None
+    subtype = content_type.partition("/")[2]
+    if content_type.startswith(_NOT_MODELS) or any(word in subtype for word in _NOT_MODEL_SUBTYPES):
+        return f"the server sent {content_type}, not a model file (an error or login page?)"
+    return None
+
+
+def _host_matches(host: str, entry: str) -> bool:
+    return host == entry or host.endswith("." + entry)
+
+
+def _network(entry: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | tuple[()]:
+    """An allowlist entry as a network; () (contains nothing) for a host name."""
+    try:
+        return ipaddress.ip_network(entry, strict=False)
+    except ValueError:
+        return ()
+
+
+@dataclass(frozen=True)
+class ModelUrls:
+    """MODEL_URL_ALLOWLIST and the credentials for model hosts (HF_TOKEN, CIVITAI_TOKEN)."""
+
+    allowlist: tuple[str, ...]
+    max_bytes: int
+    tokens: Mapping[str, str]  # host (and its sub-domains) -> bearer token
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ModelUrls:
+        tokens = {}
+        if settings.hf_token is not None:
+            tokens["huggingface.co"] = settings.hf_token.get_secret_value()
+        if settings.civitai_token is not None:
+            tokens["civitai.com"] = settings.civitai_token.get_secret_value()
+        entries = tuple(e.strip().lower().rstrip(".") for e in comma_list(settings.model_url_allowlist))
+        return cls(tuple(e for e in entries if e), settings.model_max_bytes, tokens)
+
+    @property
+    def policy(self) -> UrlPolicy:
+        """The SSRF guard: private addresses only for the hosts and networks listed."""
+        return UrlPolicy(self.allowlist, setting="MODEL_URL_ALLOWLIST")
+
+    def refusal(self, url: str) -> str | None:
+        """Why a client may not give this URL as a model (None: it may; its addresses are checked when
+        it is resolved)."""
+        try:
+            parts = urlsplit(url)
+            host = (parts.hostname or "").lower().rstrip(".")
+        except ValueError as exc:
+            return f"not a valid URL: {exc}"
+        if parts.scheme.lower() not in ("http", "https") or not host:
+            return "must be an http(s) URL or a file name in the model folder"
+        try:
+            address = ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            address = None
+        for entry in self.allowlist:
+            if address is None and _host_matches(host, entry):
+                return None
+            if address is not None and address in _network(entry):
+                return None
+        listed = ", ".join(self.allowlist) or "none"
+        return f"host {host} is not in MODEL_URL_ALLOWLIST (allowed: {listed})"
+
+    def headers_for(self, host: str) -> dict[str, str]:
+        host = host.lower().rstrip(".")
+        for domain, token in self.tokens.items():
+            if _host_matches(host, domain):
+                return {"Authorization": f"Bearer {token}"}
+        return {}
+
+    def transfer(self) -> Transfer:
+        return Transfer(self.policy, headers_for=self.headers_for, refuse_type=_not_a_model)
+
+    def download(self, url: str, final: Path, sha256: str | None, on_bytes: OnBytes) -> int:
+        """A ``ModelCache`` download: resumable, verified, within MODEL_MAX_BYTES, through the guard."""
+        return fetch_url(
+            url, final, sha256=sha256, transfer=self.transfer(), show_progress=False,
+            label=final.name, on_bytes=on_bytes, max_bytes=self.max_bytes,
+        )  # fmt: skip
+
+
+__all__ = ["ON_DEMAND", "ModelRef", "ModelUrls", "is_url", "linked_name", "source_of"]
