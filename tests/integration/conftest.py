@@ -147,6 +147,8 @@ def service(redis_url: str, model_dir: Path, tmp_path_factory: pytest.TempPathFa
         WORKER_LINGER_S="60",
         # Every step's progress is written (not four a second), so a test sees each one whatever the speed.
         PROGRESS_INTERVAL_S="0",
+        # Model URLs of the tests' local file server (tests/integration/test_models_on_demand.py).
+        MODEL_URL_ALLOWLIST="huggingface.co,civitai.com,127.0.0.1",
     )
     api = start(["api"], env, data_dir / "api.log")
     worker = start(["worker", "--cpu"], env, data_dir / "worker.log")
