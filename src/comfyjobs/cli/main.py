@@ -62,6 +62,12 @@ def _parser() -> argparse.ArgumentParser:
     download.add_argument("--file", type=Path, default=Path("install/configs/models.ini"))
     download.add_argument("--model-dir", type=Path, help="models folder (default: MODEL_DIR)")
     download.add_argument("--allow-missing", action="store_true", help="exit 0 even if some downloads fail")
+    report = models_sub.add_parser(
+        "report", help="per folder: files, size, last used, the workflows using them; the cache and its cap"
+    )
+    report.add_argument("--json", action="store_true", help="machine-readable output")
+    prune = models_sub.add_parser("prune", help="the model cache back under MODEL_CACHE_MAX_GB (LRU)")
+    prune.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
 
     nodes = sub.add_parser("nodes", help="custom nodes")
     nodes_sub = nodes.add_subparsers(dest="nodes_command", required=True, metavar="ACTION")
@@ -149,6 +155,12 @@ def _run(args: argparse.Namespace) -> int:
         from comfyjobs.cli.doctor import run_doctor
 
         return run_doctor(settings, comfyui_url=args.comfyui_url, as_json=args.json)
+    if args.command == "models" and args.models_command in ("report", "prune"):
+        from comfyjobs.cli.models import run_models_prune, run_models_report
+
+        if args.models_command == "report":
+            return run_models_report(settings, as_json=args.json)
+        return run_models_prune(settings, dry_run=args.dry_run)
     if args.command == "models":
         from comfyjobs.provision.cli import run_models_download
 
