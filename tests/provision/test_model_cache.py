@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from comfyjobs.errors import ModelDownloadError
+from comfyjobs.manifests.model_values import ModelSource
 from comfyjobs.media.url_policy import UrlPolicy
-from comfyjobs.provision.model_cache import ModelCache, ModelSource
+from comfyjobs.provision.model_cache import ModelCache
 from comfyjobs.provision.url_fetch import Transfer, fetch_url
 from tests.provision.fileserver import FileServer, Route, running_file_server
 

@@ -12,8 +12,8 @@ import pytest
 from pydantic import SecretStr
 
 from comfyjobs.errors import ModelDownloadError
-from comfyjobs.provision.model_cache import ModelSource
-from comfyjobs.provision.model_refs import ModelUrls, linked_name, source_of
+from comfyjobs.manifests.model_values import ModelSource, linked_name, source_of
+from comfyjobs.provision.model_refs import ModelUrls
 from comfyjobs.settings import Settings
 from tests.provision.fileserver import FileServer, Route, running_file_server
 

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from comfyjobs.errors import ModelDownloadError
+from comfyjobs.manifests.model_values import linked_name, source_of
 from comfyjobs.manifests.registry import Workflow
 from comfyjobs.provision.model_cache import ModelCache
-from comfyjobs.provision.model_refs import ModelUrls, linked_name, source_of
+from comfyjobs.provision.model_refs import ModelUrls
 from comfyjobs.settings import Settings
 from comfyjobs.worker.on_demand import OnDemandModels
 from tests.manifests.helpers import base_params, load, write_manifests

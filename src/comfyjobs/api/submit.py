@@ -32,12 +32,12 @@ from comfyjobs.graphs.models import models_of
 from comfyjobs.jobs.queue import PRIORITY_DEFAULT
 from comfyjobs.jobs.record import JobRecord
 from comfyjobs.jobs.store import Admission
+from comfyjobs.manifests.model_values import source_of
 from comfyjobs.manifests.params import resolve_params
 from comfyjobs.manifests.patching import build_graph
 from comfyjobs.manifests.registry import Workflow
 from comfyjobs.manifests.schema import LoraSpec
 from comfyjobs.media.fetch import check_url
-from comfyjobs.provision.model_refs import source_of
 from comfyjobs.tenancy import Principal
 
 log = logging.getLogger(__name__)

@@ -15,8 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from comfyjobs.manifests.model_values import source_of
 from comfyjobs.manifests.registry import Parameter, Registry, Workflow
-from comfyjobs.provision.model_refs import source_of
 from comfyjobs.storage.models import MODEL_EXTENSIONS
 
 # Which ComfyUI input types can hold a parameter's values.

@@ -18,8 +18,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, 
 from pydantic_core import PydanticCustomError
 
 from comfyjobs.errors import FieldProblem, InvalidParamsError
+from comfyjobs.manifests.model_values import ModelRef, source_of
 from comfyjobs.manifests.registry import RANDOM, Parameter, Workflow
-from comfyjobs.provision.model_refs import ModelRef, is_url
 
 # Seeds drawn by the server stay within what every ComfyUI sampler accepts.
 RANDOM_SEED_MAX = 2**32 - 1
@@ -146,7 +146,7 @@ def resolve_params(workflow: Workflow, request: BaseModel, list_models: ModelLis
             high = int(param.maximum) if param.maximum is not None else RANDOM_SEED_MAX
             values[param.name] = low + secrets.randbelow(min(high - low, RANDOM_SEED_MAX) + 1)
         elif (folder := param.choices_from or param.folder) is not None and value is not None:
-            if param.is_model and (isinstance(value, dict) or is_url(value)):
+            if param.is_model and source_of(value) is not None:
                 continue  # a URL: checked by api.submit against MODEL_URL_ALLOWLIST
             available = list_models(folder)
             if available is None:

@@ -10,9 +10,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from comfyjobs.errors import FieldProblem, InvalidParamsError
+from comfyjobs.manifests.model_values import linked_name, source_of
 from comfyjobs.manifests.registry import Target, Workflow
 from comfyjobs.manifests.schema import LoraSpec
-from comfyjobs.provision.model_refs import linked_name, source_of
 
 
 def apply_lora_prompt(prompt: str, lora: LoraSpec) -> str:

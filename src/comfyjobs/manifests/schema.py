@@ -10,6 +10,8 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from comfyjobs.manifests.model_values import SHA256
+
 ParamType = Literal[
     "string", "integer", "number", "boolean", "choice", "image", "mask", "video", "audio", "file", "model"
 ]
@@ -119,7 +121,7 @@ class ModelSpec(_Strict):
     folder: ModelFolder
     name: str = Field(min_length=1, description="Its name in the folder, as the template names it.")
     url: str = Field(min_length=1, description="http(s) URL of the file (MODEL_URL_ALLOWLIST applies).")
-    sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
+    sha256: str | None = Field(default=None, pattern=SHA256.pattern)
 
 
 class WorkflowSpec(_Strict):

@@ -21,46 +21,26 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import logging
 import os
-import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
-from urllib.parse import unquote, urlsplit
 
 from comfyjobs.errors import ModelDownloadError
+from comfyjobs.manifests.model_values import ModelSource
+from comfyjobs.provision.url_fetch import OnBytes
 
 log = logging.getLogger(__name__)
 
 USED = ".used"
-_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 # (url, final path, sha256 or None, on_bytes(done, total)) -> size: a resumable download that leaves
-# nothing at ``final`` unless complete and verified (provision.url_fetch.fetch_url, bound to a session).
-Download = Callable[[str, Path, str | None, Callable[[int, int | None], None]], int]
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    url: str
-    sha256: str | None = None  # lower-case hex; when given, the file must hash to it
-
-    @property
-    def key(self) -> str:
-        if self.sha256 is not None:
-            return self.sha256
-        return "url-" + hashlib.sha256(self.url.encode()).hexdigest()
-
-    @property
-    def name(self) -> str:
-        """The file's name: the URL's last path segment, made safe (the cache key keeps it unique)."""
-        last = unquote(urlsplit(self.url).path.rstrip("/").rsplit("/", 1)[-1])
-        return _SAFE_NAME.sub("_", last).strip("._") or "model"
+# nothing at ``final`` unless complete and verified (``ModelUrls.download``: provision.url_fetch's).
+Download = Callable[[str, Path, str | None, OnBytes], int]
 
 
 @dataclass(frozen=True)
@@ -96,9 +76,7 @@ class ModelCache:
         return self.root / key
 
     @contextlib.contextmanager
-    def use(
-        self, source: ModelSource, on_bytes: Callable[[int, int | None], None] = lambda done, total: None
-    ) -> Iterator[Path]:
+    def use(self, source: ModelSource, on_bytes: OnBytes = lambda done, total: None) -> Iterator[Path]:
         """The cached file of ``source``, downloaded first if it is not there (once per host: others
         wait for that download), held in use (not evicted) until the block ends. Raises
         ModelDownloadError with the reason; nothing half-written is left under the file's name."""

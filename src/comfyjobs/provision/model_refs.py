@@ -1,6 +1,5 @@
-"""Models given by URL (models on demand): what a `type: model` parameter's value or a workflow's model
-list names, which URLs are allowed (MODEL_URL_ALLOWLIST), how they are fetched (tokens, content types,
-MODEL_MAX_BYTES), and the stable name a fetched file gets in ComfyUI's folder.
+"""Models given by URL (models on demand): which URLs are allowed (MODEL_URL_ALLOWLIST), and how they are
+fetched (tokens, content types, MODEL_MAX_BYTES). What a value names is ``manifests.model_values``.
 
 Used by the API (a refused URL is a 422 at submit) and by the workers (checked again, then downloaded
 into the host's ``ModelCache`` and linked into ComfyUI's folder).
@@ -9,59 +8,18 @@ into the host's ``ModelCache`` and linked into ComfyUI's folder).
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
-from typing import Any
+from functools import cached_property
+from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from comfyjobs.media.url_policy import UrlPolicy
-from comfyjobs.provision.model_cache import ModelSource
 from comfyjobs.provision.url_fetch import OnBytes, Transfer, fetch_url
 from comfyjobs.settings import Settings, comma_list
-from comfyjobs.storage.models import MODEL_EXTENSIONS
 
-ON_DEMAND = "on-demand"  # the sub-folder of each ComfyUI model folder where URL models are linked
-SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 _NOT_MODELS = ("text/", "image/", "video/", "audio/", "multipart/")
 _NOT_MODEL_SUBTYPES = ("json", "xml", "html", "javascript")
-
-
-class ModelRef(BaseModel):
-    """A model parameter's value as an object: its URL, and the sha256 its bytes must have."""
-
-    model_config = ConfigDict(extra="forbid", title="ModelUrl")
-
-    url: str = Field(min_length=1, max_length=2048, description="http(s) URL of the model file.")
-    sha256: str | None = Field(default=None, pattern=SHA256.pattern, description="Its sha256 (hex).")
-
-
-def is_url(value: Any) -> bool:
-    return isinstance(value, str) and value.lower().startswith(("http://", "https://"))
-
-
-def source_of(value: Any) -> ModelSource | None:
-    """The download a model value names (a URL, or ``{url, sha256}``); None: a file name in the folder."""
-    if isinstance(value, ModelRef):
-        value = value.model_dump()
-    if isinstance(value, Mapping):
-        sha = value.get("sha256")
-        return ModelSource(str(value["url"]), sha.lower() if isinstance(sha, str) else None)
-    if is_url(value):
-        return ModelSource(str(value))
-    return None
-
-
-def linked_name(source: ModelSource) -> str:
-    """The name a URL model has in ComfyUI's folder: stable for its content (or URL), with an extension
-    ComfyUI lists (a URL such as civitai's /api/download/models/123 has none)."""
-    name = source.name
-    if PurePosixPath(name).suffix.lower() not in MODEL_EXTENSIONS:
-        name += ".safetensors"
-    return f"{ON_DEMAND}/{source.key[:16]}-{name}"
 
 
 def _not_a_model(content_type: str | None) -> str | None:
@@ -103,7 +61,7 @@ class ModelUrls:
         entries = tuple(e.strip().lower().rstrip(".") for e in comma_list(settings.model_url_allowlist))
         return cls(tuple(e for e in entries if e), settings.model_max_bytes, tokens)
 
-    @property
+    @cached_property
     def policy(self) -> UrlPolicy:
         """The SSRF guard: private addresses only for the hosts and networks listed."""
         return UrlPolicy(self.allowlist, setting="MODEL_URL_ALLOWLIST")
@@ -148,4 +106,4 @@ class ModelUrls:
         )  # fmt: skip
 
 
-__all__ = ["ON_DEMAND", "ModelRef", "ModelUrls", "is_url", "linked_name", "source_of"]
+__all__ = ["ModelUrls"]

@@ -16,14 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from comfyjobs.errors import ModelDownloadError
+from comfyjobs.manifests.model_values import ModelSource, linked_name, source_of
 from comfyjobs.manifests.registry import Workflow
 from comfyjobs.manifests.schema import ModelSpec
-from comfyjobs.provision.model_cache import ModelCache, ModelSource
-from comfyjobs.provision.model_refs import ModelUrls, linked_name, source_of
+from comfyjobs.provision.model_cache import ModelCache
+from comfyjobs.provision.model_refs import ModelUrls
+from comfyjobs.provision.url_fetch import OnBytes
 
 log = logging.getLogger(__name__)
-
-OnBytes = Callable[[int, int | None], None]
 
 
 class OnDemandModels:
