@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from rich.filesize import decimal
+
 from comfyjobs.catalog.store import opened
 from comfyjobs.cli import exit_codes
 from comfyjobs.errors import ComfyJobsError
@@ -107,25 +109,17 @@ def report(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _size(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"
-
-
 def _print_report(data: Mapping[str, Any]) -> None:
     print(f"workflows from: {data['workflows_from']}")
     for folder, files in sorted(data["folders"].items()):
-        print(f"{folder}/ ({len(files)} files, {_size(sum(f['size_bytes'] for f in files))})")
+        print(f"{folder}/ ({len(files)} files, {decimal(sum(f['size_bytes'] for f in files))})")
         for f in files:
             used_by = ", ".join(f["workflows"]) or "no workflow"
             tag = " [cache]" if f["cached"] else " [shared]" if f["where"] == "shared" else ""
-            print(f"  {f['name']}{tag}  {_size(f['size_bytes'])}  last used {f['last_used']}  ({used_by})")
+            print(f"  {f['name']}{tag}  {decimal(f['size_bytes'])}  last used {f['last_used']}  ({used_by})")
     cache = data["cache"]
-    cap = _size(cache["max_bytes"]) if cache["max_bytes"] is not None else "no cap"
-    print(f"cache {cache['dir']}: {len(cache['files'])} files, {_size(cache['size_bytes'])} of {cap}")
+    cap = decimal(cache["max_bytes"]) if cache["max_bytes"] is not None else "no cap"
+    print(f"cache {cache['dir']}: {len(cache['files'])} files, {decimal(cache['size_bytes'])} of {cap}")
 
 
 def run_models_report(settings: Settings, *, as_json: bool) -> int:
@@ -145,12 +139,12 @@ def run_models_prune(settings: Settings, *, dry_run: bool) -> int:
     gone = on_demand.cache.evict(dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
     for model in gone:
-        print(f"{verb} {model.path.name} ({_size(model.size_bytes)}, key {model.key[:16]})")
+        print(f"{verb} {model.path.name} ({decimal(model.size_bytes)}, key {model.key[:16]})")
     if not dry_run:
         for link in on_demand.prune_links():
             print(f"removed link {os.fspath(link)}")
     left = on_demand.cache.size_bytes() - (sum(m.size_bytes for m in gone) if dry_run else 0)
-    print(f"{verb} {len(gone)} file(s); the cache {'would hold' if dry_run else 'holds'} {_size(left)}")
+    print(f"{verb} {len(gone)} file(s); the cache {'would hold' if dry_run else 'holds'} {decimal(left)}")
     return exit_codes.OK
 
 

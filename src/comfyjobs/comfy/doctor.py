@@ -111,8 +111,8 @@ def _check_param_target(param: Parameter, where: str, spec: InputSpec, found: _F
     for value in _values_of(param):
         if value is None or value in options or (param.is_model and source_of(value) is not None):
             continue
-        if param.choices_from is not None or param.is_model or _looks_like_model(value):
-            found.missing_models.add(f"{param.choices_from or param.folder or 'models'}/{value}")
+        if param.model_folder is not None or _looks_like_model(value):
+            found.missing_models.add(f"{param.model_folder or 'models'}/{value}")
         else:
             found.problems.append(f"{where}: ComfyUI does not offer {value!r}")
 

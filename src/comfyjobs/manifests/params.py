@@ -145,7 +145,7 @@ def resolve_params(workflow: Workflow, request: BaseModel, list_models: ModelLis
             low = int(param.minimum) if param.minimum is not None else 0
             high = int(param.maximum) if param.maximum is not None else RANDOM_SEED_MAX
             values[param.name] = low + secrets.randbelow(min(high - low, RANDOM_SEED_MAX) + 1)
-        elif (folder := param.choices_from or param.folder) is not None and value is not None:
+        elif (folder := param.model_folder) is not None and value is not None:
             if param.is_model and source_of(value) is not None:
                 continue  # a URL: checked by api.submit against MODEL_URL_ALLOWLIST
             available = list_models(folder)

@@ -47,6 +47,11 @@ class Parameter:
     folder: str | None = None  # a model parameter's model folder
 
     @property
+    def model_folder(self) -> str | None:
+        """The model folder its values are files of: `choices_from`, or a model parameter's `folder`."""
+        return self.choices_from or self.folder
+
+    @property
     def is_model(self) -> bool:
         """A model file: a name in ``folder``, or a URL the worker downloads (models on demand)."""
         return self.type == "model"
@@ -105,7 +110,7 @@ class Workflow:
     @property
     def model_folders(self) -> set[str]:
         """The model folders its parameters choose from (`choices_from`, a model parameter's `folder`)."""
-        return {folder for p in self.public_parameters if (folder := p.choices_from or p.folder) is not None}
+        return {p.model_folder for p in self.public_parameters if p.model_folder is not None}
 
     @property
     def model_parameters(self) -> list[Parameter]:

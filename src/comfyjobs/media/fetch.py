@@ -66,9 +66,14 @@ class _Target:
     path: str  # request target: path and query
 
     @property
+    def authority(self) -> str:
+        """host:port, always with the port (what a connection goes to)."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @property
     def host_header(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return host if self.port == (443 if self.scheme == "https" else 80) else f"{host}:{self.port}"
+        default = self.port == (443 if self.scheme == "https" else 80)
+        return self.authority.rsplit(":", 1)[0] if default else self.authority
 
 
 def _parse(url: str) -> _Target:
@@ -202,8 +207,7 @@ def _open(
             raise _failure(exc, timing, target.url) from exc
         else:
             return response, pool
-    where = target.host_header if ":" in target.host_header else f"{target.host_header}:{target.port}"
-    raise MediaError(f"cannot connect to {clip(where)}: {reason}")
+    raise MediaError(f"cannot connect to {clip(target.authority)}: {reason}")
 
 
 def _read_chunk(response: urllib3.BaseHTTPResponse, url: str, size: int, timing: _Timing) -> bytes:
@@ -316,7 +320,7 @@ class Stream:
 
     status: int
     reason: str
-    headers: Mapping[str, str]
+    headers: Mapping[str, str]  # (case-insensitive)
     url: str  # after redirects
     _response: urllib3.BaseHTTPResponse
     _timing: _Timing
@@ -348,8 +352,7 @@ def open_stream(
         response,
         final,
     ):
-        content_headers = {k.lower(): v for k, v in response.headers.items()}
-        yield Stream(response.status, response.reason or "", content_headers, final, response, timing)
+        yield Stream(response.status, response.reason or "", response.headers, final, response, timing)
 
 
 def check_url(url: str, policy: UrlPolicy, resolve: Resolver | None = None) -> None:

@@ -221,8 +221,9 @@ class Guards:
             # Jobs guarded since the read began were not in it: one cancelled before these (the job
             # queued in ComfyUI behind a running one, cancelled first) must be deleted in the same call,
             # or this interrupt lets ComfyUI start it.
+            read = {id(g) for g in watched}
             with self._changed:
-                joined = [g for g in self._guards.values() if all(g is not w for w in watched)]
+                joined = [g for g in self._guards.values() if id(g) not in read]
             if joined:
                 stopped += self._cancelled(joined, None)
         self.cancel(stopped)

@@ -63,10 +63,13 @@ class OnDemandModels:
         return wanted
 
     @contextlib.contextmanager
-    def prepared(self, workflow: Workflow, params: dict[str, Any], on_bytes: OnBytes) -> Iterator[None]:
+    def prepared(
+        self, workflow: Workflow | None, params: dict[str, Any], on_bytes: OnBytes
+    ) -> Iterator[None]:
         """Every model the job needs in ComfyUI's folders, held in the cache (never evicted) until the
-        block ends. Raises ModelDownloadError naming the parameter or model and why."""
-        wanted = self._wanted(workflow, params)
+        block ends (``workflow`` None, a raw graph: none). Raises ModelDownloadError naming the
+        parameter or model and why."""
+        wanted = [] if workflow is None else self._wanted(workflow, params)
         if not wanted:
             yield
             return

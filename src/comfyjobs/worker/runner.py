@@ -204,9 +204,8 @@ def _run_leased(
                 raise ModelDownloadError(f"download stopped: {guard.stopped}")
             progress.downloading(done, total)
 
-        needs = ctx.on_demand.prepared(workflow, record.params, downloading) if workflow else None
         with (
-            needs or contextlib.nullcontext(),
+            ctx.on_demand.prepared(workflow, record.params, downloading),
             StagedInputs(client, ctx.objects, ctx.comfy.instance.input_dir) as staged,
         ):
             if record.graph is not None:  # RAW_GRAPH: run as given (checked by the API when accepted)
