@@ -16,7 +16,10 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
+from comfyjobs.catalog.bundle import read_bundle
+from comfyjobs.catalog.store import CatalogStore
 from comfyjobs.comfy.smoke_model import write_smoke_checkpoint
 from comfyjobs.comfy.smoke_upscaler import write_smoke_upscaler
 from tests.conftest import REPO, run_redis
@@ -187,3 +190,30 @@ def events(service: Service) -> Iterator[JobEvents]:
     watcher = JobEvents(service.redis_url)
     yield watcher
     watcher.close()
+
+
+@contextmanager
+def active_version(
+    service: Service, api: httpx.Client, manifests: Path, workflows: Path, shows: str
+) -> Iterator[str]:
+    """These folders published and activated as a catalog version for the block, until the API serves
+    it (its workflow ``shows`` listed), then the version active before back."""
+    client = redis.Redis.from_url(service.redis_url)
+    store = CatalogStore(client, "comfyjobs")
+    before = store.require_active()
+    bundle, registry = read_bundle(manifests, workflows)
+    version = store.publish(
+        bundle, source="test", keep=10, job_ttl_s=3600, workflows=list(registry.workflows)
+    )
+    store.activate(version.version)
+
+    def served() -> set[str]:
+        return {w["id"] for w in api.get("/workflows").json()}
+
+    try:
+        wait_for(lambda: shows in served(), timeout_s=10, what="the API to serve the version")
+        yield version.version
+    finally:
+        store.activate(before)
+        wait_for(lambda: shows not in served(), timeout_s=10, what="the version before back")
+        client.close()

@@ -11,12 +11,9 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
 
-from comfyjobs.catalog.bundle import read_bundle
-from comfyjobs.catalog.store import CatalogStore
 from tests.catalog.folders import copy_folders, edit_workflows
-from tests.integration.conftest import WORKER_READY_TIMEOUT_S, Service, start, stop
+from tests.integration.conftest import WORKER_READY_TIMEOUT_S, Service, active_version, start, stop
 from tests.integration.test_service import JOB_TIMEOUT_S, submit
 from tests.support import JobEvents, free_port, wait_for
 
@@ -24,31 +21,14 @@ from tests.support import JobEvents, free_port, wait_for
 @pytest.fixture
 def video_version(service: Service, api: httpx.Client, tmp_path: Path) -> Iterator[str]:
     """A version with `tiny-video` (tiny, requiring the `video` label), active during the test."""
-    client = redis.Redis.from_url(service.redis_url)
-    store = CatalogStore(client, "comfyjobs")
-    before = store.require_active()
     manifests, workflows = copy_folders(tmp_path)
 
     def add(wfs: dict[str, Any]) -> None:
         wfs["tiny-video"] = {**wfs["tiny"], "requires": {"labels": ["video"]}}
 
     edit_workflows(manifests, add)
-    bundle, registry = read_bundle(manifests, workflows)
-    version = store.publish(
-        bundle, source="test", keep=10, job_ttl_s=3600, workflows=list(registry.workflows)
-    )
-    store.activate(version.version)
-    try:
-        wait_for(lambda: "tiny-video" in _ids(api), timeout_s=10, what="the API to serve the version")
-        yield version.version
-    finally:
-        store.activate(before)
-        wait_for(lambda: "tiny-video" not in _ids(api), timeout_s=10, what="the shipped version back")
-        client.close()
-
-
-def _ids(api: httpx.Client) -> set[str]:
-    return {w["id"] for w in api.get("/workflows").json()}
+    with active_version(service, api, manifests, workflows, shows="tiny-video") as version:
+        yield version
 
 
 def _worker(api: httpx.Client, task_id: str, events: JobEvents) -> str:

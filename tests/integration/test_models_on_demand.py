@@ -13,16 +13,13 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
 import yaml
 
-from comfyjobs.catalog.bundle import read_bundle
-from comfyjobs.catalog.store import CatalogStore
 from tests.catalog.folders import copy_folders, edit_workflows
-from tests.integration.conftest import WORKER_READY_TIMEOUT_S, Service, start, stop
+from tests.integration.conftest import WORKER_READY_TIMEOUT_S, Service, active_version, start, stop
 from tests.integration.test_service import JOB_TIMEOUT_S, submit
 from tests.provision.fileserver import FileServer, Route, running_file_server
-from tests.support import JobEvents, free_port, wait_for
+from tests.support import JobEvents, free_port
 
 SMALL = {"prompt": "fox", "steps": 1, "width": 64, "height": 64}
 
@@ -46,9 +43,6 @@ def server(service: Service) -> Iterator[FileServer]:
 def fetcher_version(service: Service, api: httpx.Client, server: FileServer, tmp_path: Path) -> Iterator[str]:
     """A version with txt2img-url (its checkpoint a model parameter) and txt2img-listed (a checkpoint no
     worker has, listed with its URL), both for workers labelled `fetch`; active during the test."""
-    client = redis.Redis.from_url(service.redis_url)
-    store = CatalogStore(client, "comfyjobs")
-    before = store.require_active()
     manifests, workflows = copy_folders(tmp_path)
     base_path = manifests / "base.yaml"
     base = yaml.safe_load(base_path.read_text())
@@ -75,22 +69,8 @@ def fetcher_version(service: Service, api: httpx.Client, server: FileServer, tmp
         }  # fmt: skip
 
     edit_workflows(manifests, add)
-    bundle, registry = read_bundle(manifests, workflows)
-    version = store.publish(
-        bundle, source="test", keep=10, job_ttl_s=3600, workflows=list(registry.workflows)
-    )
-    store.activate(version.version)
-    try:
-        wait_for(lambda: "txt2img-url" in _ids(api), timeout_s=10, what="the API to serve the version")
-        yield version.version
-    finally:
-        store.activate(before)
-        wait_for(lambda: "txt2img-url" not in _ids(api), timeout_s=10, what="the shipped version back")
-        client.close()
-
-
-def _ids(api: httpx.Client) -> set[str]:
-    return {w["id"] for w in api.get("/workflows").json()}
+    with active_version(service, api, manifests, workflows, shows="txt2img-url") as version:
+        yield version
 
 
 def _task(api: httpx.Client, task_id: str) -> dict[str, Any]:

@@ -120,6 +120,17 @@ _BASE_PARAMS: dict[str, Any] = {
 }
 
 
+def model_param(**changes: Any) -> dict[str, Any]:
+    """`checkpoint` as a model parameter (a file name in checkpoints/, or a URL)."""
+    return {
+        "type": "model",
+        "folder": "checkpoints",
+        "default": "a.safetensors",
+        "targets": [{"title": "Loader", "input": "ckpt_name"}],
+        **changes,
+    }
+
+
 def base_params() -> dict[str, Any]:
     """A fresh copy of the fixture's base.yaml parameters, to edit in a test."""
     return copy.deepcopy(_BASE_PARAMS)

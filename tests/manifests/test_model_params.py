@@ -13,20 +13,14 @@ from comfyjobs.manifests.params import resolve_params, validate_params
 from comfyjobs.manifests.patching import build_graph
 from comfyjobs.manifests.registry import Workflow
 
-from .helpers import base_params, load, problems, write_manifests
+from .helpers import base_params, load, model_param, problems, write_manifests
 
 SHA = "cd" * 32
 
 
-def _model_params(**checkpoint: Any) -> dict[str, Any]:
+def _model_params() -> dict[str, Any]:
     params = base_params()
-    params["checkpoint"] = {
-        "type": "model",
-        "folder": "checkpoints",
-        "default": "a.safetensors",
-        "targets": [{"title": "Loader", "input": "ckpt_name"}],
-        **checkpoint,
-    }
+    params["checkpoint"] = model_param()
     return params
 
 

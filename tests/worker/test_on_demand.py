@@ -17,7 +17,7 @@ from comfyjobs.provision.model_cache import ModelCache
 from comfyjobs.provision.model_refs import ModelUrls
 from comfyjobs.settings import Settings
 from comfyjobs.worker.on_demand import OnDemandModels
-from tests.manifests.helpers import base_params, load, write_manifests
+from tests.manifests.helpers import base_params, load, model_param, write_manifests
 from tests.provision.fileserver import FileServer, Route, running_file_server
 
 BODY = b"weights" * 1000
@@ -34,12 +34,7 @@ def server() -> Iterator[FileServer]:
 
 def _workflow(tmp_path: Path, server: FileServer) -> Workflow:
     params = base_params()
-    params["checkpoint"] = {
-        "type": "model",
-        "folder": "checkpoints",
-        "default": "a.safetensors",
-        "targets": [{"title": "Loader", "input": "ckpt_name"}],
-    }
+    params["checkpoint"] = model_param()
     listed = [{"folder": "loras", "name": "none.safetensors", "url": server.url("/listed.safetensors")}]
     workflow = {"template": "t.json", "parameters": dict.fromkeys(params), "models": listed}
     return load(write_manifests(tmp_path / "manifests", params=params, workflow=workflow)).workflow("w")
