@@ -2,11 +2,14 @@
 given as a URL of a local file server (Range-capable), and a workflow whose checkpoint its `models` list
 gives by URL. Two jobs with one URL download it once; the task says `downloading` with bytes while it
 does; a URL outside MODEL_URL_ALLOWLIST is a 422; a redirect to a private address and a page that is
-not a model fail the job with a clear error."""
+not a model fail the job with a clear error; a job whose checkpoint no worker has waits, says why, and
+runs once the operator's `models download` gave a worker that checkpoint."""
 
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,10 +19,11 @@ import pytest
 import yaml
 
 from tests.catalog.folders import copy_folders, edit_workflows
+from tests.conftest import REPO
 from tests.integration.conftest import WORKER_READY_TIMEOUT_S, Service, active_version, start, stop
 from tests.integration.test_service import JOB_TIMEOUT_S, submit
 from tests.provision.fileserver import FileServer, Route, running_file_server
-from tests.support import JobEvents, free_port
+from tests.support import JobEvents, free_port, wait_for
 
 SMALL = {"prompt": "fox", "steps": 1, "width": 64, "height": 64}
 
@@ -30,6 +34,7 @@ def server(service: Service) -> Iterator[FileServer]:
     with running_file_server() as running:
         running.routes["/org/smoke.safetensors"] = Route(body=body)
         running.routes["/org/listed.safetensors"] = Route(body=body)
+        running.routes["/org/gained.safetensors"] = Route(body=body)
         running.routes["/org/login"] = Route(
             body=b"<html>sign in</html>", headers={"Content-Type": "text/html"}
         )
@@ -67,6 +72,11 @@ def fetcher_version(service: Service, api: httpx.Client, server: FileServer, tmp
             "models": [{"folder": "checkpoints", "name": "fetched-sd15.safetensors",
                         "url": server.url("/org/listed.safetensors"), "sha256": sha}],
         }  # fmt: skip
+        wfs["txt2img-gained"] = {
+            **wfs["txt2img"],
+            "parameters": {**params, "checkpoint": {"value": "gained-sd15.safetensors"}},
+            "requires": fetch,
+        }
 
     edit_workflows(manifests, add)
     with active_version(service, api, manifests, workflows, shows="txt2img-url") as version:
@@ -130,5 +140,24 @@ def test_a_worker_without_the_models_downloads_them_once_and_runs_the_jobs(
             len([p for p in (data / "model-cache").rglob("*") if p.is_file() and p.suffix != ".lock"])
             == 2 + 2
         )
+
+        # A job no worker can run says why, and runs once a worker gains the model by a download (the
+        # operator's `models download`: the worker sees its folders change at its next heartbeat).
+        gained = submit(api, "txt2img-gained", **SMALL, seed=4)
+        wait_for(
+            lambda: "missing model" in (_task(api, gained)["queue"]["blocked"] or ""),
+            timeout_s=30,
+            what="the job to say why it waits",
+        )
+        assert "gained-sd15.safetensors" in _task(api, gained)["queue"]["blocked"]
+        ini = tmp_path / "models.ini"
+        ini.write_text(f"[checkpoints]\ngained-sd15 = {server.url('/org/gained.safetensors')}\n")
+        download = subprocess.run(
+            [sys.executable, "-m", "comfyjobs", "models", "download", "--file", str(ini)],
+            env=env, cwd=REPO, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert download.returncode == 0, download.stdout + download.stderr
+        assert events.wait_terminal(gained, JOB_TIMEOUT_S) == "SUCCESS", _task(api, gained)
+        assert _task(api, gained)["worker"].startswith(f"cpu.{fetcher.pid}@")
     finally:
         stop(fetcher)

@@ -162,6 +162,47 @@ def test_a_job_waiting_past_the_bound_is_not_overtaken(redis_url: str) -> None:
     assert take(line, "b.safetensors", max_wait_s=60) == old
 
 
+def test_a_model_on_disk_is_cheaper_than_one_to_download(redis_url: str) -> None:
+    line = Line(redis_url)
+    fetch = line.add("alice", models=("on-demand/1111-far.safetensors",))
+    listed = line.add("alice", models=("listed.safetensors",))
+    cached = line.add("bob", models=("on-demand/2222-near.safetensors",))
+    plain = line.add("carol", models=("plain.safetensors",))
+    here = Affinity(
+        frozenset(), 4, 600,
+        on_disk=frozenset({"on-demand/2222-near.safetensors"}), lacking=frozenset({"listed.safetensors"}),
+    )  # fmt: skip
+
+    # Nothing loaded: the job whose download is on disk overtakes the one that needs a download.
+    claimed = line.sync.take(Take("w1", 60, affinity=here))
+    assert claimed is not None and claimed.task_id == cached
+    assert line.sync.get(fetch).skips == 1  # type: ignore[union-attr]
+    # Then alice's next (a listed model this worker lacks) yields to carol's, read from disk.
+    claimed = line.sync.take(Take("w1", 60, affinity=here))
+    assert claimed is not None and claimed.task_id == plain
+    # Only downloads are left: in order.
+    assert line.take_all() == [fetch, listed]
+
+
+def test_a_loaded_model_is_cheaper_than_one_on_disk(redis_url: str) -> None:
+    line = Line(redis_url)
+    on_disk = line.add("alice", models=("on-demand/2222-near.safetensors",))
+    loaded = line.add("bob", models=("a.safetensors",))
+    near = frozenset({"on-demand/2222-near.safetensors"})
+    here = Affinity(frozenset({"a.safetensors"}), 4, 600, on_disk=near)
+
+    claimed = line.sync.take(Take("w1", 60, affinity=here))
+    assert claimed is not None and claimed.task_id == loaded
+    assert line.take_all() == [on_disk]
+
+
+def test_a_worker_that_downloads_nothing_takes_in_order(redis_url: str) -> None:
+    line = Line(redis_url)
+    jobs = [line.add(t, models=(m,)) for t, m in [("alice", "a.safetensors"), ("bob", "b.safetensors")]]
+    claimed = line.sync.take(Take("w1", 60, affinity=Affinity(frozenset(), 4, 600)))
+    assert claimed is not None and claimed.task_id == jobs[0]  # both read from disk: no reason to skip
+
+
 def test_a_take_without_a_ticket_removes_one_from_the_list(redis_url: str) -> None:
     line = Line(redis_url)
     client = redis.Redis.from_url(line.redis_url)

@@ -16,7 +16,7 @@ from comfyjobs.manifests.registry import Workflow
 from comfyjobs.provision.model_cache import ModelCache
 from comfyjobs.provision.model_refs import ModelUrls
 from comfyjobs.settings import Settings
-from comfyjobs.worker.on_demand import OnDemandModels
+from comfyjobs.worker.on_demand import ModelsHere, OnDemandModels
 from tests.manifests.helpers import base_params, load, model_param, write_manifests
 from tests.provision.fileserver import FileServer, Route, running_file_server
 
@@ -62,6 +62,21 @@ def test_url_and_listed_models_are_linked_where_the_graph_looks(server: FileServ
     with models.prepared(workflow, {"checkpoint": value}, lambda done, total: None):
         pass
     assert len(server.gets("/m.safetensors")) == 1 and len(server.gets("/listed.safetensors")) == 1
+
+
+def test_look_tells_the_take_what_is_downloaded_here_and_what_is_lacking(
+    server: FileServer, tmp_path: Path
+) -> None:
+    workflow = _workflow(tmp_path, server)
+    models = _models(tmp_path)
+    assert models.look([workflow]) == ModelsHere(frozenset(), frozenset({"none.safetensors"}))
+    value = {"url": server.url("/m.safetensors")}
+    with models.prepared(workflow, {"checkpoint": value}, lambda done, total: None):
+        pass
+    source = source_of(value)
+    assert source is not None
+    # Looked at again after the download, with the workflows looked at before.
+    assert models.here == ModelsHere(frozenset({linked_name(source)}), frozenset())
 
 
 def test_a_listed_model_the_operator_placed_is_used_as_it_is(server: FileServer, tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ from typing import Annotated
 from pydantic import Field
 
 from comfyjobs import keys
+from comfyjobs.manifests.model_values import ON_DEMAND
 
 PRIORITY_MIN = 0
 PRIORITY_MAX = 9
@@ -78,30 +79,32 @@ end
 """
 
 # ARGV[1] queue prefix, [2] worker id (the lease's owner), [3] lease ttl in ms, [4] the lease key prefix,
-# [5] the departures stream, [6] the waiting set, [7] the waiting-by-tenant set, [8] the job key prefix,
-# [9] the models the worker's ComfyUI has loaded (JSON list), [10] AFFINITY_MAX_SKIP, [11]
-# AFFINITY_MAX_WAIT_S, [12] now (epoch s), [13] the running set (a job taken is watched for a lost worker
-# from here: the reconciler puts it back if its lease lapses before it starts), [14] Celery's list, when
-# the taker holds no ticket for this take (a worker going on to its next job), or "", [15] the text every
-# ticket starts with: such a take removes one ticket from the list with the job, so the list keeps one
-# ticket per waiting job (a message that is not a ticket, of an earlier version, is left where it was);
-# ARGV[16]-[21] are jobs.scripts ``CLAIM``'s; [22] the job classes the worker can run (JSON list of
-# "<workflow>@<catalog version>", see ``job_class``) or "" for any. For the job taken it returns
-# ``taken(id, its record's fields (HGETALL))``, a Lua function the script defines before this
-# (jobs.scripts ``CLAIM``: it may also start the job); false when nothing waits; "blocked" when jobs
-# wait but none of a class the worker can run (a ticket the taker held is another worker's to use:
-# worker_store.JobStore.take hands it on).
+# [5] the departures stream, [6] the waiting set, [7] the waiting-by-tenant set, [8] the job key prefix, [9]
+# the models the worker's ComfyUI has loaded (JSON list), [10] AFFINITY_MAX_SKIP, [11] AFFINITY_MAX_WAIT_S,
+# [12] now (epoch s), [13] the running set (a job taken is watched for a lost worker from here: the
+# reconciler puts it back if its lease lapses before it starts), [14] Celery's list, when the taker holds no
+# ticket for this take (a worker going on to its next job), or "", [15] the text every ticket starts with:
+# such a take removes one ticket from the list with the job, so the list keeps one ticket per waiting job (a
+# message that is not a ticket, of an earlier version, is left where it was); ARGV[16]-[21] are jobs.scripts
+# ``CLAIM``'s; [22] the job classes the worker can run (JSON list of "<workflow>@<catalog version>", see
+# ``job_class``) or "" for any; [23], [24] JSON lists (affinity, below). For the job taken it returns
+# ``taken(id, its record's fields (HGETALL))``, a Lua function the script defines before this (jobs.scripts
+# ``CLAIM``: it may also start the job); false when nothing waits; "blocked" when jobs wait but none of a
+# class the worker can run (a ticket the taker held is another worker's to use: worker_store.JobStore.take
+# hands it on).
 #
-# Only jobs of the worker's classes are candidates; among them the order is as if the others were not
-# there: the highest priority with such jobs, the first tenant in turn order with one (only its turn is
-# used), its earliest by sequence. Each (priority, tenant) lane has a lane per class beside it (``clane``,
-# and the set of its classes), so a take reads one head per class it can run: never a scan of the jobs.
+# Only jobs of the worker's classes are candidates; among them the order is as if the others were not there:
+# the highest priority with such jobs, the first tenant in turn order with one (only its turn is used), its
+# earliest by sequence. Each (priority, tenant) lane has a lane per class beside it (``clane``, and the set
+# of its classes), so a take reads one head per class it can run: never a scan of the jobs.
 #
-# Model affinity, within that priority: the job whose turn it is is taken unless its models are not
-# loaded on this worker while a job among the next AFFINITY_MAX_SKIP candidates (the head of each other
-# tenant's lane in turn order, and the next jobs of the tenant whose turn it is) uses only loaded models.
-# Then that one is taken, and each job it overtook counts a skip; a job with AFFINITY_MAX_SKIP skips, or
-# waiting AFFINITY_MAX_WAIT_S, is not overtaken any more.
+# Model affinity, within that priority: a job costs the worker 0 when its ComfyUI has all the job's models
+# loaded, 2 when one must be downloaded first (a URL model, linked under on-demand/, that is not in [23] the
+# downloaded models on this worker's disk, or one of [24] the listed models it lacks), else 1 (read from
+# disk). The job whose turn it is is taken unless a job among the next AFFINITY_MAX_SKIP candidates (the
+# head of each other tenant's lane in turn order, and the next jobs of the tenant whose turn it is) costs
+# less: then the first of the cheapest is taken, and each job it overtook counts a skip; a job with
+# AFFINITY_MAX_SKIP skips, or waiting AFFINITY_MAX_WAIT_S, is not overtaken any more.
 CLAIM = """
 local qp = ARGV[1]
 local loaded = {}
@@ -112,11 +115,20 @@ if ARGV[22] and ARGV[22] ~= '' then
   runs = {}
   for _, c in ipairs(cjson.decode(ARGV[22])) do runs[c] = true end
 end
-local function affine(id)
+local on_disk, lacking = {}, {}
+for _, m in ipairs(cjson.decode(ARGV[23] or '[]')) do on_disk[m] = true end
+for _, m in ipairs(cjson.decode(ARGV[24] or '[]')) do lacking[m] = true end
+local function cost(id)
   local raw = redis.call('HGET', ARGV[8] .. id, 'models')
-  if not raw then return true end
-  for _, m in ipairs(cjson.decode(raw)) do if not loaded[m] then return false end end
-  return true
+  if not raw then return 0 end
+  local c = 0
+  for _, m in ipairs(cjson.decode(raw)) do
+    if not loaded[m] then
+      if lacking[m] or (not on_disk[m] and string.sub(m, 1, $DOWNLOADED_LEN) == $DOWNLOADED) then return 2 end
+      c = 1
+    end
+  end
+  return c
 end
 local function must_go(id)
   local skips = tonumber(redis.call('HGET', ARGV[8] .. id, 'skips') or '0') or 0
@@ -201,9 +213,9 @@ for p = $MAX, $MIN, -1 do
   if at ~= nil then
     local first = tenants[at]
     local due = head[1]
-    if max_skip == 0 or next(loaded) == nil or affine(due[1]) or must_go(due[1]) then
-      return take(p, first, due[1], due[2])
-    end
+    if max_skip == 0 or must_go(due[1]) then return take(p, first, due[1], due[2]) end
+    local due_cost = cost(due[1])
+    if due_cost == 0 then return take(p, first, due[1], due[2]) end
     -- Candidates in the order they would be taken: the next jobs of this tenant, the other tenants' heads.
     head = runnable(p, first, max_skip + 1)
     local candidates = {}
@@ -216,17 +228,17 @@ for p = $MAX, $MIN, -1 do
         table.insert(candidates, others, {tenants[i], other[1]})
       end
     end
-    local passed = {due[1]}
+    local passed, best, best_cost = {due[1]}, nil, due_cost
     for i = 1, math.min(#candidates, max_skip) do
-      local tenant, job = candidates[i][1], candidates[i][2]
-      if affine(job[1]) then
-        for _, skipped in ipairs(passed) do redis.call('HINCRBY', ARGV[8] .. skipped, 'skips', 1) end
-        return take(p, tenant, job[1], job[2])
-      end
-      if must_go(job[1]) then break end  -- it may not be overtaken either: go in order
+      local job = candidates[i][2]
+      local c = cost(job[1])
+      if c < best_cost then best, best_cost = i, c end
+      if c == 0 or must_go(job[1]) then break end  -- (one that may not be overtaken: none after it)
       passed[#passed + 1] = job[1]
     end
-    return take(p, first, due[1], due[2])
+    if best == nil then return take(p, first, due[1], due[2]) end
+    for i = 1, best do redis.call('HINCRBY', ARGV[8] .. passed[i], 'skips', 1) end
+    return take(p, candidates[best][1], candidates[best][2][1], candidates[best][2][2])
   end
 end
 if not waiting then return false end
@@ -291,6 +303,9 @@ return {ahead + 1, waiting}
 )
 
 
+_DOWNLOADED = ON_DEMAND + "/"  # how a URL model's name begins (model_values.linked_name)
+
+
 def job_class(workflow_id: str, catalog_version: str | None) -> str:
     """A job's class, as the Lua ``job_class`` makes it from its record: what a worker says it can run."""
     return f"{workflow_id}@{catalog_version or ''}"
@@ -304,6 +319,8 @@ class Affinity:
     loaded: frozenset[str] = frozenset()
     max_skip: int = 0
     max_wait_s: float = 0.0
+    on_disk: frozenset[str] = frozenset()  # models downloaded by URL (under on-demand/) on its disk
+    lacking: frozenset[str] = frozenset()  # models workflows list that it would download first
 
 
 def lua(script: str, departures_maxlen: int) -> str:
@@ -313,4 +330,6 @@ def lua(script: str, departures_maxlen: int) -> str:
         .replace("$MIN", str(PRIORITY_MIN))
         .replace("$DEPARTURES_MAXLEN", str(departures_maxlen))
         .replace("$CHANGES_OF", json.dumps(keys.CHANGES_OF))
+        .replace("$DOWNLOADED_LEN", str(len(_DOWNLOADED)))
+        .replace("$DOWNLOADED", json.dumps(_DOWNLOADED))
     )

@@ -197,7 +197,8 @@ class JobStore:
             ]  # fmt: skip
         else:
             args += [0, "", "{}", "", "", 0]  # (take only)
-        return [*args, "" if take.runs is None else json.dumps(sorted(take.runs))]
+        runs = "" if take.runs is None else json.dumps(sorted(take.runs))
+        return [*args, runs, json.dumps(sorted(a.on_disk)), json.dumps(sorted(a.lacking))]
 
     def record_times(self, times: JobTimes) -> None:
         """A job's times, in one round trip."""

@@ -6,6 +6,7 @@ MODEL_DIR (the ``local`` backend; with ``s3`` it uses the workers' reports, see 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -31,6 +32,26 @@ def list_model_folder(model_dir: Path, folder: str) -> list[str]:
             if Path(filename).suffix.lower() in MODEL_EXTENSIONS and not filename.startswith("."):
                 names.append((rel / filename).as_posix())
     return sorted(names)
+
+
+def folders_stamp(*roots: Path | None) -> tuple[tuple[str, int], ...]:
+    """The modification times of the model folders under ``roots`` and of their sub-folders: a file
+    added to or removed from one (a download, a link, a copy) changes it. Reads directories, no file's
+    metadata; blocking."""
+    stamps: list[tuple[str, int]] = []
+
+    def folders(path: str, depth: int) -> None:
+        with contextlib.suppress(OSError), os.scandir(path) as entries:
+            for entry in entries:
+                if entry.is_dir():
+                    stamps.append((entry.path, entry.stat().st_mtime_ns))
+                    if depth > 1:
+                        folders(entry.path, depth - 1)
+
+    for root in roots:
+        if root is not None:
+            folders(str(root), 2)
+    return tuple(sorted(stamps))
 
 
 class DiskModels:

@@ -1,8 +1,8 @@
 """Which workflows this worker can run, kept fresh for the heartbeat and the take.
 
-Checked when ComfyUI becomes ready (also after a restart), when another catalog version is activated, and
-again every AVAILABILITY_REFRESH_S, since
-ComfyUI lists model folders anew on each `/object_info`: a model dropped in is noticed within that time.
+Checked when ComfyUI becomes ready (also after a restart), when another catalog version is activated, when
+the model folders' listing changed (at the heartbeat; ComfyUI lists model folders anew on each
+`/object_info`), after a model download, and again every AVAILABILITY_REFRESH_S.
 The `/object_info` itself is published in Redis under its digest (named by the heartbeat), so the API
 can check a raw graph (the v2 API) against what this worker's ComfyUI has before queueing it.
 """
@@ -43,8 +43,11 @@ class AvailabilityMonitor:
         redis_client: redis.Redis,
         on_change: Callable[[], None] = lambda: None,
         fetchable: Fetchable = lambda _model: False,
+        on_checked: Callable[[], object] = lambda: None,
     ) -> None:
         self._fetchable = fetchable
+        self._on_checked = on_checked  # after each check (the models on disk are looked at again)
+        self._folders_seen: object = None
         self._catalog = catalog
         self._labels = labels
         self._client = client
@@ -70,6 +73,7 @@ class AvailabilityMonitor:
         with self._lock:
             changed = found.runs != self.capabilities.runs
             self._result, self._checked_at, self.capabilities = result, time.monotonic(), found
+        self._on_checked()
         if changed:
             self._on_change()
         return result
@@ -88,9 +92,12 @@ class AvailabilityMonitor:
             return
         self.object_info_digest = digest
 
-    def current(self, *, comfy_ready: bool) -> dict[str, WorkflowAvailability]:
-        """The last result; re-checked first when it is older than AVAILABILITY_REFRESH_S."""
-        if comfy_ready and time.monotonic() - self._checked_at > AVAILABILITY_REFRESH_S:
+    def current(self, *, comfy_ready: bool, folders: object = None) -> dict[str, WorkflowAvailability]:
+        """The last result; re-checked first when it is older than AVAILABILITY_REFRESH_S, or when the
+        model ``folders``' listing (the heartbeat's) changed since the last call: a model downloaded or
+        dropped in is noticed at the next beat."""
+        moved, self._folders_seen = folders != self._folders_seen, folders
+        if comfy_ready and (moved or time.monotonic() - self._checked_at > AVAILABILITY_REFRESH_S):
             return self.refresh()
         with self._lock:
             return self._result

@@ -41,7 +41,7 @@ from comfyjobs.jobs.worker_store import JobStore
 from comfyjobs.provision.model_cache import ModelCache
 from comfyjobs.provision.model_refs import ModelUrls
 from comfyjobs.settings import Settings
-from comfyjobs.storage.models import list_model_folder
+from comfyjobs.storage.models import folders_stamp, list_model_folder
 from comfyjobs.storage.objects import open_object_store
 from comfyjobs.storage.outputs import OutputSaver
 from comfyjobs.worker import tasks
@@ -181,7 +181,13 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
         on_fetched=lambda: availability.invalidate(),
     )
     availability = AvailabilityMonitor(
-        catalog, settings.labels, client, redis_client, parking.wake, fetchable=on_demand.fetchable
+        catalog,
+        settings.labels,
+        client,
+        redis_client,
+        parking.wake,
+        fetchable=on_demand.fetchable,
+        on_checked=lambda: on_demand.look(catalog.active().registry.workflows.values()),
     )
     arrivals = ArrivalsListener(
         redis_client, settings.queue_name, lambda: availability.capabilities.runs, parking
@@ -191,8 +197,13 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
 
     def beat() -> WorkerBeat:
         ready = comfy.is_ready()
+        folders = {
+            folder: list_model_folder(settings.model_dir, folder)
+            for folder in sorted(catalog.active().registry.model_folders)
+        }
+        stamp = folders_stamp(settings.model_dir, settings.models_shared_dir)
         # What asks ComfyUI first, so that the beat's time (and expiry) is taken when it is written.
-        workflows = availability.current(comfy_ready=ready)
+        workflows = availability.current(comfy_ready=ready, folders=stamp)
         devices = system_devices(client) if ready else []
         return WorkerBeat(
             worker_id=worker_id,
@@ -203,10 +214,7 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
             comfyui_restarts=max(comfy.restarts, 0),
             started_at=started_at,
             workflows=workflows,
-            models={
-                folder: list_model_folder(settings.model_dir, folder)
-                for folder in sorted(catalog.active().registry.model_folders)
-            },
+            models=folders,
             object_info=availability.object_info_digest,
             runs=sorted(availability.capabilities.runs),
             cannot=availability.capabilities.cannot,

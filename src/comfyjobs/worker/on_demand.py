@@ -11,12 +11,13 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from comfyjobs.errors import ModelDownloadError
-from comfyjobs.manifests.model_values import ModelSource, linked_name, source_of
+from comfyjobs.manifests.model_values import ON_DEMAND, ModelSource, linked_name, source_of
 from comfyjobs.manifests.registry import Workflow
 from comfyjobs.manifests.schema import ModelSpec
 from comfyjobs.provision.model_cache import ModelCache
@@ -24,6 +25,14 @@ from comfyjobs.provision.model_refs import ModelUrls
 from comfyjobs.provision.url_fetch import OnBytes
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelsHere:
+    """Of the models jobs may need downloaded, what this host has (jobs.queue ``Affinity``)."""
+
+    on_disk: frozenset[str] = frozenset()  # URL models linked here (``on-demand/<key>-<name>``)
+    lacking: frozenset[str] = frozenset()  # models a workflow lists that are not here yet
 
 
 class OnDemandModels:
@@ -40,10 +49,37 @@ class OnDemandModels:
         self._model_dir = model_dir
         self._shared_dir = shared_dir
         self._on_fetched = on_fetched  # a file was downloaded: capabilities may have changed
+        self._workflows: tuple[Workflow, ...] = ()
+        self.here = ModelsHere()  # (replaced whole: readers need no lock)
 
     def fetchable(self, model: ModelSpec) -> bool:
         """Whether this worker may download a listed model (its URL's host is allowed here)."""
         return self.urls.refusal(model.url) is None
+
+    def look(self, workflows: Iterable[Workflow] | None = None) -> ModelsHere:
+        """What is on this host's disk of the models ``workflows`` (else the last ones looked at) may
+        have downloaded, for the take's affinity: the URL models linked here, and the listed models it
+        lacks."""
+        if workflows is not None:
+            self._workflows = tuple(workflows)
+        on_disk = set()
+        for folder in self._model_dir.glob(f"*/{ON_DEMAND}"):
+            on_disk |= {f"{ON_DEMAND}/{p.name}" for p in folder.iterdir() if p.is_symlink() and p.exists()}
+        lacking = {
+            model.name
+            for workflow in self._workflows
+            for model in workflow.models
+            if not self._placed(f"{model.folder}/{model.name}")
+            and not (self._model_dir / model.folder / model.name).exists()  # (nor linked, downloaded)
+        }
+        self.here = ModelsHere(frozenset(on_disk), frozenset(lacking))
+        return self.here
+
+    def _placed(self, relative: str) -> bool:
+        """A listed model the operator put in place (in the model folder, or the shared tree)."""
+        here = self._model_dir / relative
+        shared = self._shared_dir / relative if self._shared_dir is not None else None
+        return (here.is_file() and not here.is_symlink()) or (shared is not None and shared.is_file())
 
     def _wanted(self, workflow: Workflow, params: dict[str, Any]) -> list[tuple[str, str, ModelSource]]:
         """(field, link path under the model folder, source) of each model to have in place."""
@@ -55,9 +91,7 @@ class OnDemandModels:
                 wanted.append((f"params.{param.name}", f"{param.folder}/{linked_name(source)}", source))
         for model in workflow.models:
             relative = f"{model.folder}/{model.name}"
-            here = self._model_dir / relative
-            shared = self._shared_dir / relative if self._shared_dir is not None else None
-            if (here.is_file() and not here.is_symlink()) or (shared is not None and shared.is_file()):
+            if self._placed(relative):
                 continue  # placed by the operator: used as it is
             wanted.append((f"models.{model.name}", relative, ModelSource(model.url, model.sha256)))
         return wanted
@@ -92,6 +126,7 @@ class OnDemandModels:
                 _link(self._model_dir / relative, path)
             if fetched:
                 self.prune_links()
+                self.look()
                 self._on_fetched()
             yield
 

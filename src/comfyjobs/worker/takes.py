@@ -37,7 +37,11 @@ def take_jobs(ctx: WorkerContext) -> int:
     longest_s = _longest_time_limit_s(ctx)
 
     def take(with_ticket: bool) -> Take:
-        affinity = Affinity(ctx.models.current(), settings.affinity_max_skip, settings.affinity_max_wait_s)
+        here = ctx.on_demand.here
+        loaded = ctx.models.current()
+        affinity = Affinity(
+            loaded, settings.affinity_max_skip, settings.affinity_max_wait_s, here.on_disk, here.lacking
+        )
         start = _start(ctx, longest_s)
         return Take(ctx.worker_id, settings.job_lease_s, affinity, with_ticket, start, ctx.runs())
 
