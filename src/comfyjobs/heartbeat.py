@@ -71,6 +71,8 @@ class WorkerBeat(BaseModel):
     warmup_error: str | None = None  # the last warm-up failed (the worker takes jobs anyway)
     warmup_s: float | None = None  # how long the last warm-up took
     devices: list[DeviceMemory] = []  # its ComfyUI's devices and their memory (GPU memory metrics)
+    jobs_ended: int = 0  # jobs it ran since it started that are over (done, failed or handed back)
+    running: list[str] = []  # the task ids it runs now
     expires_at: datetime | None = None  # three intervals after seen_at: gone by then unless beaten again
 
 

@@ -41,6 +41,11 @@ def queue_prefix(queue: str) -> str:
     return f"{PREFIX}:queue:{queue}:"
 
 
+def queue_depths(queue: str) -> str:
+    """Hash: priority -> jobs of ``queue`` waiting at that priority (kept by the queue's Lua scripts)."""
+    return f"{queue_prefix(queue)}depths"
+
+
 def catalog_jobs(queue: str, version: str) -> str:
     """Sorted set: the jobs of ``queue`` built from catalog ``version`` that have not ended (waiting or
     running), scored by their admission time (epoch s): kept by the admission and end scripts (whose Lua

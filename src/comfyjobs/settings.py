@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     s3_region: str | None = None
     s3_prefix: str = Field(default="", description="Key prefix inside the bucket, e.g. `comfyjobs/`.")
     s3_addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    s3_access_key_id: str | None = Field(
+        default=None, description="With S3_SECRET_ACCESS_KEY; unset: the standard AWS chain (AWS_*, a role)."
+    )
+    s3_secret_access_key: SecretStr | None = None
     url_ttl_s: Annotated[int, Field(ge=1, le=7 * 24 * 3600)] = Field(
         default=3600, description="Output and asset links expire after this (S3 presigning allows 7 days)."
     )
@@ -319,6 +323,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _storage_complete(self) -> Settings:
+        if (self.s3_access_key_id is None) != (self.s3_secret_access_key is None):
+            raise ValueError("S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY go together: set both or neither")
         if self.storage_backend == "s3" and not self.s3_bucket:
             raise ValueError("STORAGE_BACKEND=s3 needs S3_BUCKET")
         return self

@@ -11,6 +11,7 @@ from pathlib import Path
 from comfyjobs import __version__
 from comfyjobs.cli import catalog as catalog_cli
 from comfyjobs.cli import exit_codes
+from comfyjobs.cli import fleet as fleet_cli
 from comfyjobs.errors import (
     CatalogError,
     ComfyError,
@@ -51,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("check", help="validate manifests and workflow templates; starts nothing")
     catalog_cli.add_parser(sub)
+    fleet_cli.add_parser(sub)
 
     doctor = sub.add_parser("doctor", help="check every workflow's nodes and models against ComfyUI")
     doctor.add_argument("--comfyui-url", help="a running ComfyUI to ask (default: start one for the check)")
@@ -114,6 +116,8 @@ def _check(settings: Settings) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.command == "fleet":  # (the operator's laptop: no service settings needed)
+        return fleet_cli.run_fleet(args)
     overrides: dict[str, object] = {}
     if getattr(args, "data_dir", None) is not None:
         overrides["data_dir"] = args.data_dir

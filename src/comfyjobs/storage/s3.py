@@ -63,13 +63,18 @@ class S3ObjectStore:
             connect_timeout=10,
             read_timeout=60,
         )
-        session = boto3.session.Session()
+        secret = settings.s3_secret_access_key
+        session = boto3.session.Session(  # keys given as settings, else the standard AWS chain
+            aws_access_key_id=settings.s3_access_key_id,
+            aws_secret_access_key=secret.get_secret_value() if secret is not None else None,
+        )
         # Resolved now, once: presigning later must not look for credentials (an instance-metadata
         # request) on the API's event loop.
         if session.get_credentials() is None:
             raise ConfigError(
                 "STORAGE_BACKEND=s3 but no AWS credentials were found "
-                "(set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)"
+                "(set S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY, or AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)"
             )
         client = session.client(
             "s3",

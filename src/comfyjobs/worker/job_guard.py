@@ -145,6 +145,7 @@ class Guards:
         self._block_s = min(MAX_BLOCK_S, lease_s / 3)
         self._changed = threading.Condition()
         self._guards: dict[str, JobGuard] = {}
+        self.ended = 0  # jobs that ran here and are over (their guard let go), for the heartbeat
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="job-guards", daemon=True)
 
@@ -183,6 +184,12 @@ class Guards:
         with self._changed:
             if self._guards.get(guard.task_id) is guard:
                 del self._guards[guard.task_id]
+                self.ended += 1
+
+    def running(self) -> list[str]:
+        """The ids of the jobs running here now."""
+        with self._changed:
+            return sorted(self._guards)
 
     def _run(self) -> None:
         while not self._stopping.is_set():

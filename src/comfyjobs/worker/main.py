@@ -194,6 +194,7 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
     )
     models = LoadedModels()
     stopping = threading.Event()
+    jobs_here: list[Guards] = []  # (its jobs' guards, once Redis and Celery are set up below)
 
     def beat() -> WorkerBeat:
         ready = comfy.is_ready()
@@ -226,6 +227,8 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
             warmup_error=warmup.error,
             warmup_s=warmup.seconds,
             devices=devices,
+            jobs_ended=jobs_here[0].ended if jobs_here else 0,
+            running=jobs_here[0].running() if jobs_here else [],
             seen_at=utc_now(),
         )
 
@@ -286,6 +289,7 @@ def run_worker(settings: Settings, gpu: int | None) -> int:
             log.info("%d waiting job(s) of an earlier version put in their class lanes", adopted)
         guards = Guards(store, worker_id, settings.job_lease_s, lambda ids: control.cancel(*ids))
         guards.start()
+        jobs_here.append(guards)
 
         tasks.bind_context(
             WorkerContext(

@@ -1,0 +1,64 @@
+"""`comfyjobs fleet <verb> [--inventory FILE] [--limit HOST]`: each verb runs the pyinfra deploy
+deploy/fleet/<verb>.py against the inventory (what `pyinfra INVENTORY deploy/fleet/<verb>.py` runs)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from comfyjobs.cli import exit_codes
+from comfyjobs.errors import FleetError
+
+FLEET_DIR = Path(__file__).resolve().parents[3] / "deploy" / "fleet"
+VERBS = {"bootstrap": "a bare host to serving: packages, checkout, install, .env, units, started, checked"}
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    fleet = sub.add_parser("fleet", help="deploy and run the hosts of an inventory over SSH (pyinfra)")
+    verbs = fleet.add_subparsers(dest="fleet_command", required=True, metavar="VERB")
+    for verb, text in VERBS.items():
+        parser = verbs.add_parser(verb, help=text)
+        parser.add_argument(
+            "--inventory",
+            type=Path,
+            default=Path(os.environ.get("COMFYJOBS_FLEET_INVENTORY", FLEET_DIR / "inventory.py")),
+            help="a pyinfra inventory (default: COMFYJOBS_FLEET_INVENTORY, else deploy/fleet/inventory.py)",
+        )
+        parser.add_argument("--limit", action="append", metavar="HOST", help="only this host (or group)")
+        if verb == "bootstrap":
+            parser.add_argument("--ref", help="the commit to deploy (default: this checkout's HEAD)")
+
+
+def _commit(ref: str | None) -> str:
+    """``ref`` (default HEAD) as a commit of this checkout; as given when git does not know it here."""
+    found = subprocess.run(
+        ["git", "-C", str(FLEET_DIR), "rev-parse", "--verify", "--quiet", f"{ref or 'HEAD'}^{{commit}}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if found.returncode == 0:
+        return found.stdout.strip()
+    if ref is None:
+        raise FleetError("--ref is needed: this is not a git checkout")
+    return ref
+
+
+def pyinfra_argv(args: argparse.Namespace) -> list[str]:
+    verb = args.fleet_command
+    if not args.inventory.is_file():
+        raise FleetError(f"inventory {args.inventory}: no such file (see deploy/fleet/inventory.py)")
+    argv = [sys.executable, "-m", "pyinfra", str(args.inventory), str(FLEET_DIR / f"{verb}.py"), "-y"]
+    for limit in args.limit or []:
+        argv += ["--limit", limit]
+    if verb == "bootstrap":
+        argv += ["--data", f"ref={_commit(args.ref)}"]
+    return argv
+
+
+def run_fleet(args: argparse.Namespace) -> int:
+    completed = subprocess.run(pyinfra_argv(args), check=False)
+    return exit_codes.OK if completed.returncode == 0 else exit_codes.ERROR
