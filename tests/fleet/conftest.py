@@ -44,6 +44,7 @@ class TestFleet:
     secrets_file: Path
     secret_values: dict[str, str]
     commit: str
+    repo: Path
     api_url: str
     redis_url: str
     api_key: str
@@ -70,6 +71,20 @@ class TestFleet:
         log = self.log_dir / f"fleet-{len(self.runs):02d}-{args[0]}.log"
         log.write_text(f"$ {' '.join(argv)}\n(rc {ran.returncode}, {ran.took_s:.1f} s)\n{ran.output}")
         return ran
+
+    def new_commit(self, note: str) -> str:
+        """A next commit of the hosts' origin (a line added to its README), as a release would be."""
+        with (self.repo / "README.md").open("a") as readme:
+            readme.write(f"\n<!-- {note} -->\n")
+        git = ["git", "-C", str(self.repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+        subprocess.run([*git, "commit", "-q", "-am", note], check=True)
+        done = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+        return done.stdout.strip()
+
+    def head(self, host: str) -> str:
+        root = self.hosts[host].root / "opt" / "comfyjobs"
+        done = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True)
+        return done.stdout.strip()
 
     def api(self) -> httpx.Client:
         return httpx.Client(base_url=self.api_url, timeout=30, headers={"X-API-Key": self.api_key})
@@ -104,7 +119,7 @@ def test_fleet(tmp_path_factory: pytest.TempPathFactory, s3_endpoint: S3Endpoint
     }
     common = {
         "repo_url": str(repo),
-        "install_args": ["--no-models", "--no-nodes", "--comfyui-source", str(REPO / "ComfyUI")],
+        "install_args": ["--no-models", "--no-nodes", "--comfyui-source", str((REPO / "ComfyUI").resolve())],
         "install_env": install_env,
         "fleet_env": {**s3_env, "QUEUE_NAME": "fleet", "WORKER_HEARTBEAT_S": "1"},
     }
@@ -125,6 +140,7 @@ def test_fleet(tmp_path_factory: pytest.TempPathFactory, s3_endpoint: S3Endpoint
             secrets_file=secrets_file,
             secret_values=values,
             commit=commit,
+            repo=repo,
             api_url=f"http://127.0.0.1:{api_port}",
             redis_url=f"redis://:{values['REDIS_PASSWORD']}@127.0.0.1:{redis_port}/0",
             api_key=values["API_KEYS"].split(":", 1)[1],

@@ -82,7 +82,7 @@ class SshHost:
     def stop_units(self) -> None:
         """Whatever comfyjobs units run on it (the fixture's cleanup)."""
         run = self.units.run_dir
-        for pid_file in sorted(run.glob("*.pid")) if run.is_dir() else []:
+        for pid_file in sorted(run.glob("*.pid"), reverse=True) if run.is_dir() else []:  # workers first
             self.units.stop(pid_file.name.removesuffix(".pid"))
 
 

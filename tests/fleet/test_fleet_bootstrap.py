@@ -8,8 +8,12 @@ import re
 import stat
 from pathlib import Path
 
+import pytest
+
 from tests.fleet.conftest import TestFleet
 from tests.support import JobEvents
+
+pytestmark = pytest.mark.timeout(1500)  # (the fleet's bootstrap runs in the first test to use it)
 
 JOB_TIMEOUT_S = 300.0
 

@@ -80,3 +80,22 @@ def test_an_inventory_host_that_cannot_be_run_is_refused_with_its_name() -> None
         _host("x", ["inv"])
     with pytest.raises(FleetError, match=r"host g: gpus: Input should be greater than or equal to 0"):
         _host("g", ["gpu"], gpus=-1)
+
+
+def test_the_example_inventory_names_valid_hosts() -> None:
+    import runpy
+
+    example = runpy.run_path(str(Path(__file__).resolve().parents[2] / "deploy" / "fleet" / "inventory.py"))
+    groups: dict[str, list[str]] = {}
+    data: dict[str, dict[str, object]] = {}
+    for group, hosts in example.items():
+        if group.startswith("_") or not isinstance(hosts, list):
+            continue
+        for name, host_data in hosts:
+            groups.setdefault(name, []).append(group)
+            data[name] = {**data.get(name, {}), **host_data}
+    hosts = {name: fleet_host(name, groups[name], data[name]) for name in groups}
+
+    assert hosts["api-1"].roles == {"redis", "api"} and hosts["api-1"].address == "10.0.0.10"
+    assert hosts["gpu-a100-1"].workers == ["comfyjobs-worker@0.service", "comfyjobs-worker@1.service"]
+    assert hosts["gpu-h100-1"].labels == ("video", "80gb")

@@ -11,9 +11,15 @@ from pathlib import Path
 
 from comfyjobs.cli import exit_codes
 from comfyjobs.errors import FleetError
+from comfyjobs.fleet.logs import since_s
 
 FLEET_DIR = Path(__file__).resolve().parents[3] / "deploy" / "fleet"
-VERBS = {"bootstrap": "a bare host to serving: packages, checkout, install, .env, units, started, checked"}
+VERBS = {
+    "bootstrap": "a bare host to serving: packages, checkout, install, .env, units, started, checked",
+    "status": "one table: hosts, units, workers, GPUs, ComfyUI, disk, model cache, catalog; the queue",
+    "update": "a new version across the fleet, rolling: one host at a time, drained, updated, seen back",
+    "logs": "the journal of every comfyjobs unit on the hosts, merged in time order",
+}
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -28,8 +34,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
             help="a pyinfra inventory (default: COMFYJOBS_FLEET_INVENTORY, else deploy/fleet/inventory.py)",
         )
         parser.add_argument("--limit", action="append", metavar="HOST", help="only this host (or group)")
-        if verb == "bootstrap":
+        if verb in ("bootstrap", "update"):
             parser.add_argument("--ref", help="the commit to deploy (default: this checkout's HEAD)")
+        if verb == "logs":
+            parser.add_argument("--since", default="10m", help="how far back: 90s, 10m, 2h, 1d (default 10m)")
+            parser.add_argument("--grep", metavar="TEXT", help="only lines holding TEXT (any case)")
 
 
 def _commit(ref: str | None) -> str:
@@ -54,8 +63,13 @@ def pyinfra_argv(args: argparse.Namespace) -> list[str]:
     argv = [sys.executable, "-m", "pyinfra", str(args.inventory), str(FLEET_DIR / f"{verb}.py"), "-y"]
     for limit in args.limit or []:
         argv += ["--limit", limit]
-    if verb == "bootstrap":
+    if verb in ("bootstrap", "update"):
         argv += ["--data", f"ref={_commit(args.ref)}"]
+    if verb == "logs":
+        since_s(args.since)  # (a bad value: refused here, before any host is asked)
+        argv += ["--data", f"since={args.since}"]
+        if args.grep:
+            argv += ["--data", f"grep={args.grep}"]
     return argv
 
 

@@ -67,9 +67,9 @@ def _user(remote: PyinfraRemote, host: FleetHost, log: StepLog) -> None:
     log.said("service user", True, host.service_user)
 
 
-def _checkout(remote: PyinfraRemote, host: FleetHost, log: StepLog) -> str:
-    """The checkout at ``host.ref`` (a commit, a branch of the origin or a tag; a full commit already
-    here is not fetched again), detached; its commit."""
+def target_commit(remote: PyinfraRemote, host: FleetHost) -> tuple[str, str]:
+    """(the commit checked out now, or "" for none; the commit ``host.ref`` names: a commit, a branch of
+    the origin or a tag; a full commit already here is not fetched again)."""
     root, repo, ref = (shlex.quote(str(v)) for v in (host.install_root, host.repo_url, host.ref))
     script = f"""
 [ -d {root}/.git ] || {{ mkdir -p {root}; git -C {root} init -q; git -C {root} remote add origin {repo}; }}
@@ -78,73 +78,99 @@ git remote set-url origin {repo}
 if ! {{ git cat-file -e {ref}^{{commit}} 2>/dev/null && [ "$(git rev-parse {ref})" = {ref} ]; }}; then
     git fetch -q --tags origin '+refs/heads/*:refs/remotes/origin/*'
 fi
-want=$(git rev-parse -q --verify origin/{ref}^{{commit}} || git rev-parse -q --verify {ref}^{{commit}}) \
+want=$(git rev-parse -q --verify origin/{ref}^{{commit}} || git rev-parse -q --verify {ref}^{{commit}}) \\
     || {{ echo "no commit, branch or tag {ref} in {repo}" >&2; exit 3; }}
-have=$(git rev-parse -q --verify HEAD || true)
-if [ "$have" = "$want" ]; then echo "unchanged $want"
-else git -c advice.detachedHead=false checkout -q --detach "$want"; echo "changed $want"; fi"""
-    state, commit = remote.run(script, step="checkout").output.split()[-2:]
-    log.said("checkout", state == "changed", commit[:12])
-    return commit
+echo "have=$(git rev-parse -q --verify HEAD || true) want=$want"
+"""
+    last = remote.run(script, step="checkout").output.strip().splitlines()[-1]
+    have, want = (part.split("=", 1)[1] for part in last.split())
+    return have, want
+
+
+def _checkout(remote: PyinfraRemote, host: FleetHost, log: StepLog) -> str:
+    """The checkout at ``host.ref``, detached; its commit."""
+    have, want = target_commit(remote, host)
+    if have != want:
+        root = shlex.quote(str(host.install_root))
+        remote.run(f"git -C {root} -c advice.detachedHead=false checkout -q --detach {want}", step="checkout")
+    log.said("checkout", have != want, want[:12])
+    return want
+
+
+def install_current(remote: PyinfraRemote, host: FleetHost, commit: str) -> bool:
+    """Whether install/install.sh last ran for ``commit`` with the host's options."""
+    stamp = shlex.quote(str(host.venv / INSTALLED_STAMP))
+    have = remote.run(f"cat {stamp} 2>/dev/null || true", step="install").output.strip()
+    return have == _stamp(host, commit)
+
+
+def _stamp(host: FleetHost, commit: str) -> str:
+    args = " ".join(shlex.quote(a) for a in host.install_args)
+    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(host.install_env.items()))
+    return hashlib.sha256(f"{commit} {args} {env}".encode()).hexdigest()
 
 
 def _install(remote: PyinfraRemote, host: FleetHost, commit: str, log: StepLog) -> None:
-    args = " ".join(shlex.quote(a) for a in host.install_args)
-    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(host.install_env.items()))
-    stamp_text = hashlib.sha256(f"{commit} {args} {env}".encode()).hexdigest()
-    stamp = shlex.quote(str(host.venv / INSTALLED_STAMP))
-    have = remote.run(f"cat {stamp} 2>/dev/null || true", step="install").output.strip()
-    if have == stamp_text:
+    if install_current(remote, host, commit):
         log.said("install", False, "install/install.sh ran for this commit")
         return
+    args = " ".join(shlex.quote(a) for a in host.install_args)
+    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(host.install_env.items()))
+    stamp = shlex.quote(str(host.venv / INSTALLED_STAMP))
     root = shlex.quote(str(host.install_root))
     remote.run(
-        f"cd {root} && env CI=true {env} install/install.sh {args} </dev/null && echo {stamp_text} > {stamp}",
+        f"cd {root} && env CI=true {env} install/install.sh {args} </dev/null"
+        f" && echo {_stamp(host, commit)} > {stamp}",
         step="install (install/install.sh)",
         show=True,
     )
     log.said("install", True, "install/install.sh")
 
 
-def _files(remote: PyinfraRemote, host: FleetHost, fleet: Fleet, log: StepLog) -> bool:
-    """The .env, redis.conf and the data folders; True when a file changed."""
+def _files(remote: PyinfraRemote, host: FleetHost, fleet: Fleet, log: StepLog) -> set[str]:
+    """The .env, redis.conf and the data folders; the files that changed (".env", "redis.conf")."""
     dirs = [host.data_dir, host.models, host.units_dir, *([host.etc_dir] if "redis" in host.roles else [])]
     quoted = " ".join(shlex.quote(str(d)) for d in dirs)
     user = shlex.quote(host.service_user)
     remote.run(f"mkdir -p {quoted} && chown {user}: {shlex.quote(str(host.data_dir))}", step="folders")
     text = env_file(host, fleet.redis_host, fleet.secrets)
-    changed = remote.write(host.env_file, text, mode="600", step=".env")
+    changed = {".env"} if remote.write(host.env_file, text, mode="600", step=".env") else set()
     if "redis" in host.roles:
         redis_dir = shlex.quote(str(host.data_dir / "redis"))
         remote.run(f"mkdir -p {redis_dir} && chown {user}: {redis_dir}", step="redis.conf")
         conf = redis_conf(host, fleet.secrets)
-        changed = remote.write(host.etc_dir / "redis.conf", conf, mode="600", step="redis.conf") or changed
-    log.said("settings (.env, mode 0600)", changed)
+        if remote.write(host.etc_dir / "redis.conf", conf, mode="600", step="redis.conf"):
+            changed.add("redis.conf")
+    log.said("settings (.env, mode 0600)", bool(changed), ", ".join(sorted(changed)))
     return changed
 
 
-def _units(remote: PyinfraRemote, host: FleetHost, services: HostServices, log: StepLog) -> bool:
+def _units(remote: PyinfraRemote, host: FleetHost, services: HostServices, log: StepLog) -> set[str]:
+    """The host's unit files; the names of those that changed."""
     redis_server = ""
     if "redis" in host.roles:
         python = shlex.quote(str(host.venv / "bin" / "python"))
         find = f"{python} -c 'from comfyjobs.redis_server import redis_server_binary as b; print(b())'"
         redis_server = remote.run(find, step="units").output.strip().splitlines()[-1]
-    changed = False
-    for name, text in unit_files(host, redis_server).items():
-        changed = remote.write(host.units_dir / name, text, mode="644", step=f"unit {name}") or changed
+    changed = {
+        name
+        for name, text in unit_files(host, redis_server).items()
+        if remote.write(host.units_dir / name, text, mode="644", step=f"unit {name}")
+    }
     if changed:
         services.reload()
-    log.said(f"units ({services.kind})", changed, ", ".join(host.units))
+    log.said(f"units ({services.kind})", bool(changed), ", ".join(host.units))
     return changed
 
 
-def _started(services: HostServices, host: FleetHost, moved: bool, log: StepLog) -> None:
+def _started(services: HostServices, host: FleetHost, moved: set[str], log: StepLog) -> None:
+    """Every unit running: started where it is not, restarted where what it runs moved."""
     started, restarted = [], []
     for unit in host.units:
         if not services.is_active(unit):
             services.start(unit)
             started.append(unit)
-        elif moved:
+        elif unit in moved:
             services.restart(unit)
             restarted.append(unit)
     detail = "; ".join(
@@ -182,6 +208,21 @@ class Fleet:
         return sum(len(h.workers) for h in self.hosts.values())
 
 
+def _moved(host: FleetHost, steps: set[str], files: set[str], unit_files_changed: set[str]) -> set[str]:
+    """The running units to restart: Redis when its redis.conf or unit changed (not for a new commit:
+    the queue stays up), the others when the code, the .env or a unit file changed."""
+    code = bool({"checkout", "install"} & steps) or ".env" in files or bool(unit_files_changed)
+    return {
+        unit
+        for unit in host.units
+        if (
+            ("redis.conf" in files or unit in unit_files_changed)
+            if unit == "comfyjobs-redis.service"
+            else code
+        )
+    }
+
+
 def bootstrap_host(remote: PyinfraRemote, host: FleetHost, fleet: Fleet) -> StepLog:
     log = StepLog(host.name)
     services = HostServices(remote, host)
@@ -189,15 +230,10 @@ def bootstrap_host(remote: PyinfraRemote, host: FleetHost, fleet: Fleet) -> Step
     if host.service_user != "root":
         _user(remote, host, log)
     commit = _checkout(remote, host, log)
-    settings_changed = _files(remote, host, fleet, log)
+    files = _files(remote, host, fleet, log)
     _install(remote, host, commit, log)
-    units_changed = _units(remote, host, services, log)
-    _started(
-        services,
-        host,
-        bool({"checkout", "install"} & set(log.changed)) or settings_changed or units_changed,
-        log,
-    )
+    unit_files_changed = _units(remote, host, services, log)
+    _started(services, host, _moved(host, set(log.changed), files, unit_files_changed), log)
     return log
 
 

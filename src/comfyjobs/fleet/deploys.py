@@ -6,12 +6,13 @@ executes, over that host's connection). The same files run from ``comfyjobs flee
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from comfyjobs.errors import FleetError
 from comfyjobs.fleet.bootstrap import Fleet, bootstrap_host, wait_for_workers
 from comfyjobs.fleet.host_files import Secrets
-from comfyjobs.fleet.hosts import fleet_host
+from comfyjobs.fleet.hosts import FleetHost, fleet_host
 from comfyjobs.fleet.remote import PyinfraRemote
 
 
@@ -25,6 +26,24 @@ class _FleetErrorsWithoutTraceback(logging.Filter):
 
 
 logging.getLogger("pyinfra").addFilter(_FleetErrorsWithoutTraceback())
+
+
+def _call(name: str, function: Callable[[], None]) -> None:
+    """``function`` as a pyinfra operation of the current host. A FleetError it raises is printed as
+    one line, ``[host] what failed`` (pyinfra then marks the host failed and names the operation)."""
+    from pyinfra.context import host
+    from pyinfra.operations import python
+
+    who = host.name
+
+    def reported() -> None:
+        try:
+            function()
+        except FleetError as exc:
+            print(f"[{who}] {str(exc).removeprefix(f'{who}: ')}", flush=True)
+            raise
+
+    python.call(name=name, function=reported)
 
 
 def fleet_of(inventory: Any) -> Fleet:
@@ -43,8 +62,6 @@ def _context() -> tuple[Any, Any, Fleet]:
 
 
 def bootstrap() -> None:
-    from pyinfra.operations import python
-
     host, _inventory, fleet = _context()
     here = fleet.hosts[host.name]
 
@@ -54,7 +71,7 @@ def bootstrap() -> None:
         remote = PyinfraRemote(current, fleet.secrets.redacted)
         print(bootstrap_host(remote, here, fleet).summary(), flush=True)
 
-    python.call(name=f"comfyjobs bootstrap ({', '.join(sorted(here.roles))})", function=run)
+    _call(f"comfyjobs bootstrap ({', '.join(sorted(here.roles))})", run)
     if "api" in here.roles and here is fleet.api_host:
 
         def check() -> None:
@@ -66,4 +83,134 @@ def bootstrap() -> None:
             seen = wait_for_workers(fleet)
             print(f"[{here.name}] /ready: {seen} of {fleet.worker_count} workers ready", flush=True)
 
-        python.call(name="comfyjobs: the API sees every worker ready", function=check)
+        _call("comfyjobs: the API sees every worker ready", check)
+
+
+# What each host's first operation found, for the one report the second prints (the deploy runs in one
+# process: pyinfra executes an operation on every host before the next operation).
+_found: dict[str, dict[str, Any]] = {}
+
+
+def _reporting_host() -> tuple[bool, list[str]]:
+    """Whether the host running this operation prints the report (the first live one of the inventory),
+    and the names of the hosts this run covers (``--limit``), in inventory order."""
+    from pyinfra.context import host, inventory, state
+
+    covered = [h for h in inventory if state.is_host_in_limit(h)]
+    live = [h for h in covered if h in state.active_hosts]
+    return bool(live) and live[0].name == host.name, [h.name for h in covered]
+
+
+def _collect_and_report(verb: str, collect: Any, report: Any) -> None:
+    """Two operations: ``collect(remote, fleet_host)`` on every host, then ``report(found, covered)``
+    once, on the first live host (a host that did not connect has nothing in ``found``)."""
+    host, _inventory, fleet = _context()
+    here = fleet.hosts[host.name]
+    found = _found.setdefault(verb, {})
+
+    def gather() -> None:
+        from pyinfra.context import host as current
+
+        found[here.name] = collect(PyinfraRemote(current, fleet.secrets.redacted), here, fleet)
+
+    def print_report() -> None:
+        first, covered = _reporting_host()
+        if first:
+            report(fleet, found, covered)
+
+    _call(f"comfyjobs {verb}: ask the host", gather)
+    _call(f"comfyjobs {verb}: the fleet", print_report)
+
+
+def status() -> None:
+    from comfyjobs.fleet.status import fleet_view, print_view, probe_host
+
+    def collect(remote: PyinfraRemote, here: FleetHost, fleet: Fleet) -> dict[str, Any]:
+        return probe_host(remote, here, with_fleet=here is fleet.api_host)
+
+    def report(fleet: Fleet, found: dict[str, Any], covered: list[str]) -> None:
+        api = fleet.api_host.name
+        fleet_report = found.get(api, {}).get("fleet")  # (None: --limit left it out, or unreachable)
+        view = fleet_view([fleet.hosts[n] for n in covered], found, fleet_report)
+        print_view(view)
+        if view.problems:
+            raise FleetError(f"fleet status: {len(view.problems)} problem(s), listed above")
+
+    _collect_and_report("status", collect, report)
+
+
+def logs() -> None:
+    from pyinfra.context import host as this
+
+    from comfyjobs.fleet.logs import host_lines, merged, since_s
+
+    try:
+        since = since_s(str(this.data.get("since") or "10m"))
+    except FleetError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    grep = this.data.get("grep")
+
+    def collect(remote: PyinfraRemote, here: FleetHost, _fleet: Fleet) -> Any:
+        return host_lines(remote, here, since, str(grep) if grep else None)
+
+    def report(_fleet: Fleet, found: dict[str, Any], _covered: list[str]) -> None:
+        lines = merged(found)
+        for line in lines:
+            print(line, flush=False)
+        print(f"({len(lines)} line(s) from {len(found)} host(s))", flush=True)
+
+    _collect_and_report("logs", collect, report)
+
+
+_rollouts: dict[str, Any] = {}  # verb -> its Rollout, shared by the hosts' operations
+_turns: dict[str, Any] = {}  # host -> gevent Event, set once its turn is over
+
+
+def update() -> None:
+    """Rolling: every host's operation starts at once (pyinfra runs an operation on all hosts side by
+    side), and each waits for the turns of the hosts before it in the rolling order. Not for --serial."""
+    from comfyjobs.fleet.update import (
+        COME_BACK_TIMEOUT_S,
+        Rollout,
+        rolling_order,
+        rollout_summary,
+        update_host,
+    )
+
+    host, _inventory, fleet = _context()
+    here = fleet.hosts[host.name]
+    timeout_s = float(host.data.get("come_back_timeout_s") or COME_BACK_TIMEOUT_S)
+
+    def run() -> None:
+        import gevent.event  # type: ignore[import-untyped]  # (pyinfra's: its operations are greenlets)
+        from pyinfra.context import host as current
+        from pyinfra.context import inventory, state
+
+        covered = [fleet.hosts[h.name] for h in inventory if state.is_host_in_limit(h)]
+        order = [h.name for h in rolling_order(covered)]
+        rollout: Rollout = _rollouts.setdefault("update", Rollout(order))
+        turns = {name: _turns.setdefault(name, gevent.event.Event()) for name in order}
+        live = [name for name in order if any(h.name == name for h in state.active_hosts)]
+        for earlier in order[: order.index(here.name)]:
+            if earlier in live:
+                turns[earlier].wait()
+            else:
+                rollout.stop(earlier, "unreachable: SSH did not connect")
+        try:
+            if rollout.stopped_at is not None:
+                at, why = rollout.stopped_at
+                raise FleetError(f"{here.name}: not updated: the update stopped at {at} ({why})")
+            print(f"[{here.name}] updating ({order.index(here.name) + 1} of {len(order)})", flush=True)
+            log = update_host(PyinfraRemote(current, fleet.secrets.redacted), here, fleet, timeout_s)
+            rollout.done[here.name] = "updated" if log.changed else "unchanged"
+            print(log.summary(), flush=True)
+        except FleetError as exc:
+            if rollout.stopped_at is None:
+                rollout.stop(here.name, str(exc).removeprefix(f"{here.name}: "))
+            raise
+        finally:
+            turns[here.name].set()
+            if here.name == live[-1]:
+                print(f"update: {rollout_summary(rollout)}", flush=True)
+
+    _call(f"comfyjobs update ({', '.join(sorted(here.roles))}), rolling", run)
