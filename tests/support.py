@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import httpx
 import redis
 
 from comfyjobs import keys
@@ -94,6 +95,19 @@ class JobEvents:
     def statuses(self, task_id: str) -> list[str]:
         self._read(task_id, block_ms=None)
         return [c["status"] for c in self.changes[task_id] if "status" in c]
+
+
+def run_to_success(
+    api: httpx.Client, events: JobEvents, workflow_id: str, params: dict[str, Any], timeout_s: float
+) -> dict[str, Any]:
+    """Submits a job (202), waits on its event stream until it succeeds, and returns the task as
+    GET /tasks/{id} shows it then."""
+    resp = api.post("/generate", json={"workflow_id": workflow_id, "params": params})
+    assert resp.status_code == 202, resp.text
+    task_id = resp.json()["task_id"]
+    assert events.wait_terminal(task_id, timeout_s) == "SUCCESS", events.statuses(task_id)
+    task: dict[str, Any] = api.get(f"/tasks/{task_id}").json()
+    return task
 
 
 @dataclass

@@ -38,7 +38,7 @@ class Ran:
 
 
 @dataclass
-class TestFleet:
+class FleetUnderTest:
     hosts: dict[str, SshHost]
     inventory: Path
     secrets_file: Path
@@ -98,7 +98,7 @@ def write_inventory(path: Path, groups: dict[str, list[tuple[str, dict[str, Any]
 
 
 @pytest.fixture(scope="package")
-def test_fleet(tmp_path_factory: pytest.TempPathFactory, s3_endpoint: S3Endpoint) -> Iterator[TestFleet]:
+def test_fleet(tmp_path_factory: pytest.TempPathFactory, s3_endpoint: S3Endpoint) -> Iterator[FleetUnderTest]:
     require_sshd()
     folder = tmp_path_factory.mktemp("fleet")
     key = client_key(folder)
@@ -134,7 +134,7 @@ def test_fleet(tmp_path_factory: pytest.TempPathFactory, s3_endpoint: S3Endpoint
         ]
         inventory = folder / "inventory.py"
         write_inventory(inventory, {"redis": [("api-1", api_data)], "api": [("api-1", api_data)], "gpu": gpu})
-        fleet = TestFleet(
+        fleet = FleetUnderTest(
             hosts=hosts,
             inventory=inventory,
             secrets_file=secrets_file,

@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.fleet.conftest import TestFleet
-from tests.support import JobEvents
+from tests.fleet.conftest import FleetUnderTest
+from tests.support import JobEvents, run_to_success
 
 pytestmark = pytest.mark.timeout(1500)  # (the fleet's bootstrap runs in the first test to use it)
 
 JOB_TIMEOUT_S = 300.0
 
 
-def test_bootstrap_brings_up_a_fleet_that_runs_a_job(test_fleet: TestFleet) -> None:
+def test_bootstrap_brings_up_a_fleet_that_runs_a_job(test_fleet: FleetUnderTest) -> None:
     first = test_fleet.runs[0].output
     for name in ("api-1", "gpu-1", "gpu-2"):
         assert f"[{name}] install: changed" in first
@@ -28,17 +28,8 @@ def test_bootstrap_brings_up_a_fleet_that_runs_a_job(test_fleet: TestFleet) -> N
     events = JobEvents(test_fleet.redis_url)
     try:
         with test_fleet.api() as api:
-            resp = api.post(
-                "/generate",
-                json={
-                    "workflow_id": "txt2img",
-                    "params": {"prompt": "a fleet", "steps": 2, "width": 64, "height": 64},
-                },
-            )
-            assert resp.status_code == 202, resp.text
-            task_id = resp.json()["task_id"]
-            assert events.wait_terminal(task_id, JOB_TIMEOUT_S) == "SUCCESS"
-            task = api.get(f"/tasks/{task_id}").json()
+            params = {"prompt": "a fleet", "steps": 2, "width": 64, "height": 64}
+            task = run_to_success(api, events, "txt2img", params, JOB_TIMEOUT_S)
     finally:
         events.close()
     assert re.fullmatch(r"cpu\.\d+@.+", task["worker"] or ""), task  # the CPU worker of a "GPU" host
@@ -46,7 +37,7 @@ def test_bootstrap_brings_up_a_fleet_that_runs_a_job(test_fleet: TestFleet) -> N
     assert output["url"].startswith(test_fleet.s3_url + "/"), output  # the shared bucket, not a disk
 
 
-def test_a_second_bootstrap_changes_nothing_and_says_so(test_fleet: TestFleet) -> None:
+def test_a_second_bootstrap_changes_nothing_and_says_so(test_fleet: FleetUnderTest) -> None:
     again = test_fleet.fleet("bootstrap", "--ref", test_fleet.commit)
 
     assert again.returncode == 0, again.output[-4000:]
@@ -55,7 +46,7 @@ def test_a_second_bootstrap_changes_nothing_and_says_so(test_fleet: TestFleet) -
     assert ": changed" not in again.output
 
 
-def test_no_secret_is_printed_and_the_env_file_is_private(test_fleet: TestFleet) -> None:
+def test_no_secret_is_printed_and_the_env_file_is_private(test_fleet: FleetUnderTest) -> None:
     for ran in test_fleet.runs:
         for name, value in test_fleet.secret_values.items():
             if name.startswith("S3_"):

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.fleet.conftest import TestFleet
+from tests.fleet.conftest import FleetUnderTest
 
 pytestmark = pytest.mark.timeout(1500)  # (the fleet's bootstrap runs in the first test to use it)
 
@@ -20,7 +20,7 @@ def _row(output: str, host: str) -> str:
     return next(line for line in output.splitlines() if re.match(rf"^\W*{re.escape(host)}\b", line))
 
 
-def test_status_shows_every_host_its_units_and_workers_and_the_queue(test_fleet: TestFleet) -> None:
+def test_status_shows_every_host_its_units_and_workers_and_the_queue(test_fleet: FleetUnderTest) -> None:
     ran = test_fleet.fleet("status")
 
     assert ran.returncode == 0, ran.output[-4000:]
@@ -36,7 +36,9 @@ def test_status_shows_every_host_its_units_and_workers_and_the_queue(test_fleet:
     assert "redis,api" in api and "redis active" in api
 
 
-def test_logs_merge_every_hosts_units_in_time_order_with_the_host_in_front(test_fleet: TestFleet) -> None:
+def test_logs_merge_every_hosts_units_in_time_order_with_the_host_in_front(
+    test_fleet: FleetUnderTest,
+) -> None:
     ran = test_fleet.fleet("logs", "--since", "1h", "--grep", "comfyui ready")
 
     assert ran.returncode == 0, ran.output[-4000:]
@@ -54,7 +56,7 @@ def test_logs_merge_every_hosts_units_in_time_order_with_the_host_in_front(test_
             assert value not in everything.output
 
 
-def test_logs_refuse_a_bad_since_before_asking_any_host(test_fleet: TestFleet) -> None:
+def test_logs_refuse_a_bad_since_before_asking_any_host(test_fleet: FleetUnderTest) -> None:
     ran = test_fleet.fleet("logs", "--since", "ten minutes")
 
     assert ran.returncode != 0
@@ -62,7 +64,7 @@ def test_logs_refuse_a_bad_since_before_asking_any_host(test_fleet: TestFleet) -
 
 
 @pytest.fixture
-def gpu_2_unreachable(test_fleet: TestFleet) -> Iterator[None]:
+def gpu_2_unreachable(test_fleet: FleetUnderTest) -> Iterator[None]:
     host = test_fleet.hosts["gpu-2"]
     host.stop()  # its sshd only: its worker goes on
     try:
@@ -71,7 +73,9 @@ def gpu_2_unreachable(test_fleet: TestFleet) -> Iterator[None]:
         host.start()
 
 
-def test_status_says_a_host_is_unreachable_and_fails(test_fleet: TestFleet, gpu_2_unreachable: None) -> None:
+def test_status_says_a_host_is_unreachable_and_fails(
+    test_fleet: FleetUnderTest, gpu_2_unreachable: None
+) -> None:
     ran = test_fleet.fleet("status")
 
     assert ran.returncode != 0

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.fleet.conftest import TestFleet
+from tests.fleet.conftest import FleetUnderTest
 from tests.support import JobEvents
 
 JOB_TIMEOUT_S = 600.0
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.timeout(1500)  # (the fleet's bootstrap, when this modu
 PARAMS = {"prompt": "rolling", "steps": 3, "width": 64, "height": 64}
 
 
-def test_a_rolling_update_during_a_burst_loses_no_job_and_runs_none_twice(test_fleet: TestFleet) -> None:
+def test_a_rolling_update_during_a_burst_loses_no_job_and_runs_none_twice(test_fleet: FleetUnderTest) -> None:
     release = test_fleet.new_commit("release 2")
     accepted: list[str] = []
     refused: list[str] = []
@@ -71,7 +71,7 @@ def test_a_rolling_update_during_a_burst_loses_no_job_and_runs_none_twice(test_f
 
 
 @pytest.fixture
-def gpu_2_unreachable(test_fleet: TestFleet) -> Iterator[None]:
+def gpu_2_unreachable(test_fleet: FleetUnderTest) -> Iterator[None]:
     host = test_fleet.hosts["gpu-2"]
     host.stop()
     try:
@@ -81,7 +81,7 @@ def gpu_2_unreachable(test_fleet: TestFleet) -> Iterator[None]:
 
 
 def test_an_unreachable_host_stops_the_update_before_it(
-    test_fleet: TestFleet, gpu_2_unreachable: None
+    test_fleet: FleetUnderTest, gpu_2_unreachable: None
 ) -> None:
     before = {h: test_fleet.head(h) for h in ("api-1", "gpu-1")}
     release = test_fleet.new_commit("release 3")

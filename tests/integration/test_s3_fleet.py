@@ -21,7 +21,7 @@ from PIL import Image
 from tests.integration.conftest import WORKER_READY_TIMEOUT_S, service_env, start, stop
 from tests.media_files import png
 from tests.s3 import S3Endpoint
-from tests.support import JobEvents, free_port, wait_for
+from tests.support import JobEvents, free_port, run_to_success, wait_for
 
 JOB_TIMEOUT_S = 240.0
 
@@ -90,13 +90,9 @@ def test_outputs_go_through_the_bucket(fleet: Fleet, s3_endpoint: S3Endpoint, re
             assert asset["url"].startswith(s3_endpoint.url + "/")  # presigned, straight from the bucket
             assert requests.get(asset["url"], timeout=10).content == png(40, 24, "teal")
 
-            resp = api.post(
-                "/generate", json={"workflow_id": "upscale", "params": {"image": asset["id"], "scale_by": 2}}
-            )
-            assert resp.status_code == 202, resp.text
-            task_id = resp.json()["task_id"]
-            assert events.wait_terminal(task_id, JOB_TIMEOUT_S) == "SUCCESS"
-            task = api.get(f"/tasks/{task_id}").json()
+            params = {"image": asset["id"], "scale_by": 2}
+            task = run_to_success(api, events, "upscale", params, JOB_TIMEOUT_S)
+            task_id = task["task_id"]
     finally:
         events.close()
 

@@ -12,12 +12,15 @@ from pathlib import Path
 from comfyjobs.cli import exit_codes
 from comfyjobs.errors import FleetError
 from comfyjobs.fleet.logs import since_s
+from comfyjobs.fleet.restart import KINDS
 
 FLEET_DIR = Path(__file__).resolve().parents[3] / "deploy" / "fleet"
 VERBS = {
     "bootstrap": "a bare host to serving: packages, checkout, install, .env, units, started, checked",
     "status": "one table: hosts, units, workers, GPUs, ComfyUI, disk, model cache, catalog; the queue",
     "update": "a new version across the fleet, rolling: one host at a time, drained, updated, seen back",
+    "sync": "publish the catalog; custom nodes and models on every GPU host; restart what changed",
+    "restart": "api, workers, comfyui or redis restarted the same rolling way, workers drained first",
     "logs": "the journal of every comfyjobs unit on the hosts, merged in time order",
 }
 
@@ -36,6 +39,17 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         parser.add_argument("--limit", action="append", metavar="HOST", help="only this host (or group)")
         if verb in ("bootstrap", "update"):
             parser.add_argument("--ref", help="the commit to deploy (default: this checkout's HEAD)")
+        if verb == "sync":
+            for name, default in (
+                ("manifests", "manifests"),
+                ("workflows", "workflows"),
+                ("configs", "install/configs"),
+            ):
+                parser.add_argument(
+                    f"--{name}", type=Path, default=Path(default), help=f"default: ./{default}"
+                )
+        if verb == "restart":
+            parser.add_argument("what", choices=KINDS, help="which units")
         if verb == "logs":
             parser.add_argument("--since", default="10m", help="how far back: 90s, 10m, 2h, 1d (default 10m)")
             parser.add_argument("--grep", metavar="TEXT", help="only lines holding TEXT (any case)")
@@ -65,6 +79,11 @@ def pyinfra_argv(args: argparse.Namespace) -> list[str]:
         argv += ["--limit", limit]
     if verb in ("bootstrap", "update"):
         argv += ["--data", f"ref={_commit(args.ref)}"]
+    if verb == "restart":
+        argv += ["--data", f"restart={args.what}"]
+    if verb == "sync":
+        for name in ("manifests", "workflows", "configs"):
+            argv += ["--data", f"sync_{name}={getattr(args, name).resolve()}"]
     if verb == "logs":
         since_s(args.since)  # (a bad value: refused here, before any host is asked)
         argv += ["--data", f"since={args.since}"]

@@ -64,6 +64,11 @@ def _parser() -> argparse.ArgumentParser:
     download.add_argument("--file", type=Path, default=Path("install/configs/models.ini"))
     download.add_argument("--model-dir", type=Path, help="models folder (default: MODEL_DIR)")
     download.add_argument("--allow-missing", action="store_true", help="exit 0 even if some downloads fail")
+    download.add_argument(
+        "--catalog",
+        action="store_true",
+        help="instead: the models the active catalog's workflows list (those WORKER_LABELS may run)",
+    )
     report = models_sub.add_parser(
         "report", help="per folder: files, size, last used, the workflows using them; the cache and its cap"
     )
@@ -165,6 +170,10 @@ def _run(args: argparse.Namespace) -> int:
         if args.models_command == "report":
             return run_models_report(settings, as_json=args.json)
         return run_models_prune(settings, dry_run=args.dry_run)
+    if args.command == "models" and args.catalog:
+        from comfyjobs.cli.models import run_models_download_catalog
+
+        return run_models_download_catalog(settings)
     if args.command == "models":
         from comfyjobs.provision.cli import run_models_download
 

@@ -4,6 +4,7 @@ MODEL_CACHE_MAX_GB, least recently used first, never a file a job uses; links to
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -15,7 +16,7 @@ from rich.filesize import decimal
 
 from comfyjobs.catalog.store import opened
 from comfyjobs.cli import exit_codes
-from comfyjobs.errors import ComfyJobsError
+from comfyjobs.errors import ComfyJobsError, ModelDownloadError
 from comfyjobs.graphs.models import models_of
 from comfyjobs.manifests.loader import load_registry
 from comfyjobs.manifests.registry import Registry
@@ -109,6 +110,39 @@ def report(settings: Settings) -> dict[str, Any]:
     }
 
 
+def _count(into: list[int], done: int, _total: int | None) -> None:
+    into.append(done)
+
+
+def run_models_download_catalog(settings: Settings) -> int:
+    """The models the workflows of the active catalog version list (and their fixed URL values), for the
+    workflows this host's WORKER_LABELS may run: into the model cache, linked for ComfyUI, as a worker
+    would before a first job. What ``fleet sync`` runs on each GPU host."""
+    with opened(settings.require_redis_url(), settings.queue_name) as store:
+        version = store.require_active()
+        registry = store.bundle(version).registry()
+    on_demand = _cache(settings)
+    failed = 0
+    for wid, workflow in sorted(registry.workflows.items()):
+        if not workflow.labels <= settings.labels:
+            print(f"skip   {wid}: needs labels {', '.join(sorted(workflow.labels - settings.labels))}")
+            continue
+        if not workflow.models and not any(p.fixed for p in workflow.model_parameters):
+            continue
+        fetched: list[int] = []
+        try:
+            with on_demand.prepared(workflow, {}, functools.partial(_count, fetched)):
+                pass
+        except ModelDownloadError as exc:
+            failed += 1
+            print(f"failed {wid}: {exc.message}")
+            continue
+        got = f", downloaded {decimal(max(fetched))}" if fetched else ""
+        print(f"ok     {wid}: {len(workflow.models)} listed model(s) in place{got}")
+    print(f"catalog {version[:12]}: {'all in place' if not failed else f'{failed} workflow(s) failed'}")
+    return exit_codes.OK if not failed else exit_codes.ERROR
+
+
 def _print_report(data: Mapping[str, Any]) -> None:
     print(f"workflows from: {data['workflows_from']}")
     for folder, files in sorted(data["folders"].items()):
@@ -148,4 +182,4 @@ def run_models_prune(settings: Settings, *, dry_run: bool) -> int:
     return exit_codes.OK
 
 
-__all__ = ["report", "run_models_prune", "run_models_report"]
+__all__ = ["report", "run_models_download_catalog", "run_models_prune", "run_models_report"]

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from comfyjobs.errors import FleetError
-from comfyjobs.fleet.bootstrap import Fleet, bootstrap_host, wait_for_workers
+from comfyjobs.fleet.bootstrap import Fleet, StepLog, bootstrap_host, wait_for_workers
 from comfyjobs.fleet.host_files import Secrets
 from comfyjobs.fleet.hosts import FleetHost, fleet_host
 from comfyjobs.fleet.remote import PyinfraRemote
@@ -166,20 +167,15 @@ _rollouts: dict[str, Any] = {}  # verb -> its Rollout, shared by the hosts' oper
 _turns: dict[str, Any] = {}  # host -> gevent Event, set once its turn is over
 
 
-def update() -> None:
-    """Rolling: every host's operation starts at once (pyinfra runs an operation on all hosts side by
-    side), and each waits for the turns of the hosts before it in the rolling order. Not for --serial."""
-    from comfyjobs.fleet.update import (
-        COME_BACK_TIMEOUT_S,
-        Rollout,
-        rolling_order,
-        rollout_summary,
-        update_host,
-    )
+def _rolling(verb: str, present: str, past: str, act: Callable[[PyinfraRemote, FleetHost], StepLog]) -> None:
+    """One operation per host; every host's starts at once (pyinfra runs an operation on all hosts side
+    by side), and each waits for the turns of the hosts before it in the rolling order, so the hosts go
+    one at a time. The first that fails or could not be reached stops those after it. Not for --serial
+    (the turns would wait on hosts pyinfra has not started)."""
+    from comfyjobs.fleet.rolling import Rollout, rolling_order, rollout_summary
 
     host, _inventory, fleet = _context()
     here = fleet.hosts[host.name]
-    timeout_s = float(host.data.get("come_back_timeout_s") or COME_BACK_TIMEOUT_S)
 
     def run() -> None:
         import gevent.event  # type: ignore[import-untyped]  # (pyinfra's: its operations are greenlets)
@@ -188,7 +184,7 @@ def update() -> None:
 
         covered = [fleet.hosts[h.name] for h in inventory if state.is_host_in_limit(h)]
         order = [h.name for h in rolling_order(covered)]
-        rollout: Rollout = _rollouts.setdefault("update", Rollout(order))
+        rollout: Rollout = _rollouts.setdefault(verb, Rollout(order, past))
         turns = {name: _turns.setdefault(name, gevent.event.Event()) for name in order}
         live = [name for name in order if any(h.name == name for h in state.active_hosts)]
         for earlier in order[: order.index(here.name)]:
@@ -199,18 +195,114 @@ def update() -> None:
         try:
             if rollout.stopped_at is not None:
                 at, why = rollout.stopped_at
-                raise FleetError(f"{here.name}: not updated: the update stopped at {at} ({why})")
-            print(f"[{here.name}] updating ({order.index(here.name) + 1} of {len(order)})", flush=True)
-            log = update_host(PyinfraRemote(current, fleet.secrets.redacted), here, fleet, timeout_s)
-            rollout.done[here.name] = "updated" if log.changed else "unchanged"
+                raise FleetError(f"{here.name}: not {past}: the {verb} stopped at {at} ({why})")
+            print(f"[{here.name}] {present} ({order.index(here.name) + 1} of {len(order)})", flush=True)
+            log = act(PyinfraRemote(current, fleet.secrets.redacted), here)
+            rollout.done[here.name] = past if log.changed else "unchanged"
             print(log.summary(), flush=True)
         except FleetError as exc:
-            if rollout.stopped_at is None:
-                rollout.stop(here.name, str(exc).removeprefix(f"{here.name}: "))
+            rollout.stop(here.name, str(exc).removeprefix(f"{here.name}: "))
             raise
         finally:
             turns[here.name].set()
             if here.name == live[-1]:
-                print(f"update: {rollout_summary(rollout)}", flush=True)
+                print(f"{verb}: {rollout_summary(rollout)}", flush=True)
 
-    _call(f"comfyjobs update ({', '.join(sorted(here.roles))}), rolling", run)
+    _call(f"comfyjobs {verb} ({', '.join(sorted(here.roles))}), rolling", run)
+
+
+def _timeout_s(host: Any) -> float:
+    from comfyjobs.fleet.update import COME_BACK_TIMEOUT_S
+
+    return float(host.data.get("come_back_timeout_s") or COME_BACK_TIMEOUT_S)
+
+
+def update() -> None:
+    from pyinfra.context import host
+
+    from comfyjobs.fleet.update import update_host
+
+    _host, _inventory, fleet = _context()
+    timeout_s = _timeout_s(host)
+    _rolling(
+        "update", "updating", "updated", lambda remote, here: update_host(remote, here, fleet, timeout_s)
+    )
+
+
+def restart() -> None:
+    from pyinfra.context import host
+
+    from comfyjobs.fleet.restart import restart_host, units_of
+
+    _host, _inventory, fleet = _context()
+    kind = str(host.data.get("restart") or "")
+    try:
+        units_of(fleet.hosts[host.name], kind)  # (a bad kind: refused before anything runs)
+    except FleetError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    timeout_s = _timeout_s(host)
+    _rolling(
+        "restart",
+        "restarting",
+        "restarted",
+        lambda remote, here: restart_host(remote, here, fleet, kind, timeout_s),
+    )
+
+
+def sync() -> None:
+    """Three operations: the catalog published on the API's host; custom nodes and models on every GPU
+    host (side by side: each host's progress printed with its name); then, rolling, the workers of the
+    hosts whose custom nodes changed restarted (drained)."""
+    from pyinfra.context import host
+
+    from comfyjobs.fleet.restart import restart_host
+    from comfyjobs.fleet.sync import SyncSource, publish, sync_gpu_host, unpacked
+
+    _host, _inventory, fleet = _context()
+    here = fleet.hosts[host.name]
+    found = _found.setdefault("sync", {})
+    if "source" not in found:
+        folders = {k: Path(str(host.data.get(f"sync_{k}") or d)) for k, d in _SYNC_DEFAULTS.items()}
+        try:
+            found["source"] = SyncSource.pack(folders["manifests"], folders["workflows"], folders["configs"])
+        except FleetError as exc:
+            raise SystemExit(f"error: {exc}") from None
+    source: SyncSource = found["source"]
+    timeout_s = _timeout_s(host)
+
+    def publish_catalog() -> None:
+        from pyinfra.context import host as current
+
+        remote = PyinfraRemote(current, fleet.secrets.redacted)
+        version, changed = publish(remote, here, unpacked(remote, here, source))
+        found["version"] = version
+        state = "changed" if changed else "unchanged"
+        print(f"[{here.name}] catalog: {state} ({version[:12]} active)", flush=True)
+
+    def nodes_and_models() -> None:
+        from pyinfra.context import inventory, state
+
+        api = next(h for h in inventory if h.name == fleet.api_host.name)
+        if state.is_host_in_limit(api) and "version" not in found:
+            raise FleetError(f"{here.name}: not synced: the catalog was not published on {api.name}")
+        from pyinfra.context import host as current
+
+        remote = PyinfraRemote(current, fleet.secrets.redacted)
+        log, nodes_changed = sync_gpu_host(remote, here, unpacked(remote, here, source))
+        if nodes_changed:
+            found.setdefault("nodes_changed", set()).add(here.name)
+        print(log.summary(), flush=True)
+
+    def restart_changed(remote: PyinfraRemote, at: FleetHost) -> StepLog:
+        if at.name not in found.get("nodes_changed", set()):
+            return StepLog(at.name)
+        return restart_host(remote, at, fleet, "workers", timeout_s)
+
+    if here.name == fleet.api_host.name:
+        _call("comfyjobs sync: publish the catalog", publish_catalog)
+    if here.workers:
+        _call("comfyjobs sync: custom nodes and models", nodes_and_models)
+    _rolling("sync", "restart check", "restarted", restart_changed)
+
+
+_SYNC_DEFAULTS = {"manifests": "manifests", "workflows": "workflows", "configs": "install/configs"}

@@ -57,3 +57,9 @@ class PyinfraRemote:
             raise FleetError(f"{self.name}: {step} failed: could not upload {path}")
         self.run(f"chmod {mode} {q_temp} && mv -f {q_temp} {q_path}", step=step)
         return True
+
+    def put(self, path: Path, data: bytes, *, step: str) -> None:
+        """``data`` uploaded to ``path`` (its folder made)."""
+        self.run(f"mkdir -p {shlex.quote(str(path.parent))}", step=step)
+        if not self._host.put_file(io.BytesIO(data), str(path)):
+            raise FleetError(f"{self.name}: {step} failed: could not upload {path}")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import shlex
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 from comfyjobs.errors import FleetError
@@ -22,25 +21,6 @@ from comfyjobs.fleet.status import probe_host
 
 COME_BACK_TIMEOUT_S = 600.0
 POLL_S = 1.0
-
-
-def rolling_order(hosts: list[FleetHost]) -> list[FleetHost]:
-    """GPU hosts (in inventory order), then the API hosts: the API last, so that it is updated once
-    every worker already runs the new version."""
-    return [h for h in hosts if "api" not in h.roles] + [h for h in hosts if "api" in h.roles]
-
-
-@dataclass
-class Rollout:
-    """Which hosts are done, and where the update stopped (the first host that failed or was away)."""
-
-    order: list[str]
-    done: dict[str, str] = field(default_factory=dict)  # host -> "updated" / "unchanged"
-    stopped_at: tuple[str, str] | None = None  # (host, why)
-
-    def stop(self, host: str, why: str) -> None:
-        if self.stopped_at is None:
-            self.stopped_at = (host, why)
 
 
 def _drained_units(host: FleetHost) -> list[str]:
@@ -90,7 +70,11 @@ def wait_back(remote: PyinfraRemote, host: FleetHost, fleet: Fleet, timeout_s: f
         report = probe_host(remote, host, with_fleet=True)
         ready, missing = _worker_pids_ready(report, host)
         api_ok = "api" not in host.roles or _api_answers(remote, host)
-        if ready == len(host.workers) and api_ok:
+        fleet_state = report.get("fleet") or {}
+        redis_ok = "redis" not in host.roles or ("workers" in fleet_state and "error" not in fleet_state)
+        if not redis_ok:
+            missing.append(f"Redis: {fleet_state.get('error', 'no answer')}")
+        if ready == len(host.workers) and api_ok and redis_ok:
             print(
                 f"[{host.name}] back: {ready} worker(s) ready after {time.monotonic() - started:.1f} s",
                 flush=True,
@@ -111,14 +95,3 @@ def _api_answers(remote: PyinfraRemote, host: FleetHost) -> bool:
     )
     ran = remote.run(f"{python} -c {shlex.quote(check)}", step="API /health", check=False)
     return ran.ok and ran.output.strip().endswith("ok")
-
-
-def rollout_summary(rollout: Rollout) -> str:
-    parts = [f"{name}: {state}" for name, state in rollout.done.items()]
-    if rollout.stopped_at is not None:
-        host, why = rollout.stopped_at
-        left = [n for n in rollout.order if n not in rollout.done and n != host]
-        parts.append(f"stopped at {host} ({why})")
-        if left:
-            parts.append(f"not updated: {', '.join(left)}")
-    return "; ".join(parts)
