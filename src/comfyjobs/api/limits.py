@@ -49,6 +49,7 @@ UPLOAD_ROUTE = ("POST", "/assets")
 SIGNED_PREFIXES = ("/outputs/", "/inputs/")
 SIGNED_METHODS = frozenset({"GET", "HEAD"})
 KEYLESS_PATHS = frozenset({"/health", "/ready"})
+UI_PAGES = "/ui"
 
 
 # --- API keys: the one parser, shared with comfyjobs.api.auth ------------------------------------------
@@ -155,6 +156,8 @@ class RequestLimits:
             log.debug("%s %s ended after its body was refused", method, path, exc_info=True)
 
     def _keyless(self, method: str, path: str) -> bool:
+        if method in SIGNED_METHODS and (path == UI_PAGES or path.startswith(f"{UI_PAGES}/")):
+            return True  # the web app's static pages (they hold no data)
         return path in self.keyless_paths or (method in SIGNED_METHODS and path.startswith(SIGNED_PREFIXES))
 
 

@@ -1,0 +1,278 @@
+// The playground: the workflows of the active catalog, a form generated from each one's parameters,
+// and a live panel for the job it submits. Text from the API is only ever set as text, never as HTML.
+import { ApiError, apiKey, followTask, request, setApiKey } from "./api.js";
+
+const MEDIA = new Set(["image", "mask", "video", "audio", "file"]);
+const $ = (id) => document.getElementById(id);
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === false || value === null || value === undefined) continue;
+    if (name === "text") node.textContent = value;
+    else node.setAttribute(name, value === true ? "" : String(value));
+  }
+  for (const child of children) if (child) node.append(child);
+  return node;
+}
+
+// --- The key -------------------------------------------------------------------------------------
+function askForKey(message) {
+  $("key-panel").hidden = false;
+  $("workflows").hidden = true;
+  $("workflow-panel").hidden = true;
+  if (message) $("key-title").textContent = message;
+  $("api-key").focus();
+}
+
+$("key-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  setApiKey($("api-key").value.trim());
+  $("key-panel").hidden = true;
+  $("workflows").hidden = false;
+  start();
+});
+$("change-key").addEventListener("click", () => askForKey("Your API key"));
+
+// --- The workflows -------------------------------------------------------------------------------
+async function start() {
+  let workflows;
+  try {
+    workflows = await request("GET", "/workflows");
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) return askForKey(apiKey() ? "That key was refused: your API key" : "Your API key");
+    $("workflows").replaceChildren(el("p", { class: "error", role: "alert", text: `Cannot list workflows: ${err.message}` }));
+    return;
+  }
+  $("change-key").hidden = !apiKey();
+  const nav = $("workflows");
+  nav.replaceChildren(el("h2", { text: "Workflows" }));
+  for (const w of workflows) {
+    const button = el("button", { type: "button", "data-workflow": w.id }, el("span", { text: w.id }), el("small", { text: w.description || "" }));
+    button.addEventListener("click", () => openWorkflow(w.id));
+    nav.append(button);
+  }
+  const wanted = new URLSearchParams(location.search).get("workflow");
+  if (wanted && workflows.some((w) => w.id === wanted)) openWorkflow(wanted);
+}
+
+let current = null; // {workflow, fields: Map(name -> {param, input, error, ...})}
+
+async function openWorkflow(id) {
+  const workflow = await request("GET", `/workflows/${encodeURIComponent(id)}`);
+  for (const b of document.querySelectorAll("nav button")) b.setAttribute("aria-current", String(b.dataset.workflow === id));
+  $("workflow-title").textContent = workflow.id;
+  $("workflow-description").textContent = workflow.description || "";
+  const fields = new Map();
+  const box = $("fields");
+  box.replaceChildren();
+  for (const param of workflow.parameters) {
+    const field = control(param);
+    fields.set(param.name, field);
+    box.append(field.wrapper);
+  }
+  current = { workflow, fields };
+  $("form-error").hidden = true;
+  $("workflow-panel").hidden = false;
+}
+
+// --- One control per parameter -------------------------------------------------------------------
+function control(param) {
+  const id = `param-${param.name}`;
+  const help = el("p", { class: "help", id: `${id}-help`, text: param.description || "" });
+  const error = el("p", { class: "error", id: `${id}-error`, role: "alert", hidden: true });
+  const label = el("label", { for: id, text: param.name + (param.required ? " (required)" : "") });
+  const wrapper = el("div", { class: "field", "data-param": param.name }, label);
+  const described = `${id}-help ${id}-error`;
+  const field = { param, error, wrapper, value: () => undefined };
+
+  if (MEDIA.has(param.type)) return mediaControl(param, id, described, field, help, error);
+
+  let input;
+  if (param.type === "choice") {
+    input = el("select", { id, name: param.name, "aria-describedby": described, required: param.required });
+    if (param.nullable || !param.required) input.append(el("option", { value: "", text: param.nullable ? "(none)" : "(default)" }));
+    for (const choice of param.choices || []) input.append(el("option", { value: choice, text: choice }));
+    if (param.default !== undefined && param.default !== null) input.value = String(param.default);
+    field.value = () => (input.value === "" ? (param.nullable ? null : undefined) : input.value);
+  } else if (param.type === "boolean") {
+    input = el("input", { id, name: param.name, type: "checkbox", "aria-describedby": described });
+    input.checked = Boolean(param.default);
+    field.value = () => input.checked;
+  } else if (param.type === "integer" || param.type === "number") {
+    const integer = param.type === "integer";
+    input = el("input", {
+      id, name: param.name, type: "number", inputmode: integer ? "numeric" : "decimal",
+      min: param.min, max: param.max, step: integer ? 1 : "any", required: param.required,
+      "aria-describedby": described,
+    });
+    if (typeof param.default === "number") input.value = String(param.default);
+    field.value = () => (input.value === "" ? undefined : Number(input.value));
+    if (param.default === "random") {
+      const random = el("input", { id: `${id}-random`, type: "checkbox", checked: true });
+      input.disabled = true;
+      random.addEventListener("change", () => { input.disabled = random.checked; if (!random.checked) input.focus(); });
+      field.value = () => (random.checked ? "random" : input.value === "" ? undefined : Number(input.value));
+      field.random = random;
+      wrapper.append(input, el("div", { class: "inline" }, random, el("label", { for: `${id}-random`, text: "random" })), help, error);
+      field.input = input;
+      return field;
+    }
+    if (!integer && param.min !== undefined && param.max !== undefined) {
+      const slider = el("input", { type: "range", min: param.min, max: param.max, step: "any", "aria-label": `${param.name} slider`, value: input.value });
+      slider.addEventListener("input", () => { input.value = slider.value; });
+      input.addEventListener("input", () => { slider.value = input.value; });
+      wrapper.append(input, slider, help, error);
+      field.input = input;
+      return field;
+    }
+  } else {
+    const long = /prompt/.test(param.name) || (param.max_length || 0) > 200;
+    input = el(long ? "textarea" : "input", {
+      id, name: param.name, maxlength: param.max_length, required: param.required,
+      placeholder: param.example, "aria-describedby": described,
+    });
+    if (typeof param.default === "string") input.value = param.default;
+    field.value = () => (input.value === "" && !param.required ? undefined : input.value);
+  }
+  field.input = input;
+  wrapper.append(input, help, error);
+  return field;
+}
+
+function mediaControl(param, id, described, field, help, error) {
+  const file = el("input", { id, name: param.name, type: "file", accept: param.type === "mask" ? "image/*" : `${param.type === "file" ? "" : param.type}/*`, "aria-describedby": described });
+  const urlId = `${id}-url`;
+  const url = el("input", { id: urlId, type: "url", placeholder: "https://…" });
+  const preview = el("img", { class: "preview", alt: `${param.name} preview`, hidden: true });
+  const drop = el("div", { class: "drop" }, file, el("p", { class: "help", text: "or drop a file here" }), preview);
+  let chosen = null;
+  const choose = (f) => {
+    chosen = f;
+    if (f && f.type.startsWith("image/")) {
+      preview.src = URL.createObjectURL(f);
+      preview.hidden = false;
+    }
+  };
+  file.addEventListener("change", () => choose(file.files[0] || null));
+  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => { e.preventDefault(); drop.classList.remove("over"); choose(e.dataTransfer.files[0] || null); });
+  field.wrapper.append(drop, el("label", { for: urlId, text: `${param.name}: or a URL` }), url, help, error);
+  field.input = file;
+  field.media = true;
+  field.value = async () => {
+    if (chosen) {
+      const form = new FormData();
+      form.append("file", chosen, chosen.name || `${param.name}.png`);
+      const asset = await request("POST", "/assets", form);
+      return asset.id;
+    }
+    return url.value || undefined;
+  };
+  field.required = param.required;
+  return field;
+}
+
+// --- Submitting and following a job --------------------------------------------------------------
+function showErrors(err) {
+  for (const f of current.fields.values()) f.error.hidden = true;
+  const general = [];
+  for (const { field, reason } of err.fields) {
+    const name = String(field).replace(/^params\./, "").split(".")[0];
+    const target = current.fields.get(name);
+    if (target) {
+      target.error.textContent = reason;
+      target.error.hidden = false;
+    } else general.push(`${field}: ${reason}`);
+  }
+  if (!err.fields.length) general.push(err.message);
+  $("form-error").textContent = general.join("; ");
+  $("form-error").hidden = general.length === 0;
+  const first = [...current.fields.values()].find((f) => !f.error.hidden);
+  if (first && first.input) first.input.focus();
+}
+
+$("job-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  if (!current) return;
+  const form = event.currentTarget;
+  if (!form.noValidate && !form.reportValidity()) return;
+  const params = {};
+  try {
+    for (const [name, f] of current.fields) {
+      const value = await f.value();
+      if (f.media && f.required && value === undefined) throw new ApiError(422, { error: { message: "", fields: [{ field: `params.${name}`, reason: "choose a file or give a URL" }] } });
+      if (value !== undefined) params[name] = value;
+    }
+    const accepted = await request("POST", "/generate", { workflow_id: current.workflow.id, params });
+    for (const f of current.fields.values()) f.error.hidden = true;
+    $("form-error").hidden = true;
+    follow(accepted.task_id);
+  } catch (err) {
+    if (err instanceof ApiError) showErrors(err);
+    else { $("form-error").textContent = String(err); $("form-error").hidden = false; }
+  }
+});
+
+let following = null;
+
+function follow(taskId) {
+  if (following) following.abort();
+  following = new AbortController();
+  $("run-panel").hidden = false;
+  $("run-title").textContent = `Job ${taskId}`;
+  $("outputs").replaceChildren();
+  $("run-progress").value = 0;
+  const cancel = $("cancel");
+  cancel.hidden = false;
+  cancel.onclick = async () => {
+    try { await request("DELETE", `/tasks/${encodeURIComponent(taskId)}`); } catch (err) { $("run-status").textContent = err.message; }
+  };
+  followTask(taskId, (event) => show(event.data), following.signal).catch((err) => {
+    if (err.name !== "AbortError") $("run-status").textContent = `Lost the job's events: ${err.message}`;
+  });
+}
+
+function show(task) {
+  if (!task || !task.status) return;
+  const status = $("run-status");
+  if (task.status === "PENDING") {
+    const q = task.queue;
+    status.textContent = q ? `Waiting: position ${q.position} of ${q.waiting}` : "Waiting";
+  } else if (task.status === "STARTED" || task.status === "PROGRESS") {
+    const p = task.progress;
+    status.textContent = p && p.stage === "downloading" ? "Downloading models" : "Running";
+    if (p && p.max) {
+      $("run-progress").max = p.max;
+      $("run-progress").value = p.value;
+    }
+    $("run-node").textContent = p && p.node_type ? `Node ${p.node} (${p.node_type})` : "";
+  } else {
+    status.textContent = task.status === "SUCCESS" ? "Done" : task.status === "FAILURE" ? `Failed: ${(task.error && task.error.message) || ""}` : "Cancelled";
+    $("cancel").hidden = true;
+    if (task.status === "SUCCESS") {
+      $("run-progress").value = $("run-progress").max;
+      outputs(task.outputs || []);
+    }
+  }
+}
+
+function outputs(list) {
+  const box = $("outputs");
+  box.replaceChildren();
+  for (const out of list) {
+    const name = out.filename || "output";
+    let media;
+    if (out.kind === "image") media = el("img", { src: out.url, alt: name });
+    else if (out.kind === "video") media = el("video", { src: out.url, controls: true });
+    else if (out.kind === "audio") media = el("audio", { src: out.url, controls: true });
+    box.append(el("figure", {}, media, el("figcaption", {}, el("a", { href: out.url, download: name, text: name }))));
+  }
+}
+
+// The key is asked for first where the API needs one (and kept for the tab); with auth off, never.
+request("GET", "/ui/config").then(
+  (config) => (config.keys_required && !apiKey() ? askForKey("Your API key") : start()),
+  () => start(),
+);
