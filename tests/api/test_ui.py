@@ -27,7 +27,7 @@ def test_the_pages_are_served_without_a_key_under_a_strict_csp(keyed: TestClient
     assert '<script type="module" src="/ui/static/playground.js">' in page.text
     script = keyed.get("/ui/static/playground.js")
     assert script.status_code == 200 and script.headers["content-type"].startswith("text/javascript")
-    assert keyed.get("/ui/config").json() == {"keys_required": True}
+    assert keyed.get("/ui/config").json() == {"keys_required": True, "max_priority": 9, "default_priority": 5}
     assert keyed.get("/workflows").status_code == 401  # (the data still needs the key)
 
 
@@ -38,4 +38,4 @@ def test_only_the_apps_own_files_are_served(keyed: TestClient) -> None:
 
 
 def test_with_auth_off_the_pages_ask_for_no_key(client: TestClient) -> None:
-    assert client.get("/ui/config").json() == {"keys_required": False}
+    assert client.get("/ui/config").json()["keys_required"] is False

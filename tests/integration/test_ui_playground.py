@@ -15,12 +15,13 @@ from tests.support import free_port
 from tests.ui.browser import chromium, screenshot
 
 KEY = "k-ui-alice"
+OTHER_KEY = "k-ui-bob"
 JOB_TIMEOUT_MS = 240_000
 
 
 @pytest.fixture(scope="module")
 def keyed_api(service: Service) -> Iterator[httpx.Client]:
-    with api_process(service, free_port(), "api-ui.log", API_KEYS=f"alice:{KEY}") as client:
+    with api_process(service, free_port(), "api-ui.log", API_KEYS=f"alice:{KEY},bob:{OTHER_KEY}") as client:
         yield client
 
 
@@ -84,8 +85,47 @@ def test_txt2img_from_the_form_shows_progress_and_the_image(page: Any) -> None:
     seen = page.evaluate("() => window.seenProgress")
     assert len(set(seen)) >= 3, seen  # moved through the sampler's steps, not only to the end
     assert page.locator("#run-status").inner_text() == "Done"
+    assert page.get_by_role("button", name="Same with a new seed").is_visible()
     screenshot(page, "playground-txt2img")
     assert page.problems == []
+
+
+def test_the_request_is_shown_as_code_to_copy(page: Any) -> None:
+    _fill(page, steps=3)
+    page.locator("#as-code summary").click()
+
+    curl = page.get_by_label("curl").input_value()
+    assert (
+        curl.startswith("curl -sS -X POST 'http://127.0.0.1:") and '"X-API-Key: $COMFYJOBS_API_KEY"' in curl
+    )
+    assert (
+        '"workflow_id":"txt2img"' in curl
+        and '"steps":3' in curl
+        and '"prompt":"a red fox in the snow"' in curl
+    )
+    python = page.get_by_label("Python (api_client_minimal)").input_value()
+    assert (
+        'cj.generate("txt2img", {"prompt": "a red fox in the snow"' in python and '"seed": "random"' in python
+    )
+
+
+def test_the_history_lists_this_keys_jobs_only(page: Any, keyed_api: httpx.Client) -> None:
+    theirs = keyed_api.post(
+        "/generate",
+        json={"workflow_id": "tiny", "params": {}},
+        headers={"X-API-Key": OTHER_KEY},
+    )
+    assert theirs.status_code == 202, theirs.text
+    ours = keyed_api.post("/generate", json={"workflow_id": "tiny", "params": {}}, headers={"X-API-Key": KEY})
+    assert ours.status_code == 202, ours.text
+    page.reload()
+
+    page.locator(f'#history button[data-task="{ours.json()["task_id"]}"]').wait_for()
+    listed = page.locator("#history button").evaluate_all("(bs) => bs.map((b) => b.dataset.task)")
+    assert theirs.json()["task_id"] not in listed
+    page.locator(f'#history button[data-task="{ours.json()["task_id"]}"]').click()
+    page.get_by_role("heading", name="tiny").wait_for()  # its workflow reopened with its parameters
+    screenshot(page, "playground-history")
 
 
 def test_a_server_422_is_shown_next_to_its_field(page: Any) -> None:

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import FileResponse, JSONResponse
 
 from comfyjobs.api.services import Services, services
+from comfyjobs.jobs.queue import PRIORITY_DEFAULT
 from comfyjobs.ui import STATIC_DIR
 
 UI_PREFIX = "/ui"
@@ -45,5 +46,11 @@ async def static_file(name: str) -> FileResponse:
 
 @router.get(f"{UI_PREFIX}/config")
 async def config(svc: Annotated[Services, Depends(services)]) -> JSONResponse:
-    """What the pages need before the first request: whether they must ask for a key."""
-    return JSONResponse({"keys_required": bool(svc.settings.accepted_api_keys)}, headers=HEADERS)
+    """What the pages need before the first request: whether they must ask for a key, and the priorities
+    a (non-admin) key may ask for."""
+    found = {
+        "keys_required": bool(svc.settings.accepted_api_keys),
+        "max_priority": svc.settings.tenant_max_priority,
+        "default_priority": min(PRIORITY_DEFAULT, svc.settings.tenant_max_priority),
+    }
+    return JSONResponse(found, headers=HEADERS)

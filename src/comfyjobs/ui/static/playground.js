@@ -1,6 +1,7 @@
 // The playground: the workflows of the active catalog, a form generated from each one's parameters,
 // and a live panel for the job it submits. Text from the API is only ever set as text, never as HTML.
 import { ApiError, apiKey, followTask, request, setApiKey } from "./api.js";
+import { asCurl, asPython } from "./snippets.js";
 
 const MEDIA = new Set(["image", "mask", "video", "audio", "file"]);
 const $ = (id) => document.getElementById(id);
@@ -54,11 +55,12 @@ async function start() {
   }
   const wanted = new URLSearchParams(location.search).get("workflow");
   if (wanted && workflows.some((w) => w.id === wanted)) openWorkflow(wanted);
+  history();
 }
 
 let current = null; // {workflow, fields: Map(name -> {param, input, error, ...})}
 
-async function openWorkflow(id) {
+async function openWorkflow(id, values) {
   const workflow = await request("GET", `/workflows/${encodeURIComponent(id)}`);
   for (const b of document.querySelectorAll("nav button")) b.setAttribute("aria-current", String(b.dataset.workflow === id));
   $("workflow-title").textContent = workflow.id;
@@ -72,9 +74,44 @@ async function openWorkflow(id) {
     box.append(field.wrapper);
   }
   current = { workflow, fields };
+  if (values) fill(values);
   $("form-error").hidden = true;
   $("workflow-panel").hidden = false;
+  snippets();
 }
+
+// The form set to a job's parameters (history, "run again").
+function fill(values) {
+  for (const [name, value] of Object.entries(values)) {
+    const f = current.fields.get(name);
+    if (!f || f.media || !f.input) continue;
+    if (f.random) {
+      f.random.checked = value === "random";
+      f.input.disabled = f.random.checked;
+    }
+    if (f.input.type === "checkbox") f.input.checked = Boolean(value);
+    else if (value !== "random") f.input.value = value === null ? "" : String(value);
+  }
+}
+
+// The request as it stands, without uploading anything (a media file shows as its name).
+function plainParams() {
+  const params = {};
+  for (const [name, f] of current.fields) {
+    const value = f.media ? f.describe() : f.value();
+    if (value !== undefined) params[name] = value;
+  }
+  return params;
+}
+
+function snippets() {
+  if (!current) return;
+  const body = { workflow_id: current.workflow.id, params: plainParams(), priority: Number($("priority").value) };
+  $("as-curl").value = asCurl(location.origin, body, Boolean(apiKey()));
+  $("as-python").value = asPython(location.origin, body);
+}
+$("job-form").addEventListener("input", snippets);
+$("job-form").addEventListener("change", snippets);
 
 // --- One control per parameter -------------------------------------------------------------------
 function control(param) {
@@ -171,6 +208,7 @@ function mediaControl(param, id, described, field, help, error) {
     return url.value || undefined;
   };
   field.required = param.required;
+  field.describe = () => (chosen ? `@${chosen.name}` : url.value || undefined);
   return field;
 }
 
@@ -205,10 +243,8 @@ $("job-form").addEventListener("submit", async (event) => {
       if (f.media && f.required && value === undefined) throw new ApiError(422, { error: { message: "", fields: [{ field: `params.${name}`, reason: "choose a file or give a URL" }] } });
       if (value !== undefined) params[name] = value;
     }
-    const accepted = await request("POST", "/generate", { workflow_id: current.workflow.id, params });
-    for (const f of current.fields.values()) f.error.hidden = true;
-    $("form-error").hidden = true;
-    follow(accepted.task_id);
+    const body = { workflow_id: current.workflow.id, params, priority: Number($("priority").value) };
+    await submit(body);
   } catch (err) {
     if (err instanceof ApiError) showErrors(err);
     else { $("form-error").textContent = String(err); $("form-error").hidden = false; }
@@ -216,6 +252,29 @@ $("job-form").addEventListener("submit", async (event) => {
 });
 
 let following = null;
+let last = null; // the last request sent: "run again"
+
+async function submit(body) {
+  const accepted = await request("POST", "/generate", body);
+  for (const f of current.fields.values()) f.error.hidden = true;
+  $("form-error").hidden = true;
+  last = body;
+  follow(accepted.task_id);
+  history();
+}
+
+async function again(newSeed) {
+  if (!last) return;
+  const params = { ...last.params };
+  if (newSeed) params.seed = "random";
+  try {
+    await submit({ ...last, params });
+  } catch (err) {
+    $("run-status").textContent = err.message;
+  }
+}
+$("run-again").addEventListener("click", () => again(false));
+$("new-seed").addEventListener("click", () => again(true));
 
 function follow(taskId) {
   if (following) following.abort();
@@ -226,6 +285,8 @@ function follow(taskId) {
   $("run-progress").value = 0;
   const cancel = $("cancel");
   cancel.hidden = false;
+  $("run-again").hidden = true;
+  $("new-seed").hidden = true;
   cancel.onclick = async () => {
     try { await request("DELETE", `/tasks/${encodeURIComponent(taskId)}`); } catch (err) { $("run-status").textContent = err.message; }
   };
@@ -251,6 +312,8 @@ function show(task) {
   } else {
     status.textContent = task.status === "SUCCESS" ? "Done" : task.status === "FAILURE" ? `Failed: ${(task.error && task.error.message) || ""}` : "Cancelled";
     $("cancel").hidden = true;
+    $("run-again").hidden = !last;
+    $("new-seed").hidden = !last || !current || !current.fields.has("seed");
     if (task.status === "SUCCESS") {
       $("run-progress").value = $("run-progress").max;
       outputs(task.outputs || []);
@@ -272,7 +335,52 @@ function outputs(list) {
 }
 
 // The key is asked for first where the API needs one (and kept for the tab); with auth off, never.
+let config = { keys_required: false, max_priority: 9, default_priority: 5 };
 request("GET", "/ui/config").then(
-  (config) => (config.keys_required && !apiKey() ? askForKey("Your API key") : start()),
-  () => start(),
+  (found) => {
+    config = found;
+    priorities();
+    return config.keys_required && !apiKey() ? askForKey("Your API key") : start();
+  },
+  () => {
+    priorities();
+    start();
+  },
 );
+
+function priorities() {
+  const select = $("priority");
+  select.replaceChildren();
+  for (let p = 0; p <= config.max_priority; p += 1) select.append(el("option", { value: p, text: String(p) }));
+  select.value = String(Math.min(config.default_priority, config.max_priority));
+}
+
+// --- The caller's own jobs (GET /api/v2/jobs: this key's tenant, newest first) ------------------------
+let cursor = null;
+
+async function history(more = false) {
+  let page;
+  try {
+    page = await request("GET", `/api/v2/jobs?limit=10${more && cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`);
+  } catch {
+    return; // (the history is a convenience: the playground works without it)
+  }
+  const list = $("history");
+  if (!more) list.replaceChildren();
+  for (const job of page.jobs) {
+    const open = el("button", { type: "button", "data-task": job.id, text: `${job.id.slice(0, 8)} ${job.status}` });
+    open.addEventListener("click", () => reopen(job.id));
+    list.append(el("li", {}, open, el("span", { class: "help", text: ` ${job.create_time || ""}` })));
+  }
+  cursor = page.next_cursor;
+  $("history-more").hidden = !cursor;
+  $("history-panel").hidden = list.children.length === 0;
+}
+$("history-more").addEventListener("click", () => history(true));
+
+async function reopen(taskId) {
+  const task = await request("GET", `/tasks/${encodeURIComponent(taskId)}`);
+  await openWorkflow(task.workflow_id, task.params || {});
+  last = { workflow_id: task.workflow_id, params: task.params || {}, priority: task.priority };
+  follow(taskId);
+}
