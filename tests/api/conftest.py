@@ -39,6 +39,14 @@ def client(settings: Settings) -> Iterator[TestClient]:
         yield test_client
 
 
+@pytest.fixture
+def keyed(settings: Settings) -> Iterator[TestClient]:
+    """The app with API keys k-one and k-two."""
+    keyed_settings = settings.model_copy(update={"api_keys": Settings.load(api_keys="k-one, k-two").api_keys})
+    with TestClient(create_app(keyed_settings)) as test_client:
+        yield test_client
+
+
 @dataclass
 class LiveApi:
     """The app served by a real uvicorn on a free port (streams need a real server, not TestClient),

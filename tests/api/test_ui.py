@@ -2,20 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
 from fastapi.testclient import TestClient
-
-from comfyjobs.api.app import create_app
-from comfyjobs.settings import Settings
-
-
-@pytest.fixture
-def keyed(settings: Settings) -> Iterator[TestClient]:
-    keyed_settings = settings.model_copy(update={"api_keys": Settings.load(api_keys="k-one").api_keys})
-    with TestClient(create_app(keyed_settings)) as client:
-        yield client
 
 
 def test_the_pages_are_served_without_a_key_under_a_strict_csp(keyed: TestClient) -> None:
