@@ -4,13 +4,16 @@ the size asked for, and a server 422 shown next to its field. No console errors,
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
+from PIL import Image
 
 from tests.integration.conftest import Service, api_process
+from tests.media_files import png
 from tests.support import free_port
 from tests.ui.browser import chromium, screenshot
 
@@ -142,3 +145,59 @@ def test_a_server_422_is_shown_next_to_its_field(page: Any) -> None:
     screenshot(page, "playground-422")
     # (Chromium logs every non-2xx response it loads; the 422 is the one this test asked for.)
     assert [p for p in page.problems if "status of 422" not in p] == []
+
+
+def _open(page: Any, workflow: str, image: tuple[int, int]) -> None:
+    page.locator(f'nav button[data-workflow="{workflow}"]').click()
+    page.get_by_role("heading", name=workflow).wait_for()
+    page.get_by_label("prompt (required)").fill("a watercolour fox")
+    page.locator("#param-image").set_input_files(
+        {"name": "photo.png", "mimeType": "image/png", "buffer": png(*image, "teal")}
+    )
+    _fill(page, steps=3)
+
+
+def _output_size(page: Any) -> list[int]:
+    page.wait_for_function(
+        "() => { const i = document.querySelector('#outputs img');"
+        " return i && i.complete && i.naturalWidth > 0 }",
+        timeout=JOB_TIMEOUT_MS,
+    )
+    size: list[int] = page.evaluate(
+        "() => { const i = document.querySelector('#outputs img'); return [i.naturalWidth, i.naturalHeight] }"
+    )
+    return size
+
+
+def test_img2img_with_an_uploaded_image(page: Any) -> None:
+    _open(page, "img2img", (72, 48))
+    page.locator("#param-image ~ img.preview").wait_for()
+
+    page.get_by_role("button", name="Generate").click()
+
+    assert _output_size(page) == [72, 48]  # the input's size
+    screenshot(page, "playground-img2img")
+    assert page.problems == []
+
+
+def test_inpaint_with_a_mask_painted_on_the_canvas(page: Any, keyed_api: httpx.Client) -> None:
+    _open(page, "inpaint", (64, 48))
+    canvas = page.get_by_label("mask: paint over the image")
+    canvas.wait_for()
+    box = canvas.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.2, box["y"] + box["height"] * 0.5)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.8, box["y"] + box["height"] * 0.5, steps=8)
+    page.mouse.up()
+
+    page.get_by_role("button", name="Generate").click()
+
+    assert _output_size(page) == [64, 48]
+    task_id = page.locator("#run-title").inner_text().removeprefix("Job ")
+    task = keyed_api.get(f"/tasks/{task_id}", headers={"X-API-Key": KEY}).json()
+    mask = keyed_api.get(f"/assets/{task['params']['mask']}", headers={"X-API-Key": KEY}).json()
+    painted = Image.open(io.BytesIO(httpx.get(mask["url"]).content)).convert("L")
+    assert painted.size == (64, 48)  # the mask is the image's size
+    assert painted.getpixel((32, 24)) == 255 and painted.getpixel((2, 2)) == 0  # the stroke, and not painted
+    screenshot(page, "playground-inpaint")
+    assert page.problems == []

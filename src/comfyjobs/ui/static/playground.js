@@ -189,27 +189,99 @@ function mediaControl(param, id, described, field, help, error) {
     if (f && f.type.startsWith("image/")) {
       preview.src = URL.createObjectURL(f);
       preview.hidden = false;
+      if (param.type === "image") document.dispatchEvent(new CustomEvent("image-chosen", { detail: preview.src }));
     }
   };
   file.addEventListener("change", () => choose(file.files[0] || null));
   drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
   drop.addEventListener("dragleave", () => drop.classList.remove("over"));
   drop.addEventListener("drop", (e) => { e.preventDefault(); drop.classList.remove("over"); choose(e.dataTransfer.files[0] || null); });
-  field.wrapper.append(drop, el("label", { for: urlId, text: `${param.name}: or a URL` }), url, help, error);
+  field.wrapper.append(drop, el("label", { for: urlId, text: `${param.name}: or a URL` }), url);
+  const painter = param.type === "mask" ? maskPainter(param, id) : null;
+  if (painter) field.wrapper.append(painter.box);
+  field.wrapper.append(help, error);
   field.input = file;
   field.media = true;
   field.value = async () => {
-    if (chosen) {
+    let blob = chosen;
+    if (!blob && painter && painter.painted()) blob = await painter.blob();
+    if (blob) {
       const form = new FormData();
-      form.append("file", chosen, chosen.name || `${param.name}.png`);
+      form.append("file", blob, blob.name || `${param.name}.png`);
       const asset = await request("POST", "/assets", form);
       return asset.id;
     }
     return url.value || undefined;
   };
   field.required = param.required;
-  field.describe = () => (chosen ? `@${chosen.name}` : url.value || undefined);
+  field.describe = () => (chosen ? `@${chosen.name}` : painter && painter.painted() ? "@mask.png" : url.value || undefined);
   return field;
+}
+
+// A mask painted over the chosen image: white where to repaint, on black (the mask sent is the image's
+// size; the canvas shows the image with the mask over it).
+function maskPainter(param, id) {
+  const canvas = el("canvas", { id: `${id}-canvas`, class: "mask-canvas", width: 1, height: 1, "aria-label": `${param.name}: paint over the image` });
+  const size = el("input", { id: `${id}-brush`, type: "range", min: 1, max: 128, value: 16 });
+  const eraser = el("input", { id: `${id}-eraser`, type: "checkbox" });
+  const clear = el("button", { type: "button", text: "Clear the mask" });
+  const box = el(
+    "div",
+    { class: "painter", hidden: true },
+    el("p", { class: "help", text: "Or paint it over the image: white is repainted." }),
+    canvas,
+    el("label", { for: `${id}-brush`, text: "Brush size" }),
+    size,
+    el("div", { class: "inline" }, eraser, el("label", { for: `${id}-eraser`, text: "Eraser" })),
+    clear,
+  );
+  const mask = document.createElement("canvas");
+  const image = new Image();
+  let strokes = 0;
+  const redraw = () => {
+    const ctx = canvas.getContext("2d");
+    ctx.globalAlpha = 1;
+    ctx.drawImage(image, 0, 0);
+    ctx.globalAlpha = 0.55;
+    ctx.drawImage(mask, 0, 0);
+    ctx.globalAlpha = 1;
+  };
+  const reset = () => {
+    const m = mask.getContext("2d");
+    m.fillStyle = "#000";
+    m.fillRect(0, 0, mask.width, mask.height);
+    strokes = 0;
+    redraw();
+  };
+  image.addEventListener("load", () => {
+    canvas.width = mask.width = image.naturalWidth;
+    canvas.height = mask.height = image.naturalHeight;
+    box.hidden = false;
+    reset();
+  });
+  document.addEventListener("image-chosen", (e) => { image.src = e.detail; });
+  const paint = (e) => {
+    const r = canvas.getBoundingClientRect();
+    const x = ((e.clientX - r.left) * canvas.width) / r.width;
+    const y = ((e.clientY - r.top) * canvas.height) / r.height;
+    const m = mask.getContext("2d");
+    m.fillStyle = eraser.checked ? "#000" : "#fff";
+    m.beginPath();
+    m.arc(x, y, Number(size.value) / 2, 0, 2 * Math.PI);
+    m.fill();
+    if (!eraser.checked) strokes += 1;
+    redraw();
+  };
+  let down = false;
+  canvas.addEventListener("pointerdown", (e) => { down = true; canvas.setPointerCapture(e.pointerId); paint(e); });
+  canvas.addEventListener("pointermove", (e) => { if (down) paint(e); });
+  canvas.addEventListener("pointerup", () => { down = false; });
+  clear.addEventListener("click", reset);
+  return {
+    box,
+    painted: () => strokes > 0,
+    blob: () => new Promise((resolve) => mask.toBlob((b) => resolve(new File([b], "mask.png", { type: "image/png" })), "image/png")),
+  };
 }
 
 // --- Submitting and following a job --------------------------------------------------------------
@@ -312,6 +384,7 @@ function show(task) {
   } else {
     status.textContent = task.status === "SUCCESS" ? "Done" : task.status === "FAILURE" ? `Failed: ${(task.error && task.error.message) || ""}` : "Cancelled";
     $("cancel").hidden = true;
+    history(); // (its state there too)
     $("run-again").hidden = !last;
     $("new-seed").hidden = !last || !current || !current.fields.has("seed");
     if (task.status === "SUCCESS") {
