@@ -44,9 +44,11 @@ class PyinfraRemote:
         import hashlib
 
         want = hashlib.sha256(text.encode()).hexdigest()
-        have = self.run(f"sha256sum {shlex.quote(str(path))} 2>/dev/null | cut -d' ' -f1 || true", step=step)
-        current = self.run(f"stat -c %a {shlex.quote(str(path))} 2>/dev/null || true", step=step)
-        if have.output.strip() == want and current.output.strip() == mode:
+        q = shlex.quote(str(path))
+        looked = self.run(
+            f"{{ sha256sum {q} | cut -d' ' -f1; stat -c %a {q}; }} 2>/dev/null || true", step=step
+        )
+        if looked.output.split() == [want, mode]:
             return False
         temp = f"{path}.comfyjobs-new"
         q_temp, q_path = shlex.quote(temp), shlex.quote(str(path))

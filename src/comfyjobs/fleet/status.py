@@ -21,9 +21,12 @@ from comfyjobs.fleet.services import HostServices
 MIN_DISK_FREE_GB = 10.0  # what install/install.sh asks for
 
 
-def probe_host(remote: PyinfraRemote, host: FleetHost, with_fleet: bool) -> dict[str, Any]:
-    """The host's report (comfyjobs.fleet.probe's JSON), or ``{"error": ...}`` saying why there is none."""
-    services = HostServices(remote, host)
+def probe_host(
+    remote: PyinfraRemote, host: FleetHost, with_fleet: bool, services: HostServices | None = None
+) -> dict[str, Any]:
+    """The host's report (comfyjobs.fleet.probe's JSON), or ``{"error": ...}`` saying why there is none.
+    ``services``: the host's, when the caller polls (its kind is then looked up once)."""
+    services = services or HostServices(remote, host)
     python = shlex.quote(str(host.venv / "bin" / "python"))
     command = (
         f"cd {shlex.quote(str(host.install_root))} && {python} -m comfyjobs.fleet.probe"
@@ -72,18 +75,23 @@ def _units_cell(host: FleetHost, report: dict[str, Any], view: FleetView) -> Tex
     return cell
 
 
+def beat_of(report: dict[str, Any], unit: str, beats: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The heartbeat of the worker that ``unit`` runs on the host of ``report`` (its main pid)."""
+    pid = report.get("units", {}).get(unit, {}).get("pid")
+    return next((b for b in beats if pid is not None and b.get("pid") == pid), None)
+
+
 def _workers_cell(
     host: FleetHost, report: dict[str, Any], beats: list[dict[str, Any]] | None, view: FleetView
 ) -> Text:
     cell = Text()
     for name in host.workers:
-        pid = report.get("units", {}).get(name, {}).get("pid")
-        beat = next((b for b in beats or [] if pid is not None and b.get("pid") == pid), None)
         if beats is None:
             cell.append(
                 f"{name.split('@')[-1].removesuffix('.service')}: ? (no fleet state)\n", style="yellow"
             )
             continue
+        beat = beat_of(report, name, beats)
         if beat is None:
             view.problems.append(
                 f"{host.name}: {name} has no heartbeat in Redis (not running, or not connected)"

@@ -17,7 +17,7 @@ from comfyjobs.fleet.bootstrap import Fleet, StepLog, bootstrap_host, install_cu
 from comfyjobs.fleet.hosts import FleetHost
 from comfyjobs.fleet.remote import PyinfraRemote
 from comfyjobs.fleet.services import HostServices
-from comfyjobs.fleet.status import probe_host
+from comfyjobs.fleet.status import beat_of, probe_host
 
 COME_BACK_TIMEOUT_S = 600.0
 POLL_S = 1.0
@@ -51,8 +51,7 @@ def _worker_pids_ready(report: dict[str, Any], host: FleetHost) -> tuple[int, li
         return 0, [str(why or "no report")]
     ready, missing = 0, []
     for name in host.workers:
-        pid = units.get(name, {}).get("pid")
-        beat = next((b for b in fleet["workers"] if pid is not None and b.get("pid") == pid), None)
+        beat = beat_of(report, name, fleet["workers"])
         if beat is not None and beat.get("comfyui_ready") and beat.get("state") == "ready":
             ready += 1
         else:
@@ -66,8 +65,9 @@ def wait_back(remote: PyinfraRemote, host: FleetHost, fleet: Fleet, timeout_s: f
     deadline = time.monotonic() + timeout_s
     started = time.monotonic()
     missing: list[str] = []
+    services = HostServices(remote, host)  # (its kind looked up once, not at every poll)
     while True:
-        report = probe_host(remote, host, with_fleet=True)
+        report = probe_host(remote, host, with_fleet=True, services=services)
         ready, missing = _worker_pids_ready(report, host)
         api_ok = "api" not in host.roles or _api_answers(remote, host)
         fleet_state = report.get("fleet") or {}
